@@ -1,0 +1,83 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ResolveRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class RetryPolicy(_message.Message):
+    __slots__ = ("max_attempts", "initial_interval_seconds", "backoff_coefficient", "maximum_interval_seconds")
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BACKOFF_COEFFICIENT_FIELD_NUMBER: _ClassVar[int]
+    MAXIMUM_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    max_attempts: int
+    initial_interval_seconds: float
+    backoff_coefficient: float
+    maximum_interval_seconds: float
+    def __init__(self, max_attempts: _Optional[int] = ..., initial_interval_seconds: _Optional[float] = ..., backoff_coefficient: _Optional[float] = ..., maximum_interval_seconds: _Optional[float] = ...) -> None: ...
+
+class Deployment(_message.Message):
+    __slots__ = ("name", "adapter", "endpoint", "engine_model", "task_queue", "max_concurrency")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    TASK_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    adapter: str
+    endpoint: str
+    engine_model: str
+    task_queue: str
+    max_concurrency: int
+    def __init__(self, name: _Optional[str] = ..., adapter: _Optional[str] = ..., endpoint: _Optional[str] = ..., engine_model: _Optional[str] = ..., task_queue: _Optional[str] = ..., max_concurrency: _Optional[int] = ...) -> None: ...
+
+class Route(_message.Message):
+    __slots__ = ("model", "requested", "deployments", "timeout_seconds", "retry", "config_version")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    requested: str
+    deployments: _containers.RepeatedCompositeFieldContainer[Deployment]
+    timeout_seconds: float
+    retry: RetryPolicy
+    config_version: int
+    def __init__(self, model: _Optional[str] = ..., requested: _Optional[str] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., timeout_seconds: _Optional[float] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., config_version: _Optional[int] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("id", "aliases", "owned_by", "created", "deployments")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    OWNED_BY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    owned_by: str
+    created: int
+    deployments: _containers.RepeatedCompositeFieldContainer[Deployment]
+    def __init__(self, id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., owned_by: _Optional[str] = ..., created: _Optional[int] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models", "config_version")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    config_version: int
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., config_version: _Optional[int] = ...) -> None: ...
