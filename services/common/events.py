@@ -1,0 +1,85 @@
+"""The per-request Redis stream that carries an answer from the worker to the gateway.
+
+The worker appends `delta` events while the engine streams, then exactly one terminal event:
+`done` (with the result and usage) or `error`. The gateway reads them in order; each entry's
+stream id doubles as the SSE event id. The stream expires shortly after it ends, so nothing of
+the answer stays in Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+DELTA, DONE, ERROR = "delta", "done", "error"
+_FIELD = b"e"
+
+
+def stream_key(prefix: str, request_id: str) -> str:
+    return f"{prefix}events:{request_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: str
+    kind: str
+    data: dict[str, Any]
+
+    @property
+    def terminal(self) -> bool:
+        return self.kind in (DONE, ERROR)
+
+
+class EventWriter:
+    def __init__(self, redis: Redis, key: str, ttl_seconds: int) -> None:
+        self.redis, self.key, self.ttl = redis, key, ttl_seconds
+        self._expiry_set = False
+
+    async def delta(self, text: str) -> None:
+        await self._append({"kind": DELTA, "text": text})
+
+    async def done(self, result: dict[str, Any]) -> None:
+        await self._append({"kind": DONE, "result": result}, final=True)
+
+    async def error(self, error: dict[str, Any]) -> None:
+        await self._append({"kind": ERROR, "error": error}, final=True)
+
+    async def _append(self, event: dict[str, Any], final: bool = False) -> None:
+        if self._expiry_set and not final:
+            await self.redis.xadd(self.key, {_FIELD: orjson.dumps(event)})
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(self.key, {_FIELD: orjson.dumps(event)})
+            pipe.expire(self.key, self.ttl)
+            await pipe.execute()
+        self._expiry_set = True
+
+
+async def read(redis: Redis, key: str, after: str, block_ms: int) -> list[Event]:
+    """Events after stream id `after` ("0" for all); waits up to block_ms for the first one."""
+    reply = await redis.xread({key: after}, block=block_ms)
+    if not reply:
+        return []
+    events = []
+    for entry_id, fields in reply[0][1]:
+        body = orjson.loads(fields[_FIELD])
+        kind = body.pop("kind")
+        events.append(Event(_text(entry_id), kind, body))
+    return events
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def last(redis: Redis, key: str) -> Event | None:
+    """The newest event of a stream, or None if nothing was published yet."""
+    reply = await redis.xrevrange(key, count=1)
+    if not reply:
+        return None
+    entry_id, fields = reply[0]
+    body = orjson.loads(fields[_FIELD])
+    return Event(_text(entry_id), body.pop("kind"), body)

@@ -1,0 +1,82 @@
+"""A grpc.aio server with the standard health service and a graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from tiller.common.errors import TillerError
+from tiller.common.lifecycle import StartupError
+
+log = logging.getLogger(__name__)
+
+
+class GrpcServer:
+    def __init__(
+        self,
+        address: str,
+        register: Callable[[grpc.aio.Server], None],
+        service_names: Sequence[str],
+    ) -> None:
+        self.address = address
+        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        register(self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.service_names = ["", *service_names]
+
+    async def start(self) -> None:
+        try:
+            port = self.server.add_insecure_port(self.address)
+        except RuntimeError as error:
+            raise StartupError(f"cannot listen on {self.address}: {error}") from None
+        if port == 0:
+            raise StartupError(f"cannot listen on {self.address} (is the port already in use?)")
+        await self.server.start()
+        for name in self.service_names:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("grpc server listening", extra={"address": self.address})
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Report NOT_SERVING first so balancers move away, then finish in-flight calls."""
+        for name in self.service_names:
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(grace)
+
+    async def serve_until(self, stop: asyncio.Event, grace: float = 5.0) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop(grace)
+
+
+def translate_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a TillerError raised by a servicer method into its rich gRPC status."""
+    if inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                async for item in method(self, request, context):
+                    yield item
+            except TillerError as error:
+                await context.abort_with_status(error.to_grpc_status())
+
+        return stream
+
+    @functools.wraps(method)
+    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except TillerError as error:
+            await context.abort_with_status(error.to_grpc_status())
+
+    return unary

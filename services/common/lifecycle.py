@@ -1,0 +1,57 @@
+"""Process lifecycle shared by every service: run until SIGTERM/SIGINT, exit with one clear line."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
+from tiller.common import logs
+from tiller.common.settings import SettingsError
+
+
+class _HasLogLevel(Protocol):
+    @property
+    def log_level(self) -> str: ...
+
+
+S = TypeVar("S", bound=_HasLogLevel)
+
+
+class StartupError(RuntimeError):
+    """A service cannot start (port taken, bad configuration); the message is for humans."""
+
+
+def stop_event() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT, so servers can stop gracefully."""
+    event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, event.set)
+    return event
+
+
+def run_service(
+    name: str, load_settings: Callable[[], S], serve: Callable[[S], Awaitable[None]]
+) -> None:
+    """Read settings, then run the service on uvloop; start-up errors print one line, exit 1."""
+    try:
+        settings = load_settings()
+        logs.configure(name, settings.log_level)
+        _run(serve(settings))
+    except (StartupError, SettingsError) as error:
+        print(f"tiller {name}: {error}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        pass
+
+
+def _run(main: Awaitable[None]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(main)  # type: ignore[arg-type]
+        return
+    uvloop.run(main)  # type: ignore[arg-type]

@@ -1,0 +1,3 @@
+from tiller.demo_engine.server import main
+
+main()

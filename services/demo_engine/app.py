@@ -1,0 +1,109 @@
+"""The demo engine: a small OpenAI-compatible server that stands in for vLLM.
+
+It is not a model. It exists so `tiller up` and the tests have an engine that runs anywhere and
+answers deterministically, with a configurable delay per token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from tiller.demo_engine.generation import answer, prompt_tokens
+from tiller.demo_engine.settings import DemoSettings
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status, media_type="application/json")
+
+
+def _error(message: str, status: int, code: str | None = None) -> Response:
+    body = {"error": {"message": message, "type": "BadRequestError", "param": None, "code": code}}
+    return _json(body, status)
+
+
+def create_app(settings: DemoSettings) -> Starlette:
+    delay = settings.token_delay_ms / 1000
+    first_delay = settings.first_token_delay_ms / 1000
+
+    async def health(request: Request) -> Response:
+        return Response(status_code=200)
+
+    async def models(request: Request) -> Response:
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "tiller-demo-engine"}
+            for name in settings.served_models
+        ]
+        return _json({"object": "list", "data": data})
+
+    async def chat(request: Request) -> Response:
+        try:
+            body = orjson.loads(await request.body())
+            messages = body["messages"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return _error("body must be JSON with 'messages'", 400)
+        if body.get("model") not in settings.served_models:
+            return _error(f"The model `{body.get('model')}` does not exist.", 404, "model_not_found")
+        n_prompt = prompt_tokens(messages)
+        if n_prompt > settings.max_context_tokens:
+            return _error(
+                f"This model's maximum context length is {settings.max_context_tokens} tokens. "
+                f"However, your messages resulted in {n_prompt} tokens.",
+                400,
+            )
+        tokens, finish = answer(messages, body.get("max_tokens"))
+        meta = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "created": int(time.time()),
+            "model": body["model"],
+        }
+        usage = {
+            "prompt_tokens": n_prompt,
+            "completion_tokens": len(tokens),
+            "total_tokens": n_prompt + len(tokens),
+        }
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            chunks = _chunks(meta, tokens, finish, usage if include_usage else None)
+            return StreamingResponse(chunks, media_type="text/event-stream")
+        await asyncio.sleep(first_delay + delay * len(tokens))
+        message = {"role": "assistant", "content": "".join(tokens)}
+        choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
+        return _json({**meta, "object": "chat.completion", "choices": [choice], "usage": usage})
+
+    async def _chunks(
+        meta: dict[str, Any], tokens: list[str], finish: str, usage: dict[str, int] | None
+    ) -> AsyncIterator[bytes]:
+        def chunk(delta: dict[str, str], reason: str | None = None) -> bytes:
+            choice = {"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}
+            body = {**meta, "object": "chat.completion.chunk", "choices": [choice]}
+            return b"data: " + orjson.dumps(body) + b"\n\n"
+
+        yield chunk({"role": "assistant", "content": ""})
+        await asyncio.sleep(first_delay)
+        for index, token in enumerate(tokens):
+            if index and delay:
+                await asyncio.sleep(delay)
+            yield chunk({"content": token})
+        yield chunk({}, finish)
+        if usage is not None:
+            body = {**meta, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+            yield b"data: " + orjson.dumps(body) + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
+    return Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/v1/models", models),
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+        ]
+    )

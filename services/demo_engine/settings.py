@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tiller.common.settings import load
+
+PREFIX = "TILLER_DEMO_"
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    host: str = "127.0.0.1"
+    port: int = 9000
+    served_models: tuple[str, ...] = ("demo",)
+    token_delay_ms: float = 15.0  # between streamed tokens, like a real engine's decode step
+    first_token_delay_ms: float = 0.0
+    max_context_tokens: int = 4096  # longer prompts get vLLM's 400 context-length error
+    log_level: str = "warning"
+
+    @classmethod
+    def from_env(cls) -> DemoSettings:
+        return load(cls, PREFIX)

@@ -1,0 +1,3 @@
+from tiller.gateway.server import main
+
+main()

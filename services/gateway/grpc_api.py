@@ -1,0 +1,121 @@
+"""The Inference gRPC service for internal callers: the same path as REST, in protobuf terms.
+
+The key travels as metadata `authorization: Bearer <key>`; the request id (the workflow id)
+comes back as initial metadata `x-request-id`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from tiller.common import events
+from tiller.common.errors import TillerError
+from tiller.common.grpc_server import translate_errors
+from tiller.gateway.http_api import bearer_key
+from tiller.gateway.inference import Call, Inference, result_of
+from tiller.gateway.protocol import parse_chat
+from tiller.protos.inference.v1 import inference_pb2, inference_pb2_grpc
+from tiller.worker.shared import Usage
+
+_OPTIONAL = ("max_tokens", "temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
+
+
+class InferenceService(inference_pb2_grpc.InferenceServicer):
+    def __init__(self, inference: Inference) -> None:
+        self.inference = inference
+
+    async def _begin(
+        self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext, stream: bool
+    ) -> Call:
+        metadata = dict(context.invocation_metadata() or ())
+        api_key = bearer_key(metadata.get("authorization"))
+        chat = parse_chat(_as_openai(request, stream))
+        call = await self.inference.begin(api_key, chat)
+        await context.send_initial_metadata((("x-request-id", call.request_id),))
+        return call
+
+    @translate_errors
+    async def Generate(
+        self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.GenerateResponse:
+        call = await self._begin(request, context, stream=False)
+        try:
+            result = await call.result()
+        except BaseException:
+            call.abandon()
+            raise
+        call.complete(result.usage)
+        return inference_pb2.GenerateResponse(
+            id=call.request_id,
+            model=call.model,
+            text=result.text,
+            finish_reason=result.finish_reason,
+            usage=_usage(result.usage),
+        )
+
+    @translate_errors
+    async def GenerateStream(
+        self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[inference_pb2.GenerateChunk]:
+        call = await self._begin(request, context, stream=True)
+        try:
+            async for event in call.events():
+                if event.kind == events.DELTA:
+                    yield inference_pb2.GenerateChunk(
+                        id=call.request_id, model=call.model, delta=event.data["text"]
+                    )
+                elif event.kind == events.DONE:
+                    result = result_of(event)
+                    call.complete(result.usage)
+                    yield inference_pb2.GenerateChunk(
+                        id=call.request_id,
+                        model=call.model,
+                        finish_reason=result.finish_reason,
+                        usage=_usage(result.usage),
+                    )
+                else:
+                    raise TillerError.from_dict(event.data["error"])
+        finally:
+            call.abandon()  # a no-op once completed; otherwise the caller went away or it failed
+
+    @translate_errors
+    async def ListModels(
+        self, request: inference_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.ListModelsResponse:
+        metadata = dict(context.invocation_metadata() or ())
+        await self.inference.authenticate(bearer_key(metadata.get("authorization")))
+        listing = await self.inference.list_models()
+        return inference_pb2.ListModelsResponse(
+            models=[
+                inference_pb2.Model(id=name, owned_by=m.owned_by, created=m.created)
+                for m in listing.models
+                for name in (m.id, *m.aliases)
+            ]
+        )
+
+
+def _as_openai(request: inference_pb2.GenerateRequest, stream: bool) -> dict[str, Any]:
+    """The same body a REST caller would send, so both doors share one validation."""
+    body: dict[str, Any] = {
+        "model": request.model,
+        "messages": [
+            {"role": m.role, "content": m.content} | ({"name": m.name} if m.name else {})
+            for m in request.messages
+        ],
+        "stream": stream,
+    }
+    if request.stop:
+        body["stop"] = list(request.stop)
+    body.update((f, getattr(request, f)) for f in _OPTIONAL if request.HasField(f))
+    return body
+
+
+def _usage(u: Usage) -> inference_pb2.Usage:
+    return inference_pb2.Usage(
+        prompt_tokens=u.prompt_tokens,
+        completion_tokens=u.completion_tokens,
+        total_tokens=u.total_tokens,
+    )

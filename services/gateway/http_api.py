@@ -1,0 +1,203 @@
+"""The OpenAI-compatible REST API: thin handlers over `Inference`, OpenAI-shaped errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tiller.common import events
+from tiller.common.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    TillerError,
+)
+from tiller.gateway import shapes
+from tiller.gateway.inference import Call, Inference, result_of
+from tiller.gateway.protocol import ChatRequest, parse_chat
+
+SSE_PING_SECONDS = 15
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def _inference(request: Request) -> Inference:
+    inference: Inference = request.app.state.inference
+    return inference
+
+
+def bearer_key(authorization: str | None) -> str:
+    scheme, _, key = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise AuthenticationFailed(
+            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'."
+        )
+    return key.strip()
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request. The body must be valid JSON."
+        ) from None
+
+
+async def chat_completions(request: Request) -> Response:
+    inference = _inference(request)
+    api_key = bearer_key(request.headers.get("authorization"))
+    chat = parse_chat(await read_json(request, inference.settings.max_body_bytes))
+    call = await inference.begin(api_key, chat)
+    try:
+        if not chat.stream:
+            result = await call.result()
+            call.complete(result.usage)
+            body = shapes.completion(call.request_id, call.model, call.created, result)
+            return JSONResponse(body, headers=call.headers())
+        # Wait for the first event so an error before any token is a plain HTTP error.
+        stream = call.events()
+        first = await anext(stream)
+        if first.kind == events.ERROR:
+            raise TillerError.from_dict(first.data["error"])
+    except BaseException:
+        call.abandon()
+        raise
+    return EventSourceResponse(
+        _sse(call, chat, _with_first(first, stream)),
+        headers=call.headers(),
+        ping=SSE_PING_SECONDS,
+        sep="\n",
+    )
+
+
+async def _sse(
+    call: Call, chat: ChatRequest, answer: AsyncIterator[events.Event]
+) -> AsyncIterator[ServerSentEvent]:
+    """SSE events of one answer. A failure after the first byte becomes an error event."""
+    meta = (call.request_id, call.model, call.created)
+    role: dict[str, str] = {"role": "assistant"}
+    try:
+        async for event in answer:
+            if event.kind == events.DELTA:
+                delta = {**role, "content": event.data["text"]}
+                role = {}
+                body = shapes.chunk(*meta, delta, with_usage_field=chat.include_usage)
+                yield ServerSentEvent(orjson.dumps(body).decode(), id=event.id)
+            elif event.kind == events.DONE:
+                result = result_of(event)
+                body = shapes.chunk(
+                    *meta, role, result.finish_reason, with_usage_field=chat.include_usage
+                )
+                yield ServerSentEvent(orjson.dumps(body).decode(), id=event.id)
+                if chat.include_usage:
+                    usage = shapes.usage_chunk(*meta, result.usage)
+                    yield ServerSentEvent(orjson.dumps(usage).decode())
+                yield ServerSentEvent("[DONE]")
+                call.complete(result.usage)
+            else:
+                raise TillerError.from_dict(event.data["error"])
+    except TillerError as error:
+        call.abandon()
+        yield ServerSentEvent(orjson.dumps(error.to_openai()).decode())
+        yield ServerSentEvent("[DONE]")
+    finally:
+        call.abandon()  # a no-op once completed; otherwise the client went away
+
+
+async def _with_first(
+    first: events.Event, rest: AsyncIterator[events.Event]
+) -> AsyncIterator[events.Event]:
+    yield first
+    if not first.terminal:
+        async for event in rest:
+            yield event
+
+
+async def list_models(request: Request) -> Response:
+    inference = _inference(request)
+    await inference.authenticate(bearer_key(request.headers.get("authorization")))
+    listing = await inference.list_models()
+    data = [
+        shapes.model_object(name, m.created, m.owned_by)
+        for m in listing.models
+        for name in (m.id, *m.aliases)
+    ]
+    return JSONResponse({"object": "list", "data": data})
+
+
+async def retrieve_model(request: Request) -> Response:
+    inference = _inference(request)
+    await inference.authenticate(bearer_key(request.headers.get("authorization")))
+    name = request.path_params["model"]
+    listing = await inference.list_models()
+    for m in listing.models:
+        if name == m.id or name in m.aliases:
+            return JSONResponse(shapes.model_object(name, m.created, m.owned_by))
+    raise NotFound(f"The model `{name}` does not exist.", param="model")
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    inference = _inference(request)
+    checks = await inference.up.readiness(timeout=1.0)
+    ready = all(checks.values())
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+
+async def _tiller_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, TillerError)
+    return JSONResponse(error.to_openai(), error.http_status, headers=error.http_headers())
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    body = {
+        "error": {
+            "message": error.detail,
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }
+    return JSONResponse(body, error.status_code, headers=error.headers)
+
+
+def create_app(inference: Inference) -> Starlette:
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        exception_handlers={TillerError: _tiller_error, HTTPException: _http_error},
+    )
+    app.state.inference = inference
+    return app

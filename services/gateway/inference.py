@@ -1,0 +1,278 @@
+"""One inference request through the gateway, shared by the REST and gRPC front doors.
+
+admit (quota) -> resolve (router) -> start the workflow (Temporal) -> read the answer's events
+(Redis) -> report usage or release the lease (quota). Every admitted request ends in exactly one
+of `complete` or `abandon`, so no concurrency lease is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Coroutine
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.service import RPCError
+
+from tiller.common import events
+from tiller.common.errors import ServiceUnavailable, TillerError, UpstreamTimeout
+from tiller.gateway.protocol import ChatRequest
+from tiller.gateway.settings import GatewaySettings
+from tiller.gateway.shapes import duration
+from tiller.gateway.upstreams import Upstreams, rpc
+from tiller.protos.quota.v1 import quota_pb2
+from tiller.protos.router.v1 import router_pb2
+from tiller.worker.shared import (
+    INFERENCE_WORKFLOW,
+    InferenceInput,
+    InferenceResult,
+    Retry,
+    Target,
+    Usage,
+    execution_timeout_seconds,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Inference:
+    def __init__(self, upstreams: Upstreams, settings: GatewaySettings) -> None:
+        self.up = upstreams
+        self.settings = settings
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def authenticate(self, api_key: str) -> quota_pb2.Principal:
+        return await rpc(
+            self.up.quota.Authenticate(
+                quota_pb2.AuthenticateRequest(api_key=api_key),
+                timeout=self.settings.rpc_timeout_seconds,
+            )
+        )
+
+    async def list_models(self) -> router_pb2.ListModelsResponse:
+        return await rpc(
+            self.up.router.ListModels(
+                router_pb2.ListModelsRequest(), timeout=self.settings.rpc_timeout_seconds
+            )
+        )
+
+    async def resolve(self, model: str) -> router_pb2.Route:
+        return await rpc(
+            self.up.router.Resolve(
+                router_pb2.ResolveRequest(model=model), timeout=self.settings.rpc_timeout_seconds
+            )
+        )
+
+    async def begin(self, api_key: str, chat: ChatRequest) -> Call:
+        """Admit, route and start the request's workflow; raises TillerError if any step refuses."""
+        request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        admission = await rpc(
+            self.up.quota.Admit(
+                quota_pb2.AdmitRequest(api_key=api_key, request_id=request_id, model=chat.model),
+                timeout=self.settings.rpc_timeout_seconds,
+            )
+        )
+        key_id = admission.principal.key_id
+        try:
+            route = await self.resolve(chat.model)
+            request = _workflow_input(request_id, chat, route, self.settings.key_prefix)
+            handle = await self._start(request)
+        except BaseException:
+            self.spawn(self._release(key_id, request_id))
+            raise
+        return Call(self, request_id, route.model, key_id, admission, handle, request.events_key)
+
+    async def _start(self, request: InferenceInput) -> WorkflowHandle[Any, Any]:
+        try:
+            return await self.up.temporal.start_workflow(
+                INFERENCE_WORKFLOW,
+                request,
+                id=request.request_id,
+                result_type=InferenceResult,
+                task_queue=request.target.task_queue,
+                execution_timeout=timedelta(seconds=execution_timeout_seconds(request)),
+                rpc_timeout=timedelta(seconds=self.settings.rpc_timeout_seconds),
+            )
+        except RPCError as error:
+            log.warning("cannot start workflow", extra={"status": str(error.status)})
+            raise ServiceUnavailable("The orchestrator is unavailable; try again shortly.") from None
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run clean-up that must finish even if the caller is cancelled (client gone)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=self.settings.shutdown_grace_seconds)
+
+    async def _release(self, key_id: str, request_id: str) -> None:
+        try:
+            await rpc(
+                self.up.quota.Release(
+                    quota_pb2.ReleaseRequest(key_id=key_id, request_id=request_id),
+                    timeout=self.settings.rpc_timeout_seconds,
+                )
+            )
+        except TillerError:
+            # The lease expires on its own (lease TTL); nothing else to undo.
+            log.warning("lease release failed", extra={"request_id": request_id})
+
+    async def _report(self, key_id: str, request_id: str, model: str, usage: Usage) -> None:
+        try:
+            await rpc(
+                self.up.quota.ReportUsage(
+                    quota_pb2.ReportUsageRequest(
+                        key_id=key_id,
+                        request_id=request_id,
+                        model=model,
+                        prompt_tokens=usage.prompt_tokens,
+                        completion_tokens=usage.completion_tokens,
+                    ),
+                    timeout=self.settings.rpc_timeout_seconds,
+                )
+            )
+        except TillerError:
+            log.warning("usage report failed", extra={"request_id": request_id})
+
+
+class Call:
+    """An admitted, started request."""
+
+    def __init__(
+        self,
+        inference: Inference,
+        request_id: str,
+        model: str,
+        key_id: str,
+        admission: quota_pb2.Admission,
+        handle: WorkflowHandle[Any, Any],
+        events_key: str,
+    ) -> None:
+        self.inference = inference
+        self.request_id = request_id
+        self.model = model
+        self.key_id = key_id
+        self.admission = admission
+        self.handle = handle
+        self.events_key = events_key
+        self.created = int(time.time())
+        self._settled = False
+
+    async def events(self) -> AsyncIterator[events.Event]:
+        """The answer's events in order, ending with its terminal event.
+
+        When nothing arrives for a while, the workflow is asked whether it still runs: a request
+        whose workflow ended without publishing (timed out, terminated) fails instead of hanging.
+        """
+        redis = self.inference.up.redis
+        block_ms = int(self.inference.settings.idle_check_seconds * 1000)
+        after = "0"
+        while True:
+            batch = await events.read(redis, self.events_key, after, block_ms)
+            if not batch:
+                batch = await self._closed_without_events(after)
+            for event in batch:
+                after = event.id
+                yield event
+                if event.terminal:
+                    return
+
+    async def result(self) -> InferenceResult:
+        async for event in self.events():
+            if event.kind == events.DONE:
+                return result_of(event)
+            if event.kind == events.ERROR:
+                raise TillerError.from_dict(event.data["error"])
+        raise ServiceUnavailable("The answer ended without a result.")  # pragma: no cover
+
+    async def _closed_without_events(self, after: str) -> list[events.Event]:
+        try:
+            status = (await self.handle.describe()).status
+        except RPCError:
+            return []  # the orchestrator is briefly unreachable: keep waiting on Redis
+        if status == WorkflowExecutionStatus.RUNNING:
+            return []
+        # The workflow ended: read once more (its last event may have just landed), then ask it.
+        late = await events.read(self.inference.up.redis, self.events_key, after, 1)
+        if late:
+            return late
+        try:
+            result = await self.handle.result(rpc_timeout=timedelta(seconds=5))
+        except WorkflowFailureError as failure:
+            raise TillerError.from_failure(failure.cause) from None
+        except RPCError:
+            raise UpstreamTimeout("The request's state could not be read.") from None
+        return [events.Event(after, events.DONE, {"result": dataclasses.asdict(result)})]
+
+    def complete(self, usage: Usage) -> None:
+        """The answer was delivered: record its usage and release the lease."""
+        if not self._settled:
+            self._settled = True
+            self.inference.spawn(
+                self.inference._report(self.key_id, self.request_id, self.model, usage)
+            )
+
+    def abandon(self) -> None:
+        """The caller is gone or the request failed: stop any work left and release the lease."""
+        if self._settled:
+            return
+        self._settled = True
+        self.inference.spawn(self._cancel())
+        self.inference.spawn(self.inference._release(self.key_id, self.request_id))
+
+    async def _cancel(self) -> None:
+        try:
+            await self.handle.cancel()
+        except RPCError:
+            pass  # already closed, or Temporal is away: the workflow's own timeout ends it
+
+    def headers(self) -> dict[str, str]:
+        limit = self.admission.requests
+        headers = {"x-request-id": self.request_id}
+        if limit.limit:
+            headers["x-ratelimit-limit-requests"] = str(limit.limit)
+            headers["x-ratelimit-remaining-requests"] = str(limit.remaining)
+            headers["x-ratelimit-reset-requests"] = duration(limit.reset_seconds)
+        return headers
+
+
+def result_of(event: events.Event) -> InferenceResult:
+    data = event.data["result"]
+    return InferenceResult(
+        data["text"], data["finish_reason"], Usage(**data["usage"]), data.get("deployment", "")
+    )
+
+
+def _workflow_input(
+    request_id: str, chat: ChatRequest, route: router_pb2.Route, prefix: str
+) -> InferenceInput:
+    deployment = route.deployments[0]
+    return InferenceInput(
+        request_id=request_id,
+        model=route.model,
+        messages=chat.messages,
+        sampling=chat.sampling,
+        stream=chat.stream,
+        target=Target(
+            deployment=deployment.name,
+            adapter=deployment.adapter,
+            endpoint=deployment.endpoint,
+            engine_model=deployment.engine_model,
+            task_queue=deployment.task_queue,
+        ),
+        events_key=events.stream_key(prefix, request_id),
+        timeout_seconds=route.timeout_seconds,
+        retry=Retry(
+            max_attempts=route.retry.max_attempts,
+            initial_interval_seconds=route.retry.initial_interval_seconds,
+            backoff_coefficient=route.retry.backoff_coefficient,
+            maximum_interval_seconds=route.retry.maximum_interval_seconds,
+        ),
+    )

@@ -1,0 +1,169 @@
+"""OpenAI's chat-completions request, validated with OpenAI's error wording and `param` names.
+
+Parameters this gateway does not implement yet are refused by name rather than silently dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tiller.common.errors import InvalidRequest
+from tiller.common.paths import key_path
+from tiller.worker.shared import Message, Sampling
+
+# Known OpenAI parameters that need engine features this gateway does not pass through yet.
+UNSUPPORTED = (
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+    "parallel_tool_calls",
+    "response_format",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "audio",
+    "modalities",
+    "prediction",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ChatMessageIn(_Strict):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Any = None
+    name: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _text_content(cls, value: Any) -> str:
+        """A string, or an array of text content parts joined with newlines."""
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list) and value:
+            texts = []
+            for part in value:
+                if not (isinstance(part, dict) and part.get("type") == "text"):
+                    raise ValueError("only text content parts are supported")
+                if not isinstance(part.get("text"), str):
+                    raise ValueError("a text content part needs a string 'text'")
+                texts.append(part["text"])
+            return "\n".join(texts)
+        raise ValueError("expected a string or an array of text content parts")
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(_Strict):
+    model: Annotated[str, Field(min_length=1)]
+    messages: Annotated[list[ChatMessageIn], Field(min_length=1)]
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    n: Annotated[int, Field(ge=1, le=1)] | None = None
+    stop: Any = None
+    seed: int | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: Any) -> list[str]:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and len(value) <= 4 and all(isinstance(s, str) for s in value):
+            return value
+        raise ValueError("expected a string or an array of up to 4 strings")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A validated request, in the terms the rest of Tiller uses."""
+
+    model: str
+    messages: list[Message]
+    sampling: Sampling
+    stream: bool
+    include_usage: bool
+
+
+def parse_chat(data: Any) -> ChatRequest:
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    for name in UNSUPPORTED:
+        if data.get(name) not in (None, False, [], {}):
+            raise InvalidRequest(f"'{name}' is not supported by this gateway yet.", param=name)
+    try:
+        body = ChatCompletionRequest.model_validate(data)
+    except ValidationError as error:
+        raise _invalid(error) from None
+    return ChatRequest(
+        model=body.model,
+        messages=[Message(m.role, m.content, m.name) for m in body.messages],
+        sampling=Sampling(
+            max_tokens=body.max_completion_tokens or body.max_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            stop=body.stop or [],
+            seed=body.seed,
+            presence_penalty=body.presence_penalty,
+            frequency_penalty=body.frequency_penalty,
+        ),
+        stream=bool(body.stream),
+        include_usage=bool(body.stream_options and body.stream_options.include_usage),
+    )
+
+
+_TYPE_NAMES = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "bool_type": "a boolean",
+    "list_type": "an array",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "literal_error": "one of the allowed values",
+}
+_JSON_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean",
+    list: "an array",
+    dict: "an object",
+    type(None): "null",
+}
+
+
+def _invalid(error: ValidationError) -> InvalidRequest:
+    """OpenAI reports the first problem, naming the parameter."""
+    issue = error.errors()[0]
+    param = key_path(issue["loc"])
+    kind = issue["type"]
+    if kind == "missing":
+        return InvalidRequest(f"Missing required parameter: '{param}'.", param=param)
+    if kind == "extra_forbidden":
+        return InvalidRequest(f"Unrecognized request argument supplied: {param}", param=param)
+    if kind in _TYPE_NAMES and kind != "literal_error":
+        got = _JSON_NAMES.get(type(issue.get("input")), "another type")
+        return InvalidRequest(
+            f"Invalid type for '{param}': expected {_TYPE_NAMES[kind]}, but got {got} instead.",
+            param=param,
+        )
+    message = issue["msg"].removeprefix("Value error, ")
+    return InvalidRequest(f"Invalid '{param}': {message}.", param=param)

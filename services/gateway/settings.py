@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tiller.common.settings import load, shared
+
+PREFIX = "TILLER_GATEWAY_"
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    grpc_port: int = 50051
+    router_address: str = shared("TILLER_ROUTER_ADDRESS", "127.0.0.1:50052")
+    quota_address: str = shared("TILLER_QUOTA_ADDRESS", "127.0.0.1:50053")
+    temporal_address: str = shared("TILLER_TEMPORAL_ADDRESS", "127.0.0.1:7233")
+    temporal_namespace: str = shared("TILLER_TEMPORAL_NAMESPACE", "default")
+    redis_url: str = shared("TILLER_REDIS_URL", "redis://127.0.0.1:6379/0")
+    key_prefix: str = shared("TILLER_KEY_PREFIX", "tiller:")
+    max_body_bytes: int = 4 * 1024 * 1024
+    # Deadline of every call to the router and quota services.
+    rpc_timeout_seconds: float = 3.0
+    # With no event for this long, check that the request's workflow is still alive.
+    idle_check_seconds: float = 5.0
+    shutdown_grace_seconds: float = 10.0
+    dependency_wait_seconds: float = 60.0
+    log_level: str = "info"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @classmethod
+    def from_env(cls) -> GatewaySettings:
+        return load(cls, PREFIX)

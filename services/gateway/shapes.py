@@ -1,0 +1,83 @@
+"""OpenAI response objects, built by small pure functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tiller.worker.shared import InferenceResult, Usage
+
+
+def usage(u: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.total_tokens,
+    }
+
+
+def completion(request_id: str, model: str, created: int, result: InferenceResult) -> dict[str, Any]:
+    return {
+        "id": request_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": result.finish_reason,
+            }
+        ],
+        "usage": usage(result.usage),
+        "system_fingerprint": None,
+    }
+
+
+def chunk(
+    request_id: str,
+    model: str,
+    created: int,
+    delta: dict[str, str],
+    finish_reason: str | None = None,
+    with_usage_field: bool = False,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": request_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        ],
+    }
+    if with_usage_field:  # with include_usage, every chunk carries "usage": null but the last
+        body["usage"] = None
+    return body
+
+
+def usage_chunk(request_id: str, model: str, created: int, u: Usage) -> dict[str, Any]:
+    return {
+        "id": request_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [],
+        "usage": usage(u),
+    }
+
+
+def model_object(name: str, created: int, owned_by: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": created, "owned_by": owned_by}
+
+
+def duration(seconds: float) -> str:
+    """OpenAI's x-ratelimit-reset-* format: 20ms, 1.5s, 6m0s."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    if seconds < 60:
+        return f"{seconds:.3g}s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest}s"

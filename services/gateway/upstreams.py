@@ -1,0 +1,101 @@
+"""The gateway's connections: made once at start-up, shared by every request."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from redis.asyncio import Redis
+from temporalio.client import Client
+
+from tiller.common import temporal
+from tiller.common.errors import TillerError
+from tiller.common.grpc_client import channel
+from tiller.gateway.settings import GatewaySettings
+from tiller.protos.quota.v1 import quota_pb2_grpc
+from tiller.protos.router.v1 import router_pb2_grpc
+
+T = TypeVar("T")
+
+
+@dataclass
+class Upstreams:
+    router: router_pb2_grpc.RouterStub
+    quota: quota_pb2_grpc.QuotaStub
+    temporal: Client
+    redis: Redis
+    _channels: tuple[grpc.aio.Channel, ...]
+
+    @classmethod
+    async def connect(cls, settings: GatewaySettings) -> Upstreams:
+        router_channel = channel(settings.router_address)
+        quota_channel = channel(settings.quota_address)
+        client = await temporal.connect(
+            settings.temporal_address, settings.temporal_namespace, settings.dependency_wait_seconds
+        )
+        redis = Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=2.0,
+            # Event reads block for idle_check_seconds; a read may take that long, no longer.
+            socket_timeout=settings.idle_check_seconds + 2.0,
+        )
+        return cls(
+            router_pb2_grpc.RouterStub(router_channel),
+            quota_pb2_grpc.QuotaStub(quota_channel),
+            client,
+            redis,
+            (router_channel, quota_channel),
+        )
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        for ch in self._channels:
+            await ch.close()
+
+    async def readiness(self, timeout: float) -> dict[str, bool]:
+        """Each dependency's health, checked concurrently."""
+        router_channel, quota_channel = self._channels
+        checks = {
+            "router": _grpc_serving(router_channel, timeout),
+            "quota": _grpc_serving(quota_channel, timeout),
+            "redis": _redis_ok(self.redis, timeout),
+            "temporal": _temporal_ok(self.temporal, timeout),
+        }
+        results = await asyncio.gather(*checks.values())
+        return dict(zip(checks, results, strict=True))
+
+
+async def rpc(call: Awaitable[T]) -> T:
+    """Await a router/quota call; its failure becomes the TillerError the service raised."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as error:
+        raise TillerError.from_grpc(error) from None
+
+
+async def _grpc_serving(ch: grpc.aio.Channel, timeout: float) -> bool:
+    try:
+        reply = await health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=timeout
+        )
+    except grpc.aio.AioRpcError:
+        return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+async def _redis_ok(redis: Redis, timeout: float) -> bool:
+    try:
+        return bool(await asyncio.wait_for(redis.ping(), timeout))
+    except Exception:  # any failure means not ready; the reason is in Redis's own logs
+        return False
+
+
+async def _temporal_ok(client: Client, timeout: float) -> bool:
+    try:
+        return await asyncio.wait_for(client.service_client.check_health(), timeout)
+    except Exception:  # same: readiness only reports yes or no
+        return False

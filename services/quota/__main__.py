@@ -1,0 +1,3 @@
+from tiller.quota.server import main
+
+main()

@@ -1,0 +1,110 @@
+"""Admission: authenticate a key and count the request against its limits in one Redis script.
+
+Requests per minute are a sliding log (a sorted set of request ids scored by time), so the limit
+holds over any 60 s window and across gateway replicas. Concurrency is a set of leases that
+expire on their own if a gateway dies without releasing them. Redis's clock is the only clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from tiller.common.errors import AuthenticationFailed, RateLimited
+from tiller.quota.keys import KeyLayout, digest
+
+WINDOW_MS = 60_000
+
+_ADMIT = """
+local rec = redis.call('HMGET', KEYS[1], 'revoked', 'rpm', 'concurrency', 'id', 'name', 'role')
+if rec[1] ~= '0' then return {0} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[2])
+local rpm = tonumber(rec[2]) or 0
+local conc = tonumber(rec[3]) or 0
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+local used = redis.call('ZCARD', KEYS[2])
+if rpm > 0 and used >= rpm then
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  return {2, rpm, 0, tonumber(oldest[2]) + window - now}
+end
+if conc > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  if redis.call('ZCARD', KEYS[3]) >= conc then return {3, conc, 0, 1000} end
+end
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[2], window)
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[3]))
+local reset = 0
+if rpm > 0 then
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  reset = tonumber(oldest[2]) + window - now
+end
+return {1, rpm, math.max(rpm - used - 1, 0), reset, rec[4], rec[5], rec[6]}
+"""
+
+_ADMITTED, _RPM_EXCEEDED, _CONCURRENCY_EXCEEDED = 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str
+    name: str
+    role: str
+
+
+@dataclass(frozen=True)
+class Admitted:
+    principal: Principal
+    rpm_limit: int
+    rpm_remaining: int
+    rpm_reset_seconds: float
+
+
+class Admission:
+    def __init__(self, redis: Redis, prefix: str, lease_ttl_seconds: float) -> None:
+        self.redis, self.prefix = redis, prefix
+        self.lease_ttl_ms = int(lease_ttl_seconds * 1000)
+        self._script = redis.register_script(_ADMIT)
+
+    async def authenticate(self, api_key: str) -> Principal:
+        full = _digest_or_fail(api_key)
+        layout = KeyLayout(self.prefix, full[:16])
+        revoked, key_id, name, role = await self.redis.hmget(
+            layout.record(full), ["revoked", "id", "name", "role"]
+        )
+        if revoked != b"0":
+            raise AuthenticationFailed()
+        return Principal(key_id.decode(), name.decode(), role.decode())
+
+    async def admit(self, api_key: str, request_id: str) -> Admitted:
+        full = _digest_or_fail(api_key)
+        layout = KeyLayout(self.prefix, full[:16])
+        reply = await self._script(
+            keys=[layout.record(full), layout.requests, layout.leases],
+            args=[request_id, WINDOW_MS, self.lease_ttl_ms],
+        )
+        outcome = int(reply[0])
+        if outcome == _ADMITTED:
+            principal = Principal(*(part.decode() for part in reply[4:7]))
+            return Admitted(principal, int(reply[1]), int(reply[2]), int(reply[3]) / 1000)
+        if outcome == _RPM_EXCEEDED:
+            raise RateLimited(
+                f"Rate limit reached for requests per minute: limit {int(reply[1])}.",
+                retry_after=int(reply[3]) / 1000,
+            )
+        if outcome == _CONCURRENCY_EXCEEDED:
+            raise RateLimited(
+                f"Too many concurrent requests: limit {int(reply[1])}.",
+                retry_after=int(reply[3]) / 1000,
+            )
+        raise AuthenticationFailed()
+
+
+def _digest_or_fail(api_key: str) -> str:
+    if not api_key:
+        raise AuthenticationFailed("You didn't provide an API key.")
+    return digest(api_key)

@@ -1,0 +1,70 @@
+"""Quota process: install the bootstrap admin key, then serve admission over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from tiller.common.grpc_server import GrpcServer
+from tiller.common.lifecycle import StartupError, run_service, stop_event
+from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
+from tiller.quota.admission import Admission
+from tiller.quota.keys import KeyStore
+from tiller.quota.service import QuotaService
+from tiller.quota.settings import QuotaSettings
+from tiller.quota.usage import Ledger
+
+log = logging.getLogger(__name__)
+REDIS_WAIT_SECONDS = 60
+
+
+async def serve(settings: QuotaSettings) -> None:
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+    )
+    try:
+        if settings.admin_key:
+            await _install_admin(KeyStore(redis, settings.key_prefix), settings)
+        service = QuotaService(
+            Admission(redis, settings.key_prefix, settings.lease_ttl_seconds),
+            Ledger(redis, settings.key_prefix),
+        )
+        server = GrpcServer(
+            settings.address,
+            lambda s: quota_pb2_grpc.add_QuotaServicer_to_server(service, s),
+            [quota_pb2.DESCRIPTOR.services_by_name["Quota"].full_name],
+        )
+        await server.serve_until(stop_event())
+    finally:
+        await redis.aclose()
+
+
+async def _install_admin(store: KeyStore, settings: QuotaSettings) -> None:
+    """Redis may come up after us (compose); wait for it a while before giving up."""
+    assert settings.admin_key
+    for _ in range(REDIS_WAIT_SECONDS * 2):
+        try:
+            key_id = await store.install_bootstrap_admin(settings.admin_key, settings.admin_rpm)
+        except RedisError:
+            await asyncio.sleep(0.5)
+            continue
+        log.info("bootstrap admin key installed", extra={"key_id": key_id})
+        return
+    raise StartupError(f"cannot reach Redis at {_redacted(settings.redis_url)}")
+
+
+def _redacted(url: str) -> str:
+    """A Redis URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest
+
+
+def main() -> None:
+    run_service("quota", QuotaSettings.from_env, serve)

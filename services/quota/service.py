@@ -1,0 +1,77 @@
+"""The Quota gRPC service. Redis unreachable means UNAVAILABLE: the gateway fails closed."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import grpc
+from redis.exceptions import RedisError
+
+from tiller.common.errors import InvalidRequest, ServiceUnavailable
+from tiller.common.grpc_server import translate_errors
+from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
+from tiller.quota.admission import Admission, Principal
+from tiller.quota.usage import Ledger
+
+T = TypeVar("T")
+
+
+class QuotaService(quota_pb2_grpc.QuotaServicer):
+    def __init__(self, admission: Admission, ledger: Ledger) -> None:
+        self.admission, self.ledger = admission, ledger
+
+    @translate_errors
+    async def Authenticate(
+        self, request: quota_pb2.AuthenticateRequest, context: grpc.aio.ServicerContext
+    ) -> quota_pb2.Principal:
+        return _principal(await _store(self.admission.authenticate(request.api_key)))
+
+    @translate_errors
+    async def Admit(
+        self, request: quota_pb2.AdmitRequest, context: grpc.aio.ServicerContext
+    ) -> quota_pb2.Admission:
+        if not request.request_id:
+            raise InvalidRequest("request_id is required", param="request_id")
+        admitted = await _store(self.admission.admit(request.api_key, request.request_id))
+        return quota_pb2.Admission(
+            principal=_principal(admitted.principal),
+            requests=quota_pb2.RateLimit(
+                limit=admitted.rpm_limit,
+                remaining=admitted.rpm_remaining,
+                reset_seconds=admitted.rpm_reset_seconds,
+            ),
+        )
+
+    @translate_errors
+    async def ReportUsage(
+        self, request: quota_pb2.ReportUsageRequest, context: grpc.aio.ServicerContext
+    ) -> quota_pb2.ReportUsageResponse:
+        await _store(
+            self.ledger.record(
+                request.key_id,
+                request.request_id,
+                request.model,
+                request.prompt_tokens,
+                request.completion_tokens,
+            )
+        )
+        return quota_pb2.ReportUsageResponse()
+
+    @translate_errors
+    async def Release(
+        self, request: quota_pb2.ReleaseRequest, context: grpc.aio.ServicerContext
+    ) -> quota_pb2.ReleaseResponse:
+        await _store(self.ledger.release(request.key_id, request.request_id))
+        return quota_pb2.ReleaseResponse()
+
+
+async def _store(call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except RedisError:
+        raise ServiceUnavailable("The quota store is unavailable; request refused.") from None
+
+
+def _principal(p: Principal) -> quota_pb2.Principal:
+    return quota_pb2.Principal(key_id=p.key_id, name=p.name, role=p.role)

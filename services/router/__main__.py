@@ -1,0 +1,3 @@
+from tiller.router.server import main
+
+main()

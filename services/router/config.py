@@ -1,0 +1,154 @@
+"""models.yaml, step one: the strict file model and its validation.
+
+Unknown keys are rejected, and every error names the file, the line and the key path, e.g.
+`models.yaml:14: models.demo.deployments[0].adapter: unknown adapter 'vlm' (known: openai, vllm)`.
+`table.py` compiles the validated file into the routing table the service answers from.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tiller.common.paths import key_path
+from tiller.worker.adapters import KINDS
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
+QUEUE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class ConfigError(ValueError):
+    """models.yaml cannot be used; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryFile(_Strict):
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
+    initial_interval_seconds: Annotated[float, Field(gt=0, le=60)] = 0.2
+    backoff_coefficient: Annotated[float, Field(ge=1, le=10)] = 2.0
+    maximum_interval_seconds: Annotated[float, Field(gt=0, le=600)] = 5.0
+
+
+class DeploymentFile(_Strict):
+    name: Annotated[str, Field(pattern=NAME)] | None = None
+    adapter: str
+    endpoint: str
+    engine_model: str | None = None
+    task_queue: Annotated[str, Field(pattern=QUEUE)] | None = None
+    max_concurrency: Annotated[int, Field(ge=1, le=100_000)] = 64
+
+    @field_validator("adapter")
+    @classmethod
+    def _known_adapter(cls, value: str) -> str:
+        if value not in KINDS:
+            raise ValueError(f"unknown adapter {value!r} (known: {', '.join(sorted(KINDS))})")
+        return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_endpoint(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
+
+
+class ModelFile(_Strict):
+    aliases: list[Annotated[str, Field(pattern=NAME)]] = []
+    owned_by: str = "tiller"
+    timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    retry: RetryFile = RetryFile()
+    deployments: Annotated[list[DeploymentFile], Field(min_length=1)]
+
+
+class ModelsFile(_Strict):
+    models: Annotated[dict[Annotated[str, Field(pattern=NAME)], ModelFile], Field(min_length=1)]
+
+
+def load(path: Path) -> ModelsFile:
+    """Read and validate models.yaml, or raise ConfigError naming the line and field."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    return parse(text, str(path))
+
+
+def parse(text: str, source: str = "models.yaml") -> ModelsFile:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ConfigError(f"{where}: not valid YAML: {getattr(error, 'problem', error)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping with a top-level 'models' key")
+    try:
+        parsed = ModelsFile.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, node, source)) from None
+    _check_names(parsed, node, source)
+    return parsed
+
+
+def _describe(error: ValidationError, root: yaml.Node | None, source: str) -> str:
+    lines = []
+    for issue in error.errors():
+        loc = tuple(issue["loc"])
+        message = issue["msg"].removeprefix("Value error, ")
+        if issue["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif issue["type"] == "missing":
+            message = "required field is missing"
+        lines.append(f"{source}:{_line(root, loc)}: {key_path(loc)}: {message}")
+    return "\n".join(lines)
+
+
+def _check_names(parsed: ModelsFile, root: yaml.Node | None, source: str) -> None:
+    owner: dict[str, str] = {name: name for name in parsed.models}
+    for name, model in parsed.models.items():
+        for index, alias in enumerate(model.aliases):
+            if alias in owner:
+                loc = ("models", name, "aliases", index)
+                raise ConfigError(
+                    f"{source}:{_line(root, loc)}: {key_path(loc)}: "
+                    f"{alias!r} already names model {owner[alias]!r}"
+                )
+            owner[alias] = name
+        seen: set[str] = set()
+        for index, deployment in enumerate(model.deployments):
+            deployment_name = deployment.name or f"{name}-{index}"
+            if deployment_name in seen:
+                loc = ("models", name, "deployments", index, "name")
+                raise ConfigError(
+                    f"{source}:{_line(root, loc)}: {key_path(loc)}: "
+                    f"duplicate deployment name {deployment_name!r}"
+                )
+            seen.add(deployment_name)
+
+
+def _line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int:
+    """1-based line of the node at `loc`, or of its nearest existing parent."""
+    node = root
+    line = (root.start_mark.line + 1) if root else 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((kv for kv in node.value if kv[0].value == str(part)), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line

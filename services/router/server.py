@@ -1,0 +1,35 @@
+"""Router process: load models.yaml (or refuse to start, saying why) and serve it over gRPC."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from tiller.common.grpc_server import GrpcServer
+from tiller.common.lifecycle import StartupError, run_service, stop_event
+from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
+from tiller.router.config import ConfigError
+from tiller.router.service import RouterService
+from tiller.router.settings import RouterSettings
+from tiller.router.table import compile_file
+
+log = logging.getLogger(__name__)
+
+
+async def serve(settings: RouterSettings) -> None:
+    try:
+        table = compile_file(Path(settings.models_file))
+    except ConfigError as error:
+        raise StartupError(f"invalid models file:\n{error}") from None
+    service = RouterService(table)
+    server = GrpcServer(
+        settings.address,
+        lambda s: router_pb2_grpc.add_RouterServicer_to_server(service, s),
+        [router_pb2.DESCRIPTOR.services_by_name["Router"].full_name],
+    )
+    log.info("routing table loaded", extra={"models": len(table.models), "version": table.version})
+    await server.serve_until(stop_event())
+
+
+def main() -> None:
+    run_service("router", RouterSettings.from_env, serve)

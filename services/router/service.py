@@ -1,0 +1,63 @@
+"""The Router gRPC service: answers from the compiled routing table."""
+
+from __future__ import annotations
+
+import grpc
+
+from tiller.common.grpc_server import translate_errors
+from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
+from tiller.router.table import Deployment, Model, RoutingTable
+
+
+class RouterService(router_pb2_grpc.RouterServicer):
+    def __init__(self, table: RoutingTable) -> None:
+        self.table = table
+
+    @translate_errors
+    async def Resolve(
+        self, request: router_pb2.ResolveRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.Route:
+        model = self.table.resolve(request.model)
+        return router_pb2.Route(
+            model=model.name,
+            requested=request.model,
+            deployments=[_deployment(d) for d in model.deployments],
+            timeout_seconds=model.timeout_seconds,
+            retry=router_pb2.RetryPolicy(
+                max_attempts=model.retry.max_attempts,
+                initial_interval_seconds=model.retry.initial_interval_seconds,
+                backoff_coefficient=model.retry.backoff_coefficient,
+                maximum_interval_seconds=model.retry.maximum_interval_seconds,
+            ),
+            config_version=self.table.version,
+        )
+
+    @translate_errors
+    async def ListModels(
+        self, request: router_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.ListModelsResponse:
+        return router_pb2.ListModelsResponse(
+            models=[_model_info(m) for m in self.table.models.values()],
+            config_version=self.table.version,
+        )
+
+
+def _deployment(d: Deployment) -> router_pb2.Deployment:
+    return router_pb2.Deployment(
+        name=d.name,
+        adapter=d.adapter,
+        endpoint=d.endpoint,
+        engine_model=d.engine_model,
+        task_queue=d.task_queue,
+        max_concurrency=d.max_concurrency,
+    )
+
+
+def _model_info(m: Model) -> router_pb2.ModelInfo:
+    return router_pb2.ModelInfo(
+        id=m.name,
+        aliases=list(m.aliases),
+        owned_by=m.owned_by,
+        created=m.created,
+        deployments=[_deployment(d) for d in m.deployments],
+    )

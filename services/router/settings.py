@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tiller.common.settings import load
+
+PREFIX = "TILLER_ROUTER_"
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    host: str = "127.0.0.1"
+    port: int = 50052
+    models_file: str = "models.yaml"
+    log_level: str = "info"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls) -> RouterSettings:
+        return load(cls, PREFIX)

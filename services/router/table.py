@@ -1,0 +1,104 @@
+"""models.yaml, step two: the immutable routing table the router answers from."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+from tiller.common.errors import ModelNotFound
+from tiller.router import config
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    name: str
+    adapter: str
+    endpoint: str
+    engine_model: str
+    task_queue: str
+    max_concurrency: int
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    max_attempts: int
+    initial_interval_seconds: float
+    backoff_coefficient: float
+    maximum_interval_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    name: str
+    aliases: tuple[str, ...]
+    owned_by: str
+    created: int
+    timeout_seconds: float
+    retry: Retry
+    deployments: tuple[Deployment, ...]
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    version: int  # derived from the file's bytes: equal files, equal versions
+    models: Mapping[str, Model]
+    names: Mapping[str, Model]  # every model name and alias
+
+    def resolve(self, name: str) -> Model:
+        try:
+            return self.names[name]
+        except KeyError:
+            raise ModelNotFound(
+                f"The model `{name}` does not exist or you do not have access to it.",
+                param="model",
+            ) from None
+
+
+def compile_file(path: Path) -> RoutingTable:
+    parsed = config.load(path)
+    return compile_models(parsed, path.read_bytes(), int(path.stat().st_mtime))
+
+
+def compile_models(parsed: config.ModelsFile, source: bytes, created: int | None = None) -> RoutingTable:
+    created = int(time.time()) if created is None else created
+    models = {name: _model(name, spec, created) for name, spec in parsed.models.items()}
+    _check_shared_queues(models)
+    names = dict(models)
+    for model in models.values():
+        names.update((alias, model) for alias in model.aliases)
+    version = int.from_bytes(hashlib.sha256(source).digest()[:7], "big")
+    return RoutingTable(version, MappingProxyType(models), MappingProxyType(names))
+
+
+def _model(name: str, spec: config.ModelFile, created: int) -> Model:
+    deployments = tuple(
+        Deployment(
+            name=d.name or f"{name}-{i}",
+            adapter=d.adapter,
+            endpoint=d.endpoint,
+            engine_model=d.engine_model or name,
+            task_queue=d.task_queue or f"tiller.{d.name or f'{name}-{i}'}",
+            max_concurrency=d.max_concurrency,
+        )
+        for i, d in enumerate(spec.deployments)
+    )
+    retry = Retry(**spec.retry.model_dump())
+    return Model(name, tuple(spec.aliases), spec.owned_by, created, spec.timeout_seconds, retry, deployments)
+
+
+def _check_shared_queues(models: dict[str, Model]) -> None:
+    """A task queue is one worker pool; deployments sharing it must agree on its concurrency."""
+    limits: dict[str, tuple[int, str]] = {}
+    for model in models.values():
+        for d in model.deployments:
+            where = f"models.{model.name} deployment {d.name!r}"
+            seen = limits.setdefault(d.task_queue, (d.max_concurrency, where))
+            if seen[0] != d.max_concurrency:
+                raise config.ConfigError(
+                    f"task queue {d.task_queue!r}: max_concurrency {d.max_concurrency} in {where} "
+                    f"differs from {seen[0]} in {seen[1]}"
+                )

@@ -1,0 +1,3 @@
+from tiller.worker.server import main
+
+main()

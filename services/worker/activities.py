@@ -1,0 +1,124 @@
+"""The inference activity: one attempt against one engine, published to Redis as it streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from temporalio import activity
+
+from tiller.common import events
+from tiller.common.errors import EngineFailedMidStream, ServiceUnavailable, TillerError
+from tiller.worker.adapters.base import Completion, EngineAdapter, EngineRequest
+from tiller.worker.shared import (
+    GENERATE_ACTIVITY,
+    PUBLISH_FAILURE_ACTIVITY,
+    FailureNotice,
+    InferenceInput,
+    InferenceResult,
+    Usage,
+)
+
+
+class InferenceActivities:
+    def __init__(
+        self,
+        redis: Redis,
+        adapters: dict[str, EngineAdapter],
+        event_ttl_seconds: int,
+        heartbeat_interval_seconds: float,
+    ) -> None:
+        self.redis = redis
+        self.adapters = adapters
+        self.event_ttl = event_ttl_seconds
+        self.heartbeat_interval = heartbeat_interval_seconds
+
+    @activity.defn(name=GENERATE_ACTIVITY)
+    async def generate(self, request: InferenceInput) -> InferenceResult:
+        writer = events.EventWriter(self.redis, request.events_key, self.event_ttl)
+        published = _Published()
+        try:
+            if activity.info().attempt > 1:
+                earlier = await self._earlier_attempt(request)
+                if earlier is not None:
+                    return earlier
+            async with _heartbeating(self.heartbeat_interval):
+                completion = await self._run(request, writer, published)
+            result = InferenceResult(
+                completion.text, completion.finish_reason, completion.usage, request.target.deployment
+            )
+            await writer.done(dataclasses.asdict(result))
+            return result
+        except TillerError as error:
+            if published.any and error.retryable:
+                error = EngineFailedMidStream(f"{error.message} (after part of the answer was sent)")
+            raise error.to_application_error() from None
+        except RedisError:
+            raise ServiceUnavailable("The event stream is unavailable.").to_application_error(
+                non_retryable=published.any
+            ) from None
+
+    async def _run(
+        self, request: InferenceInput, writer: events.EventWriter, published: _Published
+    ) -> Completion:
+        adapter = self.adapters[request.target.adapter]
+        engine_request = EngineRequest(
+            request.target, request.messages, request.sampling, request.timeout_seconds
+        )
+        if not request.stream:
+            return await adapter.predict(engine_request)
+        parts: list[str] = []
+        finish_reason, usage = "stop", None
+        async for delta in adapter.stream(engine_request):
+            if delta.text:
+                parts.append(delta.text)
+                await writer.delta(delta.text)
+                published.any = True
+            finish_reason = delta.finish_reason or finish_reason
+            usage = delta.usage or usage
+        if usage is None:  # the engine did not report usage; count what it streamed
+            usage = Usage(0, len(parts))
+        return Completion("".join(parts), finish_reason, usage)
+
+    async def _earlier_attempt(self, request: InferenceInput) -> InferenceResult | None:
+        """A retry after a worker died: reuse a finished answer, never repeat a partial one."""
+        newest = await events.last(self.redis, request.events_key)
+        if newest is None:
+            return None
+        if newest.kind == events.DONE:
+            result = newest.data["result"]
+            return InferenceResult(
+                result["text"], result["finish_reason"], Usage(**result["usage"]), result["deployment"]
+            )
+        raise EngineFailedMidStream(
+            "The worker serving this request stopped after part of the answer was sent."
+        )
+
+    @activity.defn(name=PUBLISH_FAILURE_ACTIVITY)
+    async def publish_failure(self, notice: FailureNotice) -> None:
+        await events.EventWriter(self.redis, notice.events_key, self.event_ttl).error(notice.error)
+
+
+@dataclasses.dataclass
+class _Published:
+    any: bool = False
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating(interval: float) -> AsyncIterator[None]:
+    """Heartbeat on a timer, so a dead worker is noticed even while the engine is silent."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()

@@ -1,0 +1,65 @@
+"""The one interface every engine sits behind.
+
+An adapter translates Tiller's request into the engine's protocol and the engine's answer back
+into typed deltas, and classifies failures at the boundary by raising a TillerError whose
+`retryable` says whether another attempt can help (connection refused, timeout, 5xx, overload)
+or not (context too long, invalid parameters). Adapters never retry: Temporal owns every retry.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+
+from tiller.worker.shared import Message, Sampling, Target, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class EngineRequest:
+    target: Target
+    messages: list[Message]
+    sampling: Sampling
+    timeout_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """One piece of a streamed answer. The engine's last piece carries finish_reason and usage."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    text: str
+    finish_reason: str
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class AdapterResources:
+    """Clients shared by every adapter in a worker process: pooled, created once."""
+
+    http: httpx.AsyncClient
+
+
+class EngineAdapter(abc.ABC):
+    def __init__(self, resources: AdapterResources) -> None:
+        self.resources = resources
+
+    @abc.abstractmethod
+    def stream(self, request: EngineRequest) -> AsyncIterator[Delta]:
+        """Deltas as the engine produces them; cancelling the iteration aborts the request."""
+
+    @abc.abstractmethod
+    async def predict(self, request: EngineRequest) -> Completion:
+        """The whole answer in one call."""
+
+    @abc.abstractmethod
+    async def health(self, target: Target) -> bool:
+        """Whether the engine behind `target` answers its health check."""

@@ -1,0 +1,164 @@
+"""Adapter for engines that serve the OpenAI HTTP API: vLLM, llama.cpp, SGLang, Ollama, ours.
+
+Streams `POST {endpoint}/chat/completions` with `stream_options.include_usage` (vLLM reports
+real token counts in the last chunk) and classifies every failure at the boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from tiller.common.errors import (
+    ContextLengthExceeded,
+    EngineError,
+    EngineUnavailable,
+    InvalidRequest,
+    TillerError,
+)
+from tiller.worker.adapters.base import Completion, Delta, EngineAdapter, EngineRequest
+from tiller.worker.shared import Target, Usage
+
+_RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+_CONTEXT_HINTS = ("context length", "context_length", "maximum context", "too many tokens")
+
+
+class OpenAICompatibleAdapter(EngineAdapter):
+    async def stream(self, request: EngineRequest) -> AsyncIterator[Delta]:
+        body = _body(request, stream=True)
+        try:
+            async with self.resources.http.stream(
+                "POST",
+                f"{request.target.endpoint}/chat/completions",
+                content=orjson.dumps(body),
+                headers={"content-type": "application/json"},
+                timeout=_timeout(request.timeout_seconds),
+            ) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise _status_error(response)
+                async for line in response.aiter_lines():
+                    delta = _parse_line(line)
+                    if delta is not None:
+                        yield delta
+        except httpx.TransportError as error:
+            raise _transport_error(error, request.target) from None
+
+    async def predict(self, request: EngineRequest) -> Completion:
+        try:
+            response = await self.resources.http.post(
+                f"{request.target.endpoint}/chat/completions",
+                content=orjson.dumps(_body(request, stream=False)),
+                headers={"content-type": "application/json"},
+                timeout=_timeout(request.timeout_seconds),
+            )
+        except httpx.TransportError as error:
+            raise _transport_error(error, request.target) from None
+        if response.status_code != 200:
+            raise _status_error(response)
+        try:
+            data = orjson.loads(response.content)
+            choice = data["choices"][0]
+            return Completion(
+                text=choice["message"].get("content") or "",
+                finish_reason=choice.get("finish_reason") or "stop",
+                usage=_usage(data.get("usage")) or Usage(),
+            )
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+            raise EngineError("The model engine returned a response Tiller cannot read.") from None
+
+    async def health(self, target: Target) -> bool:
+        try:
+            response = await self.resources.http.get(f"{target.endpoint}/models", timeout=2.0)
+        except httpx.TransportError:
+            return False
+        return response.status_code == 200
+
+
+def _body(request: EngineRequest, *, stream: bool) -> dict[str, Any]:
+    sampling = request.sampling
+    body: dict[str, Any] = {
+        "model": request.target.engine_model,
+        "messages": [
+            {"role": m.role, "content": m.content} | ({"name": m.name} if m.name else {})
+            for m in request.messages
+        ],
+        "stream": stream,
+    }
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    optional = {
+        "max_tokens": sampling.max_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "seed": sampling.seed,
+        "presence_penalty": sampling.presence_penalty,
+        "frequency_penalty": sampling.frequency_penalty,
+        "stop": sampling.stop or None,
+    }
+    body.update((k, v) for k, v in optional.items() if v is not None)
+    return body
+
+
+def _timeout(total: float) -> httpx.Timeout:
+    # Connecting is quick or the engine is down; reading may wait for a long first token.
+    return httpx.Timeout(total, connect=min(total, 3.0))
+
+
+def _parse_line(line: str) -> Delta | None:
+    if not line.startswith("data:"):
+        return None
+    payload = line[5:].strip()
+    if not payload or payload == "[DONE]":
+        return None
+    try:
+        chunk = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise EngineError("The model engine sent a stream chunk that is not JSON.") from None
+    if "error" in chunk:
+        raise _engine_reported(chunk["error"])
+    choices = chunk.get("choices") or []
+    choice = choices[0] if choices else {}
+    delta = choice.get("delta") or {}
+    return Delta(
+        text=delta.get("content") or "",
+        finish_reason=choice.get("finish_reason"),
+        usage=_usage(chunk.get("usage")),
+    )
+
+
+def _usage(data: dict[str, Any] | None) -> Usage | None:
+    if not data:
+        return None
+    return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))
+
+
+def _engine_reported(error: Any) -> TillerError:
+    message = error.get("message") if isinstance(error, dict) else str(error)
+    return EngineUnavailable(f"The model engine failed: {message}")
+
+
+def _status_error(response: httpx.Response) -> TillerError:
+    status = response.status_code
+    try:
+        message = str(orjson.loads(response.content)["error"]["message"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        message = response.text[:200] or response.reason_phrase
+    if status in _RETRYABLE_STATUS:
+        return EngineUnavailable(f"The model engine answered {status}: {message}")
+    if status in (400, 422):
+        if any(hint in message.lower() for hint in _CONTEXT_HINTS):
+            return ContextLengthExceeded(message, param="messages")
+        return InvalidRequest(f"The model engine rejected the request: {message}")
+    return EngineError(f"The model engine answered {status}: {message}")
+
+
+def _transport_error(error: httpx.TransportError, target: Target) -> TillerError:
+    if isinstance(error, httpx.TimeoutException):
+        return EngineUnavailable(f"The model engine for deployment {target.deployment!r} timed out.")
+    return EngineUnavailable(
+        f"Cannot reach the model engine for deployment {target.deployment!r}."
+    )

@@ -1,0 +1,102 @@
+"""Worker process: one Temporal worker per task queue, each bounded by its deployment's
+max_concurrency from models.yaml, sharing one Redis pool and one HTTP pool."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+import httpx
+from redis.asyncio import Redis
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from tiller.common import temporal
+from tiller.common.grpc_client import channel
+from tiller.common.lifecycle import StartupError, run_service, stop_event
+from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
+from tiller.worker.activities import InferenceActivities
+from tiller.worker.adapters import KINDS, adapter_class
+from tiller.worker.adapters.base import AdapterResources
+from tiller.worker.settings import WorkerSettings
+from tiller.worker.workflows import InferenceWorkflow
+
+log = logging.getLogger(__name__)
+
+
+async def task_queue_limits(settings: WorkerSettings) -> dict[str, int]:
+    """Task queue -> max concurrency, from the router (which owns models.yaml)."""
+    async with channel(settings.router_address) as ch:
+        try:
+            listing = await router_pb2_grpc.RouterStub(ch).ListModels(
+                router_pb2.ListModelsRequest(),
+                timeout=settings.dependency_wait_seconds,
+                wait_for_ready=True,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise StartupError(
+                f"cannot reach the router at {settings.router_address}: {error.details()}"
+            ) from None
+    limits = {d.task_queue: d.max_concurrency for m in listing.models for d in m.deployments}
+    if settings.task_queues:
+        unknown = set(settings.task_queues) - set(limits)
+        if unknown:
+            raise StartupError(f"task queues not in models.yaml: {', '.join(sorted(unknown))}")
+        limits = {q: limits[q] for q in settings.task_queues}
+    return limits
+
+
+def build_workers(
+    client: Client, activities: InferenceActivities, limits: dict[str, int], grace: float
+) -> list[Worker]:
+    from datetime import timedelta
+
+    runner = SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("tiller", "orjson")
+    )
+    return [
+        Worker(
+            client,
+            task_queue=queue,
+            workflows=[InferenceWorkflow],
+            activities=[activities.generate, activities.publish_failure],
+            max_concurrent_activities=limit,
+            workflow_runner=runner,
+            graceful_shutdown_timeout=timedelta(seconds=grace),
+        )
+        for queue, limit in sorted(limits.items())
+    ]
+
+
+async def serve(settings: WorkerSettings) -> None:
+    limits = await task_queue_limits(settings)
+    client = await temporal.connect(
+        settings.temporal_address, settings.temporal_namespace, settings.dependency_wait_seconds
+    )
+    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2.0)
+    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=None, max_keepalive_connections=256))
+    resources = AdapterResources(http=http)
+    adapters = {kind: adapter_class(kind)(resources) for kind in KINDS}
+    activities = InferenceActivities(
+        redis, adapters, settings.event_ttl_seconds, settings.heartbeat_interval_seconds
+    )
+    workers = build_workers(client, activities, limits, settings.shutdown_grace_seconds)
+    stop = stop_event()
+    try:
+        runs = [asyncio.create_task(w.run()) for w in workers]
+        log.info("worker polling", extra={"task_queues": sorted(limits)})
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([stopped, *runs], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.gather(*(w.shutdown() for w in workers))
+        for run in runs:
+            if run.done() and run.exception():
+                raise StartupError(f"worker stopped: {run.exception()}")
+    finally:
+        await http.aclose()
+        await redis.aclose()
+
+
+def main() -> None:
+    run_service("worker", WorkerSettings.from_env, serve)

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tiller.common.settings import load, shared
+
+PREFIX = "TILLER_WORKER_"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    temporal_address: str = shared("TILLER_TEMPORAL_ADDRESS", "127.0.0.1:7233")
+    temporal_namespace: str = shared("TILLER_TEMPORAL_NAMESPACE", "default")
+    redis_url: str = shared("TILLER_REDIS_URL", "redis://127.0.0.1:6379/0")
+    router_address: str = shared("TILLER_ROUTER_ADDRESS", "127.0.0.1:50052")
+    # Task queues to poll; empty means every queue in the router's models.yaml.
+    task_queues: tuple[str, ...] = ()
+    # Seconds an answer's event stream stays in Redis after its last event.
+    event_ttl_seconds: int = 300
+    heartbeat_interval_seconds: float = 2.0
+    # How long start-up waits for Temporal and the router (compose starts all at once).
+    dependency_wait_seconds: float = 60.0
+    # How long a stopping worker lets running attempts finish before Temporal moves them.
+    shutdown_grace_seconds: float = 10.0
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls) -> WorkerSettings:
+        return load(cls, PREFIX)
