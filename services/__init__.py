@@ -1,0 +1,1 @@
+"""Tiller: an OpenAI-compatible gateway with gatekeeping and durable execution on Temporal."""

@@ -82,6 +82,9 @@ async def chat_completions(request: Request) -> Response:
         first = await anext(stream)
         if first.kind == events.ERROR:
             raise TillerError.from_dict(first.data["error"])
+    except TillerError as error:
+        call.abandon()
+        return _error_response(error, {"x-request-id": call.request_id})
     except BaseException:
         call.abandon()
         raise
@@ -170,9 +173,15 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
+def _error_response(error: TillerError, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(
+        error.to_openai(), error.http_status, headers=error.http_headers() | (headers or {})
+    )
+
+
 async def _tiller_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, TillerError)
-    return JSONResponse(error.to_openai(), error.http_status, headers=error.http_headers())
+    return _error_response(error)
 
 
 async def _http_error(request: Request, error: Exception) -> Response:

@@ -37,7 +37,7 @@ class _Strict(BaseModel):
 
 class ChatMessageIn(_Strict):
     role: Literal["system", "developer", "user", "assistant"]
-    content: Any = None
+    content: Any
     name: str | None = None
 
     @field_validator("content")
@@ -108,6 +108,7 @@ def parse_chat(data: Any) -> ChatRequest:
     for name in UNSUPPORTED:
         if data.get(name) not in (None, False, [], {}):
             raise InvalidRequest(f"'{name}' is not supported by this gateway yet.", param=name)
+    data = {k: v for k, v in data.items() if k not in UNSUPPORTED}
     try:
         body = ChatCompletionRequest.model_validate(data)
     except ValidationError as error:

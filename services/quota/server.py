@@ -21,25 +21,32 @@ log = logging.getLogger(__name__)
 REDIS_WAIT_SECONDS = 60
 
 
-async def serve(settings: QuotaSettings) -> None:
-    redis = Redis.from_url(
+def connect_redis(settings: QuotaSettings) -> Redis:
+    return Redis.from_url(
         settings.redis_url,
         socket_timeout=settings.redis_timeout_seconds,
         socket_connect_timeout=settings.redis_timeout_seconds,
     )
+
+
+def create_server(settings: QuotaSettings, redis: Redis) -> GrpcServer:
+    service = QuotaService(
+        Admission(redis, settings.key_prefix, settings.lease_ttl_seconds),
+        Ledger(redis, settings.key_prefix),
+    )
+    return GrpcServer(
+        settings.address,
+        lambda s: quota_pb2_grpc.add_QuotaServicer_to_server(service, s),
+        [quota_pb2.DESCRIPTOR.services_by_name["Quota"].full_name],
+    )
+
+
+async def serve(settings: QuotaSettings) -> None:
+    redis = connect_redis(settings)
     try:
         if settings.admin_key:
             await _install_admin(KeyStore(redis, settings.key_prefix), settings)
-        service = QuotaService(
-            Admission(redis, settings.key_prefix, settings.lease_ttl_seconds),
-            Ledger(redis, settings.key_prefix),
-        )
-        server = GrpcServer(
-            settings.address,
-            lambda s: quota_pb2_grpc.add_QuotaServicer_to_server(service, s),
-            [quota_pb2.DESCRIPTOR.services_by_name["Quota"].full_name],
-        )
-        await server.serve_until(stop_event())
+        await create_server(settings, redis).serve_until(stop_event())
     finally:
         await redis.aclose()
 

@@ -16,19 +16,22 @@ from tiller.router.table import compile_file
 log = logging.getLogger(__name__)
 
 
-async def serve(settings: RouterSettings) -> None:
+def create_server(settings: RouterSettings) -> GrpcServer:
     try:
         table = compile_file(Path(settings.models_file))
     except ConfigError as error:
         raise StartupError(f"invalid models file:\n{error}") from None
+    log.info("routing table loaded", extra={"models": len(table.models), "version": table.version})
     service = RouterService(table)
-    server = GrpcServer(
+    return GrpcServer(
         settings.address,
         lambda s: router_pb2_grpc.add_RouterServicer_to_server(service, s),
         [router_pb2.DESCRIPTOR.services_by_name["Router"].full_name],
     )
-    log.info("routing table loaded", extra={"models": len(table.models), "version": table.version})
-    await server.serve_until(stop_event())
+
+
+async def serve(settings: RouterSettings) -> None:
+    await create_server(settings).serve_until(stop_event())
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ Plain dataclasses only: this module is imported by the gateway and inside the wo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 INFERENCE_WORKFLOW = "tiller.Inference"
 GENERATE_ACTIVITY = "tiller.generate"
@@ -88,7 +89,7 @@ class InferenceResult:
 @dataclass
 class FailureNotice:
     events_key: str
-    error: dict[str, object]
+    error: dict[str, Any]
 
 
 def execution_timeout_seconds(request: InferenceInput) -> float:

@@ -56,5 +56,7 @@ class InferenceWorkflow:
                 PUBLISH_FAILURE_ACTIVITY,
                 FailureNotice(request.events_key, error.to_dict()),
                 start_to_close_timeout=timedelta(seconds=10),
+                # Redis may be away; the gateway's own liveness check covers a lost notice.
+                retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=1)),
             )
             raise error.to_application_error(non_retryable=True) from None

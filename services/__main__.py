@@ -1,0 +1,3 @@
+from tiller.cli.main import main
+
+main()

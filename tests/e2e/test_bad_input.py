@@ -1,0 +1,133 @@
+"""Bad input gets an OpenAI-style error in the caller's terms, and nothing hangs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from tests.support import Stack
+from tiller.quota.keys import KeyStore
+
+HELLO = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"authorization": f"Bearer {stack.admin_key}"}
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=60) as client:
+        yield client
+
+
+def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body: dict[str, Any] = response.json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    return body["error"]
+
+
+async def test_malformed_json(http: httpx.AsyncClient) -> None:
+    response = await http.post("/chat/completions", content=b'{"model": "demo",')
+    error = error_of(response, 400)
+    assert error["type"] == "invalid_request_error" and "parse the JSON body" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "demo"}, "messages"),
+        ({"model": "demo", "messages": "hi"}, "messages"),
+        ({"model": "demo", "messages": [{"role": "user", "content": 7}]}, "messages[0].content"),
+        ({"model": ["demo"], "messages": HELLO}, "model"),
+        ({"model": "demo", "messages": HELLO, "max_tokens": 0}, "max_tokens"),
+        ({"model": "demo", "messages": HELLO, "max_tokens": -3}, "max_tokens"),
+        ({"model": "demo", "messages": HELLO, "max_tokens": "5"}, "max_tokens"),
+        ({"model": "demo", "messages": HELLO, "temperature": "hot"}, "temperature"),
+    ],
+)
+async def test_invalid_fields_name_the_param(
+    http: httpx.AsyncClient, body: dict[str, Any], param: str
+) -> None:
+    error = error_of(await http.post("/chat/completions", json=body), 400)
+    assert error["type"] == "invalid_request_error" and error["param"] == param
+
+
+async def test_unknown_model_is_404_model_not_found(http: httpx.AsyncClient) -> None:
+    response = await http.post("/chat/completions", json={"model": "gpt-9", "messages": HELLO})
+    error = error_of(response, 404)
+    assert error["code"] == "model_not_found" and "gpt-9" in error["message"]
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer tk-unknown", "Basic abc", "Bearer"])
+async def test_missing_or_unknown_key_is_401(stack: Stack, authorization: str | None) -> None:
+    headers = {"authorization": authorization} if authorization else {}
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client:
+        response = await client.post(
+            "/chat/completions", json={"model": "demo", "messages": HELLO}, headers=headers
+        )
+        assert error_of(response, 401)["code"] == "invalid_api_key"
+        assert (await client.get("/models", headers=headers)).status_code == 401
+
+
+async def test_over_the_rpm_limit_is_429_with_retry_after(
+    stack: Stack, http: httpx.AsyncClient
+) -> None:
+    redis = Redis.from_url(stack.redis_url)
+    key = await KeyStore(redis, "tiller:").create("limited", rpm=2)
+    await redis.aclose()
+    headers = {"authorization": f"Bearer {key.api_key}"}
+    body = {"model": "demo", "messages": HELLO}
+    first = await http.post("/chat/completions", json=body, headers=headers)
+    second = await http.post("/chat/completions", json=body, headers=headers)
+    assert first.status_code == second.status_code == 200
+    assert first.headers["x-ratelimit-limit-requests"] == "2"
+    assert (first.headers["x-ratelimit-remaining-requests"], second.headers["x-ratelimit-remaining-requests"]) == ("1", "0")
+    third = await http.post("/chat/completions", json=body, headers=headers)
+    error = error_of(third, 429)
+    assert error["code"] == "rate_limit_exceeded" and "requests per minute" in error["message"]
+    assert 1 <= int(third.headers["retry-after"]) <= 60
+
+
+async def test_body_over_the_size_limit_is_413(http: httpx.AsyncClient) -> None:
+    big = orjson.dumps({"model": "demo", "messages": [{"role": "user", "content": "x" * 5_000_000}]})
+    error = error_of(await http.post("/chat/completions", content=big), 413)
+    assert error["code"] == "request_too_large"
+
+
+async def test_engine_down_is_a_prompt_5xx_never_a_hang(http: httpx.AsyncClient) -> None:
+    started = time.monotonic()
+    response = await http.post("/chat/completions", json={"model": "broken", "messages": HELLO})
+    error = error_of(response, 503)
+    assert "Cannot reach the model engine" in error["message"]
+    assert response.headers["x-request-id"].startswith("chatcmpl-")  # findable in Temporal
+    streamed = await http.post(
+        "/chat/completions", json={"model": "broken", "messages": HELLO, "stream": True}
+    )
+    assert error_of(streamed, 503)["type"] == "server_error"
+    assert time.monotonic() - started < 30  # two attempts 0.1 s apart each, with room to spare
+
+
+async def test_a_prompt_over_the_engine_context_is_400_and_not_retried(
+    http: httpx.AsyncClient,
+) -> None:
+    messages = [{"role": "user", "content": "word " * 5000}]
+    error = error_of(await http.post("/chat/completions", json={"model": "demo", "messages": messages}), 400)
+    assert error["code"] == "context_length_exceeded" and error["param"] == "messages"
+
+
+async def test_concurrent_requests_each_get_their_own_answer(http: httpx.AsyncClient) -> None:
+    async def ask(i: int) -> str:
+        body = {"model": "demo", "messages": [{"role": "user", "content": f"number {i}"}]}
+        response = await http.post("/chat/completions", json=body)
+        content: str = response.json()["choices"][0]["message"]["content"]
+        return content
+
+    answers = await asyncio.gather(*(ask(i) for i in range(20)))
+    assert answers == [f"You said: number {i}" for i in range(20)]

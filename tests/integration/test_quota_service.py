@@ -1,0 +1,141 @@
+"""The quota service over real gRPC, against the real Redis the stack started."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from redis.asyncio import Redis
+
+from tests.support import Stack, closed_port, free_port
+from tiller.common.errors import AuthenticationFailed, RateLimited, ServiceUnavailable, TillerError
+from tiller.common.grpc_client import channel
+from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
+from tiller.quota.keys import KeyStore, digest
+from tiller.quota.server import create_server
+from tiller.quota.settings import QuotaSettings
+
+
+@dataclass
+class Quota:
+    stub: quota_pb2_grpc.QuotaStub
+    store: KeyStore
+    redis: Redis
+    prefix: str
+
+    async def admit(self, api_key: str, request_id: str | None = None) -> quota_pb2.Admission:
+        request = quota_pb2.AdmitRequest(
+            api_key=api_key, request_id=request_id or uuid.uuid4().hex, model="demo"
+        )
+        try:
+            return await self.stub.Admit(request, timeout=5)
+        except grpc.aio.AioRpcError as error:
+            raise TillerError.from_grpc(error) from None
+
+
+@pytest.fixture
+async def quota(stack: Stack) -> AsyncIterator[Quota]:
+    prefix = f"test-{uuid.uuid4().hex[:8]}:"
+    settings = QuotaSettings(port=free_port(), redis_url=stack.redis_url, key_prefix=prefix)
+    redis = Redis.from_url(stack.redis_url)
+    server = create_server(settings, redis)
+    await server.start()
+    async with channel(settings.address) as ch:
+        yield Quota(quota_pb2_grpc.QuotaStub(ch), KeyStore(redis, prefix), redis, prefix)
+    await server.stop(0)
+    await redis.aclose()
+
+
+async def stored_values(redis: Redis, prefix: str) -> list[bytes]:
+    found = []
+    async for key in redis.scan_iter(match=f"{prefix}*"):
+        found.append(key)
+        if await redis.type(key) == b"hash":
+            for field, value in (await redis.hgetall(key)).items():
+                found += [field, value]
+    return found
+
+
+async def test_keys_are_stored_only_as_hashes(quota: Quota) -> None:
+    new = await quota.store.create("alice", rpm=10)
+    admission = await quota.admit(new.api_key)
+    assert admission.principal.name == "alice" and admission.principal.role == "member"
+    stored = b" ".join(await stored_values(quota.redis, quota.prefix))
+    assert new.api_key.encode() not in stored
+    assert digest(new.api_key).encode() in stored
+
+
+async def test_unknown_and_missing_keys_are_unauthenticated(quota: Quota) -> None:
+    with pytest.raises(AuthenticationFailed):
+        await quota.admit("tk-not-a-real-key")
+    with pytest.raises(AuthenticationFailed, match="didn't provide"):
+        await quota.admit("")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await quota.stub.Authenticate(quota_pb2.AuthenticateRequest(api_key="nope"), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_rpm_limit_holds_exactly_under_concurrency(quota: Quota) -> None:
+    new = await quota.store.create("bursty", rpm=5)
+    outcomes = await asyncio.gather(
+        *(quota.admit(new.api_key) for _ in range(30)), return_exceptions=True
+    )
+    admitted = [o for o in outcomes if isinstance(o, quota_pb2.Admission)]
+    limited = [o for o in outcomes if isinstance(o, RateLimited)]
+    assert len(admitted) == 5 and len(limited) == 25
+    assert sorted(a.requests.remaining for a in admitted) == [0, 1, 2, 3, 4]
+    assert all(a.requests.limit == 5 for a in admitted)
+    assert all(0 < error.retry_after <= 60 for error in limited)
+    assert "requests per minute" in limited[0].message
+
+
+async def test_concurrency_leases_are_taken_and_released(quota: Quota) -> None:
+    new = await quota.store.create("parallel", concurrency=2)
+    await quota.admit(new.api_key, "r1")
+    await quota.admit(new.api_key, "r2")
+    with pytest.raises(RateLimited, match="concurrent"):
+        await quota.admit(new.api_key, "r3")
+    await quota.stub.Release(quota_pb2.ReleaseRequest(key_id=new.key_id, request_id="r1"), timeout=5)
+    await quota.stub.ReportUsage(
+        quota_pb2.ReportUsageRequest(
+            key_id=new.key_id, request_id="r2", model="demo", prompt_tokens=3, completion_tokens=4
+        ),
+        timeout=5,
+    )
+    await quota.admit(new.api_key, "r4")
+    await quota.admit(new.api_key, "r5")
+    usage_keys = [k async for k in quota.redis.scan_iter(match=f"{quota.prefix}*usage*")]
+    usage = await quota.redis.hgetall(usage_keys[0])
+    assert usage[b"demo:prompt_tokens"] == b"3" and usage[b"demo:completion_tokens"] == b"4"
+
+
+async def test_a_new_bootstrap_admin_key_retires_the_old_one(quota: Quota) -> None:
+    await quota.store.install_bootstrap_admin("tk-first-admin", rpm=0)
+    assert (await quota.admit("tk-first-admin")).principal.role == "admin"
+    await quota.store.install_bootstrap_admin("tk-second-admin", rpm=0)
+    assert (await quota.admit("tk-second-admin")).principal.role == "admin"
+    with pytest.raises(AuthenticationFailed):
+        await quota.admit("tk-first-admin")
+
+
+async def test_redis_down_fails_closed() -> None:
+    settings = QuotaSettings(
+        port=free_port(), redis_url=f"redis://127.0.0.1:{closed_port()}/0", redis_timeout_seconds=0.5
+    )
+    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=0.5)
+    server = create_server(settings, redis)
+    await server.start()
+    try:
+        async with channel(settings.address) as ch:
+            stub = quota_pb2_grpc.QuotaStub(ch)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Admit(quota_pb2.AdmitRequest(api_key="k", request_id="r"), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert type(TillerError.from_grpc(caught.value)) is ServiceUnavailable
+    finally:
+        await server.stop(0)
+        await redis.aclose()

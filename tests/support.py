@@ -1,0 +1,156 @@
+"""Helpers for tests that run real processes: free ports, `tiller up`, waiting."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 180
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def closed_port() -> int:
+    """A port with nothing listening (bound and released, so nothing else is likely there)."""
+    return free_port()
+
+
+@dataclass(frozen=True)
+class Stack:
+    env: dict[str, str]
+    admin_key: str
+    gateway_port: int
+    grpc_port: int
+    router_port: int
+    quota_port: int
+    redis_port: int
+    temporal_port: int
+    demo_port: int
+    data_dir: Path
+    process: subprocess.Popen[str]
+    output: list[str]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}/v1"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def temporal_address(self) -> str:
+        return f"127.0.0.1:{self.temporal_port}"
+
+
+TEST_MODELS = """\
+models:
+  demo:
+    aliases: [demo-latest]
+    owned_by: tiller-demo-engine
+    deployments:
+      - name: demo-local
+        adapter: openai
+        endpoint: http://127.0.0.1:{demo_port}/v1
+        task_queue: test.demo
+        max_concurrency: 64
+  broken:
+    retry: {{max_attempts: 2, initial_interval_seconds: 0.1, maximum_interval_seconds: 0.2}}
+    deployments:
+      - name: nowhere
+        adapter: vllm
+        endpoint: http://127.0.0.1:{closed_port}/v1
+        task_queue: test.broken
+"""
+
+
+def stack_env(data_dir: Path, **overrides: str) -> tuple[dict[str, str], dict[str, int]]:
+    ports = {
+        name: free_port()
+        for name in ("gateway", "grpc", "router", "quota", "redis", "temporal", "temporal_ui", "demo")
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TILLER_")}
+    env.update(
+        {
+            "TILLER_UP_DATA_DIR": str(data_dir),
+            "TILLER_UP_REDIS_PORT": str(ports["redis"]),
+            "TILLER_UP_TEMPORAL_PORT": str(ports["temporal"]),
+            "TILLER_UP_TEMPORAL_UI_PORT": str(ports["temporal_ui"]),
+            "TILLER_GATEWAY_PORT": str(ports["gateway"]),
+            "TILLER_GATEWAY_GRPC_PORT": str(ports["grpc"]),
+            "TILLER_ROUTER_PORT": str(ports["router"]),
+            "TILLER_QUOTA_PORT": str(ports["quota"]),
+            "TILLER_DEMO_PORT": str(ports["demo"]),
+            "TILLER_DEMO_TOKEN_DELAY_MS": "1",
+            "TILLER_ADMIN_KEY": "tk-test-" + secrets.token_urlsafe(16),
+        }
+    )
+    env.update(overrides)
+    return env, ports
+
+
+def start_up(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tiller", "up", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def collect_output(process: subprocess.Popen[str], output: list[str]) -> threading.Event:
+    """Read the process's output into `output` in a thread; the event is set at the banner."""
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert process.stdout
+        with process.stdout:
+            for line in process.stdout:
+                output.append(line.rstrip("\n"))
+                if line.startswith("Tiller is up."):
+                    ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    return ready
+
+
+def wait_until_up(process: subprocess.Popen[str], output: list[str]) -> None:
+    ready = collect_output(process, output)
+    if not ready.wait(START_TIMEOUT) or process.poll() is not None:
+        process.kill()
+        process.wait()
+        raise RuntimeError("tiller up did not start:\n" + "\n".join(output))
+
+
+def stop_up(process: subprocess.Popen[str]) -> int:
+    process.send_signal(signal.SIGINT)
+    try:
+        return process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+
+
+def wait_for(predicate: object, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(interval)
+    return False

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tiller.common.errors import ModelNotFound
+from tiller.router.config import ConfigError, parse
+from tiller.router.table import compile_models
+
+GOOD = """\
+models:
+  llama:
+    aliases: [llama-latest]
+    deployments:
+      - name: gpu-a
+        adapter: vllm
+        endpoint: http://vllm-a:8000/v1/
+        engine_model: meta-llama/Llama-3.1-8B-Instruct
+        task_queue: tiller.llama
+        max_concurrency: 32
+  small:
+    deployments:
+      - adapter: openai
+        endpoint: http://llamacpp:8080/v1
+"""
+
+
+def test_a_valid_file_compiles_with_defaults_filled_in() -> None:
+    table = compile_models(parse(GOOD), GOOD.encode(), created=1)
+    llama = table.resolve("llama-latest")
+    assert llama.name == "llama"
+    assert llama.deployments[0].endpoint == "http://vllm-a:8000/v1"
+    small = table.resolve("small").deployments[0]
+    assert (small.name, small.engine_model, small.task_queue) == ("small-0", "small", "tiller.small-0")
+    assert small.max_concurrency == 64
+    assert table.version == compile_models(parse(GOOD), GOOD.encode()).version
+
+
+def test_unknown_model_is_model_not_found() -> None:
+    table = compile_models(parse(GOOD), GOOD.encode())
+    with pytest.raises(ModelNotFound, match="`nope` does not exist"):
+        table.resolve("nope")
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            ("adapter: vllm", "adapter: vlm"),
+            "models.yaml:6: models.llama.deployments[0].adapter: unknown adapter 'vlm' (known: openai, vllm)",
+        ),
+        (
+            ("max_concurrency: 32", "max_concurrency: 0"),
+            "models.yaml:10: models.llama.deployments[0].max_concurrency: Input should be greater than or equal to 1",
+        ),
+        (
+            ("engine_model: meta", "engine_modle: meta"),
+            "models.yaml:8: models.llama.deployments[0].engine_modle: unknown field",
+        ),
+        (
+            ("endpoint: http://llamacpp:8080/v1", "endpoint: llamacpp:8080"),
+            "models.yaml:14: models.small.deployments[0].endpoint: expected an http:// or https:// URL",
+        ),
+        (
+            ("aliases: [llama-latest]", "aliases: [small]"),
+            "models.yaml:3: models.llama.aliases[0]: 'small' already names model 'small'",
+        ),
+    ],
+)
+def test_errors_name_the_line_and_the_key_path(edit: tuple[str, str], expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(GOOD.replace(*edit))
+    assert expected in str(caught.value)
+
+
+def test_missing_deployments_and_bad_yaml() -> None:
+    with pytest.raises(ConfigError, match=r"models.yaml:2: models.m.deployments: required field"):
+        parse("models:\n  m:\n    aliases: []\n")
+    with pytest.raises(ConfigError, match=r"models.yaml:3: not valid YAML: found character '\\t'"):
+        parse("models:\n  m:\n\t- x\n")
+    with pytest.raises(ConfigError, match="top-level 'models'"):
+        parse("- just a list\n")
+
+
+def test_a_shared_task_queue_must_agree_on_concurrency() -> None:
+    text = GOOD.replace("      - adapter: openai", "      - adapter: openai\n        task_queue: tiller.llama")
+    with pytest.raises(ConfigError, match="task queue 'tiller.llama': max_concurrency 64"):
+        compile_models(parse(text), text.encode())
+
+
+def test_the_repository_example_is_valid() -> None:
+    path = Path(__file__).resolve().parents[2] / "models.yaml"
+    table = compile_models(parse(path.read_text(), str(path)), path.read_bytes())
+    assert "demo" in table.models

@@ -1,0 +1,53 @@
+"""Boundary classification of the OpenAI-compatible adapter, on real httpx responses."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tiller.common.errors import (
+    ContextLengthExceeded,
+    EngineError,
+    EngineUnavailable,
+    InvalidRequest,
+    TillerError,
+)
+from tiller.worker.adapters import openai_compatible as adapter
+from tiller.worker.shared import Usage
+
+
+def response(status: int, message: str) -> httpx.Response:
+    return httpx.Response(status, json={"error": {"message": message}})
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "kind", "retryable"),
+    [
+        (503, "overloaded", EngineUnavailable, True),
+        (429, "too many requests", EngineUnavailable, True),
+        (500, "boom", EngineUnavailable, True),
+        (400, "This model's maximum context length is 4096 tokens.", ContextLengthExceeded, False),
+        (400, "temperature must be positive", InvalidRequest, False),
+        (404, "The model `x` does not exist.", EngineError, False),
+    ],
+)
+def test_status_codes_are_classified(status: int, message: str, kind: type, retryable: bool) -> None:
+    error = adapter._status_error(response(status, message))
+    assert type(error) is kind and error.retryable is retryable
+    assert message in error.message
+
+
+def test_stream_lines_become_typed_deltas() -> None:
+    line = 'data: {"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}'
+    assert adapter._parse_line(line) == adapter.Delta(text="Hi")
+    last = 'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}'
+    assert adapter._parse_line(last) == adapter.Delta(usage=Usage(3, 2))
+    assert adapter._parse_line("data: [DONE]") is None
+    assert adapter._parse_line(": ping") is None
+
+
+def test_an_error_inside_the_stream_is_raised() -> None:
+    with pytest.raises(TillerError, match="engine failed: oom"):
+        adapter._parse_line('data: {"error": {"message": "oom"}}')
+    with pytest.raises(EngineError):
+        adapter._parse_line("data: {not json")

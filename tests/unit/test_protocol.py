@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tiller.common.errors import InvalidRequest
+from tiller.gateway.protocol import parse_chat
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+def body(**fields: Any) -> dict[str, Any]:
+    return {"model": "demo", "messages": USER} | fields
+
+
+def error_of(data: Any) -> InvalidRequest:
+    with pytest.raises(InvalidRequest) as caught:
+        parse_chat(data)
+    return caught.value
+
+
+def test_a_full_request_maps_onto_sampling_parameters() -> None:
+    chat = parse_chat(
+        body(
+            stream=True,
+            stream_options={"include_usage": True},
+            max_tokens=5,
+            temperature=0.5,
+            top_p=1,
+            stop="END",
+            seed=7,
+            n=1,
+            user="u1",
+        )
+    )
+    assert chat.stream and chat.include_usage
+    assert chat.sampling.max_tokens == 5 and chat.sampling.top_p == 1.0
+    assert chat.sampling.stop == ["END"] and chat.sampling.seed == 7
+
+
+def test_defaults_and_max_completion_tokens() -> None:
+    chat = parse_chat(body(max_completion_tokens=9))
+    assert not chat.stream and not chat.include_usage
+    assert chat.sampling.max_tokens == 9 and chat.sampling.stop == []
+
+
+def test_text_content_parts_are_joined() -> None:
+    parts = [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
+    chat = parse_chat(body(messages=[{"role": "user", "content": parts}]))
+    assert chat.messages[0].content == "a\nb"
+
+
+@pytest.mark.parametrize(
+    ("data", "param", "message"),
+    [
+        ({"model": "demo"}, "messages", "Missing required parameter: 'messages'."),
+        (body(messages="hi"), "messages", "Invalid type for 'messages': expected an array, but got a string"),
+        (body(messages=[]), "messages", "Invalid 'messages'"),
+        (body(max_tokens=0), "max_tokens", "Invalid 'max_tokens'"),
+        (body(max_tokens="5"), "max_tokens", "expected an integer, but got a string"),
+        (body(temperature=3), "temperature", "Invalid 'temperature'"),
+        (body(stream="yes"), "stream", "expected a boolean"),
+        (body(model=7), "model", "expected a string, but got an integer"),
+        (body(messages=[{"role": "user"}]), "messages[0].content", "Missing required parameter"),
+        (body(messages=[{"role": "user", "content": 5}]), "messages[0].content", "expected a string or an array"),
+        (body(messages=[{"role": "user", "content": [{"type": "image_url"}]}]), "messages[0].content", "only text"),
+        (body(messages=[{"role": "robot", "content": "x"}]), "messages[0].role", "Invalid 'messages[0].role'"),
+        (body(stop=["a", "b", "c", "d", "e"]), "stop", "up to 4 strings"),
+        (body(n=2), "n", "Invalid 'n'"),
+        (body(colour="blue"), "colour", "Unrecognized request argument supplied: colour"),
+        (body(tools=[{"type": "function"}]), "tools", "'tools' is not supported"),
+    ],
+)
+def test_bad_input_names_the_parameter(data: Any, param: str, message: str) -> None:
+    error = error_of(data)
+    assert error.param == param
+    assert message in error.message
+    assert error.http_status == 400 and error.openai_type == "invalid_request_error"
+
+
+def test_body_must_be_an_object() -> None:
+    assert "JSON object" in error_of([]).message
+
+
+def test_unsupported_parameters_at_their_defaults_are_accepted() -> None:
+    parse_chat(body(logprobs=False, tools=[], response_format=None))
