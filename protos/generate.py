@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import filecmp
 import re
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -66,7 +65,9 @@ def check() -> int:
         expected, committed = generated_files(fresh), generated_files(ROOT)
         drift = sorted(str(p) for p in expected ^ committed)
         drift += sorted(
-            str(p) for p in expected & committed if not filecmp.cmp(fresh / p, ROOT / p, shallow=False)
+            str(p)
+            for p in expected & committed
+            if not filecmp.cmp(fresh / p, ROOT / p, shallow=False)
         )
     if drift:
         print("generated gRPC code is out of date; run: python protos/generate.py", file=sys.stderr)

@@ -11,7 +11,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import TEST_MODELS, Stack, closed_port, stack_env, start_up, stop_up, wait_until_up
+from tests.support import (
+    TEST_MODELS,
+    Stack,
+    closed_port,
+    stack_env,
+    start_up,
+    stop_up,
+    wait_until_up,
+)
 
 
 @pytest.fixture(scope="session")

@@ -80,7 +80,16 @@ models:
 def stack_env(data_dir: Path, **overrides: str) -> tuple[dict[str, str], dict[str, int]]:
     ports = {
         name: free_port()
-        for name in ("gateway", "grpc", "router", "quota", "redis", "temporal", "temporal_ui", "demo")
+        for name in (
+            "gateway",
+            "grpc",
+            "router",
+            "quota",
+            "redis",
+            "temporal",
+            "temporal_ui",
+            "demo",
+        )
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("TILLER_")}
     env.update(

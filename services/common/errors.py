@@ -73,7 +73,9 @@ class TillerError(Exception):
     @staticmethod
     def from_dict(data: dict[str, Any]) -> TillerError:
         cls = _REGISTRY.get(str(data.get("reason")), InternalError)
-        return cls(data.get("message"), param=data.get("param"), retry_after=data.get("retry_after"))
+        return cls(
+            data.get("message"), param=data.get("param"), retry_after=data.get("retry_after")
+        )
 
     # --- gRPC --------------------------------------------------------------------------------
     def to_grpc_status(self) -> grpc.Status:
@@ -98,7 +100,7 @@ class TillerError(Exception):
     @staticmethod
     def from_grpc(error: grpc.aio.AioRpcError) -> TillerError:
         """Rebuild the error a Tiller service raised; transport failures become unavailability."""
-        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+        status = rpc_status.from_call(error)
         reason, param, retry_after = None, None, None
         for detail in status.details if status else ():
             if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):

@@ -14,6 +14,8 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from tiller.common.redis_text import text
+
 DELTA, DONE, ERROR = "delta", "done", "error"
 _FIELD = b"e"
 
@@ -60,26 +62,23 @@ class EventWriter:
 
 async def read(redis: Redis, key: str, after: str, block_ms: int) -> list[Event]:
     """Events after stream id `after` ("0" for all); waits up to block_ms for the first one."""
-    reply = await redis.xread({key: after}, block=block_ms)
+    # redis-py types stream replies loosely; the shape is [[key, [(id, {field: value})]]].
+    reply: Any = await redis.xread({key: after}, block=block_ms)
     if not reply:
         return []
     events = []
     for entry_id, fields in reply[0][1]:
         body = orjson.loads(fields[_FIELD])
         kind = body.pop("kind")
-        events.append(Event(_text(entry_id), kind, body))
+        events.append(Event(text(entry_id), kind, body))
     return events
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 async def last(redis: Redis, key: str) -> Event | None:
     """The newest event of a stream, or None if nothing was published yet."""
-    reply = await redis.xrevrange(key, count=1)
+    reply: Any = await redis.xrevrange(key, count=1)
     if not reply:
         return None
     entry_id, fields = reply[0]
     body = orjson.loads(fields[_FIELD])
-    return Event(_text(entry_id), body.pop("kind"), body)
+    return Event(text(entry_id), body.pop("kind"), body)

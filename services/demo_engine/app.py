@@ -52,7 +52,9 @@ def create_app(settings: DemoSettings) -> Starlette:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return _error("body must be JSON with 'messages'", 400)
         if body.get("model") not in settings.served_models:
-            return _error(f"The model `{body.get('model')}` does not exist.", 404, "model_not_found")
+            return _error(
+                f"The model `{body.get('model')}` does not exist.", 404, "model_not_found"
+            )
         n_prompt = prompt_tokens(messages)
         if n_prompt > settings.max_context_tokens:
             return _error(

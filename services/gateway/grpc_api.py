@@ -28,7 +28,10 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         self.inference = inference
 
     async def _begin(
-        self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext, stream: bool
+        self,
+        request: inference_pb2.GenerateRequest,
+        context: grpc.aio.ServicerContext,
+        stream: bool,
     ) -> Call:
         metadata = dict(context.invocation_metadata() or ())
         api_key = bearer_key(metadata.get("authorization"))
@@ -62,7 +65,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
     ) -> AsyncIterator[inference_pb2.GenerateChunk]:
         call = await self._begin(request, context, stream=True)
         try:
-            async for event in call.events():
+            async for event in call.answer():
                 if event.kind == events.DELTA:
                     yield inference_pb2.GenerateChunk(
                         id=call.request_id, model=call.model, delta=event.data["text"]

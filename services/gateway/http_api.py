@@ -78,7 +78,7 @@ async def chat_completions(request: Request) -> Response:
             body = shapes.completion(call.request_id, call.model, call.created, result)
             return JSONResponse(body, headers=call.headers())
         # Wait for the first event so an error before any token is a plain HTTP error.
-        stream = call.events()
+        stream = call.answer()
         first = await anext(stream)
         if first.kind == events.ERROR:
             raise TillerError.from_dict(first.data["error"])
@@ -168,7 +168,7 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     inference = _inference(request)
-    checks = await inference.up.readiness(timeout=1.0)
+    checks = await inference.up.readiness(limit=1.0)
     ready = all(checks.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 

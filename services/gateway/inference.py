@@ -8,6 +8,7 @@ of `complete` or `abandon`, so no concurrency lease is left behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -100,7 +101,9 @@ class Inference:
             )
         except RPCError as error:
             log.warning("cannot start workflow", extra={"status": str(error.status)})
-            raise ServiceUnavailable("The orchestrator is unavailable; try again shortly.") from None
+            raise ServiceUnavailable(
+                "The orchestrator is unavailable; try again shortly."
+            ) from None
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run clean-up that must finish even if the caller is cancelled (client gone)."""
@@ -165,7 +168,7 @@ class Call:
         self.created = int(time.time())
         self._settled = False
 
-    async def events(self) -> AsyncIterator[events.Event]:
+    async def answer(self) -> AsyncIterator[events.Event]:
         """The answer's events in order, ending with its terminal event.
 
         When nothing arrives for a while, the workflow is asked whether it still runs: a request
@@ -185,7 +188,7 @@ class Call:
                     return
 
     async def result(self) -> InferenceResult:
-        async for event in self.events():
+        async for event in self.answer():
             if event.kind == events.DONE:
                 return result_of(event)
             if event.kind == events.ERROR:
@@ -228,10 +231,9 @@ class Call:
         self.inference.spawn(self.inference._release(self.key_id, self.request_id))
 
     async def _cancel(self) -> None:
-        try:
+        # Already closed, or Temporal is away: then the workflow's own timeout ends it.
+        with contextlib.suppress(RPCError):
             await self.handle.cancel()
-        except RPCError:
-            pass  # already closed, or Temporal is away: the workflow's own timeout ends it
 
     def headers(self) -> dict[str, str]:
         limit = self.admission.requests

@@ -15,7 +15,9 @@ def usage(u: Usage) -> dict[str, int]:
     }
 
 
-def completion(request_id: str, model: str, created: int, result: InferenceResult) -> dict[str, Any]:
+def completion(
+    request_id: str, model: str, created: int, result: InferenceResult
+) -> dict[str, Any]:
     return {
         "id": request_id,
         "object": "chat.completion",
@@ -48,9 +50,7 @@ def chunk(
         "created": created,
         "model": model,
         "system_fingerprint": None,
-        "choices": [
-            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        ],
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
     }
     if with_usage_field:  # with include_usage, every chunk carries "usage": null but the last
         body["usage"] = None

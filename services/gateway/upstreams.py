@@ -56,14 +56,14 @@ class Upstreams:
         for ch in self._channels:
             await ch.close()
 
-    async def readiness(self, timeout: float) -> dict[str, bool]:
+    async def readiness(self, limit: float) -> dict[str, bool]:
         """Each dependency's health, checked concurrently."""
         router_channel, quota_channel = self._channels
         checks = {
-            "router": _grpc_serving(router_channel, timeout),
-            "quota": _grpc_serving(quota_channel, timeout),
-            "redis": _redis_ok(self.redis, timeout),
-            "temporal": _temporal_ok(self.temporal, timeout),
+            "router": _grpc_serving(router_channel, limit),
+            "quota": _grpc_serving(quota_channel, limit),
+            "redis": _redis_ok(self.redis, limit),
+            "temporal": _temporal_ok(self.temporal, limit),
         }
         results = await asyncio.gather(*checks.values())
         return dict(zip(checks, results, strict=True))
@@ -77,25 +77,25 @@ async def rpc(call: Awaitable[T]) -> T:
         raise TillerError.from_grpc(error) from None
 
 
-async def _grpc_serving(ch: grpc.aio.Channel, timeout: float) -> bool:
+async def _grpc_serving(ch: grpc.aio.Channel, limit: float) -> bool:
     try:
         reply = await health_pb2_grpc.HealthStub(ch).Check(
-            health_pb2.HealthCheckRequest(service=""), timeout=timeout
+            health_pb2.HealthCheckRequest(service=""), timeout=limit
         )
     except grpc.aio.AioRpcError:
         return False
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-async def _redis_ok(redis: Redis, timeout: float) -> bool:
+async def _redis_ok(redis: Redis, limit: float) -> bool:
     try:
-        return bool(await asyncio.wait_for(redis.ping(), timeout))
+        return bool(await asyncio.wait_for(redis.ping(), limit))
     except Exception:  # any failure means not ready; the reason is in Redis's own logs
         return False
 
 
-async def _temporal_ok(client: Client, timeout: float) -> bool:
+async def _temporal_ok(client: Client, limit: float) -> bool:
     try:
-        return await asyncio.wait_for(client.service_client.check_health(), timeout)
+        return await asyncio.wait_for(client.service_client.check_health(), limit)
     except Exception:  # same: readiness only reports yes or no
         return False

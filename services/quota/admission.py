@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from tiller.common.errors import AuthenticationFailed, RateLimited
+from tiller.common.redis_text import text
 from tiller.quota.keys import KeyLayout, digest
 
 WINDOW_MS = 60_000
@@ -78,7 +79,7 @@ class Admission:
         )
         if revoked != b"0":
             raise AuthenticationFailed()
-        return Principal(key_id.decode(), name.decode(), role.decode())
+        return Principal(text(key_id), text(name), text(role))
 
     async def admit(self, api_key: str, request_id: str) -> Admitted:
         full = _digest_or_fail(api_key)
@@ -89,7 +90,7 @@ class Admission:
         )
         outcome = int(reply[0])
         if outcome == _ADMITTED:
-            principal = Principal(*(part.decode() for part in reply[4:7]))
+            principal = Principal(*(text(part) for part in reply[4:7]))
             return Admitted(principal, int(reply[1]), int(reply[2]), int(reply[3]) / 1000)
         if outcome == _RPM_EXCEEDED:
             raise RateLimited(

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from tiller.common.redis_text import text
+
 KEY_PREFIX = "tk-"
 ROLES = ("admin", "member", "viewer")
 _KEY_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -108,9 +110,8 @@ class KeyStore:
         marker = f"{self.prefix}bootstrap-admin"
         previous = await self.redis.get(marker)
         created = await self.create("bootstrap admin", role="admin", rpm=rpm, api_key=api_key)
-        full = digest(api_key)
-        if previous and previous.decode() != full:
-            old = previous.decode()
+        full, old = digest(api_key), text(previous)
+        if old and old != full:
             await self.redis.delete(self.layout(old[:16]).record(old))
         await self.redis.set(marker, full)
         return created.key_id

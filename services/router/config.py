@@ -116,9 +116,9 @@ def _check_names(parsed: ModelsFile, root: yaml.Node | None, source: str) -> Non
     for name, model in parsed.models.items():
         for index, alias in enumerate(model.aliases):
             if alias in owner:
-                loc = ("models", name, "aliases", index)
+                alias_loc = ("models", name, "aliases", index)
                 raise ConfigError(
-                    f"{source}:{_line(root, loc)}: {key_path(loc)}: "
+                    f"{source}:{_line(root, alias_loc)}: {key_path(alias_loc)}: "
                     f"{alias!r} already names model {owner[alias]!r}"
                 )
             owner[alias] = name

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
 
 from tiller.common.errors import ModelNotFound
 from tiller.router import config
@@ -63,7 +63,9 @@ def compile_file(path: Path) -> RoutingTable:
     return compile_models(parsed, path.read_bytes(), int(path.stat().st_mtime))
 
 
-def compile_models(parsed: config.ModelsFile, source: bytes, created: int | None = None) -> RoutingTable:
+def compile_models(
+    parsed: config.ModelsFile, source: bytes, created: int | None = None
+) -> RoutingTable:
     created = int(time.time()) if created is None else created
     models = {name: _model(name, spec, created) for name, spec in parsed.models.items()}
     _check_shared_queues(models)
@@ -87,7 +89,9 @@ def _model(name: str, spec: config.ModelFile, created: int) -> Model:
         for i, d in enumerate(spec.deployments)
     )
     retry = Retry(**spec.retry.model_dump())
-    return Model(name, tuple(spec.aliases), spec.owned_by, created, spec.timeout_seconds, retry, deployments)
+    return Model(
+        name, tuple(spec.aliases), spec.owned_by, created, spec.timeout_seconds, retry, deployments
+    )
 
 
 def _check_shared_queues(models: dict[str, Model]) -> None:

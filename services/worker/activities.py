@@ -49,13 +49,18 @@ class InferenceActivities:
             async with _heartbeating(self.heartbeat_interval):
                 completion = await self._run(request, writer, published)
             result = InferenceResult(
-                completion.text, completion.finish_reason, completion.usage, request.target.deployment
+                completion.text,
+                completion.finish_reason,
+                completion.usage,
+                request.target.deployment,
             )
             await writer.done(dataclasses.asdict(result))
             return result
         except TillerError as error:
             if published.any and error.retryable:
-                error = EngineFailedMidStream(f"{error.message} (after part of the answer was sent)")
+                error = EngineFailedMidStream(
+                    f"{error.message} (after part of the answer was sent)"
+                )
             raise error.to_application_error() from None
         except RedisError:
             raise ServiceUnavailable("The event stream is unavailable.").to_application_error(
@@ -92,7 +97,10 @@ class InferenceActivities:
         if newest.kind == events.DONE:
             result = newest.data["result"]
             return InferenceResult(
-                result["text"], result["finish_reason"], Usage(**result["usage"]), result["deployment"]
+                result["text"],
+                result["finish_reason"],
+                Usage(**result["usage"]),
+                result["deployment"],
             )
         raise EngineFailedMidStream(
             "The worker serving this request stopped after part of the answer was sent."

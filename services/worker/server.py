@@ -76,7 +76,9 @@ async def serve(settings: WorkerSettings) -> None:
         settings.temporal_address, settings.temporal_namespace, settings.dependency_wait_seconds
     )
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2.0)
-    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=None, max_keepalive_connections=256))
+    http = httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=256)
+    )
     resources = AdapterResources(http=http)
     adapters = {kind: adapter_class(kind)(resources) for kind in KINDS}
     activities = InferenceActivities(

@@ -35,7 +35,7 @@ class InferenceWorkflow:
     async def run(self, request: InferenceInput) -> InferenceResult:
         retry = request.retry
         try:
-            return await workflow.execute_activity(
+            result: InferenceResult = await workflow.execute_activity(
                 GENERATE_ACTIVITY,
                 request,
                 result_type=InferenceResult,
@@ -50,6 +50,7 @@ class InferenceWorkflow:
                     maximum_attempts=retry.max_attempts,
                 ),
             )
+            return result
         except ActivityError as failure:
             error = TillerError.from_failure(failure)
             await workflow.execute_local_activity(

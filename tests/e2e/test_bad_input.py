@@ -29,8 +29,9 @@ def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
     body: dict[str, Any] = response.json()
-    assert set(body["error"]) == {"message", "type", "param", "code"}
-    return body["error"]
+    error: dict[str, Any] = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    return error
 
 
 async def test_malformed_json(http: httpx.AsyncClient) -> None:
@@ -88,7 +89,10 @@ async def test_over_the_rpm_limit_is_429_with_retry_after(
     second = await http.post("/chat/completions", json=body, headers=headers)
     assert first.status_code == second.status_code == 200
     assert first.headers["x-ratelimit-limit-requests"] == "2"
-    assert (first.headers["x-ratelimit-remaining-requests"], second.headers["x-ratelimit-remaining-requests"]) == ("1", "0")
+    assert (
+        first.headers["x-ratelimit-remaining-requests"],
+        second.headers["x-ratelimit-remaining-requests"],
+    ) == ("1", "0")
     third = await http.post("/chat/completions", json=body, headers=headers)
     error = error_of(third, 429)
     assert error["code"] == "rate_limit_exceeded" and "requests per minute" in error["message"]
@@ -96,7 +100,9 @@ async def test_over_the_rpm_limit_is_429_with_retry_after(
 
 
 async def test_body_over_the_size_limit_is_413(http: httpx.AsyncClient) -> None:
-    big = orjson.dumps({"model": "demo", "messages": [{"role": "user", "content": "x" * 5_000_000}]})
+    big = orjson.dumps(
+        {"model": "demo", "messages": [{"role": "user", "content": "x" * 5_000_000}]}
+    )
     error = error_of(await http.post("/chat/completions", content=big), 413)
     assert error["code"] == "request_too_large"
 
@@ -118,7 +124,9 @@ async def test_a_prompt_over_the_engine_context_is_400_and_not_retried(
     http: httpx.AsyncClient,
 ) -> None:
     messages = [{"role": "user", "content": "word " * 5000}]
-    error = error_of(await http.post("/chat/completions", json={"model": "demo", "messages": messages}), 400)
+    error = error_of(
+        await http.post("/chat/completions", json={"model": "demo", "messages": messages}), 400
+    )
     assert error["code"] == "context_length_exceeded" and error["param"] == "messages"
 
 

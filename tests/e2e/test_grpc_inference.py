@@ -44,7 +44,9 @@ async def test_generate_and_generate_stream_give_the_rest_answer(
 
 
 async def test_list_models(stack: Stack, stub: inference_pb2_grpc.InferenceStub) -> None:
-    reply = await stub.ListModels(inference_pb2.ListModelsRequest(), metadata=auth(stack), timeout=10)
+    reply = await stub.ListModels(
+        inference_pb2.ListModelsRequest(), metadata=auth(stack), timeout=10
+    )
     assert {"demo", "demo-latest"} <= {m.id for m in reply.models}
 
 
@@ -53,9 +55,17 @@ async def test_list_models(stack: Stack, stub: inference_pb2_grpc.InferenceStub)
     [
         ((), REQUEST, grpc.StatusCode.UNAUTHENTICATED),
         ((("authorization", "Bearer tk-wrong"),), REQUEST, grpc.StatusCode.UNAUTHENTICATED),
-        (None, inference_pb2.GenerateRequest(model="nope", messages=REQUEST.messages), grpc.StatusCode.NOT_FOUND),
+        (
+            None,
+            inference_pb2.GenerateRequest(model="nope", messages=REQUEST.messages),
+            grpc.StatusCode.NOT_FOUND,
+        ),
         (None, inference_pb2.GenerateRequest(model="demo"), grpc.StatusCode.INVALID_ARGUMENT),
-        (None, inference_pb2.GenerateRequest(model="demo", messages=REQUEST.messages, max_tokens=0), grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            None,
+            inference_pb2.GenerateRequest(model="demo", messages=REQUEST.messages, max_tokens=0),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
     ],
 )
 async def test_errors_are_grpc_statuses(
@@ -67,9 +77,11 @@ async def test_errors_are_grpc_statuses(
 ) -> None:
     for method in (stub.Generate, stub.GenerateStream):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            call = method(request_, metadata=auth(stack) if metadata is None else metadata, timeout=30)
+            call = method(
+                request_, metadata=auth(stack) if metadata is None else metadata, timeout=30
+            )
             if method is stub.GenerateStream:
-                [c async for c in call]  # noqa: B018
+                [c async for c in call]
             else:
                 await call
         assert caught.value.code() == code

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from tests.support import Stack
@@ -26,11 +27,11 @@ async def async_client(stack: Stack) -> AsyncIterator[openai.AsyncOpenAI]:
         yield client
 
 
-HELLO = [{"role": "user", "content": "Hello Tiller"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello Tiller"}]
 
 
 def test_sync_non_streaming(client: openai.OpenAI) -> None:
-    completion = client.chat.completions.create(model="demo", messages=HELLO)  # type: ignore[arg-type]
+    completion = client.chat.completions.create(model="demo", messages=HELLO)
     assert completion.choices[0].message.content == "You said: Hello Tiller"
     assert completion.choices[0].finish_reason == "stop"
     assert completion.model == "demo" and completion.object == "chat.completion"
@@ -43,7 +44,7 @@ def test_sync_non_streaming(client: openai.OpenAI) -> None:
 def test_sync_streaming_ends_with_a_usage_chunk(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
         model="demo",
-        messages=HELLO,  # type: ignore[arg-type]
+        messages=HELLO,
         stream=True,
         stream_options={"include_usage": True},
     )
@@ -59,24 +60,26 @@ def test_sync_streaming_ends_with_a_usage_chunk(client: openai.OpenAI) -> None:
 
 
 def test_streaming_without_usage_has_no_usage_chunk(client: openai.OpenAI) -> None:
-    chunks = list(
-        client.chat.completions.create(model="demo", messages=HELLO, stream=True)  # type: ignore[arg-type]
-    )
+    chunks = list(client.chat.completions.create(model="demo", messages=HELLO, stream=True))
     assert all(c.choices for c in chunks)
     assert all(c.usage is None for c in chunks)
 
 
 async def test_async_non_streaming_and_streaming(async_client: openai.AsyncOpenAI) -> None:
-    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "async hi"}]
-    completion = await async_client.chat.completions.create(model="demo", messages=messages)  # type: ignore[arg-type]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "async hi"},
+    ]
+    completion = await async_client.chat.completions.create(model="demo", messages=messages)
     assert completion.choices[0].message.content == "You said: async hi"
     stream = await async_client.chat.completions.create(
         model="demo",
-        messages=messages,  # type: ignore[arg-type]
+        messages=messages,
         stream=True,
         stream_options={"include_usage": True},
     )
-    parts, usage = [], None
+    parts: list[str] = []
+    usage = None
     async for chunk in stream:
         if chunk.choices:
             parts.append(chunk.choices[0].delta.content or "")
@@ -86,13 +89,13 @@ async def test_async_non_streaming_and_streaming(async_client: openai.AsyncOpenA
 
 
 def test_max_tokens_cuts_the_answer(client: openai.OpenAI) -> None:
-    completion = client.chat.completions.create(model="demo", messages=HELLO, max_tokens=2)  # type: ignore[arg-type]
+    completion = client.chat.completions.create(model="demo", messages=HELLO, max_tokens=2)
     assert completion.choices[0].message.content == "You said:"
     assert completion.choices[0].finish_reason == "length"
 
 
 def test_an_alias_answers_as_its_model(client: openai.OpenAI) -> None:
-    completion = client.chat.completions.create(model="demo-latest", messages=HELLO)  # type: ignore[arg-type]
+    completion = client.chat.completions.create(model="demo-latest", messages=HELLO)
     assert completion.model == "demo"
 
 

@@ -26,7 +26,9 @@ def descendants(pid: int) -> dict[int, str]:
     while pending:
         child = pending.pop()
         try:
-            found[child] = (Path("/proc") / str(child) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            found[child] = (
+                (Path("/proc") / str(child) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            )
         except OSError:
             continue
         pending.extend(children.get(child, []))
@@ -38,7 +40,7 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return not Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_every_part_is_its_own_process_and_ctrl_c_leaves_none(tmp_path: Path) -> None:
@@ -55,7 +57,9 @@ def test_every_part_is_its_own_process_and_ctrl_c_leaves_none(tmp_path: Path) ->
     commands = " | ".join(running.values())
     for part in ("tiller.gateway", "tiller.router", "tiller.quota", "tiller.worker",
                  "tiller.demo_engine", "redis-server", "temporal server start-dev"):  # fmt: skip
-        assert sum(part in cmd for cmd in running.values()) == 1, f"{part} not one process: {commands}"
+        assert sum(part in cmd for cmd in running.values()) == 1, (
+            f"{part} not one process: {commands}"
+        )
 
     assert stop_up(process) == 0
     assert wait_for(lambda: not any(alive(pid) for pid in running), timeout=30)

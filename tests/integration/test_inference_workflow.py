@@ -12,7 +12,6 @@ import pytest
 from redis.asyncio import Redis
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.worker import Worker
 
 from tests.support import Stack, closed_port
 from tiller.common import events
@@ -39,7 +38,9 @@ class Env:
     queue: str
     demo_endpoint: str
 
-    def request(self, content: str, *, endpoint: str | None = None, stream: bool = True) -> InferenceInput:
+    def request(
+        self, content: str, *, endpoint: str | None = None, stream: bool = True
+    ) -> InferenceInput:
         request_id = f"test-{uuid.uuid4().hex}"
         return InferenceInput(
             request_id=request_id,
@@ -50,17 +51,20 @@ class Env:
             target=Target("d1", "openai", endpoint or self.demo_endpoint, "demo", self.queue),
             events_key=events.stream_key("test:", request_id),
             timeout_seconds=10,
-            retry=Retry(max_attempts=3, initial_interval_seconds=0.05, maximum_interval_seconds=0.1),
+            retry=Retry(
+                max_attempts=3, initial_interval_seconds=0.05, maximum_interval_seconds=0.1
+            ),
         )
 
     async def run(self, request: InferenceInput) -> InferenceResult:
-        return await self.client.execute_workflow(
+        result: InferenceResult = await self.client.execute_workflow(
             INFERENCE_WORKFLOW,
             request,
             id=request.request_id,
             task_queue=self.queue,
             result_type=InferenceResult,
         )
+        return result
 
     async def published(self, request: InferenceInput) -> list[events.Event]:
         return await events.read(self.redis, request.events_key, "0", 1)
@@ -72,7 +76,9 @@ async def env(stack: Stack) -> AsyncIterator[Env]:
     redis = Redis.from_url(stack.redis_url)
     http = httpx.AsyncClient()
     adapters = {kind: adapter_class(kind)(AdapterResources(http)) for kind in KINDS}
-    activities = InferenceActivities(redis, adapters, event_ttl_seconds=60, heartbeat_interval_seconds=1)
+    activities = InferenceActivities(
+        redis, adapters, event_ttl_seconds=60, heartbeat_interval_seconds=1
+    )
     queue = f"test-{uuid.uuid4().hex[:8]}"
     (worker,) = build_workers(client, activities, {queue: 4}, grace=1)
     async with worker:
@@ -83,7 +89,9 @@ async def env(stack: Stack) -> AsyncIterator[Env]:
 
 async def attempts(client: Client, workflow_id: str) -> int:
     history = await client.get_workflow_handle(workflow_id).fetch_history()
-    started = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED]
+    started = [
+        e for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+    ]
     return max(e.activity_task_started_event_attributes.attempt for e in started)
 
 

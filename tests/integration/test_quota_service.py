@@ -32,7 +32,8 @@ class Quota:
             api_key=api_key, request_id=request_id or uuid.uuid4().hex, model="demo"
         )
         try:
-            return await self.stub.Admit(request, timeout=5)
+            admission: quota_pb2.Admission = await self.stub.Admit(request, timeout=5)
+            return admission
         except grpc.aio.AioRpcError as error:
             raise TillerError.from_grpc(error) from None
 
@@ -89,7 +90,7 @@ async def test_rpm_limit_holds_exactly_under_concurrency(quota: Quota) -> None:
     assert len(admitted) == 5 and len(limited) == 25
     assert sorted(a.requests.remaining for a in admitted) == [0, 1, 2, 3, 4]
     assert all(a.requests.limit == 5 for a in admitted)
-    assert all(0 < error.retry_after <= 60 for error in limited)
+    assert all(0 < (error.retry_after or 0) <= 60 for error in limited)
     assert "requests per minute" in limited[0].message
 
 
@@ -99,7 +100,9 @@ async def test_concurrency_leases_are_taken_and_released(quota: Quota) -> None:
     await quota.admit(new.api_key, "r2")
     with pytest.raises(RateLimited, match="concurrent"):
         await quota.admit(new.api_key, "r3")
-    await quota.stub.Release(quota_pb2.ReleaseRequest(key_id=new.key_id, request_id="r1"), timeout=5)
+    await quota.stub.Release(
+        quota_pb2.ReleaseRequest(key_id=new.key_id, request_id="r1"), timeout=5
+    )
     await quota.stub.ReportUsage(
         quota_pb2.ReportUsageRequest(
             key_id=new.key_id, request_id="r2", model="demo", prompt_tokens=3, completion_tokens=4
@@ -124,7 +127,9 @@ async def test_a_new_bootstrap_admin_key_retires_the_old_one(quota: Quota) -> No
 
 async def test_redis_down_fails_closed() -> None:
     settings = QuotaSettings(
-        port=free_port(), redis_url=f"redis://127.0.0.1:{closed_port()}/0", redis_timeout_seconds=0.5
+        port=free_port(),
+        redis_url=f"redis://127.0.0.1:{closed_port()}/0",
+        redis_timeout_seconds=0.5,
     )
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=0.5)
     server = create_server(settings, redis)

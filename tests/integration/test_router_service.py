@@ -82,4 +82,7 @@ def test_an_invalid_file_stops_start_up_with_a_clear_message(tmp_path: Path) -> 
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("tiller router: invalid models file:")
-    assert "models.yaml:6: models.chat.deployments[0].adapter: unknown adapter 'tensorrt'" in result.stderr
+    assert (
+        "models.yaml:6: models.chat.deployments[0].adapter: unknown adapter 'tensorrt'"
+        in result.stderr
+    )

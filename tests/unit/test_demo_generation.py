@@ -4,7 +4,10 @@ from tiller.demo_engine.generation import answer, prompt_tokens
 
 
 def test_answer_echoes_the_last_user_message_token_by_token() -> None:
-    messages = [{"role": "system", "content": "be nice"}, {"role": "user", "content": "Hello  Tiller"}]
+    messages = [
+        {"role": "system", "content": "be nice"},
+        {"role": "user", "content": "Hello  Tiller"},
+    ]
     tokens, finish = answer(messages, None)
     assert tokens == ["You", " said:", " Hello", "  Tiller"]
     assert "".join(tokens) == "You said: Hello  Tiller" and finish == "stop"

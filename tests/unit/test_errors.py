@@ -44,7 +44,11 @@ def test_retry_after_header_rounds_up_to_whole_seconds() -> None:
 def test_dict_round_trip_keeps_class_and_fields(error: TillerError) -> None:
     back = TillerError.from_dict(error.to_dict())
     assert type(back) is type(error)
-    assert (back.message, back.param, back.retry_after) == (error.message, error.param, error.retry_after)
+    assert (back.message, back.param, back.retry_after) == (
+        error.message,
+        error.param,
+        error.retry_after,
+    )
 
 
 def test_unknown_reason_becomes_internal_error() -> None:

@@ -32,7 +32,11 @@ def test_a_valid_file_compiles_with_defaults_filled_in() -> None:
     assert llama.name == "llama"
     assert llama.deployments[0].endpoint == "http://vllm-a:8000/v1"
     small = table.resolve("small").deployments[0]
-    assert (small.name, small.engine_model, small.task_queue) == ("small-0", "small", "tiller.small-0")
+    assert (small.name, small.engine_model, small.task_queue) == (
+        "small-0",
+        "small",
+        "tiller.small-0",
+    )
     assert small.max_concurrency == 64
     assert table.version == compile_models(parse(GOOD), GOOD.encode()).version
 
@@ -84,8 +88,10 @@ def test_missing_deployments_and_bad_yaml() -> None:
 
 
 def test_a_shared_task_queue_must_agree_on_concurrency() -> None:
-    text = GOOD.replace("      - adapter: openai", "      - adapter: openai\n        task_queue: tiller.llama")
-    with pytest.raises(ConfigError, match="task queue 'tiller.llama': max_concurrency 64"):
+    text = GOOD.replace(
+        "      - adapter: openai", "      - adapter: openai\n        task_queue: tiller.llama"
+    )
+    with pytest.raises(ConfigError, match=r"task queue 'tiller\.llama': max_concurrency 64"):
         compile_models(parse(text), text.encode())
 
 

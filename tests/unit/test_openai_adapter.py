@@ -13,6 +13,7 @@ from tiller.common.errors import (
     TillerError,
 )
 from tiller.worker.adapters import openai_compatible as adapter
+from tiller.worker.adapters.base import Delta
 from tiller.worker.shared import Usage
 
 
@@ -31,7 +32,9 @@ def response(status: int, message: str) -> httpx.Response:
         (404, "The model `x` does not exist.", EngineError, False),
     ],
 )
-def test_status_codes_are_classified(status: int, message: str, kind: type, retryable: bool) -> None:
+def test_status_codes_are_classified(
+    status: int, message: str, kind: type, retryable: bool
+) -> None:
     error = adapter._status_error(response(status, message))
     assert type(error) is kind and error.retryable is retryable
     assert message in error.message
@@ -39,9 +42,9 @@ def test_status_codes_are_classified(status: int, message: str, kind: type, retr
 
 def test_stream_lines_become_typed_deltas() -> None:
     line = 'data: {"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}'
-    assert adapter._parse_line(line) == adapter.Delta(text="Hi")
+    assert adapter._parse_line(line) == Delta(text="Hi")
     last = 'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}'
-    assert adapter._parse_line(last) == adapter.Delta(usage=Usage(3, 2))
+    assert adapter._parse_line(last) == Delta(usage=Usage(3, 2))
     assert adapter._parse_line("data: [DONE]") is None
     assert adapter._parse_line(": ping") is None
 

@@ -55,7 +55,11 @@ def test_text_content_parts_are_joined() -> None:
     ("data", "param", "message"),
     [
         ({"model": "demo"}, "messages", "Missing required parameter: 'messages'."),
-        (body(messages="hi"), "messages", "Invalid type for 'messages': expected an array, but got a string"),
+        (
+            body(messages="hi"),
+            "messages",
+            "Invalid type for 'messages': expected an array, but got a string",
+        ),
         (body(messages=[]), "messages", "Invalid 'messages'"),
         (body(max_tokens=0), "max_tokens", "Invalid 'max_tokens'"),
         (body(max_tokens="5"), "max_tokens", "expected an integer, but got a string"),
@@ -63,9 +67,21 @@ def test_text_content_parts_are_joined() -> None:
         (body(stream="yes"), "stream", "expected a boolean"),
         (body(model=7), "model", "expected a string, but got an integer"),
         (body(messages=[{"role": "user"}]), "messages[0].content", "Missing required parameter"),
-        (body(messages=[{"role": "user", "content": 5}]), "messages[0].content", "expected a string or an array"),
-        (body(messages=[{"role": "user", "content": [{"type": "image_url"}]}]), "messages[0].content", "only text"),
-        (body(messages=[{"role": "robot", "content": "x"}]), "messages[0].role", "Invalid 'messages[0].role'"),
+        (
+            body(messages=[{"role": "user", "content": 5}]),
+            "messages[0].content",
+            "expected a string or an array",
+        ),
+        (
+            body(messages=[{"role": "user", "content": [{"type": "image_url"}]}]),
+            "messages[0].content",
+            "only text",
+        ),
+        (
+            body(messages=[{"role": "robot", "content": "x"}]),
+            "messages[0].role",
+            "Invalid 'messages[0].role'",
+        ),
         (body(stop=["a", "b", "c", "d", "e"]), "stop", "up to 4 strings"),
         (body(n=2), "n", "Invalid 'n'"),
         (body(colour="blue"), "colour", "Unrecognized request argument supplied: colour"),

@@ -158,7 +158,7 @@ def _status_error(response: httpx.Response) -> TillerError:
 
 def _transport_error(error: httpx.TransportError, target: Target) -> TillerError:
     if isinstance(error, httpx.TimeoutException):
-        return EngineUnavailable(f"The model engine for deployment {target.deployment!r} timed out.")
-    return EngineUnavailable(
-        f"Cannot reach the model engine for deployment {target.deployment!r}."
-    )
+        return EngineUnavailable(
+            f"The model engine for deployment {target.deployment!r} timed out."
+        )
+    return EngineUnavailable(f"Cannot reach the model engine for deployment {target.deployment!r}.")
