@@ -117,15 +117,19 @@ class Stack:
 
 
 def _service_env(stack: Stack, models_file: Path) -> dict[str, str]:
-    """The environment every service child gets: the caller's, plus how to find each other."""
-    env = dict(os.environ)
+    """The environment every service child gets: the caller's, plus how to find each other.
+    Only quota gets the admin key."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("TILLER_ADMIN_KEY", "TILLER_QUOTA_ADMIN_KEY")
+    }
     env.update(
         {
             "TILLER_REDIS_URL": stack.redis_url,
             "TILLER_TEMPORAL_ADDRESS": stack.temporal_address,
             "TILLER_ROUTER_ADDRESS": f"{HOST}:{stack.router.port}",
             "TILLER_QUOTA_ADDRESS": f"{HOST}:{stack.quota.port}",
-            "TILLER_ADMIN_KEY": stack.admin_key,
             "TILLER_ROUTER_MODELS_FILE": str(models_file),
             "TILLER_GATEWAY_HOST": HOST,
             "TILLER_ROUTER_HOST": HOST,
@@ -178,11 +182,14 @@ def _children(stack: Stack, models_file: Path) -> list[list[Child]]:
         "--loglevel", "warning",
     ]  # fmt: skip
 
-    def service(name: str, module: str) -> Child:
-        return Child(name, [*python, module], env, logs / f"{name}.log")
+    def service(name: str, module: str, extra: dict[str, str] | None = None) -> Child:
+        return Child(name, [*python, module], env | (extra or {}), logs / f"{name}.log")
 
     front = [service("gateway", "tiller.gateway"), service("worker", "tiller.worker")]
-    middle = [service("quota", "tiller.quota"), service("router", "tiller.router")]
+    middle = [
+        service("quota", "tiller.quota", {"TILLER_ADMIN_KEY": stack.admin_key}),
+        service("router", "tiller.router"),
+    ]
     if stack.up.demo_engine:
         middle.append(service("demo-engine", "tiller.demo_engine"))
     state = [

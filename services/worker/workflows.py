@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from tiller.common.errors import TillerError
@@ -52,6 +52,8 @@ class InferenceWorkflow:
             )
             return result
         except ActivityError as failure:
+            if is_cancelled_exception(failure):
+                raise  # the caller went away and cancelled us: end as cancelled, publish nothing
             error = TillerError.from_failure(failure)
             await workflow.execute_local_activity(
                 PUBLISH_FAILURE_ACTIVITY,

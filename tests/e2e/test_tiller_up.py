@@ -104,3 +104,16 @@ def test_a_bad_models_file_stops_start_up_and_says_why(tmp_path: Path) -> None:
     assert "models.demo.deployments: List should have at least 1 item" in result.stderr
     assert "Traceback" not in result.stderr
     assert "Stopped: every process of this run has exited." in result.stdout
+
+
+def test_a_killed_supervisor_takes_its_children_with_it(tmp_path: Path) -> None:
+    env, _ = stack_env(tmp_path)
+    process = start_up(env)
+    output: list[str] = []
+    wait_until_up(process, output)
+    running = descendants(process.pid)
+    process.kill()  # SIGKILL: no chance to clean up; PR_SET_PDEATHSIG must do it
+    process.wait()
+    assert wait_for(lambda: not any(alive(pid) for pid in running), timeout=30), [
+        cmd for pid, cmd in running.items() if alive(pid)
+    ]

@@ -1,0 +1,48 @@
+"""A client that goes away mid-stream cancels its workflow and gives its concurrency slot back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+from redis.asyncio import Redis
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from tests.support import Stack
+from tiller.quota.keys import KeyStore
+
+LONG = [{"role": "user", "content": "word " * 3000}]  # about 3 s of streaming at 1 ms a token
+
+
+async def test_disconnect_cancels_the_workflow_and_releases_the_lease(stack: Stack) -> None:
+    redis = Redis.from_url(stack.redis_url)
+    key = await KeyStore(redis, "tiller:").create("one-at-a-time", concurrency=1)
+    await redis.aclose()
+    headers = {"authorization": f"Bearer {key.api_key}"}
+    body = {"model": "demo", "messages": LONG, "stream": True}
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=30) as http:
+        async with http.stream("POST", "/chat/completions", json=body) as response:
+            assert response.status_code == 200
+            request_id = response.headers["x-request-id"]
+            async for line in response.aiter_lines():
+                if line.startswith("data:"):
+                    break
+            busy = await http.post("/chat/completions", json={**body, "stream": False})
+            assert busy.status_code == 429  # the lease is held while the answer streams
+        # Leaving the block closed the connection after the first chunk.
+        deadline = time.monotonic() + 15
+        while True:
+            short = {"model": "demo", "messages": [{"role": "user", "content": "again"}]}
+            again = await http.post("/chat/completions", json=short)
+            if again.status_code == 200 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert again.status_code == 200, again.text
+
+    handle = (await Client.connect(stack.temporal_address)).get_workflow_handle(request_id)
+    deadline = time.monotonic() + 20
+    while (status := (await handle.describe()).status) == WorkflowExecutionStatus.RUNNING:
+        assert time.monotonic() < deadline, "the workflow was not cancelled"
+        await asyncio.sleep(0.2)
+    assert status == WorkflowExecutionStatus.CANCELED
