@@ -246,7 +246,9 @@ def run_up(models: str | None) -> int:
         check_ports_free(stack.ports())
         stack.data.mkdir(parents=True, exist_ok=True)
         groups = _children(stack, _models_file(stack, models))
+        # Installed explicitly: a shell may start us with SIGINT ignored (e.g. `tiller up &`).
         signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
         everyone = [c for group in reversed(groups) for c in group]
         print(f"Starting Tiller (logs in {stack.data / 'logs'})...", flush=True)
         for child in everyone:

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Coroutine
 from datetime import timedelta
 from typing import Any
 
+from redis.exceptions import RedisError
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError
 
@@ -178,9 +179,12 @@ class Call:
         block_ms = int(self.inference.settings.idle_check_seconds * 1000)
         after = "0"
         while True:
-            batch = await events.read(redis, self.events_key, after, block_ms)
-            if not batch:
-                batch = await self._closed_without_events(after)
+            try:
+                batch = await events.read(redis, self.events_key, after, block_ms)
+                if not batch:
+                    batch = await self._closed_without_events(after)
+            except RedisError:
+                raise ServiceUnavailable("The answer stream is unavailable.") from None
             for event in batch:
                 after = event.id
                 yield event

@@ -42,6 +42,7 @@ async def serve(settings: GatewaySettings) -> None:
         serving = asyncio.create_task(http.serve(sockets=[sock]))
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait([serving, stopped], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
         http.should_exit = True
         await serving
         await grpc_server.stop(settings.shutdown_grace_seconds)
