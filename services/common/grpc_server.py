@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tiller.common.errors import TillerError
 from tiller.common.lifecycle import StartupError
+from tiller.common.net import bind
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +34,14 @@ class GrpcServer:
         self.service_names = ["", *service_names]
 
     async def start(self) -> None:
+        host, _, port_text = self.address.rpartition(":")
+        bind(host, int(port_text)).close()  # a taken port: one clear line, before gRPC logs its own
         try:
             port = self.server.add_insecure_port(self.address)
-        except RuntimeError as error:
-            raise StartupError(f"cannot listen on {self.address}: {error}") from None
+        except RuntimeError:
+            port = 0
         if port == 0:
-            raise StartupError(f"cannot listen on {self.address} (is the port already in use?)")
+            raise StartupError(f"cannot listen on {self.address}")
         await self.server.start()
         for name in self.service_names:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
