@@ -26,8 +26,8 @@ from tiller.router.settings import RouterSettings
 
 HOST = "127.0.0.1"
 
-# Dispatch tuning for the Temporal dev server, measured on a 2-core machine (docs/operations.md):
-# together these take a workflow + activity round trip from ~100 ms to ~30 ms p50.
+# Dispatch tuning for the Temporal dev server (docs/operations.md); bench/temporal_dispatch.py
+# measures it against the defaults side by side (docs/benchmarks.md).
 TEMPORAL_DYNAMIC_CONFIG = {
     "history.transferProcessorMaxPollRPS": "10000",
     "matching.numTaskqueueReadPartitions": "1",
