@@ -266,7 +266,7 @@ def run_up(models: str | None) -> int:
     except KeyboardInterrupt:
         print("\nStopping Tiller...", flush=True)
         return 0
-    except (UpError, SettingsError) as error:
+    except (UpError, SettingsError, OSError) as error:  # OSError: e.g. an unwritable data dir
         print(f"tiller up: {error}", file=sys.stderr, flush=True)
         return 1
     finally:

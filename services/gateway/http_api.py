@@ -111,6 +111,7 @@ async def _sse(
                 yield ServerSentEvent(orjson.dumps(body).decode(), id=event.id)
             elif event.kind == events.DONE:
                 result = result_of(event)
+                call.complete(result.usage)  # before the last yields: the client may leave at once
                 body = shapes.chunk(
                     *meta, role, result.finish_reason, with_usage_field=chat.include_usage
                 )
@@ -119,7 +120,6 @@ async def _sse(
                     usage = shapes.usage_chunk(*meta, result.usage)
                     yield ServerSentEvent(orjson.dumps(usage).decode())
                 yield ServerSentEvent("[DONE]")
-                call.complete(result.usage)
             else:
                 raise TillerError.from_dict(event.data["error"])
     except TillerError as error:
