@@ -25,11 +25,14 @@ async def test_disconnect_cancels_the_workflow_and_releases_the_lease(stack: Sta
         async with http.stream("POST", "/chat/completions", json=body) as response:
             assert response.status_code == 200
             request_id = response.headers["x-request-id"]
-            async for line in response.aiter_lines():
+            # Hold the line iterator: once collected, httpx would close the stream (a disconnect).
+            lines = response.aiter_lines()
+            async for line in lines:
                 if line.startswith("data:"):
                     break
             busy = await http.post("/chat/completions", json={**body, "stream": False})
             assert busy.status_code == 429  # the lease is held while the answer streams
+            await lines.aclose()
         # Leaving the block closed the connection after the first chunk.
         deadline = time.monotonic() + 15
         while True:
