@@ -66,12 +66,7 @@ async def read(redis: Redis, key: str, after: str, block_ms: int) -> list[Event]
     reply: Any = await redis.xread({key: after}, block=block_ms)
     if not reply:
         return []
-    events = []
-    for entry_id, fields in reply[0][1]:
-        body = orjson.loads(fields[_FIELD])
-        kind = body.pop("kind")
-        events.append(Event(text(entry_id), kind, body))
-    return events
+    return [_decode(entry_id, fields) for entry_id, fields in reply[0][1]]
 
 
 async def last(redis: Redis, key: str) -> Event | None:
@@ -79,6 +74,9 @@ async def last(redis: Redis, key: str) -> Event | None:
     reply: Any = await redis.xrevrange(key, count=1)
     if not reply:
         return None
-    entry_id, fields = reply[0]
+    return _decode(*reply[0])
+
+
+def _decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
     body = orjson.loads(fields[_FIELD])
     return Event(text(entry_id), body.pop("kind"), body)

@@ -250,10 +250,7 @@ class Call:
 
 
 def result_of(event: events.Event) -> InferenceResult:
-    data = event.data["result"]
-    return InferenceResult(
-        data["text"], data["finish_reason"], Usage(**data["usage"]), data.get("deployment", "")
-    )
+    return InferenceResult.from_dict(event.data["result"])
 
 
 def _workflow_input(

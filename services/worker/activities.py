@@ -95,13 +95,7 @@ class InferenceActivities:
         if newest is None:
             return None
         if newest.kind == events.DONE:
-            result = newest.data["result"]
-            return InferenceResult(
-                result["text"],
-                result["finish_reason"],
-                Usage(**result["usage"]),
-                result["deployment"],
-            )
+            return InferenceResult.from_dict(newest.data["result"])
         raise EngineFailedMidStream(
             "The worker serving this request stopped after part of the answer was sent."
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 import grpc
 import httpx
@@ -51,8 +52,6 @@ async def task_queue_limits(settings: WorkerSettings) -> dict[str, int]:
 def build_workers(
     client: Client, activities: InferenceActivities, limits: dict[str, int], grace: float
 ) -> list[Worker]:
-    from datetime import timedelta
-
     runner = SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules("tiller", "orjson")
     )

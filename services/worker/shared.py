@@ -85,6 +85,13 @@ class InferenceResult:
     usage: Usage
     deployment: str = ""
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InferenceResult:
+        """The inverse of dataclasses.asdict, as published in a `done` event."""
+        return cls(
+            data["text"], data["finish_reason"], Usage(**data["usage"]), data.get("deployment", "")
+        )
+
 
 @dataclass
 class FailureNotice:
