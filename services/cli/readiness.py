@@ -75,7 +75,7 @@ async def _workers_polling(stack: Stack) -> bool:
             DescribeTaskQueueRequest(
                 namespace="default",
                 task_queue=TaskQueue(name=queue),
-                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
             )
         )
         if not reply.pollers:

@@ -29,6 +29,8 @@ HOST = "127.0.0.1"
 # Dispatch tuning for the Temporal dev server (docs/operations.md); bench/temporal_dispatch.py
 # measures it against the defaults side by side (docs/benchmarks.md).
 TEMPORAL_DYNAMIC_CONFIG = {
+    # Each request is a standalone activity (server >= 1.31); explicit, whatever the default.
+    "activity.enableStandalone": "true",
     "history.transferProcessorMaxPollRPS": "10000",
     "matching.numTaskqueueReadPartitions": "1",
     "matching.numTaskqueueWritePartitions": "1",

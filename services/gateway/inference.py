@@ -1,6 +1,6 @@
 """One inference request through the gateway, shared by the REST and gRPC front doors.
 
-admit (quota) -> resolve (router) -> start the workflow (Temporal) -> read the answer's events
+admit (quota) -> resolve (router) -> start the activity (Temporal) -> read the answer's events
 (Redis) -> report usage or release the lease (quota). Every admitted request ends in exactly one
 of `complete` or `abandon`, so no concurrency lease is left behind.
 """
@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 from redis.exceptions import RedisError
-from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.client import ActivityExecutionStatus, ActivityFailureError, ActivityHandle
 from temporalio.service import RPCError
 
 from tiller.common import events
@@ -30,13 +30,13 @@ from tiller.gateway.upstreams import Upstreams, rpc
 from tiller.protos.quota.v1 import quota_pb2
 from tiller.protos.router.v1 import router_pb2
 from tiller.worker.shared import (
-    INFERENCE_WORKFLOW,
+    GENERATE_ACTIVITY,
     InferenceInput,
     InferenceResult,
     Retry,
     Target,
     Usage,
-    execution_timeout_seconds,
+    activity_options,
 )
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class Inference:
         )
 
     async def begin(self, api_key: str, chat: ChatRequest) -> Call:
-        """Admit, route and start the request's workflow; raises TillerError if any step refuses."""
+        """Admit, route and start the request's activity; raises TillerError if any step refuses."""
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         admission = await rpc(
             self.up.quota.Admit(
@@ -89,19 +89,24 @@ class Inference:
             raise
         return Call(self, request_id, route.model, key_id, admission, handle, request.events_key)
 
-    async def _start(self, request: InferenceInput) -> WorkflowHandle[Any, Any]:
+    async def _start(self, request: InferenceInput) -> ActivityHandle[InferenceResult]:
+        options = activity_options(request)
         try:
-            return await self.up.temporal.start_workflow(
-                INFERENCE_WORKFLOW,
+            return await self.up.temporal.start_activity(
+                GENERATE_ACTIVITY,
                 request,
                 id=request.request_id,
-                result_type=InferenceResult,
                 task_queue=request.target.task_queue,
-                execution_timeout=timedelta(seconds=execution_timeout_seconds(request)),
+                result_type=InferenceResult,
+                schedule_to_start_timeout=options.schedule_to_start_timeout,
+                start_to_close_timeout=options.start_to_close_timeout,
+                heartbeat_timeout=options.heartbeat_timeout,
+                schedule_to_close_timeout=options.schedule_to_close_timeout,
+                retry_policy=options.retry_policy,
                 rpc_timeout=timedelta(seconds=self.settings.rpc_timeout_seconds),
             )
         except RPCError as error:
-            log.warning("cannot start workflow", extra={"status": str(error.status)})
+            log.warning("cannot start activity", extra={"status": str(error.status)})
             raise ServiceUnavailable(
                 "The orchestrator is unavailable; try again shortly."
             ) from None
@@ -156,7 +161,7 @@ class Call:
         model: str,
         key_id: str,
         admission: quota_pb2.Admission,
-        handle: WorkflowHandle[Any, Any],
+        handle: ActivityHandle[InferenceResult],
         events_key: str,
     ) -> None:
         self.inference = inference
@@ -172,8 +177,9 @@ class Call:
     async def answer(self) -> AsyncIterator[events.Event]:
         """The answer's events in order, ending with its terminal event.
 
-        When nothing arrives for a while, the workflow is asked whether it still runs: a request
-        whose workflow ended without publishing (timed out, terminated) fails instead of hanging.
+        When nothing arrives for a while, Temporal is asked whether the activity still runs: a
+        request that ended without publishing (timed out, terminated, its worker died on the last
+        attempt) fails instead of hanging.
         """
         redis = self.inference.up.redis
         block_ms = int(self.inference.settings.idle_check_seconds * 1000)
@@ -204,15 +210,15 @@ class Call:
             status = (await self.handle.describe()).status
         except RPCError:
             return []  # the orchestrator is briefly unreachable: keep waiting on Redis
-        if status == WorkflowExecutionStatus.RUNNING:
+        if status in (ActivityExecutionStatus.RUNNING, ActivityExecutionStatus.PAUSED):
             return []
-        # The workflow ended: read once more (its last event may have just landed), then ask it.
+        # The activity ended: read once more (its last event may have just landed), then ask it.
         late = await events.read(self.inference.up.redis, self.events_key, after, 1)
         if late:
             return late
         try:
             result = await self.handle.result(rpc_timeout=timedelta(seconds=5))
-        except WorkflowFailureError as failure:
+        except ActivityFailureError as failure:
             raise TillerError.from_failure(failure.cause) from None
         except RPCError:
             raise UpstreamTimeout("The request's state could not be read.") from None
@@ -235,7 +241,7 @@ class Call:
         self.inference.spawn(self.inference._release(self.key_id, self.request_id))
 
     async def _cancel(self) -> None:
-        # Already closed, or Temporal is away: then the workflow's own timeout ends it.
+        # Already closed, or Temporal is away: then the activity's own timeouts end it.
         with contextlib.suppress(RPCError):
             await self.handle.cancel()
 

@@ -1,10 +1,16 @@
-"""The inference activity: one attempt against one engine, published to Redis as it streams."""
+"""The inference activity: one attempt against one engine, published to Redis as it streams.
+
+It is a standalone Temporal activity (no workflow): Temporal queues it, retries it and times it
+out. The attempt that ends the request (an error no retry can fix, or the last attempt) publishes
+the error to the request's event stream itself, so the waiting client hears of it at once.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
+import logging
 from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
@@ -12,16 +18,16 @@ from redis.exceptions import RedisError
 from temporalio import activity
 
 from tiller.common import events
-from tiller.common.errors import EngineFailedMidStream, ServiceUnavailable, TillerError
-from tiller.worker.adapters.base import Completion, EngineAdapter, EngineRequest
-from tiller.worker.shared import (
-    GENERATE_ACTIVITY,
-    PUBLISH_FAILURE_ACTIVITY,
-    FailureNotice,
-    InferenceInput,
-    InferenceResult,
-    Usage,
+from tiller.common.errors import (
+    EngineFailedMidStream,
+    InternalError,
+    ServiceUnavailable,
+    TillerError,
 )
+from tiller.worker.adapters.base import Completion, EngineAdapter, EngineRequest
+from tiller.worker.shared import GENERATE_ACTIVITY, InferenceInput, InferenceResult, Usage
+
+log = logging.getLogger(__name__)
 
 
 class InferenceActivities:
@@ -56,16 +62,22 @@ class InferenceActivities:
             )
             await writer.done(dataclasses.asdict(result))
             return result
-        except TillerError as error:
-            if published.any and error.retryable:
-                error = EngineFailedMidStream(
-                    f"{error.message} (after part of the answer was sent)"
-                )
-            raise error.to_application_error() from None
         except RedisError:
             raise ServiceUnavailable("The event stream is unavailable.").to_application_error(
                 non_retryable=published.any
             ) from None
+        except Exception as failure:
+            if isinstance(failure, TillerError):
+                error = failure
+            else:
+                log.exception("inference attempt failed unexpectedly")
+                error = InternalError()
+            if published.any and error.retryable:
+                error = EngineFailedMidStream(
+                    f"{error.message} (after part of the answer was sent)"
+                )
+            await _publish_if_final(writer, request, error)
+            raise error.to_application_error() from None
 
     async def _run(
         self, request: InferenceInput, writer: events.EventWriter, published: _Published
@@ -79,6 +91,10 @@ class InferenceActivities:
         parts: list[str] = []
         finish_reason, usage = "stop", None
         async for delta in adapter.stream(engine_request):
+            if activity.is_cancelled():
+                # The SDK cancels this task when Temporal asks; a library on the way (the HTTP
+                # stack) can absorb that one CancelledError, so the request is checked too.
+                raise asyncio.CancelledError()
             if delta.text:
                 parts.append(delta.text)
                 await writer.delta(delta.text)
@@ -100,9 +116,16 @@ class InferenceActivities:
             "The worker serving this request stopped after part of the answer was sent."
         )
 
-    @activity.defn(name=PUBLISH_FAILURE_ACTIVITY)
-    async def publish_failure(self, notice: FailureNotice) -> None:
-        await events.EventWriter(self.redis, notice.events_key, self.event_ttl).error(notice.error)
+
+async def _publish_if_final(
+    writer: events.EventWriter, request: InferenceInput, error: TillerError
+) -> None:
+    """The last attempt, or an error no retry can fix: tell the waiting client now."""
+    if error.retryable and activity.info().attempt < request.retry.max_attempts:
+        return  # Temporal retries; the client keeps waiting
+    # If Redis is away too, the gateway's idle check reads the activity's failure instead.
+    with contextlib.suppress(RedisError):
+        await writer.error(error.to_dict())
 
 
 @dataclasses.dataclass

@@ -12,7 +12,6 @@ import httpx
 from redis.asyncio import Redis
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from tiller.common import temporal
 from tiller.common.grpc_client import channel
@@ -22,7 +21,6 @@ from tiller.worker.activities import InferenceActivities
 from tiller.worker.adapters import KINDS, adapter_class
 from tiller.worker.adapters.base import AdapterResources
 from tiller.worker.settings import WorkerSettings
-from tiller.worker.workflows import InferenceWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +50,17 @@ async def task_queue_limits(settings: WorkerSettings) -> dict[str, int]:
 def build_workers(
     client: Client, activities: InferenceActivities, limits: dict[str, int], grace: float
 ) -> list[Worker]:
-    runner = SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules("tiller", "orjson")
-    )
+    beat = timedelta(seconds=activities.heartbeat_interval)
     return [
         Worker(
             client,
             task_queue=queue,
-            workflows=[InferenceWorkflow],
-            activities=[activities.generate, activities.publish_failure],
+            activities=[activities.generate],
             max_concurrent_activities=limit,
-            workflow_runner=runner,
+            # Send each heartbeat when the activity beats: a cancelled request (client gone) is
+            # noticed within one heartbeat interval, not at the SDK's default 8 s throttle.
+            max_heartbeat_throttle_interval=beat,
+            default_heartbeat_throttle_interval=beat,
             graceful_shutdown_timeout=timedelta(seconds=grace),
         )
         for queue, limit in sorted(limits.items())

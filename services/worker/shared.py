@@ -1,16 +1,19 @@
-"""The Temporal contract between the gateway (which starts workflows) and the workers.
+"""The Temporal contract between the gateway (which starts activities) and the workers.
 
-Plain dataclasses only: this module is imported by the gateway and inside the workflow sandbox.
+Each request is one standalone Temporal activity (`tiller.generate`) on its deployment's task
+queue: the gateway starts it with the options below, Temporal queues, retries and times it out,
+a worker runs it. Plain dataclasses, shared by both sides.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
-INFERENCE_WORKFLOW = "tiller.Inference"
+from temporalio.common import RetryPolicy
+
 GENERATE_ACTIVITY = "tiller.generate"
-PUBLISH_FAILURE_ACTIVITY = "tiller.publish_failure"
 
 # A worker that stops heartbeating for this long is presumed dead and its attempt fails.
 HEARTBEAT_TIMEOUT_SECONDS = 10.0
@@ -93,13 +96,32 @@ class InferenceResult:
         )
 
 
-@dataclass
-class FailureNotice:
-    events_key: str
-    error: dict[str, Any]
+@dataclass(frozen=True)
+class ActivityOptions:
+    """How Temporal runs one request's activity: queueing, attempts, heartbeats, retries."""
+
+    schedule_to_start_timeout: timedelta
+    start_to_close_timeout: timedelta
+    heartbeat_timeout: timedelta
+    schedule_to_close_timeout: timedelta
+    retry_policy: RetryPolicy
 
 
-def execution_timeout_seconds(request: InferenceInput) -> float:
-    """An upper bound on the whole workflow: queueing plus every attempt and its backoff."""
-    per_attempt = request.timeout_seconds + request.retry.maximum_interval_seconds
-    return QUEUE_TIMEOUT_SECONDS + request.retry.max_attempts * per_attempt
+def activity_options(request: InferenceInput) -> ActivityOptions:
+    retry = request.retry
+    per_attempt = request.timeout_seconds + retry.maximum_interval_seconds
+    return ActivityOptions(
+        schedule_to_start_timeout=timedelta(seconds=QUEUE_TIMEOUT_SECONDS),
+        start_to_close_timeout=timedelta(seconds=request.timeout_seconds),
+        heartbeat_timeout=timedelta(seconds=HEARTBEAT_TIMEOUT_SECONDS),
+        # An upper bound on the whole request: queueing plus every attempt and its backoff.
+        schedule_to_close_timeout=timedelta(
+            seconds=QUEUE_TIMEOUT_SECONDS + retry.max_attempts * per_attempt
+        ),
+        retry_policy=RetryPolicy(
+            initial_interval=timedelta(seconds=retry.initial_interval_seconds),
+            backoff_coefficient=retry.backoff_coefficient,
+            maximum_interval=timedelta(seconds=retry.maximum_interval_seconds),
+            maximum_attempts=retry.max_attempts,
+        ),
+    )

@@ -1,4 +1,4 @@
-"""A client that goes away mid-stream cancels its workflow and gives its concurrency slot back."""
+"""A client that goes away mid-stream cancels its activity and gives its concurrency slot back."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import httpx
 from redis.asyncio import Redis
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import ActivityExecutionStatus, Client
 
 from tests.support import Stack
 from tiller.quota.keys import KeyStore
@@ -15,7 +15,7 @@ from tiller.quota.keys import KeyStore
 LONG = [{"role": "user", "content": "word " * 3000}]  # about 3 s of streaming at 1 ms a token
 
 
-async def test_disconnect_cancels_the_workflow_and_releases_the_lease(stack: Stack) -> None:
+async def test_disconnect_cancels_the_activity_and_releases_the_lease(stack: Stack) -> None:
     redis = Redis.from_url(stack.redis_url)
     key = await KeyStore(redis, "tiller:").create("one-at-a-time", concurrency=1)
     await redis.aclose()
@@ -43,9 +43,9 @@ async def test_disconnect_cancels_the_workflow_and_releases_the_lease(stack: Sta
             await asyncio.sleep(0.2)
         assert again.status_code == 200, again.text
 
-    handle = (await Client.connect(stack.temporal_address)).get_workflow_handle(request_id)
+    handle = (await Client.connect(stack.temporal_address)).get_activity_handle(request_id)
     deadline = time.monotonic() + 20
-    while (status := (await handle.describe()).status) == WorkflowExecutionStatus.RUNNING:
-        assert time.monotonic() < deadline, "the workflow was not cancelled"
+    while (status := (await handle.describe()).status) == ActivityExecutionStatus.RUNNING:
+        assert time.monotonic() < deadline, "the activity was not cancelled"
         await asyncio.sleep(0.2)
-    assert status == WorkflowExecutionStatus.CANCELED
+    assert status == ActivityExecutionStatus.CANCELED

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import ActivityExecutionStatus, Client
 
 from tests.support import Stack
 
@@ -107,7 +107,7 @@ def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
         client.models.retrieve("nope")
 
 
-async def test_the_request_id_is_the_workflow_id(stack: Stack) -> None:
+async def test_the_request_id_is_the_activity_id(stack: Stack) -> None:
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http:
         response = await http.post(
             "/chat/completions",
@@ -117,10 +117,10 @@ async def test_the_request_id_is_the_workflow_id(stack: Stack) -> None:
     request_id = response.headers["x-request-id"]
     assert response.json()["id"] == request_id
     temporal = await Client.connect(stack.temporal_address)
-    handle = temporal.get_workflow_handle(request_id)
-    # The answer is sent as soon as the activity publishes it; the workflow closes just after.
+    handle = temporal.get_activity_handle(request_id)
+    # The answer is sent as soon as the activity publishes it; the activity closes just after.
     assert (await handle.result())["text"] == response.json()["choices"][0]["message"]["content"]
     description = await handle.describe()
-    assert description.workflow_type == "tiller.Inference"
-    assert description.status == WorkflowExecutionStatus.COMPLETED
+    assert description.activity_type == "tiller.generate"
+    assert description.status == ActivityExecutionStatus.COMPLETED
     assert description.task_queue == "test.demo"

@@ -1,5 +1,6 @@
-"""The workflow and activity on the real Temporal dev server, against the real demo engine, with
-the answer published to the real Redis; each test on its own task queue."""
+"""The inference activity as a standalone Temporal activity on the real Temporal dev server,
+against the real demo engine, with the answer published to the real Redis; each test on its own
+task queue."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from redis.asyncio import Redis
-from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import ActivityFailureError, Client
 
 from tests.support import Stack, closed_port
 from tiller.common import events
@@ -21,13 +21,14 @@ from tiller.worker.adapters import KINDS, adapter_class
 from tiller.worker.adapters.base import AdapterResources
 from tiller.worker.server import build_workers
 from tiller.worker.shared import (
-    INFERENCE_WORKFLOW,
+    GENERATE_ACTIVITY,
     InferenceInput,
     InferenceResult,
     Message,
     Retry,
     Sampling,
     Target,
+    activity_options,
 )
 
 
@@ -57,12 +58,18 @@ class Env:
         )
 
     async def run(self, request: InferenceInput) -> InferenceResult:
-        result: InferenceResult = await self.client.execute_workflow(
-            INFERENCE_WORKFLOW,
+        options = activity_options(request)
+        result: InferenceResult = await self.client.execute_activity(
+            GENERATE_ACTIVITY,
             request,
             id=request.request_id,
             task_queue=self.queue,
             result_type=InferenceResult,
+            schedule_to_start_timeout=options.schedule_to_start_timeout,
+            start_to_close_timeout=options.start_to_close_timeout,
+            heartbeat_timeout=options.heartbeat_timeout,
+            schedule_to_close_timeout=options.schedule_to_close_timeout,
+            retry_policy=options.retry_policy,
         )
         return result
 
@@ -87,12 +94,8 @@ async def env(stack: Stack) -> AsyncIterator[Env]:
     await redis.aclose()
 
 
-async def attempts(client: Client, workflow_id: str) -> int:
-    history = await client.get_workflow_handle(workflow_id).fetch_history()
-    started = [
-        e for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-    ]
-    return max(e.activity_task_started_event_attributes.attempt for e in started)
+async def attempts(client: Client, activity_id: str) -> int:
+    return (await client.get_activity_handle(activity_id).describe()).attempt
 
 
 async def test_streamed_answer_is_published_delta_by_delta_then_done(env: Env) -> None:
@@ -119,7 +122,7 @@ async def test_non_streaming_publishes_only_the_result(env: Env) -> None:
 
 async def test_an_engine_that_is_down_is_retried_then_reported(env: Env) -> None:
     request = env.request("anyone?", endpoint=f"http://127.0.0.1:{closed_port()}/v1")
-    with pytest.raises(WorkflowFailureError) as caught:
+    with pytest.raises(ActivityFailureError) as caught:
         await env.run(request)
     assert type(TillerError.from_failure(caught.value.cause)) is EngineUnavailable
     assert await attempts(env.client, request.request_id) == 3
@@ -130,7 +133,7 @@ async def test_an_engine_that_is_down_is_retried_then_reported(env: Env) -> None
 
 async def test_a_request_that_cannot_succeed_is_not_retried(env: Env) -> None:
     request = env.request("word " * 5000)  # the demo engine's context is 4096 tokens
-    with pytest.raises(WorkflowFailureError) as caught:
+    with pytest.raises(ActivityFailureError) as caught:
         await env.run(request)
     error = TillerError.from_failure(caught.value.cause)
     assert type(error) is ContextLengthExceeded and "maximum context length" in error.message
