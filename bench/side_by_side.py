@@ -1,0 +1,449 @@
+"""The engine alone, the bare Temporal floor, and the whole Tiller path, side by side in one run.
+
+    .venv/bin/python bench/side_by_side.py [--seconds 5] [--concurrency 1,16,64]
+                                           [--burst 1000] [--targets engine,floor,tiller]
+                                           [--scenarios "non-stream 16,stream 16,stream 256"]
+
+Starts the engine stand-in (bench/engine.py), then `tiller up` (local Temporal dev server and
+Redis, gateway, quota, router, worker) with models `fast` and `slow` served by that engine, and
+the floor's worker (bench/floor.py) on the same Temporal and Redis. For every scenario and
+concurrency it runs the three targets back to back:
+  engine  the load generator straight to the engine;
+  floor   one standalone Temporal activity per request, answer back through Redis, no Tiller;
+  tiller  the OpenAI REST path through the gateway, with a real key (RPM and concurrency limits).
+Every response is verified (bench/loadgen.py); a run with any error is reported as FAILED and
+the command exits 1. CPU is read from /proc per process before and after each run: Tiller's own
+processes (gateway + quota + router + worker), Temporal, Redis, the engine, the floor's worker
+and this process (the load generator, or the floor's client).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import floor
+import loadgen
+import uvloop
+from redis.asyncio import Redis
+from temporalio.client import Client
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+TILLER = ("gateway", "quota", "router", "worker")
+SCENARIOS = [
+    loadgen.Scenario("non-stream 16", stream=False, tokens=16),
+    loadgen.Scenario("stream 16", stream=True, tokens=16),
+    loadgen.Scenario("stream 256", stream=True, tokens=256),
+]
+MODELS = """\
+models:
+  fast:
+    owned_by: bench-engine
+    deployments:
+      - name: bench-fast
+        adapter: openai
+        endpoint: http://127.0.0.1:{engine}/v1
+        engine_model: fast
+        task_queue: tiller.bench.fast
+        max_concurrency: 256
+  slow:
+    owned_by: bench-engine
+    deployments:
+      - name: bench-slow
+        adapter: openai
+        endpoint: http://127.0.0.1:{engine}/v1
+        engine_model: slow
+        task_queue: tiller.bench.slow
+        max_concurrency: 2000
+"""
+FLOOR_QUEUE = "bench.floor"
+_children: list[subprocess.Popen[bytes]] = []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=out, start_new_session=True
+        )
+    _children.append(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    for sig, wait in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
+        if proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, sig)
+            proc.wait(wait)
+
+
+def wait_for_line(proc: subprocess.Popen[bytes], pattern: str, timeout: float) -> str:
+    """Read stdout until a line matches (returning it); fail if the process dies first."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline().decode(errors="replace")
+        if not line and proc.poll() is not None:
+            break
+        seen.append(line)
+        if re.search(pattern, line):
+            return line
+    raise RuntimeError(f"{proc.args!r} did not print {pattern!r}:\n{''.join(seen)[-3000:]}")
+
+
+@dataclass
+class Processes:
+    """Who to read CPU from: name -> pid."""
+
+    pids: dict[str, int] = field(default_factory=dict)
+
+    def snapshot(self) -> dict[str, float]:
+        return {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+
+@dataclass
+class Run:
+    target: str
+    report: loadgen.Report
+    cpu: dict[str, float]  # CPU seconds used during the measured run, per process
+
+    @property
+    def ok(self) -> bool:
+        return self.report.errors == 0 and self.report.requests > 0
+
+    def group(self, names: Iterator[str] | tuple[str, ...]) -> float:
+        return sum(self.cpu.get(n, 0.0) for n in names)
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    procs: Processes
+    engine_url: str
+    gateway_url: str
+    api_key: str
+    temporal: Client
+    redis: Redis
+    runs: list[tuple[loadgen.Scenario, int, Run]] = field(default_factory=list)
+
+    async def measured(self, target: str, go: Callable[[], Awaitable[loadgen.Report]]) -> Run:
+        before = self.procs.snapshot()
+        report = await go()
+        after = self.procs.snapshot()
+        return Run(target, report, {k: after[k] - before[k] for k in after})
+
+    async def scenario(self, scenario: loadgen.Scenario, concurrency: int) -> None:
+        seconds, warm = self.args.seconds, min(1.0, self.args.seconds / 2)
+        targets: dict[str, Callable[[float], Awaitable[loadgen.Report]]] = {
+            "engine": lambda s: loadgen.run_closed_loop(
+                self.engine_url, scenario, concurrency, s, warmup_seconds=0
+            ),
+            "floor": lambda s: floor.run_closed_loop(
+                self.temporal, self.redis, FLOOR_QUEUE, scenario, concurrency, s
+            ),
+            "tiller": lambda s: loadgen.run_closed_loop(
+                self.gateway_url, scenario, concurrency, s, api_key=self.api_key, warmup_seconds=0
+            ),
+        }
+        for name, go in targets.items():
+            if name not in self.args.targets:
+                continue
+            await go(warm)  # warm-up: connections, caches; not measured
+            run = await self.measured(name, lambda go=go: go(seconds))  # type: ignore[misc]
+            self.runs.append((scenario, concurrency, run))
+            print_run(scenario, concurrency, run)
+
+    async def burst(self) -> list[tuple[Run, int, int]]:
+        """N concurrent slow streams, engine then Tiller; memory of the gateway while all open."""
+        scenario = loadgen.Scenario("slow stream", True, self.args.burst_tokens, model="slow")
+        results = []
+        gateway = self.procs.pids["gateway"]
+        for name, url, key in (
+            ("engine", self.engine_url, None),
+            ("tiller", self.gateway_url, self.api_key),
+        ):
+            peak = 0
+            base = rss_kib(gateway)
+
+            async def at_peak() -> None:
+                nonlocal peak
+                peak = rss_kib(gateway)
+
+            run = await self.measured(
+                name,
+                lambda url=url, key=key: loadgen.run_burst(  # type: ignore[misc]
+                    url, scenario, self.args.burst, api_key=key, on_all_started=at_peak
+                ),
+            )
+            results.append((run, base, peak))
+            label = f"{self.args.burst} x {scenario.name} {scenario.tokens}"
+            print_run(scenario, self.args.burst, run, label=label)
+            if name == "tiller":
+                print(
+                    f"    gateway RSS {base / 1024:.1f} MiB idle -> {peak / 1024:.1f} MiB with "
+                    f"{self.args.burst} streams open: {(peak - base) / self.args.burst:.1f} KiB "
+                    "per stream",
+                    flush=True,
+                )
+        return results
+
+
+def print_run(
+    scenario: loadgen.Scenario, concurrency: int, run: Run, label: str | None = None
+) -> None:
+    r = run.report
+    status = "ok" if run.ok else f"FAILED {r.errors} errors: {r.error_reasons}"
+    label = label or f"{scenario.name} c={concurrency}"
+    print(
+        f"  {label:<22} {run.target:<6} lat p50 {r.latency_p50_ms:7.1f} p99 "
+        f"{r.latency_p99_ms:7.1f} | ttft p50 {r.ttft_p50_ms:7.1f} p99 {r.ttft_p99_ms:7.1f} | "
+        f"{r.requests_per_s:7.1f} req/s {r.tokens_per_s:9.0f} tok/s | "
+        + cpu_line(run, r)
+        + f" | {status}",
+        flush=True,
+    )
+
+
+def cpu_line(run: Run, r: loadgen.Report) -> str:
+    ok = r.requests - r.errors
+    if not ok:
+        return "cpu -"
+    per = 1000 / ok
+    groups = {
+        "tiller": run.group(TILLER),
+        "temporal": run.cpu.get("temporal", 0.0),
+        "redis": run.cpu.get("redis", 0.0),
+        "engine": run.cpu.get("engine", 0.0),
+        "floor-worker": run.cpu.get("floor-worker", 0.0),
+        "client": run.cpu.get("bench", 0.0),
+    }
+    shown = {"engine": ("engine", "client")}.get(run.target)
+    if run.target == "floor":
+        shown = ("floor-worker", "client", "temporal", "redis", "engine")
+    if run.target == "tiller":
+        shown = ("tiller", "temporal", "redis", "engine", "client")
+    assert shown is not None
+    line = "cpu ms/req " + " ".join(f"{k} {groups[k] * per:.2f}" for k in shown)
+    if run.target == "tiller":
+        line += " (" + " ".join(f"{k} {run.cpu[k] * per:.2f}" for k in TILLER) + ")"
+    return line
+
+
+def summary(bench: Bench) -> bool:
+    """The table of targets, per scenario; True if every run verified."""
+    ok = all(run.ok for _, _, run in bench.runs)
+    print("\nSummary (p50 / p99 ms; CPU ms per request, or per streamed token)")
+    header = (
+        f"{'scenario':<16}{'c':>4} {'engine ttft':>14} {'floor lat':>15} {'tiller ttft':>15}"
+        f" {'tiller lat':>15} {'req/s e/f/t':>20} {'tok/s tiller':>13} {'tiller cpu':>11}"
+        f" {'per tok':>8} {'tiller/floor req/s':>19}"
+    )
+    print(header)
+    rows: dict[tuple[str, int], dict[str, Run]] = {}
+    for scenario, c, run in bench.runs:
+        rows.setdefault((scenario.name, c), {})[run.target] = run
+    for (name, c), runs in rows.items():
+        if len(runs) < 3:
+            continue  # a subset was asked for
+        e, f, t = runs["engine"].report, runs["floor"].report, runs["tiller"].report
+        tokens = next(s.tokens for s in SCENARIOS if s.name == name)
+        done = max(t.requests - t.errors, 1)
+        cpu = runs["tiller"].group(TILLER) * 1000 / done
+        print(
+            f"{name:<16}{c:>4} {e.ttft_p50_ms:6.1f}/{e.ttft_p99_ms:<7.1f}"
+            f" {f.latency_p50_ms:6.1f}/{f.latency_p99_ms:<8.1f}"
+            f" {t.ttft_p50_ms:6.1f}/{t.ttft_p99_ms:<8.1f}"
+            f" {t.latency_p50_ms:6.1f}/{t.latency_p99_ms:<8.1f}"
+            f" {e.requests_per_s:6.0f}/{f.requests_per_s:5.0f}/{t.requests_per_s:5.0f}"
+            f" {t.tokens_per_s:13.0f} {cpu:11.2f} {cpu / tokens:8.3f}"
+            f" {t.requests_per_s / max(f.requests_per_s, 1e-9):19.2f}"
+        )
+    return ok
+
+
+def write_models(data: Path, engine_port: int) -> Path:
+    path = data / "models.yaml"
+    path.write_text(MODELS.format(engine=engine_port))
+    return path
+
+
+async def make_key(redis_url: str) -> str:
+    """A member key with real limits, so admission does its whole job on every request."""
+    sys.path.insert(0, str(ROOT))
+    from tiller.quota.keys import KeyStore
+
+    redis = Redis.from_url(redis_url)
+    try:
+        created = await KeyStore(redis, "tiller:").create(
+            "bench", role="member", rpm=10_000_000, concurrency=100_000
+        )
+    finally:
+        await redis.aclose()
+    return created.api_key
+
+
+def start_stack(data: Path) -> tuple[Processes, dict[str, int]]:
+    ports = {
+        name: free_port()
+        for name in ("engine", "gateway", "grpc", "router", "quota", "redis", "temporal", "ui")
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TILLER_")}
+    engine = spawn(
+        [sys.executable, str(HERE / "engine.py"), "--port", str(ports["engine"])],
+        env,
+        data / "engine.log",
+    )
+    wait_for_line(engine, r"READY", 30)
+    env |= {
+        "TILLER_UP_DATA_DIR": str(data / "tiller"),
+        "TILLER_UP_DEMO_ENGINE": "false",
+        "TILLER_UP_REDIS_PORT": str(ports["redis"]),
+        "TILLER_UP_TEMPORAL_PORT": str(ports["temporal"]),
+        "TILLER_UP_TEMPORAL_UI_PORT": str(ports["ui"]),
+        "TILLER_GATEWAY_PORT": str(ports["gateway"]),
+        "TILLER_GATEWAY_GRPC_PORT": str(ports["grpc"]),
+        "TILLER_ROUTER_PORT": str(ports["router"]),
+        "TILLER_QUOTA_PORT": str(ports["quota"]),
+        "TILLER_ADMIN_KEY": "tk-bench-" + secrets.token_urlsafe(16),
+    }
+    models = write_models(data, ports["engine"])
+    up = spawn(
+        [sys.executable, "-m", "tiller", "up", "--models", str(models)], env, data / "up.log"
+    )
+    line = wait_for_line(up, r"Processes:", 180)
+    pids = dict(
+        (name, int(pid)) for name, pid in re.findall(r"([\w-]+)=(\d+)", line.split(":", 1)[1])
+    )
+    procs = Processes({name: pids[name] for name in (*TILLER, "temporal", "redis")})
+    procs.pids |= {"engine": engine.pid, "bench": os.getpid()}
+    return procs, ports
+
+
+def start_floor_worker(data: Path, ports: dict[str, int], procs: Processes) -> None:
+    worker = spawn(
+        [
+            sys.executable,
+            str(HERE / "floor.py"),
+            "--worker",
+            f"127.0.0.1:{ports['temporal']}",
+            f"redis://127.0.0.1:{ports['redis']}/0",
+            FLOOR_QUEUE,
+            f"http://127.0.0.1:{ports['engine']}/v1",
+        ],
+        {k: v for k, v in os.environ.items() if not k.startswith("TILLER_")},
+        data / "floor-worker.log",
+    )
+    wait_for_line(worker, r"READY", 60)
+    procs.pids["floor-worker"] = worker.pid
+
+
+def describe_machine() -> str:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = Path("/proc/meminfo").read_text().split("\n", 1)[0].split()[1]
+    return (
+        f"{len(os.sched_getaffinity(0))} cores ({cpu}), {int(mem) / 2**20:.0f} GiB, "
+        f"Linux {platform.release()}, Python {platform.python_version()}"
+    )
+
+
+async def bench_all(args: argparse.Namespace, data: Path) -> bool:
+    procs, ports = start_stack(data)
+    start_floor_worker(data, ports, procs)
+    redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
+    bench = Bench(
+        args=args,
+        procs=procs,
+        engine_url=f"http://127.0.0.1:{ports['engine']}/v1",
+        gateway_url=f"http://127.0.0.1:{ports['gateway']}/v1",
+        api_key=await make_key(redis_url),
+        temporal=await Client.connect(f"127.0.0.1:{ports['temporal']}"),
+        redis=Redis.from_url(redis_url),
+    )
+    print(f"processes: {procs.pids}", flush=True)
+    try:
+        for scenario in SCENARIOS:
+            if scenario.name not in args.scenarios:
+                continue
+            for c in args.concurrency:
+                await bench.scenario(scenario, c)
+        ok = summary(bench)
+        if args.burst:
+            print(f"\n{args.burst} concurrent slow streams ({args.burst_tokens} tokens)")
+            bursts = await bench.burst()
+            ok = ok and all(run.ok for run, _, _ in bursts)
+    finally:
+        await bench.redis.aclose()
+    return ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured time per run")
+    parser.add_argument("--concurrency", default="1,16,64", help="comma-separated")
+    parser.add_argument("--burst", type=int, default=1000, help="concurrent slow streams; 0 = no")
+    parser.add_argument("--burst-tokens", type=int, default=64)
+    parser.add_argument("--targets", default="engine,floor,tiller", help="a subset, to profile")
+    parser.add_argument(
+        "--scenarios", default=",".join(s.name for s in SCENARIOS), help="a subset, to profile"
+    )
+    args = parser.parse_args()
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    args.targets = args.targets.split(",")
+    args.scenarios = args.scenarios.split(",")
+    print(f"date {datetime.now().astimezone():%Y-%m-%d %H:%M %z}; {describe_machine()}")
+    print(f"{args.seconds:g} s measured per run after a warm-up; targets back to back per row")
+    with tempfile.TemporaryDirectory(prefix="tiller-bench-") as tmp:
+        try:
+            ok = uvloop.run(bench_all(args, Path(tmp)))
+        finally:
+            for child in reversed(_children):
+                stop(child)
+    if not ok:
+        sys.exit("FAILED: some responses did not verify; no figures to report")
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    main()
