@@ -1,13 +1,17 @@
 """The per-request Redis stream that carries an answer from the worker to the gateway.
 
 The worker appends `delta` events while the engine streams, then exactly one terminal event:
-`done` (with the result and usage) or `error`. The gateway reads them in order; each entry's
+`done` (with the result and usage) or `error`. Deltas that arrive while the previous append is
+still in flight are merged into one entry, so a fast engine costs one append per burst, not one
+per token, and a slow one still gets each token out at once. The gateway reads them in order; each entry's
 stream id doubles as the SSE event id. The stream expires shortly after it ends, so nothing of
 the answer stays in Redis.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,9 +43,39 @@ class EventWriter:
     def __init__(self, redis: Redis, key: str, ttl_seconds: int) -> None:
         self.redis, self.key, self.ttl = redis, key, ttl_seconds
         self._expiry_set = False
+        self._pending: list[str] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def delta(self, text: str) -> None:
         await self._append({"kind": DELTA, "text": text})
+
+    def add_delta(self, text: str) -> None:
+        """Queue a delta for appending; raises what a previous append raised."""
+        self._pending.append(text)
+        if self._flusher is None or self._flusher.done():
+            if self._flusher is not None:
+                self._flusher.result()
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def drain(self) -> None:
+        """Wait until every queued delta is appended."""
+        if self._flusher is not None:
+            await self._flusher
+
+    def abort(self) -> None:
+        """Drop queued deltas and stop appending (the attempt was cancelled or failed)."""
+        self._pending.clear()
+        if self._flusher is not None and not self._flusher.done():
+            self._flusher.cancel()
+        elif self._flusher is not None:
+            with contextlib.suppress(BaseException):
+                self._flusher.result()  # retrieved, so asyncio does not log it as lost
+
+    async def _flush(self) -> None:
+        while self._pending:
+            text = "".join(self._pending)
+            self._pending.clear()
+            await self.delta(text)
 
     async def done(self, result: dict[str, Any]) -> None:
         await self._append({"kind": DONE, "result": result}, final=True)

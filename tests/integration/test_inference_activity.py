@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 import pytest
 from redis.asyncio import Redis
 from temporalio.client import ActivityFailureError, Client
@@ -81,7 +81,7 @@ class Env:
 async def env(stack: Stack) -> AsyncIterator[Env]:
     client = await Client.connect(stack.temporal_address)
     redis = Redis.from_url(stack.redis_url)
-    http = httpx.AsyncClient()
+    http = aiohttp.ClientSession()
     adapters = {kind: adapter_class(kind)(AdapterResources(http)) for kind in KINDS}
     activities = InferenceActivities(
         redis, adapters, event_ttl_seconds=60, heartbeat_interval_seconds=1
@@ -90,7 +90,7 @@ async def env(stack: Stack) -> AsyncIterator[Env]:
     (worker,) = build_workers(client, activities, {queue: 4}, grace=1)
     async with worker:
         yield Env(client, redis, queue, f"http://127.0.0.1:{stack.demo_port}/v1")
-    await http.aclose()
+    await http.close()
     await redis.aclose()
 
 
@@ -98,7 +98,7 @@ async def attempts(client: Client, activity_id: str) -> int:
     return (await client.get_activity_handle(activity_id).describe()).attempt
 
 
-async def test_streamed_answer_is_published_delta_by_delta_then_done(env: Env) -> None:
+async def test_streamed_answer_is_published_as_deltas_then_done(env: Env) -> None:
     request = env.request("stream this please")
     result = await env.run(request)
     assert result.text == "You said: stream this please"
@@ -106,7 +106,10 @@ async def test_streamed_answer_is_published_delta_by_delta_then_done(env: Env) -
         "stop", 3, 5,
     )  # fmt: skip
     published = await env.published(request)
-    assert [e.kind for e in published] == [events.DELTA] * 5 + [events.DONE]
+    # Five tokens, 1 ms apart: deltas that meet an append in flight share its successor.
+    kinds = [e.kind for e in published]
+    assert kinds[-1] == events.DONE and set(kinds[:-1]) == {events.DELTA}
+    assert 1 <= len(kinds) - 1 <= 5
     assert "".join(e.data["text"] for e in published[:-1]) == result.text
     assert published[-1].data["result"]["usage"] == {"prompt_tokens": 3, "completion_tokens": 5}
     assert await env.redis.ttl(request.events_key) > 0  # the answer does not stay in Redis

@@ -1,8 +1,8 @@
-"""Boundary classification of the OpenAI-compatible adapter, on real httpx responses."""
+"""Boundary classification of the OpenAI-compatible adapter: engine statuses and stream lines."""
 
 from __future__ import annotations
 
-import httpx
+import orjson
 import pytest
 
 from tiller.common.errors import (
@@ -17,8 +17,8 @@ from tiller.worker.adapters.base import Delta
 from tiller.worker.shared import Usage
 
 
-def response(status: int, message: str) -> httpx.Response:
-    return httpx.Response(status, json={"error": {"message": message}})
+def error_body(message: str) -> bytes:
+    return orjson.dumps({"error": {"message": message}})
 
 
 @pytest.mark.parametrize(
@@ -35,22 +35,28 @@ def response(status: int, message: str) -> httpx.Response:
 def test_status_codes_are_classified(
     status: int, message: str, kind: type, retryable: bool
 ) -> None:
-    error = adapter._status_error(response(status, message))
+    error = adapter._status_error(status, error_body(message))
     assert type(error) is kind and error.retryable is retryable
     assert message in error.message
 
 
 def test_stream_lines_become_typed_deltas() -> None:
-    line = 'data: {"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}'
+    line = b'data: {"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}\r'
     assert adapter._parse_line(line) == Delta(text="Hi")
-    last = 'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}'
+    last = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}'
     assert adapter._parse_line(last) == Delta(usage=Usage(3, 2))
-    assert adapter._parse_line("data: [DONE]") is None
-    assert adapter._parse_line(": ping") is None
+    assert adapter._parse_line(b"data: [DONE]") is None
+    assert adapter._parse_line(b": ping") is None
+    assert adapter._parse_line(b"") is None
+
+
+def test_a_body_that_is_not_an_openai_error_is_quoted() -> None:
+    error = adapter._status_error(502, b"<html>Bad Gateway</html>")
+    assert type(error) is EngineUnavailable and "<html>Bad Gateway" in error.message
 
 
 def test_an_error_inside_the_stream_is_raised() -> None:
     with pytest.raises(TillerError, match="engine failed: oom"):
-        adapter._parse_line('data: {"error": {"message": "oom"}}')
+        adapter._parse_line(b'data: {"error": {"message": "oom"}}')
     with pytest.raises(EngineError):
-        adapter._parse_line("data: {not json")
+        adapter._parse_line(b"data: {not json")

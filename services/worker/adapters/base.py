@@ -12,7 +12,7 @@ import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 
 from tiller.worker.shared import Message, Sampling, Target, Usage
 
@@ -45,7 +45,7 @@ class Completion:
 class AdapterResources:
     """Clients shared by every adapter in a worker process: pooled, created once."""
 
-    http: httpx.AsyncClient
+    http: aiohttp.ClientSession
 
 
 class EngineAdapter(abc.ABC):

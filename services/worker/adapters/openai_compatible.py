@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 
 from tiller.common.errors import (
@@ -24,43 +24,54 @@ from tiller.worker.shared import Target, Usage
 
 _RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 _CONTEXT_HINTS = ("context length", "context_length", "maximum context", "too many tokens")
+_JSON = {"content-type": "application/json"}
 
 
 class OpenAICompatibleAdapter(EngineAdapter):
     async def stream(self, request: EngineRequest) -> AsyncIterator[Delta]:
-        body = _body(request, stream=True)
+        body = orjson.dumps(_body(request, stream=True))
         try:
-            async with self.resources.http.stream(
-                "POST",
+            async with self.resources.http.post(
                 f"{request.target.endpoint}/chat/completions",
-                content=orjson.dumps(body),
-                headers={"content-type": "application/json"},
+                data=body,
+                headers=_JSON,
                 timeout=_timeout(request.timeout_seconds),
             ) as response:
-                if response.status_code != 200:
-                    await response.aread()
-                    raise _status_error(response)
-                async for line in response.aiter_lines():
-                    delta = _parse_line(line)
+                if response.status != 200:
+                    raise _status_error(response.status, await response.read())
+                # Whatever arrived in one read is parsed in one go: a fast engine's deltas reach
+                # the activity back to back, which publishes them as one event (coalescing).
+                pending = b""
+                async for data in response.content.iter_any():
+                    lines = (pending + data).split(b"\n")
+                    pending = lines.pop()
+                    for line in lines:
+                        delta = _parse_line(line)
+                        if delta is not None:
+                            yield delta
+                if pending:
+                    delta = _parse_line(pending)
                     if delta is not None:
                         yield delta
-        except httpx.TransportError as error:
+        except (aiohttp.ClientError, TimeoutError) as error:
             raise _transport_error(error, request.target) from None
 
     async def predict(self, request: EngineRequest) -> Completion:
         try:
-            response = await self.resources.http.post(
+            async with self.resources.http.post(
                 f"{request.target.endpoint}/chat/completions",
-                content=orjson.dumps(_body(request, stream=False)),
-                headers={"content-type": "application/json"},
+                data=orjson.dumps(_body(request, stream=False)),
+                headers=_JSON,
                 timeout=_timeout(request.timeout_seconds),
-            )
-        except httpx.TransportError as error:
+            ) as response:
+                content = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as error:
             raise _transport_error(error, request.target) from None
-        if response.status_code != 200:
-            raise _status_error(response)
+        if status != 200:
+            raise _status_error(status, content)
         try:
-            data = orjson.loads(response.content)
+            data = orjson.loads(content)
             choice = data["choices"][0]
             return Completion(
                 text=choice["message"].get("content") or "",
@@ -72,10 +83,12 @@ class OpenAICompatibleAdapter(EngineAdapter):
 
     async def health(self, target: Target) -> bool:
         try:
-            response = await self.resources.http.get(f"{target.endpoint}/models", timeout=2.0)
-        except httpx.TransportError:
+            async with self.resources.http.get(
+                f"{target.endpoint}/models", timeout=aiohttp.ClientTimeout(total=2.0)
+            ) as response:
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
             return False
-        return response.status_code == 200
 
 
 def _body(request: EngineRequest, *, stream: bool) -> dict[str, Any]:
@@ -103,16 +116,17 @@ def _body(request: EngineRequest, *, stream: bool) -> dict[str, Any]:
     return body
 
 
-def _timeout(total: float) -> httpx.Timeout:
+def _timeout(total: float) -> aiohttp.ClientTimeout:
     # Connecting is quick or the engine is down; reading may wait for a long first token.
-    return httpx.Timeout(total, connect=min(total, 3.0))
+    return aiohttp.ClientTimeout(total=total, sock_connect=min(total, 3.0))
 
 
-def _parse_line(line: str) -> Delta | None:
-    if not line.startswith("data:"):
+def _parse_line(line: bytes) -> Delta | None:
+    """One line of the engine's server-sent events; None for anything but a data chunk."""
+    if not line.startswith(b"data:"):
         return None
     payload = line[5:].strip()
-    if not payload or payload == "[DONE]":
+    if not payload or payload == b"[DONE]":
         return None
     try:
         chunk = orjson.loads(payload)
@@ -141,12 +155,11 @@ def _engine_reported(error: Any) -> TillerError:
     return EngineUnavailable(f"The model engine failed: {message}")
 
 
-def _status_error(response: httpx.Response) -> TillerError:
-    status = response.status_code
+def _status_error(status: int, content: bytes) -> TillerError:
     try:
-        message = str(orjson.loads(response.content)["error"]["message"])
+        message = str(orjson.loads(content)["error"]["message"])
     except (orjson.JSONDecodeError, KeyError, TypeError):
-        message = response.text[:200] or response.reason_phrase
+        message = content[:200].decode(errors="replace") or f"HTTP {status}"
     if status in _RETRYABLE_STATUS:
         return EngineUnavailable(f"The model engine answered {status}: {message}")
     if status in (400, 422):
@@ -156,8 +169,8 @@ def _status_error(response: httpx.Response) -> TillerError:
     return EngineError(f"The model engine answered {status}: {message}")
 
 
-def _transport_error(error: httpx.TransportError, target: Target) -> TillerError:
-    if isinstance(error, httpx.TimeoutException):
+def _transport_error(error: aiohttp.ClientError | TimeoutError, target: Target) -> TillerError:
+    if isinstance(error, TimeoutError):
         return EngineUnavailable(
             f"The model engine for deployment {target.deployment!r} timed out."
         )

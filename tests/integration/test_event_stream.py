@@ -1,0 +1,59 @@
+"""The answer's Redis stream on a real Redis: deltas coalesce only while an append is in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from tests.support import Stack
+from tiller.common import events
+
+
+@pytest.fixture
+async def redis(stack: Stack) -> AsyncIterator[Redis]:
+    client = Redis.from_url(stack.redis_url)
+    yield client
+    await client.aclose()
+
+
+def writer(redis: Redis) -> events.EventWriter:
+    return events.EventWriter(redis, f"test:events:{uuid.uuid4().hex}", ttl_seconds=60)
+
+
+async def test_a_burst_of_deltas_becomes_few_entries_in_order(redis: Redis) -> None:
+    out = writer(redis)
+    words = [f"w{i} " for i in range(500)]
+    for word in words:  # back to back, as a fast engine's deltas arrive
+        out.add_delta(word)
+    await out.drain()
+    await out.done({"text": "".join(words)})
+    published = await events.read(redis, out.key, "0", 1)
+    deltas = [e.data["text"] for e in published if e.kind == events.DELTA]
+    assert "".join(deltas) == "".join(words)
+    assert len(deltas) <= 2  # the first append, then everything queued behind it
+    assert published[-1].kind == events.DONE
+
+
+async def test_deltas_that_arrive_apart_are_appended_one_by_one(redis: Redis) -> None:
+    out = writer(redis)
+    for word in ("a", "b", "c"):
+        out.add_delta(word)
+        await asyncio.sleep(0.05)  # a slow engine: each append finishes before the next token
+    await out.drain()
+    published = await events.read(redis, out.key, "0", 1)
+    assert [e.data["text"] for e in published] == ["a", "b", "c"]
+
+
+async def test_an_append_that_failed_is_raised_to_the_attempt(redis: Redis) -> None:
+    broken = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    out = writer(broken)
+    out.add_delta("lost")
+    with pytest.raises(RedisError):
+        await out.drain()
+    out.abort()
+    await broken.aclose()
