@@ -24,6 +24,8 @@ from temporalio.service import RPCError
 from tiller.common import events
 from tiller.common.errors import ServiceUnavailable, TillerError, UpstreamTimeout
 from tiller.gateway.protocol import ChatRequest
+from tiller.gateway.routes import RouteCache
+from tiller.gateway.settlement import Settler
 from tiller.gateway.settings import GatewaySettings
 from tiller.gateway.shapes import duration
 from tiller.gateway.upstreams import Upstreams, rpc
@@ -47,6 +49,8 @@ class Inference:
         self.up = upstreams
         self.settings = settings
         self._background: set[asyncio.Task[None]] = set()
+        self.routes = RouteCache(self.resolve, settings.route_cache_seconds)
+        self.settler = Settler(upstreams.quota, settings.rpc_timeout_seconds)
 
     async def authenticate(self, api_key: str) -> quota_pb2.Principal:
         return await rpc(
@@ -81,11 +85,11 @@ class Inference:
         )
         key_id = admission.principal.key_id
         try:
-            route = await self.resolve(chat.model)
+            route = await self.routes.get(chat.model)
             request = _workflow_input(request_id, chat, route, self.settings.key_prefix)
             handle = await self._start(request)
         except BaseException:
-            self.spawn(self._release(key_id, request_id))
+            self.settler.settle(quota_pb2.Settlement(key_id=key_id, request_id=request_id))
             raise
         return Call(self, request_id, route.model, key_id, admission, handle, request.events_key)
 
@@ -120,35 +124,7 @@ class Inference:
     async def drain(self) -> None:
         if self._background:
             await asyncio.wait(set(self._background), timeout=self.settings.shutdown_grace_seconds)
-
-    async def _release(self, key_id: str, request_id: str) -> None:
-        try:
-            await rpc(
-                self.up.quota.Release(
-                    quota_pb2.ReleaseRequest(key_id=key_id, request_id=request_id),
-                    timeout=self.settings.rpc_timeout_seconds,
-                )
-            )
-        except TillerError:
-            # The lease expires on its own (lease TTL); nothing else to undo.
-            log.warning("lease release failed", extra={"request_id": request_id})
-
-    async def _report(self, key_id: str, request_id: str, model: str, usage: Usage) -> None:
-        try:
-            await rpc(
-                self.up.quota.ReportUsage(
-                    quota_pb2.ReportUsageRequest(
-                        key_id=key_id,
-                        request_id=request_id,
-                        model=model,
-                        prompt_tokens=usage.prompt_tokens,
-                        completion_tokens=usage.completion_tokens,
-                    ),
-                    timeout=self.settings.rpc_timeout_seconds,
-                )
-            )
-        except TillerError:
-            log.warning("usage report failed", extra={"request_id": request_id})
+        await asyncio.wait_for(self.settler.drain(), self.settings.shutdown_grace_seconds)
 
 
 class Call:
@@ -228,8 +204,15 @@ class Call:
         """The answer was delivered: record its usage and release the lease."""
         if not self._settled:
             self._settled = True
-            self.inference.spawn(
-                self.inference._report(self.key_id, self.request_id, self.model, usage)
+            self.inference.settler.settle(
+                quota_pb2.Settlement(
+                    key_id=self.key_id,
+                    request_id=self.request_id,
+                    model=self.model,
+                    completed=True,
+                    prompt_tokens=usage.prompt_tokens,
+                    completion_tokens=usage.completion_tokens,
+                )
             )
 
     def abandon(self) -> None:
@@ -238,7 +221,9 @@ class Call:
             return
         self._settled = True
         self.inference.spawn(self._cancel())
-        self.inference.spawn(self.inference._release(self.key_id, self.request_id))
+        self.inference.settler.settle(
+            quota_pb2.Settlement(key_id=self.key_id, request_id=self.request_id)
+        )
 
     async def _cancel(self) -> None:
         # Already closed, or Temporal is away: then the activity's own timeouts end it.

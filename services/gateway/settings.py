@@ -21,8 +21,10 @@ class GatewaySettings:
     max_body_bytes: int = 4 * 1024 * 1024
     # Deadline of every call to the router and quota services.
     rpc_timeout_seconds: float = 3.0
-    # With no event for this long, check that the request's workflow is still alive.
+    # With no event for this long, check that the request's activity is still alive.
     idle_check_seconds: float = 5.0
+    # How long a route from the router is reused; 0 asks the router on every request.
+    route_cache_seconds: float = 2.0
     shutdown_grace_seconds: float = 10.0
     dependency_wait_seconds: float = 60.0
     log_level: str = "info"

@@ -44,26 +44,12 @@ class QuotaService(quota_pb2_grpc.QuotaServicer):
         )
 
     @translate_errors
-    async def ReportUsage(
-        self, request: quota_pb2.ReportUsageRequest, context: grpc.aio.ServicerContext
-    ) -> quota_pb2.ReportUsageResponse:
-        await _store(
-            self.ledger.record(
-                request.key_id,
-                request.request_id,
-                request.model,
-                request.prompt_tokens,
-                request.completion_tokens,
-            )
-        )
-        return quota_pb2.ReportUsageResponse()
-
-    @translate_errors
-    async def Release(
-        self, request: quota_pb2.ReleaseRequest, context: grpc.aio.ServicerContext
-    ) -> quota_pb2.ReleaseResponse:
-        await _store(self.ledger.release(request.key_id, request.request_id))
-        return quota_pb2.ReleaseResponse()
+    async def Settle(
+        self, request: quota_pb2.SettleRequest, context: grpc.aio.ServicerContext
+    ) -> quota_pb2.SettleResponse:
+        if request.settlements:
+            await _store(self.ledger.settle(request.settlements))
+        return quota_pb2.SettleResponse()
 
 
 async def _store(call: Awaitable[T]) -> T:

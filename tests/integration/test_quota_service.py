@@ -100,20 +100,34 @@ async def test_concurrency_leases_are_taken_and_released(quota: Quota) -> None:
     await quota.admit(new.api_key, "r2")
     with pytest.raises(RateLimited, match="concurrent"):
         await quota.admit(new.api_key, "r3")
-    await quota.stub.Release(
-        quota_pb2.ReleaseRequest(key_id=new.key_id, request_id="r1"), timeout=5
+    failed = quota_pb2.Settlement(key_id=new.key_id, request_id="r1")  # released, not counted
+    done = quota_pb2.Settlement(
+        key_id=new.key_id,
+        request_id="r2",
+        model="demo",
+        completed=True,
+        prompt_tokens=3,
+        completion_tokens=4,
     )
-    await quota.stub.ReportUsage(
-        quota_pb2.ReportUsageRequest(
-            key_id=new.key_id, request_id="r2", model="demo", prompt_tokens=3, completion_tokens=4
-        ),
-        timeout=5,
-    )
+    await quota.stub.Settle(quota_pb2.SettleRequest(settlements=[failed, done]), timeout=5)
     await quota.admit(new.api_key, "r4")
     await quota.admit(new.api_key, "r5")
     usage_keys = [k async for k in quota.redis.scan_iter(match=f"{quota.prefix}*usage*")]
     usage = await quota.redis.hgetall(usage_keys[0])
     assert usage[b"demo:prompt_tokens"] == b"3" and usage[b"demo:completion_tokens"] == b"4"
+    assert usage[b"demo:requests"] == b"1"
+
+
+async def test_a_settlement_with_a_bad_key_id_writes_nothing(quota: Quota) -> None:
+    new = await quota.store.create("careful", concurrency=1)
+    await quota.admit(new.api_key, "r1")
+    good = quota_pb2.Settlement(key_id=new.key_id, request_id="r1")
+    bad = quota_pb2.Settlement(key_id="not a key id", request_id="r2")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await quota.stub.Settle(quota_pb2.SettleRequest(settlements=[good, bad]), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(RateLimited, match="concurrent"):
+        await quota.admit(new.api_key, "r3")  # r1's lease is still held
 
 
 async def test_a_new_bootstrap_admin_key_retires_the_old_one(quota: Quota) -> None:

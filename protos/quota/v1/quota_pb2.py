@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14quota/v1/quota.proto\x12\x0ftiller.quota.v1\"&\n\x13\x41uthenticateRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\"7\n\tPrincipal\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\"B\n\x0c\x41\x64mitRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\"D\n\tRateLimit\x12\r\n\x05limit\x18\x01 \x01(\x03\x12\x11\n\tremaining\x18\x02 \x01(\x03\x12\x15\n\rreset_seconds\x18\x03 \x01(\x01\"h\n\tAdmission\x12-\n\tprincipal\x18\x01 \x01(\x0b\x32\x1a.tiller.quota.v1.Principal\x12,\n\x08requests\x18\x02 \x01(\x0b\x32\x1a.tiller.quota.v1.RateLimit\"y\n\x12ReportUsageRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\x03\"\x15\n\x13ReportUsageResponse\"4\n\x0eReleaseRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x11\n\x0fReleaseResponse2\xc5\x02\n\x05Quota\x12P\n\x0c\x41uthenticate\x12$.tiller.quota.v1.AuthenticateRequest\x1a\x1a.tiller.quota.v1.Principal\x12\x42\n\x05\x41\x64mit\x12\x1d.tiller.quota.v1.AdmitRequest\x1a\x1a.tiller.quota.v1.Admission\x12X\n\x0bReportUsage\x12#.tiller.quota.v1.ReportUsageRequest\x1a$.tiller.quota.v1.ReportUsageResponse\x12L\n\x07Release\x12\x1f.tiller.quota.v1.ReleaseRequest\x1a .tiller.quota.v1.ReleaseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14quota/v1/quota.proto\x12\x0ftiller.quota.v1\"&\n\x13\x41uthenticateRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\"7\n\tPrincipal\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\"B\n\x0c\x41\x64mitRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\"D\n\tRateLimit\x12\r\n\x05limit\x18\x01 \x01(\x03\x12\x11\n\tremaining\x18\x02 \x01(\x03\x12\x15\n\rreset_seconds\x18\x03 \x01(\x01\"h\n\tAdmission\x12-\n\tprincipal\x18\x01 \x01(\x0b\x32\x1a.tiller.quota.v1.Principal\x12,\n\x08requests\x18\x02 \x01(\x0b\x32\x1a.tiller.quota.v1.RateLimit\"\x84\x01\n\nSettlement\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x11\n\tcompleted\x18\x04 \x01(\x08\x12\x15\n\rprompt_tokens\x18\x05 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\x03\"A\n\rSettleRequest\x12\x30\n\x0bsettlements\x18\x01 \x03(\x0b\x32\x1b.tiller.quota.v1.Settlement\"\x10\n\x0eSettleResponse2\xe8\x01\n\x05Quota\x12P\n\x0c\x41uthenticate\x12$.tiller.quota.v1.AuthenticateRequest\x1a\x1a.tiller.quota.v1.Principal\x12\x42\n\x05\x41\x64mit\x12\x1d.tiller.quota.v1.AdmitRequest\x1a\x1a.tiller.quota.v1.Admission\x12I\n\x06Settle\x12\x1e.tiller.quota.v1.SettleRequest\x1a\x1f.tiller.quota.v1.SettleResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,14 +41,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RATELIMIT']._serialized_end=274
   _globals['_ADMISSION']._serialized_start=276
   _globals['_ADMISSION']._serialized_end=380
-  _globals['_REPORTUSAGEREQUEST']._serialized_start=382
-  _globals['_REPORTUSAGEREQUEST']._serialized_end=503
-  _globals['_REPORTUSAGERESPONSE']._serialized_start=505
-  _globals['_REPORTUSAGERESPONSE']._serialized_end=526
-  _globals['_RELEASEREQUEST']._serialized_start=528
-  _globals['_RELEASEREQUEST']._serialized_end=580
-  _globals['_RELEASERESPONSE']._serialized_start=582
-  _globals['_RELEASERESPONSE']._serialized_end=599
-  _globals['_QUOTA']._serialized_start=602
-  _globals['_QUOTA']._serialized_end=927
+  _globals['_SETTLEMENT']._serialized_start=383
+  _globals['_SETTLEMENT']._serialized_end=515
+  _globals['_SETTLEREQUEST']._serialized_start=517
+  _globals['_SETTLEREQUEST']._serialized_end=582
+  _globals['_SETTLERESPONSE']._serialized_start=584
+  _globals['_SETTLERESPONSE']._serialized_end=600
+  _globals['_QUOTA']._serialized_start=603
+  _globals['_QUOTA']._serialized_end=835
 # @@protoc_insertion_point(module_scope)

@@ -1,6 +1,7 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -49,32 +50,28 @@ class Admission(_message.Message):
     requests: RateLimit
     def __init__(self, principal: _Optional[_Union[Principal, _Mapping]] = ..., requests: _Optional[_Union[RateLimit, _Mapping]] = ...) -> None: ...
 
-class ReportUsageRequest(_message.Message):
-    __slots__ = ("key_id", "request_id", "model", "prompt_tokens", "completion_tokens")
+class Settlement(_message.Message):
+    __slots__ = ("key_id", "request_id", "model", "completed", "prompt_tokens", "completion_tokens")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     request_id: str
     model: str
+    completed: bool
     prompt_tokens: int
     completion_tokens: int
-    def __init__(self, key_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
+    def __init__(self, key_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., completed: _Optional[bool] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
 
-class ReportUsageResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+class SettleRequest(_message.Message):
+    __slots__ = ("settlements",)
+    SETTLEMENTS_FIELD_NUMBER: _ClassVar[int]
+    settlements: _containers.RepeatedCompositeFieldContainer[Settlement]
+    def __init__(self, settlements: _Optional[_Iterable[_Union[Settlement, _Mapping]]] = ...) -> None: ...
 
-class ReleaseRequest(_message.Message):
-    __slots__ = ("key_id", "request_id")
-    KEY_ID_FIELD_NUMBER: _ClassVar[int]
-    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
-    key_id: str
-    request_id: str
-    def __init__(self, key_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
-
-class ReleaseResponse(_message.Message):
+class SettleResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -44,15 +44,10 @@ class QuotaStub:
                 request_serializer=quota_dot_v1_dot_quota__pb2.AdmitRequest.SerializeToString,
                 response_deserializer=quota_dot_v1_dot_quota__pb2.Admission.FromString,
                 _registered_method=True)
-        self.ReportUsage = channel.unary_unary(
-                '/tiller.quota.v1.Quota/ReportUsage',
-                request_serializer=quota_dot_v1_dot_quota__pb2.ReportUsageRequest.SerializeToString,
-                response_deserializer=quota_dot_v1_dot_quota__pb2.ReportUsageResponse.FromString,
-                _registered_method=True)
-        self.Release = channel.unary_unary(
-                '/tiller.quota.v1.Quota/Release',
-                request_serializer=quota_dot_v1_dot_quota__pb2.ReleaseRequest.SerializeToString,
-                response_deserializer=quota_dot_v1_dot_quota__pb2.ReleaseResponse.FromString,
+        self.Settle = channel.unary_unary(
+                '/tiller.quota.v1.Quota/Settle',
+                request_serializer=quota_dot_v1_dot_quota__pb2.SettleRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.SettleResponse.FromString,
                 _registered_method=True)
 
 
@@ -74,15 +69,10 @@ class QuotaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ReportUsage(self, request, context):
-        """Record the request's real token usage and release its lease.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Release(self, request, context):
-        """Release a lease without usage (error, cancellation). Idempotent.
+    def Settle(self, request, context):
+        """Settle finished requests: release each one's lease, and record the real token usage of
+        those that completed. The gateway sends every settlement that queued up while its previous
+        call was in flight in one call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -101,15 +91,10 @@ def add_QuotaServicer_to_server(servicer, server):
                     request_deserializer=quota_dot_v1_dot_quota__pb2.AdmitRequest.FromString,
                     response_serializer=quota_dot_v1_dot_quota__pb2.Admission.SerializeToString,
             ),
-            'ReportUsage': grpc.unary_unary_rpc_method_handler(
-                    servicer.ReportUsage,
-                    request_deserializer=quota_dot_v1_dot_quota__pb2.ReportUsageRequest.FromString,
-                    response_serializer=quota_dot_v1_dot_quota__pb2.ReportUsageResponse.SerializeToString,
-            ),
-            'Release': grpc.unary_unary_rpc_method_handler(
-                    servicer.Release,
-                    request_deserializer=quota_dot_v1_dot_quota__pb2.ReleaseRequest.FromString,
-                    response_serializer=quota_dot_v1_dot_quota__pb2.ReleaseResponse.SerializeToString,
+            'Settle': grpc.unary_unary_rpc_method_handler(
+                    servicer.Settle,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.SettleRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.SettleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -177,7 +162,7 @@ class Quota:
             _registered_method=True)
 
     @staticmethod
-    def ReportUsage(request,
+    def Settle(request,
             target,
             options=(),
             channel_credentials=None,
@@ -190,36 +175,9 @@ class Quota:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/tiller.quota.v1.Quota/ReportUsage',
-            quota_dot_v1_dot_quota__pb2.ReportUsageRequest.SerializeToString,
-            quota_dot_v1_dot_quota__pb2.ReportUsageResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Release(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/tiller.quota.v1.Quota/Release',
-            quota_dot_v1_dot_quota__pb2.ReleaseRequest.SerializeToString,
-            quota_dot_v1_dot_quota__pb2.ReleaseResponse.FromString,
+            '/tiller.quota.v1.Quota/Settle',
+            quota_dot_v1_dot_quota__pb2.SettleRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.SettleResponse.FromString,
             options,
             channel_credentials,
             insecure,
