@@ -35,15 +35,15 @@ class EngineCaller:
 
     def __init__(self, engine_url: str, redis: Redis) -> None:
         self.engine_url, self.redis = engine_url, redis
-        self.idle: dict[tuple[bool, int], list[loadgen.Connection]] = {}
+        self.idle: dict[tuple[bool, int, str], list[loadgen.Connection]] = {}
 
     @activity.defn(name=ACTIVITY)
-    async def generate(self, stream: bool, tokens: int, key: str) -> None:
-        pool = self.idle.setdefault((stream, tokens), [])
+    async def generate(self, stream: bool, tokens: int, model: str, key: str) -> None:
+        pool = self.idle.setdefault((stream, tokens, model), [])
         if pool:
             conn = pool.pop()
         else:
-            scenario = loadgen.Scenario("floor", stream, tokens)
+            scenario = loadgen.Scenario("floor", stream, tokens, model)
             target = loadgen.make_target(self.engine_url, scenario, None, None, TIMEOUT_S)
             conn = loadgen.Connection(target)
         try:
@@ -69,14 +69,14 @@ async def serve_worker(address: str, redis_url: str, task_queue: str, engine_url
         await asyncio.Event().wait()
 
 
-async def one(client: Client, redis: Redis, queue: str, stream: bool, tokens: int) -> float:
+async def one(client: Client, redis: Redis, queue: str, scenario: loadgen.Scenario) -> float:
     """Seconds from start_activity to the worker's entry in Redis; raises BadResponse."""
     request_id = f"floor-{uuid.uuid4().hex}"
     key = f"floor:{request_id}"
     start = time.perf_counter()
     await client.start_activity(
         ACTIVITY,
-        args=[stream, tokens, key],
+        args=[scenario.stream, scenario.tokens, scenario.model, key],
         id=request_id,
         task_queue=queue,
         start_to_close_timeout=timedelta(seconds=TIMEOUT_S),
@@ -105,7 +105,7 @@ async def run_closed_loop(
     async def user() -> None:
         while time.perf_counter() < deadline:
             try:
-                latency = await one(client, redis, queue, scenario.stream, scenario.tokens)
+                latency = await one(client, redis, queue, scenario)
             except loadgen.BadResponse as bad:
                 tally.errors[str(bad)] += 1
             else:
@@ -113,6 +113,25 @@ async def run_closed_loop(
 
     start = time.perf_counter()
     await asyncio.gather(*(user() for _ in range(concurrency)))
+    return tally.report(scenario.name, time.perf_counter() - start)
+
+
+async def run_burst(
+    client: Client, redis: Redis, queue: str, scenario: loadgen.Scenario, requests: int
+) -> loadgen.Report:
+    """`requests` at once, each waiting for its answer."""
+    tally = loadgen.Tally(scenario.tokens, scenario.stream)
+
+    async def single() -> None:
+        try:
+            latency = await one(client, redis, queue, scenario)
+        except loadgen.BadResponse as bad:
+            tally.errors[str(bad)] += 1
+        else:
+            tally.results.append(loadgen.Result(latency, latency, 1))
+
+    start = time.perf_counter()
+    await asyncio.gather(*(single() for _ in range(requests)))
     return tally.report(scenario.name, time.perf_counter() - start)
 
 

@@ -20,7 +20,6 @@ and this process (the load generator, or the floor's client).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import platform
@@ -195,10 +194,8 @@ class Bench:
         scenario = loadgen.Scenario("slow stream", True, self.args.burst_tokens, model="slow")
         results = []
         gateway = self.procs.pids["gateway"]
-        for name, url, key in (
-            ("engine", self.engine_url, None),
-            ("tiller", self.gateway_url, self.api_key),
-        ):
+        label = f"{self.args.burst} x {scenario.name} {scenario.tokens}"
+        for name in ("engine", "floor", "tiller"):
             peak = 0
             base = rss_kib(gateway)
 
@@ -206,20 +203,29 @@ class Bench:
                 nonlocal peak
                 peak = rss_kib(gateway)
 
-            run = await self.measured(
-                name,
-                lambda url=url, key=key: loadgen.run_burst(  # type: ignore[misc]
+            go: Callable[[], Awaitable[loadgen.Report]]
+            if name == "floor":
+                go = lambda: floor.run_burst(  # noqa: E731
+                    self.temporal, self.redis, FLOOR_QUEUE, scenario, self.args.burst
+                )
+            else:
+                url, key = (
+                    (self.engine_url, None)
+                    if name == "engine"
+                    else (self.gateway_url, self.api_key)
+                )
+                go = lambda url=url, key=key: loadgen.run_burst(  # type: ignore[misc]  # noqa: E731
                     url, scenario, self.args.burst, api_key=key, on_all_started=at_peak
-                ),
-            )
+                )
+            run = await self.measured(name, go)
             results.append((run, base, peak))
-            label = f"{self.args.burst} x {scenario.name} {scenario.tokens}"
             print_run(scenario, self.args.burst, run, label=label)
             if name == "tiller":
+                open_streams = run.report.in_flight_at_all_started or 0
                 print(
-                    f"    gateway RSS {base / 1024:.1f} MiB idle -> {peak / 1024:.1f} MiB with "
-                    f"{self.args.burst} streams open: {(peak - base) / self.args.burst:.1f} KiB "
-                    "per stream",
+                    f"    gateway RSS {base / 1024:.1f} MiB before -> {peak / 1024:.1f} MiB with "
+                    f"{open_streams} streams open: "
+                    f"{(peak - base) / max(open_streams, 1):.1f} KiB per open stream",
                     flush=True,
                 )
         return results
@@ -254,12 +260,11 @@ def cpu_line(run: Run, r: loadgen.Report) -> str:
         "floor-worker": run.cpu.get("floor-worker", 0.0),
         "client": run.cpu.get("bench", 0.0),
     }
-    shown = {"engine": ("engine", "client")}.get(run.target)
-    if run.target == "floor":
-        shown = ("floor-worker", "client", "temporal", "redis", "engine")
-    if run.target == "tiller":
-        shown = ("tiller", "temporal", "redis", "engine", "client")
-    assert shown is not None
+    shown = {
+        "engine": ("engine", "client"),
+        "floor": ("floor-worker", "client", "temporal", "redis", "engine"),
+        "tiller": ("tiller", "temporal", "redis", "engine", "client"),
+    }[run.target]
     line = "cpu ms/req " + " ".join(f"{k} {groups[k] * per:.2f}" for k in shown)
     if run.target == "tiller":
         line += " (" + " ".join(f"{k} {run.cpu[k] * per:.2f}" for k in TILLER) + ")"

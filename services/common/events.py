@@ -3,9 +3,9 @@
 The worker appends `delta` events while the engine streams, then exactly one terminal event:
 `done` (with the result and usage) or `error`. Deltas that arrive while the previous append is
 still in flight are merged into one entry, so a fast engine costs one append per burst, not one
-per token, and a slow one still gets each token out at once. The gateway reads them in order; each entry's
-stream id doubles as the SSE event id. The stream expires shortly after it ends, so nothing of
-the answer stays in Redis.
+per token, and a slow one still gets each token out at once. The gateway reads them in order;
+each entry's stream id doubles as the SSE event id. The stream expires shortly after it ends,
+so nothing of the answer stays in Redis.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ async def read(redis: Redis, key: str, after: str, block_ms: int) -> list[Event]
     reply: Any = await redis.xread({key: after}, block=block_ms)
     if not reply:
         return []
-    return [_decode(entry_id, fields) for entry_id, fields in reply[0][1]]
+    return [decode(entry_id, fields) for entry_id, fields in reply[0][1]]
 
 
 async def last(redis: Redis, key: str) -> Event | None:
@@ -108,9 +108,48 @@ async def last(redis: Redis, key: str) -> Event | None:
     reply: Any = await redis.xrevrange(key, count=1)
     if not reply:
         return None
-    return _decode(*reply[0])
+    return decode(*reply[0])
 
 
-def _decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
+def decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
     body = orjson.loads(fields[_FIELD])
     return Event(text(entry_id), body.pop("kind"), body)
+
+
+def entry_id(raw: bytes | str) -> str:
+    return text(raw)
+
+
+def newer(event_id: str, after: str) -> bool:
+    """Whether stream id `event_id` comes after `after` (ids are "<ms>-<seq>")."""
+    return _order(event_id) > _order(after)
+
+
+def _order(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def coalesce(batch: list[Event]) -> list[Event]:
+    """Merge runs of deltas into one delta each, keeping the last entry's id (for resuming)."""
+    if len(batch) < 2:
+        return batch
+    merged: list[Event] = []
+    run: list[Event] = []
+    for event in batch:
+        if event.kind == DELTA:
+            run.append(event)
+            continue
+        if run:
+            merged.append(_merge(run))
+            run = []
+        merged.append(event)
+    if run:
+        merged.append(_merge(run))
+    return merged
+
+
+def _merge(run: list[Event]) -> Event:
+    if len(run) == 1:
+        return run[0]
+    return Event(run[-1].id, DELTA, {"text": "".join(e.data["text"] for e in run)})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
@@ -131,12 +131,15 @@ async def _sse(
 
 
 async def _with_first(
-    first: events.Event, rest: AsyncIterator[events.Event]
+    first: events.Event, rest: AsyncGenerator[events.Event, None]
 ) -> AsyncIterator[events.Event]:
-    yield first
-    if not first.terminal:
-        async for event in rest:
-            yield event
+    try:
+        yield first
+        if not first.terminal:
+            async for event in rest:
+                yield event
+    finally:
+        await rest.aclose()  # now, not at garbage collection: it holds a subscription
 
 
 async def list_models(request: Request) -> Response:

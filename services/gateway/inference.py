@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncGenerator, Coroutine
 from datetime import timedelta
 from typing import Any
 
@@ -23,10 +23,11 @@ from temporalio.service import RPCError
 
 from tiller.common import events
 from tiller.common.errors import ServiceUnavailable, TillerError, UpstreamTimeout
+from tiller.gateway.answers import AnswerHub
 from tiller.gateway.protocol import ChatRequest
 from tiller.gateway.routes import RouteCache
-from tiller.gateway.settlement import Settler
 from tiller.gateway.settings import GatewaySettings
+from tiller.gateway.settlement import Settler
 from tiller.gateway.shapes import duration
 from tiller.gateway.upstreams import Upstreams, rpc
 from tiller.protos.quota.v1 import quota_pb2
@@ -51,6 +52,12 @@ class Inference:
         self._background: set[asyncio.Task[None]] = set()
         self.routes = RouteCache(self.resolve, settings.route_cache_seconds)
         self.settler = Settler(upstreams.quota, settings.rpc_timeout_seconds)
+        self.hub = AnswerHub(
+            settings.redis_url,
+            upstreams.redis,
+            settings.key_prefix,
+            block_ms=int(settings.idle_check_seconds * 1000),
+        )
 
     async def authenticate(self, api_key: str) -> quota_pb2.Principal:
         return await rpc(
@@ -107,7 +114,7 @@ class Inference:
                 heartbeat_timeout=options.heartbeat_timeout,
                 schedule_to_close_timeout=options.schedule_to_close_timeout,
                 retry_policy=options.retry_policy,
-                rpc_timeout=timedelta(seconds=self.settings.rpc_timeout_seconds),
+                rpc_timeout=timedelta(seconds=self.settings.start_timeout_seconds),
             )
         except RPCError as error:
             log.warning("cannot start activity", extra={"status": str(error.status)})
@@ -125,6 +132,9 @@ class Inference:
         if self._background:
             await asyncio.wait(set(self._background), timeout=self.settings.shutdown_grace_seconds)
         await asyncio.wait_for(self.settler.drain(), self.settings.shutdown_grace_seconds)
+
+    async def close(self) -> None:
+        await self.hub.close()
 
 
 class Call:
@@ -150,28 +160,35 @@ class Call:
         self.created = int(time.time())
         self._settled = False
 
-    async def answer(self) -> AsyncIterator[events.Event]:
+    async def answer(self) -> AsyncGenerator[events.Event, None]:
         """The answer's events in order, ending with its terminal event.
 
         When nothing arrives for a while, Temporal is asked whether the activity still runs: a
         request that ended without publishing (timed out, terminated, its worker died on the last
         attempt) fails instead of hanging.
         """
-        redis = self.inference.up.redis
-        block_ms = int(self.inference.settings.idle_check_seconds * 1000)
-        after = "0"
-        while True:
-            try:
-                batch = await events.read(redis, self.events_key, after, block_ms)
-                if not batch:
-                    batch = await self._closed_without_events(after)
-            except RedisError:
-                raise ServiceUnavailable("The answer stream is unavailable.") from None
-            for event in batch:
-                after = event.id
-                yield event
-                if event.terminal:
-                    return
+        idle = self.inference.settings.idle_check_seconds
+        hub = self.inference.hub
+        sub = hub.subscribe(self.events_key)
+        after, reread = "0", False
+        try:
+            while True:
+                try:
+                    batch = await sub.next(idle)
+                    if not batch:
+                        batch = await self._closed_without_events(after)
+                        reread = reread or bool(batch)
+                except RedisError:
+                    raise ServiceUnavailable("The answer stream is unavailable.") from None
+                if reread:  # the hub may still hand over what the re-read returned
+                    batch = [e for e in batch if events.newer(e.id, after)]
+                for event in events.coalesce(batch):
+                    after = event.id
+                    yield event
+                    if event.terminal:
+                        return
+        finally:
+            hub.unsubscribe(sub)
 
     async def result(self) -> InferenceResult:
         async for event in self.answer():

@@ -48,6 +48,7 @@ async def serve(settings: GatewaySettings) -> None:
         await grpc_server.stop(settings.shutdown_grace_seconds)
         await inference.drain()
     finally:
+        await inference.close()
         await upstreams.close()
 
 

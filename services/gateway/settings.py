@@ -21,6 +21,9 @@ class GatewaySettings:
     max_body_bytes: int = 4 * 1024 * 1024
     # Deadline of every call to the router and quota services.
     rpc_timeout_seconds: float = 3.0
+    # Deadline of starting a request's activity: a burst queues at Temporal's frontend, and
+    # waiting there is better than failing the request.
+    start_timeout_seconds: float = 30.0
     # With no event for this long, check that the request's activity is still alive.
     idle_check_seconds: float = 5.0
     # How long a route from the router is reused; 0 asks the router on every request.

@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.asyncio import Redis
 from temporalio.client import Client
 
-from tiller.common import temporal
+from tiller.common import redis_client, temporal
 from tiller.common.errors import TillerError
 from tiller.common.grpc_client import channel
 from tiller.gateway.settings import GatewaySettings
@@ -37,11 +37,10 @@ class Upstreams:
         client = await temporal.connect(
             settings.temporal_address, settings.temporal_namespace, settings.dependency_wait_seconds
         )
-        redis = Redis.from_url(
+        redis = redis_client.connect(
             settings.redis_url,
-            socket_connect_timeout=2.0,
-            # Event reads block for idle_check_seconds; a read may take that long, no longer.
-            socket_timeout=settings.idle_check_seconds + 2.0,
+            wait_seconds=settings.rpc_timeout_seconds,
+            socket_timeout=settings.rpc_timeout_seconds + 2.0,
         )
         return cls(
             router_pb2_grpc.RouterStub(router_channel),

@@ -8,6 +8,7 @@ import logging
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from tiller.common import redis_client
 from tiller.common.grpc_server import GrpcServer
 from tiller.common.lifecycle import StartupError, run_service, stop_event
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
@@ -22,10 +23,12 @@ REDIS_WAIT_SECONDS = 60
 
 
 def connect_redis(settings: QuotaSettings) -> Redis:
-    return Redis.from_url(
+    timeout = settings.redis_timeout_seconds
+    return redis_client.connect(
         settings.redis_url,
-        socket_timeout=settings.redis_timeout_seconds,
-        socket_connect_timeout=settings.redis_timeout_seconds,
+        wait_seconds=timeout,
+        socket_timeout=timeout,
+        connect_timeout=timeout,
     )
 
 

@@ -34,8 +34,6 @@ class Ledger:
                     usage = layout.usage(day)
                     pipe.hincrby(usage, f"{s.model}:requests", 1)
                     pipe.hincrby(usage, f"{s.model}:prompt_tokens", max(s.prompt_tokens, 0))
-                    pipe.hincrby(
-                        usage, f"{s.model}:completion_tokens", max(s.completion_tokens, 0)
-                    )
+                    pipe.hincrby(usage, f"{s.model}:completion_tokens", max(s.completion_tokens, 0))
                     pipe.expire(usage, USAGE_TTL_SECONDS)
             await pipe.execute()

@@ -55,7 +55,9 @@ class InferenceActivities:
         finally:
             writer.abort()  # a no-op once drained
 
-    async def _attempt(self, request: InferenceInput, writer: events.EventWriter) -> InferenceResult:
+    async def _attempt(
+        self, request: InferenceInput, writer: events.EventWriter
+    ) -> InferenceResult:
         published = _Published()
         try:
             if activity.info().attempt > 1:

@@ -7,13 +7,12 @@ import asyncio
 import logging
 from datetime import timedelta
 
-import grpc
 import aiohttp
-from redis.asyncio import Redis
+import grpc
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from tiller.common import temporal
+from tiller.common import redis_client, temporal
 from tiller.common.grpc_client import channel
 from tiller.common.lifecycle import StartupError, run_service, stop_event
 from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
@@ -72,7 +71,7 @@ async def serve(settings: WorkerSettings) -> None:
     client = await temporal.connect(
         settings.temporal_address, settings.temporal_namespace, settings.dependency_wait_seconds
     )
-    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2.0)
+    redis = redis_client.connect(settings.redis_url, wait_seconds=10.0)
     # Pooled keep-alive connections to every engine, no cap (each deployment's
     # max_concurrency bounds them); aiohttp costs a quarter of httpx's CPU per request.
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=False)

@@ -70,7 +70,6 @@ class InferenceInput:
     timeout_seconds: float = 120.0  # one attempt against the engine
     retry: Retry = field(default_factory=Retry)
 
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InferenceInput:
         """The inverse of dataclasses.asdict, as the gateway sends it to the activity."""

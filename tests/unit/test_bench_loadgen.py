@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
-from bench import engine, loadgen
+import bench.engine as engine
+from bench import loadgen
 from bench.loadgen import BadResponse, Scenario, StreamVerifier
 
 
@@ -324,7 +325,12 @@ async def test_engine_stops_a_stream_whose_client_left(
 ) -> None:
     sent: list[int] = []
     original = engine.token_event
-    monkeypatch.setattr(engine, "token_event", lambda i: sent.append(i) or original(i))
+
+    def counted(i: int) -> bytes:
+        sent.append(i)
+        return original(i)
+
+    monkeypatch.setattr(engine, "token_event", counted)
     port = int(base_url.split(":")[2].split("/")[0])
     body = b'{"model":"slow","messages":[{"content":"x"}],"max_tokens":1000,"stream":true}'
     reader, writer = await asyncio.open_connection("127.0.0.1", port)

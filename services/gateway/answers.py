@@ -1,0 +1,147 @@
+"""One reader for the answer streams of every open request on this gateway.
+
+Each request waits on its own Redis stream. Instead of a blocking XREAD (and a connection) per
+request, one task issues a single blocking XREAD over every stream being waited on and hands the
+entries to each request. A request that joins while that read is blocked adds an entry to this
+gateway's wake-up stream, which is part of every read, so it is picked up at once; when the
+reader is not blocked (it is busy, or idle with nothing to wait on) joining costs nothing.
+
+Entries that piled up between two reads reach the request together, and `events.coalesce`
+merges their deltas: a client slower than the engine gets fewer, larger chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from tiller.common import events
+from tiller.common.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+WAKE_TTL_SECONDS = 3600
+RETRY_SECONDS = 0.2
+
+
+class Subscription:
+    """The entries of one request's stream, as they arrive."""
+
+    __slots__ = ("_batch", "_error", "_ready", "after", "key")
+
+    def __init__(self, key: bytes, after: str) -> None:
+        self.key, self.after = key, after
+        self._batch: list[events.Event] = []
+        self._ready = asyncio.Event()
+        self._error: BaseException | None = None
+
+    def deliver(self, entries: list[events.Event]) -> None:
+        self._batch.extend(entries)
+        self.after = entries[-1].id
+        self._ready.set()
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+        self._ready.set()
+
+    async def next(self, wait_seconds: float) -> list[events.Event]:
+        """Every entry that arrived since the last call; [] if none came in `wait_seconds`."""
+        if not self._batch and self._error is None:
+            try:
+                await asyncio.wait_for(self._ready.wait(), wait_seconds)
+            except TimeoutError:
+                return []
+        if self._error is not None:
+            error, self._error = self._error, None
+            self._ready.clear()
+            raise error
+        batch, self._batch = self._batch, []
+        self._ready.clear()
+        return batch
+
+
+class AnswerHub:
+    def __init__(self, redis_url: str, redis: Redis, prefix: str, block_ms: int) -> None:
+        self.redis = redis  # the shared pool: wake-ups
+        # The reader's own connection, blocked in XREAD most of the time.
+        self.reader = Redis.from_url(
+            redis_url,
+            single_connection_client=True,
+            socket_connect_timeout=2.0,
+            socket_timeout=block_ms / 1000 + 5.0,
+        )
+        self.block_ms = block_ms
+        self.wake_key = f"{prefix}gateway-wake:{uuid.uuid4().hex}".encode()
+        self._wake_after = "0"
+        self._subs: dict[bytes, Subscription] = {}
+        self._blocked = False  # the reader is inside a blocking XREAD
+        self._woken = False  # a wake-up was sent during this read
+        self._has_work = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def subscribe(self, key: str, after: str = "0") -> Subscription:
+        sub = Subscription(key.encode(), after)
+        self._subs[sub.key] = sub
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._has_work.set()
+        if self._blocked and not self._woken:
+            self._woken = True
+            asyncio.get_running_loop().create_task(self._wake())
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if self._subs.get(sub.key) is sub:
+            del self._subs[sub.key]
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(RedisError):
+            await self.redis.delete(self.wake_key)
+        await self.reader.aclose()
+
+    async def _wake(self) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(self.wake_key, {b"w": b"1"}, maxlen=1)
+                pipe.expire(self.wake_key, WAKE_TTL_SECONDS)
+                await pipe.execute()
+        except RedisError:
+            pass  # the reader fails too and tells every waiting request
+
+    async def _run(self) -> None:
+        while True:
+            if not self._subs:
+                self._has_work.clear()
+                await self._has_work.wait()
+                continue
+            streams: dict[Any, Any] = {key: sub.after for key, sub in self._subs.items()}
+            streams[self.wake_key] = self._wake_after
+            self._blocked, self._woken = True, False
+            try:
+                reply: Any = await self.reader.xread(streams, block=self.block_ms)
+            except RedisError as error:
+                log.warning("answer streams unreadable", extra={"error": type(error).__name__})
+                failure = ServiceUnavailable("The answer stream is unavailable.")
+                for sub in self._subs.values():
+                    sub.fail(failure)
+                self._subs.clear()
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
+            finally:
+                self._blocked = False
+            for key, entries in reply or ():
+                if key == self.wake_key:
+                    self._wake_after = events.entry_id(entries[-1][0])
+                    continue
+                waiting = self._subs.get(key)
+                if waiting is not None:
+                    waiting.deliver([events.decode(i, fields) for i, fields in entries])

@@ -1,0 +1,74 @@
+"""The gateway's answer hub on a real Redis: one blocking reader serves every waiting request."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.support import Stack
+from tiller.common import events
+from tiller.gateway.answers import AnswerHub
+
+
+@pytest.fixture
+async def hub(stack: Stack) -> AsyncIterator[tuple[AnswerHub, Redis]]:
+    redis = Redis.from_url(stack.redis_url)
+    # A read blocks for a minute: anything faster than that was woken, not timed out.
+    answers = AnswerHub(stack.redis_url, redis, "test:", block_ms=60_000)
+    yield answers, redis
+    await answers.close()
+    await redis.aclose()
+
+
+def key() -> str:
+    return f"test:events:{uuid.uuid4().hex}"
+
+
+async def test_a_request_that_joins_a_blocked_read_is_served_at_once(
+    hub: tuple[AnswerHub, Redis],
+) -> None:
+    answers, redis = hub
+    first = answers.subscribe(key())
+    assert await first.next(0.2) == []  # the reader is now blocked on `first` alone
+    late_key = key()
+    late = answers.subscribe(late_key)
+    await events.EventWriter(redis, late_key, 60).delta("hello")
+    batch = await late.next(5.0)
+    assert [(e.kind, e.data["text"]) for e in batch] == [(events.DELTA, "hello")]
+
+
+async def test_entries_that_pile_up_arrive_together_and_in_order(
+    hub: tuple[AnswerHub, Redis],
+) -> None:
+    answers, redis = hub
+    stream = key()
+    writer = events.EventWriter(redis, stream, 60)
+    for word in ("a", "b", "c"):
+        await writer.delta(word)
+    await writer.done({"text": "abc"})
+    sub = answers.subscribe(stream)
+    batch = await sub.next(5.0)
+    merged = events.coalesce(batch)
+    assert [(e.kind, e.data.get("text")) for e in merged] == [
+        (events.DELTA, "abc"),
+        (events.DONE, None),
+    ]
+    assert merged[0].id == batch[2].id  # a resumed stream continues after the last delta
+
+
+async def test_many_requests_share_one_reader(hub: tuple[AnswerHub, Redis]) -> None:
+    answers, redis = hub
+    keys = [key() for _ in range(200)]
+    subs = [answers.subscribe(k) for k in keys]
+    async with redis.pipeline(transaction=False) as pipe:
+        for k in keys:
+            pipe.xadd(k, {b"e": b'{"kind": "delta", "text": "%s"}' % k.encode()})
+        await pipe.execute()
+    batches = await asyncio.gather(*(s.next(5.0) for s in subs))
+    assert [b[0].data["text"] for b in batches] == keys
+    clients = await redis.client_list()
+    assert len(clients) < 20  # one reader and a small pool, not a connection per request

@@ -1,0 +1,24 @@
+"""Event-stream helpers: ordering of stream ids and merging of deltas."""
+
+from __future__ import annotations
+
+from tiller.common.events import DELTA, DONE, Event, coalesce, newer
+
+
+def delta(entry_id: str, text: str) -> Event:
+    return Event(entry_id, DELTA, {"text": text})
+
+
+def test_stream_ids_order_numerically() -> None:
+    assert newer("1700000000001-0", "1700000000000-5")
+    assert newer("10-2", "10-10") is False
+    assert newer("10-10", "10-2")
+    assert newer("5-0", "0")
+
+
+def test_runs_of_deltas_merge_and_keep_the_last_id() -> None:
+    done = Event("4-0", DONE, {"result": {}})
+    merged = coalesce([delta("1-0", "a"), delta("2-0", "b"), delta("3-0", "c"), done])
+    assert merged == [Event("3-0", DELTA, {"text": "abc"}), done]
+    assert coalesce([delta("1-0", "x")]) == [delta("1-0", "x")]
+    assert coalesce([]) == []
