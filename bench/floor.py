@@ -28,6 +28,8 @@ from temporalio.worker import Worker
 
 ACTIVITY = "floor.generate"
 TIMEOUT_S = 120.0
+# A connection per waiting request, the simplest design: enough for the 1,000-stream burst.
+MAX_CONNECTIONS = 2000
 
 
 class EngineCaller:
@@ -60,7 +62,7 @@ class EngineCaller:
 
 async def serve_worker(address: str, redis_url: str, task_queue: str, engine_url: str) -> None:
     client = await Client.connect(address)
-    redis = Redis.from_url(redis_url)
+    redis = Redis.from_url(redis_url, max_connections=MAX_CONNECTIONS)
     caller = EngineCaller(engine_url, redis)
     async with Worker(
         client, task_queue=task_queue, activities=[caller.generate], max_concurrent_activities=2000

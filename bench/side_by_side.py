@@ -404,7 +404,7 @@ async def bench_all(args: argparse.Namespace, data: Path) -> bool:
         gateway_url=f"http://127.0.0.1:{ports['gateway']}/v1",
         api_key=await make_key(redis_url),
         temporal=await Client.connect(f"127.0.0.1:{ports['temporal']}"),
-        redis=Redis.from_url(redis_url),
+        redis=Redis.from_url(redis_url, max_connections=floor.MAX_CONNECTIONS),
     )
     print(f"processes: {procs.pids}", flush=True)
     try:

@@ -5,11 +5,10 @@
 
 Every round runs both configurations (order alternating by round), each on a fresh dev server
 (new sqlite file in a temp dir, --headless, free ports) with a fresh worker subprocess. Measured is
-the pattern Tiller dispatches with: start_workflow of a workflow whose run() executes one activity
-on the same task queue, so eager activity dispatch applies.
+the pattern Tiller dispatches with: one standalone activity per request (client.start_activity).
   (a) start -> handle.result(), N sequential requests after warm-up
   (b) start -> the activity's UDP datagram arrives (its out-of-band signal), N sequential
-  (c) (a) with C concurrent callers for S seconds: workflows/s and latency
+  (c) (a) with C concurrent callers for S seconds: activities/s and latency
 """
 
 from __future__ import annotations
@@ -29,34 +28,25 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio import activity, workflow
+from temporalio import activity
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 WARMUP = 30
 TEMPORAL = Path(sys.executable).with_name("temporal")
 BASE_FLAGS = ["--headless", "--log-level", "error", "--ip", "127.0.0.1"]
-FIGURES = ["(a) p50", "(a) p99", "(b) p50", "(b) p99", "(c) wf/s", "(c) p50", "(c) p99"]
-RATIOS = ["(a) p50", "(b) p50", "(c) p50", "(c) wf/s"]
+FIGURES = ["(a) p50", "(a) p99", "(b) p50", "(b) p99", "(c) /s", "(c) p50", "(c) p99"]
+RATIOS = ["(a) p50", "(b) p50", "(c) p50", "(c) /s"]
 _notify: tuple[socket.socket, tuple[str, int]] | None = None  # set in the worker process
 _children: list[subprocess.Popen[bytes]] = []
 
 
 @activity.defn
-async def ping(workflow_id: str) -> str:
+async def ping(request_id: str) -> str:
     assert _notify is not None
-    _notify[0].sendto(workflow_id.encode(), _notify[1])
-    return workflow_id
-
-
-@workflow.defn
-class OneActivity:
-    @workflow.run
-    async def run(self, workflow_id: str) -> str:
-        timeout = timedelta(seconds=30)
-        return await workflow.execute_activity(ping, workflow_id, start_to_close_timeout=timeout)
+    _notify[0].sendto(request_id.encode(), _notify[1])
+    return request_id
 
 
 async def serve_worker(address: str, task_queue: str, notify: str) -> None:
@@ -64,23 +54,13 @@ async def serve_worker(address: str, task_queue: str, notify: str) -> None:
     host, port = notify.rsplit(":", 1)
     _notify = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM), (host, int(port)))
     client = await Client.connect(address)
-    # Like Tiller's worker: sandboxed workflows, this module passed through.
-    restrictions = SandboxRestrictions.default.with_passthrough_modules(__name__)
-    runner = SandboxedWorkflowRunner(restrictions=restrictions)
-    workflows, activities = [OneActivity], [ping]
-    async with Worker(
-        client,
-        task_queue=task_queue,
-        workflows=workflows,
-        activities=activities,
-        workflow_runner=runner,
-    ):
+    async with Worker(client, task_queue=task_queue, activities=[ping]):
         print("READY", flush=True)
         await asyncio.Event().wait()
 
 
 class Arrivals(asyncio.DatagramProtocol):
-    """Arrival time of each activity's datagram, for the workflow ids someone waits on."""
+    """Arrival time of each activity's datagram, for the request ids someone waits on."""
 
     def __init__(self) -> None:
         self.waiting: dict[str, asyncio.Future[float]] = {}
@@ -143,12 +123,14 @@ async def connect(address: str, server: subprocess.Popen[bytes], log: Path) -> C
 
 async def measure(client: Client, queue: str, arrivals: Arrivals, args: Any) -> list[float]:
     async def one(until_activity: bool) -> float:
-        """Milliseconds from start_workflow to the result, or to the activity's datagram."""
+        """Milliseconds from start_activity to the result, or to the activity's datagram."""
         wid = f"bench-{uuid.uuid4().hex}"
         arrived: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         arrivals.waiting[wid] = arrived
         t0 = time.perf_counter()
-        handle = await client.start_workflow(OneActivity.run, wid, id=wid, task_queue=queue)
+        handle = await client.start_activity(
+            ping, wid, id=wid, task_queue=queue, start_to_close_timeout=timedelta(seconds=30)
+        )
         if until_activity:
             return 1000 * (await asyncio.wait_for(arrived, 30) - t0)
         await handle.result()
@@ -159,7 +141,7 @@ async def measure(client: Client, queue: str, arrivals: Arrivals, args: Any) -> 
         await one(False)
     a = [await one(False) for _ in range(args.requests)]
     b = [await one(True) for _ in range(args.requests)]
-    await asyncio.sleep(1.0)  # let (b)'s workflows finish before loading the server
+    await asyncio.sleep(1.0)  # let (b)'s activities finish before loading the server
     c: list[float] = []
     deadline = time.monotonic() + args.seconds
 
@@ -232,9 +214,7 @@ def main() -> None:
             shown = zip(FIGURES, results[name][-1], strict=True)
             print(f"round {rnd} {name:<8}", *(f"{k} {v:.1f}" for k, v in shown), flush=True)
 
-    print(
-        f"\nmedian [min-max] of {args.rounds} round(s), ms or wf/s; (c) = (a) x{args.concurrency}"
-    )
+    print(f"\nmedian [min-max] of {args.rounds} round(s), ms or /s; (c) = (a) x{args.concurrency}")
     print(f"{'figure':<10}" + "".join(f"{name:>26}" for name in results))
     medians: dict[str, dict[str, float]] = {name: {} for name in results}
     for i, label in enumerate(FIGURES):
@@ -250,7 +230,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--worker"]:
-        # Import under its own name, so the workflow sandbox can pass this module through.
+        # Import under its own name: the activity is registered from the imported module.
         from temporal_dispatch import serve_worker
 
         asyncio.run(serve_worker(*sys.argv[2:5]))
