@@ -22,12 +22,15 @@ from typing import Any
 
 import loadgen
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 ACTIVITY = "floor.generate"
 TIMEOUT_S = 120.0
+START_TIMEOUT_S = 30.0  # as Tiller's gateway: a burst waits at Temporal's frontend
 # A connection per waiting request, the simplest design: enough for the 1,000-stream burst.
 MAX_CONNECTIONS = 2000
 
@@ -60,9 +63,14 @@ class EngineCaller:
             await pipe.execute()
 
 
+def connect_redis(url: str) -> Redis:
+    # Reads block until the answer (or TIMEOUT_S): the socket must wait at least as long.
+    return Redis.from_url(url, max_connections=MAX_CONNECTIONS, socket_timeout=TIMEOUT_S + 10)
+
+
 async def serve_worker(address: str, redis_url: str, task_queue: str, engine_url: str) -> None:
     client = await Client.connect(address)
-    redis = Redis.from_url(redis_url, max_connections=MAX_CONNECTIONS)
+    redis = connect_redis(redis_url)
     caller = EngineCaller(engine_url, redis)
     async with Worker(
         client, task_queue=task_queue, activities=[caller.generate], max_concurrent_activities=2000
@@ -76,14 +84,21 @@ async def one(client: Client, redis: Redis, queue: str, scenario: loadgen.Scenar
     request_id = f"floor-{uuid.uuid4().hex}"
     key = f"floor:{request_id}"
     start = time.perf_counter()
-    await client.start_activity(
-        ACTIVITY,
-        args=[scenario.stream, scenario.tokens, scenario.model, key],
-        id=request_id,
-        task_queue=queue,
-        start_to_close_timeout=timedelta(seconds=TIMEOUT_S),
-    )
-    reply: Any = await redis.xread({key: "0"}, block=int(TIMEOUT_S * 1000))
+    try:
+        await client.start_activity(
+            ACTIVITY,
+            args=[scenario.stream, scenario.tokens, scenario.model, key],
+            id=request_id,
+            task_queue=queue,
+            start_to_close_timeout=timedelta(seconds=TIMEOUT_S),
+            rpc_timeout=timedelta(seconds=START_TIMEOUT_S),
+        )
+    except RPCError as error:
+        raise loadgen.BadResponse(f"start: {error.status.name}") from None
+    try:
+        reply: Any = await redis.xread({key: "0"}, block=int(TIMEOUT_S * 1000))
+    except RedisError as error:
+        raise loadgen.BadResponse(f"Redis: {error}") from None
     elapsed = time.perf_counter() - start
     if not reply:
         raise loadgen.BadResponse("no answer from the floor worker")

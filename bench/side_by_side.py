@@ -20,6 +20,7 @@ and this process (the load generator, or the floor's client).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import platform
@@ -189,20 +190,12 @@ class Bench:
             self.runs.append((scenario, concurrency, run))
             print_run(scenario, concurrency, run)
 
-    async def burst(self) -> list[tuple[Run, int, int]]:
-        """N concurrent slow streams, engine then Tiller; memory of the gateway while all open."""
+    async def burst(self) -> list[Run]:
+        """N slow streams at once: engine, floor, Tiller; the gateway's memory while they run."""
         scenario = loadgen.Scenario("slow stream", True, self.args.burst_tokens, model="slow")
         results = []
-        gateway = self.procs.pids["gateway"]
         label = f"{self.args.burst} x {scenario.name} {scenario.tokens}"
         for name in ("engine", "floor", "tiller"):
-            peak = 0
-            base = rss_kib(gateway)
-
-            async def at_peak() -> None:
-                nonlocal peak
-                peak = rss_kib(gateway)
-
             go: Callable[[], Awaitable[loadgen.Report]]
             if name == "floor":
                 go = lambda: floor.run_burst(  # noqa: E731
@@ -215,20 +208,50 @@ class Bench:
                     else (self.gateway_url, self.api_key)
                 )
                 go = lambda url=url, key=key: loadgen.run_burst(  # type: ignore[misc]  # noqa: E731
-                    url, scenario, self.args.burst, api_key=key, on_all_started=at_peak
+                    url, scenario, self.args.burst, api_key=key
                 )
-            run = await self.measured(name, go)
-            results.append((run, base, peak))
+            memory = GatewayMemory(self.procs.pids["gateway"])
+            sampling = asyncio.create_task(memory.sample())
+            try:
+                run = await self.measured(name, go)
+            finally:
+                sampling.cancel()
+            results.append(run)
             print_run(scenario, self.args.burst, run, label=label)
             if name == "tiller":
-                open_streams = run.report.in_flight_at_all_started or 0
-                print(
-                    f"    gateway RSS {base / 1024:.1f} MiB before -> {peak / 1024:.1f} MiB with "
-                    f"{open_streams} streams open: "
-                    f"{(peak - base) / max(open_streams, 1):.1f} KiB per open stream",
-                    flush=True,
-                )
+                print(f"    {memory.describe()}", flush=True)
         return results
+
+
+@dataclass
+class GatewayMemory:
+    """The gateway's peak RSS during a burst, and how many connections it held then."""
+
+    pid: int
+    base_kib: int = 0
+    base_fds: int = 0
+    peak_kib: int = 0
+    fds_at_peak: int = 0
+
+    def fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    async def sample(self) -> None:
+        self.base_kib, self.base_fds = rss_kib(self.pid), self.fds()
+        while True:
+            rss = rss_kib(self.pid)
+            if rss > self.peak_kib:
+                self.peak_kib, self.fds_at_peak = rss, self.fds()
+            await asyncio.sleep(0.05)
+
+    def describe(self) -> str:
+        connections = max(self.fds_at_peak - self.base_fds, 1)
+        per = (self.peak_kib - self.base_kib) / connections
+        return (
+            f"gateway RSS {self.base_kib / 1024:.1f} MiB before, {self.peak_kib / 1024:.1f} MiB "
+            f"at peak with {connections} more open sockets (client connections): "
+            f"{per:.1f} KiB per open request"
+        )
 
 
 def print_run(
@@ -404,7 +427,7 @@ async def bench_all(args: argparse.Namespace, data: Path) -> bool:
         gateway_url=f"http://127.0.0.1:{ports['gateway']}/v1",
         api_key=await make_key(redis_url),
         temporal=await Client.connect(f"127.0.0.1:{ports['temporal']}"),
-        redis=Redis.from_url(redis_url, max_connections=floor.MAX_CONNECTIONS),
+        redis=floor.connect_redis(redis_url),
     )
     print(f"processes: {procs.pids}", flush=True)
     try:
@@ -417,7 +440,7 @@ async def bench_all(args: argparse.Namespace, data: Path) -> bool:
         if args.burst:
             print(f"\n{args.burst} concurrent slow streams ({args.burst_tokens} tokens)")
             bursts = await bench.burst()
-            ok = ok and all(run.ok for run, _, _ in bursts)
+            ok = ok and all(run.ok for run in bursts)
     finally:
         await bench.redis.aclose()
     return ok
