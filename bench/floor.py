@@ -121,12 +121,7 @@ async def run_closed_loop(
 
     async def user() -> None:
         while time.perf_counter() < deadline:
-            try:
-                latency = await one(client, redis, queue, scenario)
-            except loadgen.BadResponse as bad:
-                tally.errors[str(bad)] += 1
-            else:
-                tally.results.append(loadgen.Result(latency, latency, 1))
+            await measured(tally, client, redis, queue, scenario)
 
     start = time.perf_counter()
     await asyncio.gather(*(user() for _ in range(concurrency)))
@@ -138,18 +133,23 @@ async def run_burst(
 ) -> loadgen.Report:
     """`requests` at once, each waiting for its answer."""
     tally = loadgen.Tally(scenario.tokens, scenario.stream)
-
-    async def single() -> None:
-        try:
-            latency = await one(client, redis, queue, scenario)
-        except loadgen.BadResponse as bad:
-            tally.errors[str(bad)] += 1
-        else:
-            tally.results.append(loadgen.Result(latency, latency, 1))
-
     start = time.perf_counter()
-    await asyncio.gather(*(single() for _ in range(requests)))
+    await asyncio.gather(
+        *(measured(tally, client, redis, queue, scenario) for _ in range(requests))
+    )
     return tally.report(scenario.name, time.perf_counter() - start)
+
+
+async def measured(
+    tally: loadgen.Tally, client: Client, redis: Redis, queue: str, scenario: loadgen.Scenario
+) -> None:
+    """One request, its latency or its error counted."""
+    try:
+        latency = await one(client, redis, queue, scenario)
+    except loadgen.BadResponse as bad:
+        tally.errors[str(bad)] += 1
+    else:
+        tally.results.append(loadgen.Result(latency, latency, 1))
 
 
 if __name__ == "__main__":

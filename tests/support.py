@@ -17,6 +17,29 @@ ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 180
 
 
+def service_env_names() -> set[str]:
+    """Every environment variable the services' settings classes read."""
+    from tiller.common.settings import env_names
+    from tiller.demo_engine.settings import PREFIX as DEMO_PREFIX
+    from tiller.demo_engine.settings import DemoSettings
+    from tiller.gateway.settings import PREFIX as GATEWAY_PREFIX
+    from tiller.gateway.settings import GatewaySettings
+    from tiller.quota.settings import PREFIX as QUOTA_PREFIX
+    from tiller.quota.settings import QuotaSettings
+    from tiller.router.settings import PREFIX as ROUTER_PREFIX
+    from tiller.router.settings import RouterSettings
+    from tiller.worker.settings import PREFIX as WORKER_PREFIX
+    from tiller.worker.settings import WorkerSettings
+
+    return (
+        env_names(GatewaySettings, GATEWAY_PREFIX)
+        | env_names(RouterSettings, ROUTER_PREFIX)
+        | env_names(QuotaSettings, QUOTA_PREFIX)
+        | env_names(WorkerSettings, WORKER_PREFIX)
+        | env_names(DemoSettings, DEMO_PREFIX)
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -101,7 +101,6 @@ class Inference:
         return Call(self, request_id, route.model, key_id, admission, handle, request.events_key)
 
     async def _start(self, request: InferenceInput) -> ActivityHandle[InferenceResult]:
-        options = activity_options(request)
         try:
             return await self.up.temporal.start_activity(
                 GENERATE_ACTIVITY,
@@ -109,12 +108,8 @@ class Inference:
                 id=request.request_id,
                 task_queue=request.target.task_queue,
                 result_type=InferenceResult,
-                schedule_to_start_timeout=options.schedule_to_start_timeout,
-                start_to_close_timeout=options.start_to_close_timeout,
-                heartbeat_timeout=options.heartbeat_timeout,
-                schedule_to_close_timeout=options.schedule_to_close_timeout,
-                retry_policy=options.retry_policy,
                 rpc_timeout=timedelta(seconds=self.settings.start_timeout_seconds),
+                **activity_options(request).as_kwargs(),
             )
         except RPCError as error:
             log.warning("cannot start activity", extra={"status": str(error.status)})

@@ -121,6 +121,16 @@ class ActivityOptions:
     schedule_to_close_timeout: timedelta
     retry_policy: RetryPolicy
 
+    def as_kwargs(self) -> dict[str, Any]:
+        """As keyword arguments of Client.start_activity / execute_activity."""
+        return {
+            "schedule_to_start_timeout": self.schedule_to_start_timeout,
+            "start_to_close_timeout": self.start_to_close_timeout,
+            "heartbeat_timeout": self.heartbeat_timeout,
+            "schedule_to_close_timeout": self.schedule_to_close_timeout,
+            "retry_policy": self.retry_policy,
+        }
+
 
 def activity_options(request: InferenceInput) -> ActivityOptions:
     retry = request.retry

@@ -58,18 +58,13 @@ class Env:
         )
 
     async def run(self, request: InferenceInput) -> InferenceResult:
-        options = activity_options(request)
         result: InferenceResult = await self.client.execute_activity(
             GENERATE_ACTIVITY,
             request,
             id=request.request_id,
             task_queue=self.queue,
             result_type=InferenceResult,
-            schedule_to_start_timeout=options.schedule_to_start_timeout,
-            start_to_close_timeout=options.start_to_close_timeout,
-            heartbeat_timeout=options.heartbeat_timeout,
-            schedule_to_close_timeout=options.schedule_to_close_timeout,
-            retry_policy=options.retry_policy,
+            **activity_options(request).as_kwargs(),
         )
         return result
 

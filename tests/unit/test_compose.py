@@ -9,19 +9,9 @@ from typing import Any
 
 import yaml
 
+from tests.support import service_env_names
 from tiller.cli.main import SERVICES
 from tiller.cli.up import TEMPORAL_DYNAMIC_CONFIG, TEMPORAL_SQLITE_PRAGMAS
-from tiller.common.settings import env_names
-from tiller.demo_engine.settings import PREFIX as DEMO_PREFIX
-from tiller.demo_engine.settings import DemoSettings
-from tiller.gateway.settings import PREFIX as GATEWAY_PREFIX
-from tiller.gateway.settings import GatewaySettings
-from tiller.quota.settings import PREFIX as QUOTA_PREFIX
-from tiller.quota.settings import QuotaSettings
-from tiller.router.settings import PREFIX as ROUTER_PREFIX
-from tiller.router.settings import RouterSettings
-from tiller.worker.settings import PREFIX as WORKER_PREFIX
-from tiller.worker.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 TILLER_SERVICES = {"gateway", "router", "quota", "worker", "demo-engine"}
@@ -41,13 +31,7 @@ def test_every_tiller_service_runs_a_tiller_command() -> None:
 
 
 def test_every_setting_passed_is_read_by_the_code() -> None:
-    read = (
-        env_names(GatewaySettings, GATEWAY_PREFIX)
-        | env_names(RouterSettings, ROUTER_PREFIX)
-        | env_names(QuotaSettings, QUOTA_PREFIX)
-        | env_names(WorkerSettings, WORKER_PREFIX)
-        | env_names(DemoSettings, DEMO_PREFIX)
-    )
+    read = service_env_names()
     for name in TILLER_SERVICES:
         passed = set(compose()["services"][name].get("environment") or {})
         assert passed <= read, f"{name}: not settings: {sorted(passed - read)}"

@@ -6,18 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from tests.support import service_env_names
 from tiller.cli.up import UpSettings
 from tiller.common.settings import env_names
-from tiller.demo_engine.settings import PREFIX as DEMO_PREFIX
-from tiller.demo_engine.settings import DemoSettings
-from tiller.gateway.settings import PREFIX as GATEWAY_PREFIX
-from tiller.gateway.settings import GatewaySettings
-from tiller.quota.settings import PREFIX as QUOTA_PREFIX
-from tiller.quota.settings import QuotaSettings
-from tiller.router.settings import PREFIX as ROUTER_PREFIX
-from tiller.router.settings import RouterSettings
-from tiller.worker.settings import PREFIX as WORKER_PREFIX
-from tiller.worker.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,14 +17,7 @@ def test_every_setting_is_documented() -> None:
     documented = set(
         re.findall(r"`(TILLER_[A-Z_]*[A-Z])`", (ROOT / "docs/configuration.md").read_text())
     )
-    read = (
-        env_names(GatewaySettings, GATEWAY_PREFIX)
-        | env_names(RouterSettings, ROUTER_PREFIX)
-        | env_names(QuotaSettings, QUOTA_PREFIX)
-        | env_names(WorkerSettings, WORKER_PREFIX)
-        | env_names(DemoSettings, DEMO_PREFIX)
-        | env_names(UpSettings, "TILLER_UP_")
-    )
+    read = service_env_names() | env_names(UpSettings, "TILLER_UP_")
     assert not read - documented, f"undocumented: {sorted(read - documented)}"
     assert not documented - read, f"documented but not read: {sorted(documented - read)}"
 
