@@ -26,15 +26,19 @@ def proto_files() -> list[Path]:
 
 
 def generate(out: Path) -> None:
+    from google.rpc import status_pb2  # googleapis-common-protos, via grpcio-status
     from grpc_tools import protoc  # a test/dev dependency, not needed at run time
 
     include = Path(protoc.__file__).parent / "_proto"
+    # google/rpc/status.proto ships beside its generated module.
+    google_protos = Path(status_pb2.__file__).parents[2]
     for proto in proto_files():
         rel = proto.relative_to(ROOT)
         args = [
             "protoc",
             f"-I{ROOT}",
             f"-I{include}",
+            f"-I{google_protos}",
             f"--python_out={out}",
             f"--pyi_out={out}",
             f"--grpc_python_out={out}",

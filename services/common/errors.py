@@ -79,6 +79,10 @@ class TillerError(Exception):
 
     # --- gRPC --------------------------------------------------------------------------------
     def to_grpc_status(self) -> grpc.Status:
+        return rpc_status.to_status(self.to_status())
+
+    def to_status(self) -> status_pb2.Status:
+        """The rich google.rpc.Status: ErrorInfo, and RetryInfo + QuotaFailure when limited."""
         info = error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN)
         if self.param:
             info.metadata["param"] = self.param
@@ -91,7 +95,7 @@ class TillerError(Exception):
         status = status_pb2.Status(code=_to_rpc_code(self.grpc_code), message=self.message)
         for detail in details:
             status.details.add().Pack(detail)
-        return rpc_status.to_status(status)
+        return status
 
     def _quota_failure(self) -> error_details_pb2.QuotaFailure:
         violation = error_details_pb2.QuotaFailure.Violation(description=self.message)
@@ -101,8 +105,15 @@ class TillerError(Exception):
     def from_grpc(error: grpc.aio.AioRpcError) -> TillerError:
         """Rebuild the error a Tiller service raised; transport failures become unavailability."""
         status = rpc_status.from_call(error)
+        if status is None:
+            status = status_pb2.Status(code=error.code().value[0], message=error.details() or "")
+        return TillerError.from_status(status)
+
+    @staticmethod
+    def from_status(status: status_pb2.Status) -> TillerError:
+        """The inverse of to_status; a status from elsewhere becomes unavailability."""
         reason, param, retry_after = None, None, None
-        for detail in status.details if status else ():
+        for detail in status.details:
             if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
                 info = error_details_pb2.ErrorInfo()
                 detail.Unpack(info)
@@ -113,8 +124,8 @@ class TillerError(Exception):
                 detail.Unpack(retry)
                 retry_after = retry.retry_delay.ToMilliseconds() / 1000
         if reason in _REGISTRY:
-            return _REGISTRY[reason](error.details(), param=param, retry_after=retry_after)
-        if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return _REGISTRY[reason](status.message, param=param, retry_after=retry_after)
+        if status.code == code_pb2.DEADLINE_EXCEEDED:
             return UpstreamTimeout("An internal service did not answer in time.")
         return ServiceUnavailable("An internal service is unavailable; try again shortly.")
 

@@ -23,6 +23,7 @@ from temporalio.service import RPCError
 
 from tiller.common import events
 from tiller.common.errors import ServiceUnavailable, TillerError, UpstreamTimeout
+from tiller.gateway.admissions import Admitter
 from tiller.gateway.answers import AnswerHub
 from tiller.gateway.protocol import ChatRequest
 from tiller.gateway.routes import RouteCache
@@ -52,6 +53,7 @@ class Inference:
         self._background: set[asyncio.Task[None]] = set()
         self.routes = RouteCache(self.resolve, settings.route_cache_seconds)
         self.settler = Settler(upstreams.quota, settings.rpc_timeout_seconds)
+        self.admitter = Admitter(upstreams.quota, self.settler, settings.rpc_timeout_seconds)
         self.hub = AnswerHub(
             settings.redis_url,
             upstreams.redis,
@@ -84,12 +86,7 @@ class Inference:
     async def begin(self, api_key: str, chat: ChatRequest) -> Call:
         """Admit, route and start the request's activity; raises TillerError if any step refuses."""
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
-        admission = await rpc(
-            self.up.quota.Admit(
-                quota_pb2.AdmitRequest(api_key=api_key, request_id=request_id, model=chat.model),
-                timeout=self.settings.rpc_timeout_seconds,
-            )
-        )
+        admission = await self.admitter.admit(api_key, request_id, chat.model)
         key_id = admission.principal.key_id
         try:
             route = await self.routes.get(chat.model)

@@ -8,10 +8,11 @@ expire on their own if a gateway dies without releasing them. Redis's clock is t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 
-from tiller.common.errors import AuthenticationFailed, RateLimited
+from tiller.common.errors import AuthenticationFailed, RateLimited, TillerError
 from tiller.common.redis_text import text
 from tiller.quota.keys import KeyLayout, digest
 
@@ -88,21 +89,55 @@ class Admission:
             keys=[layout.record(full), layout.requests, layout.leases],
             args=[request_id, WINDOW_MS, self.lease_ttl_ms],
         )
-        outcome = int(reply[0])
-        if outcome == _ADMITTED:
-            principal = Principal(*(text(part) for part in reply[4:7]))
-            return Admitted(principal, int(reply[1]), int(reply[2]), int(reply[3]) / 1000)
-        if outcome == _RPM_EXCEEDED:
-            raise RateLimited(
-                f"Rate limit reached for requests per minute: limit {int(reply[1])}.",
-                retry_after=int(reply[3]) / 1000,
-            )
-        if outcome == _CONCURRENCY_EXCEEDED:
-            raise RateLimited(
-                f"Too many concurrent requests: limit {int(reply[1])}.",
-                retry_after=int(reply[3]) / 1000,
-            )
-        raise AuthenticationFailed()
+        return _admitted(reply)
+
+    async def admit_many(self, requests: list[tuple[str, str]]) -> list[Admitted | TillerError]:
+        """Admit (api_key, request_id) pairs in one round trip, each on its own."""
+        outcomes: list[Admitted | TillerError | None] = []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for api_key, request_id in requests:
+                try:
+                    full = _digest_or_fail(api_key)
+                except TillerError as error:
+                    outcomes.append(error)
+                    continue
+                layout = KeyLayout(self.prefix, full[:16])
+                await self._script(
+                    keys=[layout.record(full), layout.requests, layout.leases],
+                    args=[request_id, WINDOW_MS, self.lease_ttl_ms],
+                    client=pipe,
+                )
+                outcomes.append(None)
+            replies = iter(await pipe.execute() if len(pipe) else [])
+        results: list[Admitted | TillerError] = []
+        for outcome in outcomes:
+            if outcome is not None:
+                results.append(outcome)
+                continue
+            try:
+                results.append(_admitted(next(replies)))
+            except TillerError as error:
+                results.append(error)
+        return results
+
+
+def _admitted(reply: list[Any]) -> Admitted:
+    """The admission script's reply, or the error it stands for."""
+    outcome = int(reply[0])
+    if outcome == _ADMITTED:
+        principal = Principal(*(text(part) for part in reply[4:7]))
+        return Admitted(principal, int(reply[1]), int(reply[2]), int(reply[3]) / 1000)
+    if outcome == _RPM_EXCEEDED:
+        raise RateLimited(
+            f"Rate limit reached for requests per minute: limit {int(reply[1])}.",
+            retry_after=int(reply[3]) / 1000,
+        )
+    if outcome == _CONCURRENCY_EXCEEDED:
+        raise RateLimited(
+            f"Too many concurrent requests: limit {int(reply[1])}.",
+            retry_after=int(reply[3]) / 1000,
+        )
+    raise AuthenticationFailed()
 
 
 def _digest_or_fail(api_key: str) -> str:

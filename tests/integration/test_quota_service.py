@@ -14,6 +14,8 @@ from redis.asyncio import Redis
 from tests.support import Stack, closed_port, free_port
 from tiller.common.errors import AuthenticationFailed, RateLimited, ServiceUnavailable, TillerError
 from tiller.common.grpc_client import channel
+from tiller.gateway.admissions import Admitter
+from tiller.gateway.settlement import Settler
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
 from tiller.quota.keys import KeyStore, digest
 from tiller.quota.server import create_server
@@ -158,3 +160,45 @@ async def test_redis_down_fails_closed() -> None:
     finally:
         await server.stop(0)
         await redis.aclose()
+
+
+async def test_a_batch_settles_first_then_admits_each_request_on_its_own(quota: Quota) -> None:
+    new = await quota.store.create("batched", concurrency=1)
+    await quota.admit(new.api_key, "held")
+
+    def admit(api_key: str, request_id: str) -> quota_pb2.AdmitRequest:
+        return quota_pb2.AdmitRequest(api_key=api_key, request_id=request_id, model="demo")
+
+    reply = await quota.stub.AdmitBatch(
+        quota_pb2.AdmitBatchRequest(
+            # "held" is released before the batch admits: "next" fits, "third" does not.
+            settle_first=[quota_pb2.Settlement(key_id=new.key_id, request_id="held")],
+            requests=[
+                admit(new.api_key, "next"),
+                admit("tk-not-a-key", "stranger"),
+                admit(new.api_key, "third"),
+            ],
+        ),
+        timeout=5,
+    )
+    first, stranger, third = reply.outcomes
+    assert first.admission.principal.key_id == new.key_id
+    errors = [TillerError.from_status(o.error) for o in (stranger, third)]
+    assert type(errors[0]) is AuthenticationFailed
+    assert type(errors[1]) is RateLimited and "concurrent" in errors[1].message
+    assert errors[1].retry_after is not None
+
+
+async def test_an_admission_whose_caller_left_gives_its_lease_back(quota: Quota) -> None:
+    new = await quota.store.create("impatient", concurrency=1)
+    settler = Settler(quota.stub, timeout_seconds=5)
+    admitter = Admitter(quota.stub, settler, timeout_seconds=5)
+    waiting = asyncio.create_task(admitter.admit(new.api_key, "gone", "demo"))
+    await asyncio.sleep(0)  # the batch is on its way
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    # The admission landed after the caller left, and was settled.
+    await asyncio.wait_for(settler.drain(), 10)
+    admitted = await asyncio.wait_for(admitter.admit(new.api_key, "next", "demo"), 10)
+    assert admitted.principal.key_id == new.key_id

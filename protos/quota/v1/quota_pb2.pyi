@@ -1,3 +1,4 @@
+from google.rpc import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -49,6 +50,28 @@ class Admission(_message.Message):
     principal: Principal
     requests: RateLimit
     def __init__(self, principal: _Optional[_Union[Principal, _Mapping]] = ..., requests: _Optional[_Union[RateLimit, _Mapping]] = ...) -> None: ...
+
+class AdmitBatchRequest(_message.Message):
+    __slots__ = ("requests", "settle_first")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    SETTLE_FIRST_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[AdmitRequest]
+    settle_first: _containers.RepeatedCompositeFieldContainer[Settlement]
+    def __init__(self, requests: _Optional[_Iterable[_Union[AdmitRequest, _Mapping]]] = ..., settle_first: _Optional[_Iterable[_Union[Settlement, _Mapping]]] = ...) -> None: ...
+
+class AdmitOutcome(_message.Message):
+    __slots__ = ("admission", "error")
+    ADMISSION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    admission: Admission
+    error: _status_pb2.Status
+    def __init__(self, admission: _Optional[_Union[Admission, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+
+class AdmitBatchResponse(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[AdmitOutcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[AdmitOutcome, _Mapping]]] = ...) -> None: ...
 
 class Settlement(_message.Message):
     __slots__ = ("key_id", "request_id", "model", "completed", "prompt_tokens", "completion_tokens")

@@ -44,6 +44,11 @@ class QuotaStub:
                 request_serializer=quota_dot_v1_dot_quota__pb2.AdmitRequest.SerializeToString,
                 response_deserializer=quota_dot_v1_dot_quota__pb2.Admission.FromString,
                 _registered_method=True)
+        self.AdmitBatch = channel.unary_unary(
+                '/tiller.quota.v1.Quota/AdmitBatch',
+                request_serializer=quota_dot_v1_dot_quota__pb2.AdmitBatchRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.AdmitBatchResponse.FromString,
+                _registered_method=True)
         self.Settle = channel.unary_unary(
                 '/tiller.quota.v1.Quota/Settle',
                 request_serializer=quota_dot_v1_dot_quota__pb2.SettleRequest.SerializeToString,
@@ -64,6 +69,16 @@ class QuotaServicer:
     def Admit(self, request, context):
         """Authenticate and admit one request: counts it against the key's limits and takes a
         concurrency lease. UNAUTHENTICATED, or RESOURCE_EXHAUSTED with RetryInfo and QuotaFailure.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AdmitBatch(self, request, context):
+        """Settle `settle_first` (releasing their leases), then admit each request independently, in
+        one call. Each outcome is an admission or the status Admit would have failed with. A gateway
+        sends every admission that queued while its previous call was in flight, with the
+        settlements that queued meanwhile.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -90,6 +105,11 @@ def add_QuotaServicer_to_server(servicer, server):
                     servicer.Admit,
                     request_deserializer=quota_dot_v1_dot_quota__pb2.AdmitRequest.FromString,
                     response_serializer=quota_dot_v1_dot_quota__pb2.Admission.SerializeToString,
+            ),
+            'AdmitBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.AdmitBatch,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.AdmitBatchRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.AdmitBatchResponse.SerializeToString,
             ),
             'Settle': grpc.unary_unary_rpc_method_handler(
                     servicer.Settle,
@@ -151,6 +171,33 @@ class Quota:
             '/tiller.quota.v1.Quota/Admit',
             quota_dot_v1_dot_quota__pb2.AdmitRequest.SerializeToString,
             quota_dot_v1_dot_quota__pb2.Admission.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AdmitBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiller.quota.v1.Quota/AdmitBatch',
+            quota_dot_v1_dot_quota__pb2.AdmitBatchRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.AdmitBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

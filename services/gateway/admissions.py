@@ -1,0 +1,79 @@
+"""Admitting requests with quota, batched, with finished requests' settlements riding along.
+
+Every request is admitted before it starts. One background task sends the admissions: those that
+queue up while a call is in flight go together in the next `AdmitBatch` call, and the call first
+settles whatever the settler has pending (releasing leases before counting new requests), so a
+steady stream of requests costs quota one call per burst, not two calls per request. An idle
+gateway sends each admission at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from tiller.common.errors import TillerError
+from tiller.gateway.settlement import MAX_BATCH, Settler, dropped
+from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
+
+_Waiting = tuple[quota_pb2.AdmitRequest, "asyncio.Future[quota_pb2.Admission]"]
+
+
+class Admitter:
+    def __init__(
+        self, quota: quota_pb2_grpc.QuotaStub, settler: Settler, timeout_seconds: float
+    ) -> None:
+        self.quota, self.settler, self.timeout = quota, settler, timeout_seconds
+        self._pending: list[_Waiting] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    async def admit(self, api_key: str, request_id: str, model: str) -> quota_pb2.Admission:
+        """The admission, or the TillerError quota refused it with."""
+        request = quota_pb2.AdmitRequest(api_key=api_key, request_id=request_id, model=model)
+        future: asyncio.Future[quota_pb2.Admission] = asyncio.get_running_loop().create_future()
+        self._pending.append((request, future))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send())
+        return await future
+
+    async def _send(self) -> None:
+        while self._pending:
+            batch = self._pending[:MAX_BATCH]
+            del self._pending[:MAX_BATCH]
+            settlements = self.settler.take()
+            try:
+                reply = await self.quota.AdmitBatch(
+                    quota_pb2.AdmitBatchRequest(
+                        requests=[request for request, _ in batch], settle_first=settlements
+                    ),
+                    timeout=self.timeout,
+                )
+            except grpc.aio.AioRpcError as error:
+                if settlements:
+                    dropped(len(settlements), error)
+                failure = TillerError.from_grpc(error)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(failure)
+                continue
+            for (request, future), outcome in zip(batch, reply.outcomes, strict=True):
+                self._resolve(request, future, outcome)
+
+    def _resolve(
+        self,
+        request: quota_pb2.AdmitRequest,
+        future: asyncio.Future[quota_pb2.Admission],
+        outcome: quota_pb2.AdmitOutcome,
+    ) -> None:
+        if outcome.HasField("error"):
+            if not future.done():
+                future.set_exception(TillerError.from_status(outcome.error))
+        elif future.done():  # the caller left while we asked: give the lease back
+            self.settler.settle(
+                quota_pb2.Settlement(
+                    key_id=outcome.admission.principal.key_id, request_id=request.request_id
+                )
+            )
+        else:
+            future.set_result(outcome.admission)
