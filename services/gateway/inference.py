@@ -1,7 +1,7 @@
 """One inference request through the gateway, shared by the REST and gRPC front doors.
 
 admit (quota) -> resolve (router) -> start the activity (Temporal) -> read the answer's events
-(Redis) -> report usage or release the lease (quota). Every admitted request ends in exactly one
+(Redis) -> settle it with quota (usage, lease). Every admitted request ends in exactly one
 of `complete` or `abandon`, so no concurrency lease is left behind.
 """
 
@@ -90,7 +90,7 @@ class Inference:
         key_id = admission.principal.key_id
         try:
             route = await self.routes.get(chat.model)
-            request = _workflow_input(request_id, chat, route, self.settings.key_prefix)
+            request = _activity_input(request_id, chat, route, self.settings.key_prefix)
             handle = await self._start(request)
         except BaseException:
             self.settler.settle(quota_pb2.Settlement(key_id=key_id, request_id=request_id))
@@ -253,7 +253,7 @@ def result_of(event: events.Event) -> InferenceResult:
     return InferenceResult.from_dict(event.data["result"])
 
 
-def _workflow_input(
+def _activity_input(
     request_id: str, chat: ChatRequest, route: router_pb2.Route, prefix: str
 ) -> InferenceInput:
     deployment = route.deployments[0]
