@@ -90,6 +90,14 @@ models:
         endpoint: http://127.0.0.1:{demo_port}/v1
         task_queue: test.demo
         max_concurrency: 64
+  single:  # one engine slot: requests queue in Temporal, in priority order
+    deployments:
+      - name: demo-one-slot
+        adapter: openai
+        endpoint: http://127.0.0.1:{demo_port}/v1
+        engine_model: demo
+        task_queue: test.single
+        max_concurrency: 1
   broken:
     retry: {{max_attempts: 2, initial_interval_seconds: 0.1, maximum_interval_seconds: 0.2}}
     deployments:

@@ -1,7 +1,8 @@
 """The Inference gRPC service for internal callers: the same path as REST, in protobuf terms.
 
-The key travels as metadata `authorization: Bearer <key>`; the request id (the workflow id)
-comes back as initial metadata `x-request-id`.
+The key travels as metadata `authorization: Bearer <key>` (and an optional
+`x-tiller-priority`, as over REST); the request id (the activity id) comes back as initial
+metadata `x-request-id`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import grpc
 from tiller.common import events
 from tiller.common.errors import TillerError
 from tiller.common.grpc_server import translate_errors
-from tiller.gateway.http_api import bearer_key
+from tiller.gateway.http_api import PRIORITY_HEADER, bearer_key, requested_priority
 from tiller.gateway.inference import Call, Inference, result_of
 from tiller.gateway.protocol import parse_chat
 from tiller.protos.inference.v1 import inference_pb2, inference_pb2_grpc
@@ -35,8 +36,9 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
     ) -> Call:
         metadata = dict(context.invocation_metadata() or ())
         api_key = bearer_key(metadata.get("authorization"))
+        priority = requested_priority(metadata.get(PRIORITY_HEADER))
         chat = parse_chat(_as_openai(request, stream))
-        call = await self.inference.begin(api_key, chat)
+        call = await self.inference.begin(api_key, chat, priority)
         await context.send_initial_metadata((("x-request-id", call.request_id),))
         return call
 

@@ -26,6 +26,7 @@ from tiller.gateway.inference import Call, Inference, result_of
 from tiller.gateway.protocol import ChatRequest, parse_chat
 
 SSE_PING_SECONDS = 15
+PRIORITY_HEADER = "x-tiller-priority"
 
 
 class JSONResponse(Response):
@@ -49,6 +50,18 @@ def bearer_key(authorization: str | None) -> str:
     return key.strip()
 
 
+def requested_priority(value: str | None) -> int | None:
+    """The `x-tiller-priority` header: a caller may put its request behind its key's class."""
+    if value is None:
+        return None
+    if not value.strip().isdigit() or not 1 <= int(value) <= 5:
+        raise InvalidRequest(
+            f"The {PRIORITY_HEADER} header must be a whole number from 1 (first) to 5 (last).",
+            param=PRIORITY_HEADER,
+        )
+    return int(value)
+
+
 async def read_json(request: Request, limit: int) -> Any:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -69,8 +82,9 @@ async def read_json(request: Request, limit: int) -> Any:
 async def chat_completions(request: Request) -> Response:
     inference = _inference(request)
     api_key = bearer_key(request.headers.get("authorization"))
+    priority = requested_priority(request.headers.get(PRIORITY_HEADER))
     chat = parse_chat(await read_json(request, inference.settings.max_body_bytes))
-    call = await inference.begin(api_key, chat)
+    call = await inference.begin(api_key, chat, priority)
     try:
         if not chat.stream:
             result = await call.result()

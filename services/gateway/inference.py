@@ -19,10 +19,12 @@ from typing import Any
 
 from redis.exceptions import RedisError
 from temporalio.client import ActivityExecutionStatus, ActivityFailureError, ActivityHandle
+from temporalio.common import Priority
 from temporalio.service import RPCError
 
 from tiller.common import events
 from tiller.common.errors import ServiceUnavailable, TillerError, UpstreamTimeout
+from tiller.common.priorities import DEFAULT_PRIORITY
 from tiller.gateway.admissions import Admitter
 from tiller.gateway.answers import AnswerHub
 from tiller.gateway.protocol import ChatRequest
@@ -83,21 +85,28 @@ class Inference:
             )
         )
 
-    async def begin(self, api_key: str, chat: ChatRequest) -> Call:
-        """Admit, route and start the request's activity; raises TillerError if any step refuses."""
+    async def begin(self, api_key: str, chat: ChatRequest, priority: int | None = None) -> Call:
+        """Admit, route and start the request's activity; raises TillerError if any step refuses.
+
+        The request queues in its priority class: the key's, or a later one if the caller asks
+        (`priority`, 1 first .. 5 last); a caller cannot move ahead of its key's class.
+        """
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         admission = await self.admitter.admit(api_key, request_id, chat.model)
         key_id = admission.principal.key_id
+        queue_class = max(admission.principal.priority or DEFAULT_PRIORITY, priority or 0)
         try:
             route = await self.routes.get(chat.model)
             request = _activity_input(request_id, chat, route, self.settings.key_prefix)
-            handle = await self._start(request)
+            handle = await self._start(request, queue_class)
         except BaseException:
             self.settler.settle(quota_pb2.Settlement(key_id=key_id, request_id=request_id))
             raise
         return Call(self, request_id, route.model, key_id, admission, handle, request.events_key)
 
-    async def _start(self, request: InferenceInput) -> ActivityHandle[InferenceResult]:
+    async def _start(
+        self, request: InferenceInput, priority: int
+    ) -> ActivityHandle[InferenceResult]:
         try:
             return await self.up.temporal.start_activity(
                 GENERATE_ACTIVITY,
@@ -106,6 +115,7 @@ class Inference:
                 task_queue=request.target.task_queue,
                 result_type=InferenceResult,
                 rpc_timeout=timedelta(seconds=self.settings.start_timeout_seconds),
+                priority=Priority(priority_key=priority),
                 **activity_options(request).as_kwargs(),
             )
         except RPCError as error:

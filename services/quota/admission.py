@@ -13,13 +13,15 @@ from typing import Any
 from redis.asyncio import Redis
 
 from tiller.common.errors import AuthenticationFailed, RateLimited, TillerError
+from tiller.common.priorities import DEFAULT_PRIORITY, HIGHEST_PRIORITY, LOWEST_PRIORITY
 from tiller.common.redis_text import text
 from tiller.quota.keys import KeyLayout, digest
 
 WINDOW_MS = 60_000
 
 _ADMIT = """
-local rec = redis.call('HMGET', KEYS[1], 'revoked', 'rpm', 'concurrency', 'id', 'name', 'role')
+local rec = redis.call('HMGET', KEYS[1], 'revoked', 'rpm', 'concurrency', 'id', 'name', 'role',
+  'priority')
 if rec[1] ~= '0' then return {0} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -45,7 +47,7 @@ if rpm > 0 then
   local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
   reset = tonumber(oldest[2]) + window - now
 end
-return {1, rpm, math.max(rpm - used - 1, 0), reset, rec[4], rec[5], rec[6]}
+return {1, rpm, math.max(rpm - used - 1, 0), reset, rec[4], rec[5], rec[6], rec[7] or ''}
 """
 
 _ADMITTED, _RPM_EXCEEDED, _CONCURRENCY_EXCEEDED = 1, 2, 3
@@ -56,6 +58,7 @@ class Principal:
     key_id: str
     name: str
     role: str
+    priority: int = DEFAULT_PRIORITY
 
 
 @dataclass(frozen=True)
@@ -75,12 +78,12 @@ class Admission:
     async def authenticate(self, api_key: str) -> Principal:
         full = _digest_or_fail(api_key)
         layout = KeyLayout(self.prefix, full[:16])
-        revoked, key_id, name, role = await self.redis.hmget(
-            layout.record(full), ["revoked", "id", "name", "role"]
+        revoked, key_id, name, role, priority = await self.redis.hmget(
+            layout.record(full), ["revoked", "id", "name", "role", "priority"]
         )
         if revoked != b"0":
             raise AuthenticationFailed()
-        return Principal(text(key_id), text(name), text(role))
+        return Principal(text(key_id), text(name), text(role), _priority(priority))
 
     async def admit(self, api_key: str, request_id: str) -> Admitted:
         full = _digest_or_fail(api_key)
@@ -125,7 +128,8 @@ def _admitted(reply: list[Any]) -> Admitted:
     """The admission script's reply, or the error it stands for."""
     outcome = int(reply[0])
     if outcome == _ADMITTED:
-        principal = Principal(*(text(part) for part in reply[4:7]))
+        key_id, name, role = (text(part) for part in reply[4:7])
+        principal = Principal(key_id, name, role, _priority(reply[7]))
         return Admitted(principal, int(reply[1]), int(reply[2]), int(reply[3]) / 1000)
     if outcome == _RPM_EXCEEDED:
         raise RateLimited(
@@ -138,6 +142,15 @@ def _admitted(reply: list[Any]) -> Admitted:
             retry_after=int(reply[3]) / 1000,
         )
     raise AuthenticationFailed()
+
+
+def _priority(raw: bytes | str | None) -> int:
+    """A key's priority class; keys created before priorities existed get the default."""
+    try:
+        value = int(text(raw) or DEFAULT_PRIORITY)
+    except ValueError:
+        return DEFAULT_PRIORITY
+    return min(max(value, HIGHEST_PRIORITY), LOWEST_PRIORITY)
 
 
 def _digest_or_fail(api_key: str) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from tiller.common.priorities import DEFAULT_PRIORITY, HIGHEST_PRIORITY, LOWEST_PRIORITY
 from tiller.common.redis_text import text
 
 KEY_PREFIX = "tk-"
@@ -85,9 +86,12 @@ class KeyStore:
         rpm: int = 0,
         concurrency: int = 0,
         api_key: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
     ) -> NewKey:
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        if not HIGHEST_PRIORITY <= priority <= LOWEST_PRIORITY:
+            raise ValueError(f"priority must be {HIGHEST_PRIORITY} (first) to {LOWEST_PRIORITY}")
         api_key = api_key or new_key()
         full = digest(api_key)
         key_id = full[:16]
@@ -99,6 +103,7 @@ class KeyStore:
                 "role": role,
                 "rpm": rpm,
                 "concurrency": concurrency,
+                "priority": priority,
                 "created": int(time.time()),
                 "revoked": 0,
             },

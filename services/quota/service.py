@@ -83,4 +83,4 @@ def _admission(admitted: Admitted) -> quota_pb2.Admission:
 
 
 def _principal(p: Principal) -> quota_pb2.Principal:
-    return quota_pb2.Principal(key_id=p.key_id, name=p.name, role=p.role)
+    return quota_pb2.Principal(key_id=p.key_id, name=p.name, role=p.role, priority=p.priority)

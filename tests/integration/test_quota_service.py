@@ -202,3 +202,12 @@ async def test_an_admission_whose_caller_left_gives_its_lease_back(quota: Quota)
     await asyncio.wait_for(settler.drain(), 10)
     admitted = await asyncio.wait_for(admitter.admit(new.api_key, "next", "demo"), 10)
     assert admitted.principal.key_id == new.key_id
+
+
+async def test_the_admission_carries_the_key_priority_class(quota: Quota) -> None:
+    urgent = await quota.store.create("urgent", priority=1)
+    assert (await quota.admit(urgent.api_key)).principal.priority == 1
+    plain = await quota.store.create("plain")
+    assert (await quota.admit(plain.api_key)).principal.priority == 3
+    with pytest.raises(ValueError, match="priority"):
+        await quota.store.create("impossible", priority=9)

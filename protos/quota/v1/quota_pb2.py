@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14quota/v1/quota.proto\x12\x0ftiller.quota.v1\x1a\x17google/rpc/status.proto\"&\n\x13\x41uthenticateRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\"7\n\tPrincipal\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\"B\n\x0c\x41\x64mitRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\"D\n\tRateLimit\x12\r\n\x05limit\x18\x01 \x01(\x03\x12\x11\n\tremaining\x18\x02 \x01(\x03\x12\x15\n\rreset_seconds\x18\x03 \x01(\x01\"h\n\tAdmission\x12-\n\tprincipal\x18\x01 \x01(\x0b\x32\x1a.tiller.quota.v1.Principal\x12,\n\x08requests\x18\x02 \x01(\x0b\x32\x1a.tiller.quota.v1.RateLimit\"w\n\x11\x41\x64mitBatchRequest\x12/\n\x08requests\x18\x01 \x03(\x0b\x32\x1d.tiller.quota.v1.AdmitRequest\x12\x31\n\x0csettle_first\x18\x02 \x03(\x0b\x32\x1b.tiller.quota.v1.Settlement\"o\n\x0c\x41\x64mitOutcome\x12/\n\tadmission\x18\x01 \x01(\x0b\x32\x1a.tiller.quota.v1.AdmissionH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\t\n\x07outcome\"E\n\x12\x41\x64mitBatchResponse\x12/\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1d.tiller.quota.v1.AdmitOutcome\"\x84\x01\n\nSettlement\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x11\n\tcompleted\x18\x04 \x01(\x08\x12\x15\n\rprompt_tokens\x18\x05 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\x03\"A\n\rSettleRequest\x12\x30\n\x0bsettlements\x18\x01 \x03(\x0b\x32\x1b.tiller.quota.v1.Settlement\"\x10\n\x0eSettleResponse2\xbf\x02\n\x05Quota\x12P\n\x0c\x41uthenticate\x12$.tiller.quota.v1.AuthenticateRequest\x1a\x1a.tiller.quota.v1.Principal\x12\x42\n\x05\x41\x64mit\x12\x1d.tiller.quota.v1.AdmitRequest\x1a\x1a.tiller.quota.v1.Admission\x12U\n\nAdmitBatch\x12\".tiller.quota.v1.AdmitBatchRequest\x1a#.tiller.quota.v1.AdmitBatchResponse\x12I\n\x06Settle\x12\x1e.tiller.quota.v1.SettleRequest\x1a\x1f.tiller.quota.v1.SettleResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14quota/v1/quota.proto\x12\x0ftiller.quota.v1\x1a\x17google/rpc/status.proto\"&\n\x13\x41uthenticateRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\"I\n\tPrincipal\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\x05\"B\n\x0c\x41\x64mitRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\"D\n\tRateLimit\x12\r\n\x05limit\x18\x01 \x01(\x03\x12\x11\n\tremaining\x18\x02 \x01(\x03\x12\x15\n\rreset_seconds\x18\x03 \x01(\x01\"h\n\tAdmission\x12-\n\tprincipal\x18\x01 \x01(\x0b\x32\x1a.tiller.quota.v1.Principal\x12,\n\x08requests\x18\x02 \x01(\x0b\x32\x1a.tiller.quota.v1.RateLimit\"w\n\x11\x41\x64mitBatchRequest\x12/\n\x08requests\x18\x01 \x03(\x0b\x32\x1d.tiller.quota.v1.AdmitRequest\x12\x31\n\x0csettle_first\x18\x02 \x03(\x0b\x32\x1b.tiller.quota.v1.Settlement\"o\n\x0c\x41\x64mitOutcome\x12/\n\tadmission\x18\x01 \x01(\x0b\x32\x1a.tiller.quota.v1.AdmissionH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\t\n\x07outcome\"E\n\x12\x41\x64mitBatchResponse\x12/\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1d.tiller.quota.v1.AdmitOutcome\"\x84\x01\n\nSettlement\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x11\n\tcompleted\x18\x04 \x01(\x08\x12\x15\n\rprompt_tokens\x18\x05 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\x03\"A\n\rSettleRequest\x12\x30\n\x0bsettlements\x18\x01 \x03(\x0b\x32\x1b.tiller.quota.v1.Settlement\"\x10\n\x0eSettleResponse2\xbf\x02\n\x05Quota\x12P\n\x0c\x41uthenticate\x12$.tiller.quota.v1.AuthenticateRequest\x1a\x1a.tiller.quota.v1.Principal\x12\x42\n\x05\x41\x64mit\x12\x1d.tiller.quota.v1.AdmitRequest\x1a\x1a.tiller.quota.v1.Admission\x12U\n\nAdmitBatch\x12\".tiller.quota.v1.AdmitBatchRequest\x1a#.tiller.quota.v1.AdmitBatchResponse\x12I\n\x06Settle\x12\x1e.tiller.quota.v1.SettleRequest\x1a\x1f.tiller.quota.v1.SettleResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,25 +35,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHENTICATEREQUEST']._serialized_start=66
   _globals['_AUTHENTICATEREQUEST']._serialized_end=104
   _globals['_PRINCIPAL']._serialized_start=106
-  _globals['_PRINCIPAL']._serialized_end=161
-  _globals['_ADMITREQUEST']._serialized_start=163
-  _globals['_ADMITREQUEST']._serialized_end=229
-  _globals['_RATELIMIT']._serialized_start=231
-  _globals['_RATELIMIT']._serialized_end=299
-  _globals['_ADMISSION']._serialized_start=301
-  _globals['_ADMISSION']._serialized_end=405
-  _globals['_ADMITBATCHREQUEST']._serialized_start=407
-  _globals['_ADMITBATCHREQUEST']._serialized_end=526
-  _globals['_ADMITOUTCOME']._serialized_start=528
-  _globals['_ADMITOUTCOME']._serialized_end=639
-  _globals['_ADMITBATCHRESPONSE']._serialized_start=641
-  _globals['_ADMITBATCHRESPONSE']._serialized_end=710
-  _globals['_SETTLEMENT']._serialized_start=713
-  _globals['_SETTLEMENT']._serialized_end=845
-  _globals['_SETTLEREQUEST']._serialized_start=847
-  _globals['_SETTLEREQUEST']._serialized_end=912
-  _globals['_SETTLERESPONSE']._serialized_start=914
-  _globals['_SETTLERESPONSE']._serialized_end=930
-  _globals['_QUOTA']._serialized_start=933
-  _globals['_QUOTA']._serialized_end=1252
+  _globals['_PRINCIPAL']._serialized_end=179
+  _globals['_ADMITREQUEST']._serialized_start=181
+  _globals['_ADMITREQUEST']._serialized_end=247
+  _globals['_RATELIMIT']._serialized_start=249
+  _globals['_RATELIMIT']._serialized_end=317
+  _globals['_ADMISSION']._serialized_start=319
+  _globals['_ADMISSION']._serialized_end=423
+  _globals['_ADMITBATCHREQUEST']._serialized_start=425
+  _globals['_ADMITBATCHREQUEST']._serialized_end=544
+  _globals['_ADMITOUTCOME']._serialized_start=546
+  _globals['_ADMITOUTCOME']._serialized_end=657
+  _globals['_ADMITBATCHRESPONSE']._serialized_start=659
+  _globals['_ADMITBATCHRESPONSE']._serialized_end=728
+  _globals['_SETTLEMENT']._serialized_start=731
+  _globals['_SETTLEMENT']._serialized_end=863
+  _globals['_SETTLEREQUEST']._serialized_start=865
+  _globals['_SETTLEREQUEST']._serialized_end=930
+  _globals['_SETTLERESPONSE']._serialized_start=932
+  _globals['_SETTLERESPONSE']._serialized_end=948
+  _globals['_QUOTA']._serialized_start=951
+  _globals['_QUOTA']._serialized_end=1270
 # @@protoc_insertion_point(module_scope)
