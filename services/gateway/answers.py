@@ -30,6 +30,7 @@ from tiller.common.errors import ServiceUnavailable
 log = logging.getLogger(__name__)
 WAKE_TTL_SECONDS = 3600
 RETRY_SECONDS = 0.2
+CLOSE_WAIT_SECONDS = 2.0
 PACE_PER_STREAM_SECONDS = 0.00002
 PACE_MAX_SECONDS = 0.005
 
@@ -88,6 +89,8 @@ class AnswerHub:
         self._woken = False  # a wake-up was sent during this read
         self._has_work = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._wakes: set[asyncio.Task[None]] = set()  # referenced until done
+        self._closing = False
 
     def subscribe(self, key: str, after: str = "0") -> Subscription:
         sub = Subscription(key.encode(), after)
@@ -97,7 +100,9 @@ class AnswerHub:
         self._has_work.set()
         if self._blocked and not self._woken:
             self._woken = True
-            asyncio.get_running_loop().create_task(self._wake())
+            wake = asyncio.get_running_loop().create_task(self._wake())
+            self._wakes.add(wake)
+            wake.add_done_callback(self._wakes.discard)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -105,10 +110,19 @@ class AnswerHub:
             del self._subs[sub.key]
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self._closing = True
+        task = self._task
+        if task is not None:
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=CLOSE_WAIT_SECONDS)
+            if not done:
+                # Something under the blocked read absorbed the cancellation (seen once in CI):
+                # cut the reader's connection, which ends the read.
+                log.warning("answer reader did not stop; closing its connection")
+                if self.reader.connection is not None:
+                    await self.reader.connection.disconnect(nowait=True)
+                task.cancel()
+                await asyncio.wait({task}, timeout=CLOSE_WAIT_SECONDS)
         with contextlib.suppress(RedisError):
             await self.redis.delete(self.wake_key)
         await self.reader.aclose()
@@ -123,7 +137,7 @@ class AnswerHub:
             pass  # the reader fails too and tells every waiting request
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             if not self._subs:
                 self._has_work.clear()
                 await self._has_work.wait()
@@ -139,7 +153,8 @@ class AnswerHub:
                 for sub in self._subs.values():
                     sub.fail(failure)
                 self._subs.clear()
-                await asyncio.sleep(RETRY_SECONDS)
+                if not self._closing:
+                    await asyncio.sleep(RETRY_SECONDS)
                 continue
             finally:
                 self._blocked = False

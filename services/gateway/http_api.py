@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -25,6 +26,7 @@ from tiller.gateway import shapes
 from tiller.gateway.inference import Call, Inference, result_of
 from tiller.gateway.protocol import ChatRequest, parse_chat
 
+log = logging.getLogger(__name__)
 SSE_PING_SECONDS = 15
 PRIORITY_HEADER = "x-tiller-priority"
 
@@ -187,6 +189,8 @@ async def readyz(request: Request) -> Response:
     inference = _inference(request)
     checks = await inference.up.readiness(limit=1.0)
     ready = all(checks.values())
+    if not ready:
+        log.warning("not ready", extra={"failing": sorted(k for k, ok in checks.items() if not ok)})
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 

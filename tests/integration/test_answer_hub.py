@@ -72,3 +72,26 @@ async def test_many_requests_share_one_reader(hub: tuple[AnswerHub, Redis]) -> N
     assert [b[0].data["text"] for b in batches] == keys
     clients = await redis.client_list()
     assert len(clients) < 20  # one reader and a small pool, not a connection per request
+
+
+async def test_closing_ends_a_read_that_absorbed_its_cancellation(
+    hub: tuple[AnswerHub, Redis],
+) -> None:
+    answers, _ = hub
+    absorbed = 0
+
+    async def stubborn_read(*args: object, **kwargs: object) -> None:
+        nonlocal absorbed
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if absorbed:
+                    raise
+                absorbed += 1  # as a library under the read once did
+
+    answers.reader.xread = stubborn_read  # type: ignore[method-assign,assignment]
+    answers.subscribe(key())
+    await asyncio.sleep(0.1)
+    await asyncio.wait_for(answers.close(), 10)
+    assert absorbed == 1 and answers._task is not None and answers._task.done()
