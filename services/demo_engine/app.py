@@ -7,6 +7,7 @@ answers deterministically, with a configurable delay per token.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +21,8 @@ from starlette.routing import Route
 
 from tiller.demo_engine.generation import answer, prompt_tokens
 from tiller.demo_engine.settings import DemoSettings
+
+log = logging.getLogger(__name__)
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -92,10 +95,16 @@ def create_app(settings: DemoSettings) -> Starlette:
 
         yield chunk({"role": "assistant", "content": ""})
         await asyncio.sleep(first_delay)
-        for index, token in enumerate(tokens):
-            if index and delay:
-                await asyncio.sleep(delay)
-            yield chunk({"content": token})
+        sent = 0
+        try:
+            for index, token in enumerate(tokens):
+                if index and delay:
+                    await asyncio.sleep(delay)
+                yield chunk({"content": token})
+                sent += 1
+        finally:
+            if sent < len(tokens):  # the caller closed the stream: tests time cancellation by this
+                log.info("stream aborted", extra={"tokens_sent": sent, "tokens": len(tokens)})
         yield chunk({}, finish)
         if usage is not None:
             body = {**meta, "object": "chat.completion.chunk", "choices": [], "usage": usage}

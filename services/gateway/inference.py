@@ -35,6 +35,7 @@ from tiller.gateway.shapes import duration
 from tiller.gateway.upstreams import Upstreams, rpc
 from tiller.protos.quota.v1 import quota_pb2
 from tiller.protos.router.v1 import router_pb2
+from tiller.worker import cancels
 from tiller.worker.shared import (
     GENERATE_ACTIVITY,
     InferenceInput,
@@ -245,6 +246,10 @@ class Call:
         )
 
     async def _cancel(self) -> None:
+        # First the fast path: the worker running it stops the engine at once.
+        channel = cancels.channel(self.inference.settings.key_prefix)
+        with contextlib.suppress(RedisError):
+            await self.inference.up.redis.publish(channel, self.request_id)
         # Already closed, or Temporal is away: then the activity's own timeouts end it.
         with contextlib.suppress(RPCError):
             await self.handle.cancel()

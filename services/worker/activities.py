@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from redis.asyncio import Redis
@@ -20,12 +20,14 @@ from temporalio import activity
 
 from tiller.common import events
 from tiller.common.errors import (
+    Cancelled,
     EngineFailedMidStream,
     InternalError,
     ServiceUnavailable,
     TillerError,
 )
 from tiller.worker.adapters.base import Completion, EngineAdapter, EngineRequest
+from tiller.worker.cancels import CancelSignals
 from tiller.worker.shared import GENERATE_ACTIVITY, InferenceInput, InferenceResult, Usage
 
 log = logging.getLogger(__name__)
@@ -38,11 +40,13 @@ class InferenceActivities:
         adapters: dict[str, EngineAdapter],
         event_ttl_seconds: int,
         heartbeat_interval_seconds: float,
+        cancels: CancelSignals | None = None,
     ) -> None:
         self.redis = redis
         self.adapters = adapters
         self.event_ttl = event_ttl_seconds
         self.heartbeat_interval = heartbeat_interval_seconds
+        self.cancels = cancels
 
     @activity.defn(name=GENERATE_ACTIVITY)
     async def generate(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +69,9 @@ class InferenceActivities:
                 if earlier is not None:
                     return earlier
             async with _heartbeating(self.heartbeat_interval):
-                completion = await self._run(request, writer, published)
+                completion = await self._unless_client_left(
+                    request.request_id, self._run(request, writer, published)
+                )
             result = InferenceResult(
                 completion.text,
                 completion.finish_reason,
@@ -90,6 +96,33 @@ class InferenceActivities:
                 )
             await _publish_if_final(writer, request, error)
             raise error.to_application_error() from None
+
+    async def _unless_client_left(
+        self, request_id: str, work: Coroutine[Any, Any, Completion]
+    ) -> Completion:
+        """Run the engine request; stop it the moment the gateway says the client left."""
+        if self.cancels is None:
+            return await work
+        left = self.cancels.watch(request_id)
+        engine = asyncio.ensure_future(work)
+        watching = asyncio.ensure_future(left.wait())
+        try:
+            await asyncio.wait({engine, watching}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watching.cancel()
+            self.cancels.unwatch(request_id)
+            if not engine.done():
+                engine.cancel()  # closes the engine connection: the engine stops generating
+                await asyncio.wait({engine})
+        if not left.is_set() or (engine.done() and not engine.cancelled()):
+            return engine.result()
+        # Temporal's cancellation follows at the next heartbeat and ends the activity as
+        # cancelled; if it does not come, end it without a retry all the same.
+        try:
+            await asyncio.wait_for(activity.wait_for_cancelled(), 2 * self.heartbeat_interval)
+        except TimeoutError:
+            raise Cancelled("The client went away.") from None
+        raise asyncio.CancelledError()  # requested by Temporal: the SDK reports it as cancelled
 
     async def _run(
         self, request: InferenceInput, writer: events.EventWriter, published: _Published

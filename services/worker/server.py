@@ -19,6 +19,7 @@ from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
 from tiller.worker.activities import InferenceActivities
 from tiller.worker.adapters import KINDS, adapter_class
 from tiller.worker.adapters.base import AdapterResources
+from tiller.worker.cancels import CancelSignals
 from tiller.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -77,11 +78,17 @@ async def serve(settings: WorkerSettings) -> None:
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=False)
     resources = AdapterResources(http=http)
     adapters = {kind: adapter_class(kind)(resources) for kind in KINDS}
+    cancels = CancelSignals(redis, settings.key_prefix)
     activities = InferenceActivities(
-        redis, adapters, settings.event_ttl_seconds, settings.heartbeat_interval_seconds
+        redis,
+        adapters,
+        settings.event_ttl_seconds,
+        settings.heartbeat_interval_seconds,
+        cancels,
     )
     workers = build_workers(client, activities, limits, settings.shutdown_grace_seconds)
     stop = stop_event()
+    listening = asyncio.create_task(cancels.listen())
     try:
         runs = [asyncio.create_task(w.run()) for w in workers]
         log.info("worker polling", extra={"task_queues": sorted(limits)})
@@ -92,6 +99,7 @@ async def serve(settings: WorkerSettings) -> None:
             if run.done() and run.exception():
                 raise StartupError(f"worker stopped: {run.exception()}")
     finally:
+        listening.cancel()
         await http.close()
         await redis.aclose()
 

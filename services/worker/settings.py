@@ -13,6 +13,8 @@ class WorkerSettings:
     temporal_namespace: str = shared("TILLER_TEMPORAL_NAMESPACE", "default")
     redis_url: str = shared("TILLER_REDIS_URL", "redis://127.0.0.1:6379/0")
     router_address: str = shared("TILLER_ROUTER_ADDRESS", "127.0.0.1:50052")
+    # Prefix of Tiller's Redis keys and channels (the gateway's cancel signals).
+    key_prefix: str = shared("TILLER_KEY_PREFIX", "tiller:")
     # Task queues to poll; empty means every queue in the router's models.yaml.
     task_queues: tuple[str, ...] = ()
     # Seconds an answer's event stream stays in Redis after its last event.

@@ -1,8 +1,10 @@
-"""A client that goes away mid-stream cancels its activity and gives its concurrency slot back."""
+"""A client that goes away mid-stream cancels its activity, stops the engine within a second and
+gives its concurrency slot back."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -34,6 +36,7 @@ async def test_disconnect_cancels_the_activity_and_releases_the_lease(stack: Sta
             assert busy.status_code == 429  # the lease is held while the answer streams
             del lines  # referenced until here on purpose
         # Leaving the block closed the connection after the first chunk.
+        left = time.time()
         deadline = time.monotonic() + 15
         while True:
             short = {"model": "demo", "messages": [{"role": "user", "content": "again"}]}
@@ -49,3 +52,22 @@ async def test_disconnect_cancels_the_activity_and_releases_the_lease(stack: Sta
         assert time.monotonic() < deadline, "the activity was not cancelled"
         await asyncio.sleep(0.2)
     assert status == ActivityExecutionStatus.CANCELED
+    # The engine stopped long before Temporal's cancellation could reach the worker (up to a
+    # heartbeat, 2 s): the gateway's cancel signal reached the worker at once.
+    aborted = await engine_abort_after(stack, left)
+    assert aborted - left < 1.0, f"the engine stopped {aborted - left:.2f} s after the client"
+
+
+async def engine_abort_after(stack: Stack, since: float) -> float:
+    """When the demo engine logged an aborted stream, after `since` (epoch seconds)."""
+    log = stack.data_dir / "logs" / "demo-engine.log"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for line in log.read_text().splitlines():
+            if not line.startswith("{"):
+                continue  # uvicorn's own lines are plain text
+            entry = json.loads(line)
+            if entry.get("msg") == "stream aborted" and entry["ts"] >= since - 0.05:
+                return float(entry["ts"])
+        await asyncio.sleep(0.1)
+    raise AssertionError("the demo engine never saw the stream aborted")

@@ -1,0 +1,52 @@
+"""Cancellations faster than Temporal's: the engine stops within moments of the client leaving.
+
+Temporal tells a worker that its activity was cancelled in the response to the activity's next
+heartbeat, up to a heartbeat interval later. The gateway also publishes the request id on a Redis
+channel when its client leaves; every worker listens, and the one running that request stops the
+engine request at once. Temporal's own cancellation still ends the activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from tiller.common.redis_text import text
+
+log = logging.getLogger(__name__)
+RETRY_SECONDS = 1.0
+
+
+def channel(prefix: str) -> str:
+    return f"{prefix}cancel"
+
+
+class CancelSignals:
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis, self.channel = redis, channel(prefix)
+        self._watched: dict[str, asyncio.Event] = {}
+
+    def watch(self, request_id: str) -> asyncio.Event:
+        """An event set when the gateway says this request's client left."""
+        return self._watched.setdefault(request_id, asyncio.Event())
+
+    def unwatch(self, request_id: str) -> None:
+        self._watched.pop(request_id, None)
+
+    async def listen(self) -> None:
+        """Run until cancelled; a lost connection is reopened (Temporal's path still works)."""
+        while True:
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            event = self._watched.get(text(message["data"]))
+                            if event is not None:
+                                event.set()
+            except RedisError as error:
+                log.warning("cancel channel lost", extra={"error": type(error).__name__})
+                await asyncio.sleep(RETRY_SECONDS)
