@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from tiller.common.errors import AuthenticationFailed, RateLimited, TillerError
 from tiller.common.priorities import DEFAULT_PRIORITY, HIGHEST_PRIORITY, LOWEST_PRIORITY
@@ -86,42 +87,61 @@ class Admission:
         return Principal(text(key_id), text(name), text(role), _priority(priority))
 
     async def admit(self, api_key: str, request_id: str) -> Admitted:
-        full = _digest_or_fail(api_key)
-        layout = KeyLayout(self.prefix, full[:16])
-        reply = await self._script(
-            keys=[layout.record(full), layout.requests, layout.leases],
-            args=[request_id, WINDOW_MS, self.lease_ttl_ms],
-        )
-        return _admitted(reply)
+        (outcome,) = await self.admit_many([(api_key, request_id)])
+        if isinstance(outcome, TillerError):
+            raise outcome
+        return outcome
 
     async def admit_many(self, requests: list[tuple[str, str]]) -> list[Admitted | TillerError]:
         """Admit (api_key, request_id) pairs in one round trip, each on its own."""
-        outcomes: list[Admitted | TillerError | None] = []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for api_key, request_id in requests:
-                try:
-                    full = _digest_or_fail(api_key)
-                except TillerError as error:
-                    outcomes.append(error)
-                    continue
-                layout = KeyLayout(self.prefix, full[:16])
-                await self._script(
-                    keys=[layout.record(full), layout.requests, layout.leases],
-                    args=[request_id, WINDOW_MS, self.lease_ttl_ms],
-                    client=pipe,
-                )
-                outcomes.append(None)
-            replies = iter(await pipe.execute() if len(pipe) else [])
-        results: list[Admitted | TillerError] = []
-        for outcome in outcomes:
-            if outcome is not None:
-                results.append(outcome)
-                continue
+        calls: dict[int, tuple[str, ...]] = {}  # position -> the script's keys and args
+        results: list[Admitted | TillerError | None] = [None] * len(requests)
+        for position, (api_key, request_id) in enumerate(requests):
             try:
-                results.append(_admitted(next(replies)))
+                full = _digest_or_fail(api_key)
             except TillerError as error:
-                results.append(error)
-        return results
+                results[position] = error
+                continue
+            layout = KeyLayout(self.prefix, full[:16])
+            calls[position] = (
+                layout.record(full),
+                layout.requests,
+                layout.leases,
+                request_id,
+                str(WINDOW_MS),
+                str(self.lease_ttl_ms),
+            )
+        replies = await self._run_script(list(calls.values()))
+        for position, reply in zip(calls, replies, strict=True):
+            try:
+                results[position] = _admitted(reply)
+            except TillerError as error:
+                results[position] = error
+        return [r for r in results if r is not None]
+
+    async def _run_script(self, calls: list[tuple[str, ...]]) -> list[Any]:
+        """EVALSHA for each call in one pipeline. A pipeline given the Script object would ask
+        SCRIPT EXISTS first on every batch (an extra round trip); instead the script is loaded
+        only when Redis answers that it does not know it (a restart, SCRIPT FLUSH), and only
+        the calls that got that answer run again."""
+        replies: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            if attempt:
+                await self.redis.script_load(_ADMIT)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for i in todo:
+                    pipe.evalsha(self._script.sha, 3, *calls[i])
+                answers = await pipe.execute(raise_on_error=False) if todo else []
+            for i, answer in zip(todo, answers, strict=True):
+                replies[i] = answer
+            todo = [i for i in todo if isinstance(replies[i], NoScriptError)]
+            if not todo:
+                break
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
 
 def _admitted(reply: list[Any]) -> Admitted:

@@ -17,7 +17,7 @@ from tiller.common.grpc_client import channel
 from tiller.gateway.admissions import Admitter
 from tiller.gateway.settlement import Settler
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
-from tiller.quota.keys import KeyStore, digest
+from tiller.quota.keys import KeyLayout, KeyStore, digest
 from tiller.quota.server import create_server
 from tiller.quota.settings import QuotaSettings
 
@@ -211,3 +211,12 @@ async def test_the_admission_carries_the_key_priority_class(quota: Quota) -> Non
     assert (await quota.admit(plain.api_key)).principal.priority == 3
     with pytest.raises(ValueError, match="priority"):
         await quota.store.create("impossible", priority=9)
+
+
+async def test_admission_survives_redis_forgetting_its_script(quota: Quota) -> None:
+    new = await quota.store.create("after-a-restart", concurrency=5)
+    await quota.admit(new.api_key, "before")
+    await quota.redis.script_flush()  # as a Redis restart without persistence would
+    assert (await quota.admit(new.api_key, "after")).principal.key_id == new.key_id
+    leases = await quota.redis.zrange(KeyLayout(quota.prefix, new.key_id).leases, 0, -1)
+    assert sorted(leases) == [b"after", b"before"]  # admitted once each, not twice
