@@ -28,6 +28,11 @@ def stream_key(prefix: str, request_id: str) -> str:
     return f"{prefix}events:{request_id}"
 
 
+def cancel_channel(prefix: str) -> str:
+    """Where the gateway publishes the id of a request whose client left (worker/cancels.py)."""
+    return f"{prefix}cancel"
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     id: str
@@ -114,10 +119,6 @@ async def last(redis: Redis, key: str) -> Event | None:
 def decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
     body = orjson.loads(fields[_FIELD])
     return Event(text(entry_id), body.pop("kind"), body)
-
-
-def entry_id(raw: bytes | str) -> str:
-    return text(raw)
 
 
 def newer(event_id: str, after: str) -> bool:

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from tiller.common import events
 from tiller.common.errors import ServiceUnavailable
+from tiller.common.redis_text import text
 
 log = logging.getLogger(__name__)
 WAKE_TTL_SECONDS = 3600
@@ -160,7 +161,7 @@ class AnswerHub:
                 self._blocked = False
             for key, entries in reply or ():
                 if key == self.wake_key:
-                    self._wake_after = events.entry_id(entries[-1][0])
+                    self._wake_after = text(entries[-1][0])
                     continue
                 waiting = self._subs.get(key)
                 if waiting is not None:

@@ -35,7 +35,6 @@ from tiller.gateway.shapes import duration
 from tiller.gateway.upstreams import Upstreams, rpc
 from tiller.protos.quota.v1 import quota_pb2
 from tiller.protos.router.v1 import router_pb2
-from tiller.worker import cancels
 from tiller.worker.shared import (
     GENERATE_ACTIVITY,
     InferenceInput,
@@ -247,7 +246,7 @@ class Call:
 
     async def _cancel(self) -> None:
         # First the fast path: the worker running it stops the engine at once.
-        channel = cancels.channel(self.inference.settings.key_prefix)
+        channel = events.cancel_channel(self.inference.settings.key_prefix)
         with contextlib.suppress(RedisError):
             await self.inference.up.redis.publish(channel, self.request_id)
         # Already closed, or Temporal is away: then the activity's own timeouts end it.

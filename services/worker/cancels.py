@@ -14,19 +14,16 @@ import logging
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from tiller.common import events
 from tiller.common.redis_text import text
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 1.0
 
 
-def channel(prefix: str) -> str:
-    return f"{prefix}cancel"
-
-
 class CancelSignals:
     def __init__(self, redis: Redis, prefix: str) -> None:
-        self.redis, self.channel = redis, channel(prefix)
+        self.redis, self.channel = redis, events.cancel_channel(prefix)
         self._watched: dict[str, asyncio.Event] = {}
 
     def watch(self, request_id: str) -> asyncio.Event:
