@@ -22,6 +22,7 @@ from tiller.common.errors import (
     PayloadTooLarge,
     TillerError,
 )
+from tiller.common.priorities import HIGHEST_PRIORITY, LOWEST_PRIORITY
 from tiller.gateway import shapes
 from tiller.gateway.inference import Call, Inference, result_of
 from tiller.gateway.protocol import ChatRequest, parse_chat
@@ -56,9 +57,10 @@ def requested_priority(value: str | None) -> int | None:
     """The `x-tiller-priority` header: a caller may put its request behind its key's class."""
     if value is None:
         return None
-    if not value.strip().isdigit() or not 1 <= int(value) <= 5:
+    if not value.strip().isdigit() or not HIGHEST_PRIORITY <= int(value) <= LOWEST_PRIORITY:
         raise InvalidRequest(
-            f"The {PRIORITY_HEADER} header must be a whole number from 1 (first) to 5 (last).",
+            f"The {PRIORITY_HEADER} header must be a whole number from {HIGHEST_PRIORITY} "
+            f"(first) to {LOWEST_PRIORITY} (last).",
             param=PRIORITY_HEADER,
         )
     return int(value)

@@ -114,7 +114,7 @@ class InferenceActivities:
             if not engine.done():
                 engine.cancel()  # closes the engine connection: the engine stops generating
                 await asyncio.wait({engine})
-        if not left.is_set() or (engine.done() and not engine.cancelled()):
+        if not engine.cancelled():  # it finished (or failed) on its own
             return engine.result()
         # Temporal's cancellation follows at the next heartbeat and ends the activity as
         # cancelled; if it does not come, end it without a retry all the same.
