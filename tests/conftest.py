@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import (
+    STACK_TASK_QUEUES,
     TEST_MODELS,
     Stack,
     closed_port,
@@ -25,7 +26,7 @@ from tests.support import (
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data_dir = tmp_path_factory.mktemp("stack")
-    env, ports = stack_env(data_dir)
+    env, ports = stack_env(data_dir, TILLER_WORKER_TASK_QUEUES=STACK_TASK_QUEUES)
     models = data_dir / "models.yaml"
     models.write_text(TEST_MODELS.format(demo_port=ports["demo"], closed_port=closed_port()))
     process = start_up(env, "--models", str(models))

@@ -90,6 +90,7 @@ models:
         endpoint: http://127.0.0.1:{demo_port}/v1
         task_queue: test.demo
         max_concurrency: 64
+        resume: continue  # the demo engine continues a partial answer, as vLLM does
   single:  # one engine slot: requests queue in Temporal, in priority order
     deployments:
       - name: demo-one-slot
@@ -98,6 +99,7 @@ models:
         engine_model: demo
         task_queue: test.single
         max_concurrency: 1
+        resume: continue
   broken:
     retry: {{max_attempts: 2, initial_interval_seconds: 0.1, maximum_interval_seconds: 0.2}}
     deployments:
@@ -105,7 +107,36 @@ models:
         adapter: vllm
         endpoint: http://127.0.0.1:{closed_port}/v1
         task_queue: test.broken
+  durable:  # served only by workers a test starts (and kills)
+    heartbeat_timeout_seconds: 3
+    deployments:
+      - name: demo-durable
+        adapter: openai
+        endpoint: http://127.0.0.1:{demo_port}/v1
+        engine_model: demo
+        task_queue: test.durable
+        resume: continue
+  failover:  # refused, then HTTP 500s, then the fallback model
+    retry: {{max_attempts: 2, initial_interval_seconds: 0.1, maximum_interval_seconds: 0.2}}
+    deployments: &down
+      - name: refused
+        adapter: openai
+        endpoint: http://127.0.0.1:{closed_port}/v1
+        task_queue: test.refused
+      - name: errors-500
+        adapter: openai
+        endpoint: http://127.0.0.1:{demo_port}/v1
+        engine_model: failing
+        task_queue: test.failing
+    fallbacks: [demo]
+  all-down:
+    retry: {{max_attempts: 2, initial_interval_seconds: 0.1, maximum_interval_seconds: 0.2}}
+    timeout_seconds: 5
+    queue_timeout_seconds: 5
+    deployments: *down
 """
+# The stack's own worker: every queue but test.durable, whose workers the tests run themselves.
+STACK_TASK_QUEUES = "test.demo,test.single,test.broken,test.refused,test.failing"
 
 
 def stack_env(data_dir: Path, **overrides: str) -> tuple[dict[str, str], dict[str, int]]:
@@ -136,6 +167,7 @@ def stack_env(data_dir: Path, **overrides: str) -> tuple[dict[str, str], dict[st
             "TILLER_DEMO_PORT": str(ports["demo"]),
             "TILLER_DEMO_TOKEN_DELAY_MS": "1",
             "TILLER_DEMO_LOG_LEVEL": "info",  # the cancellation test reads its "stream aborted"
+            "TILLER_DEMO_FAILING_MODELS": "failing",
             "TILLER_ADMIN_KEY": "tk-test-" + secrets.token_urlsafe(16),
         }
     )

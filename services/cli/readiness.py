@@ -18,6 +18,8 @@ from temporalio.client import Client
 from tiller.cli.processes import Child, UpError
 from tiller.common.grpc_client import channel
 from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
+from tiller.worker.settings import WorkerSettings
+from tiller.worker.shared import FAILOVER_TASK_QUEUE
 
 if TYPE_CHECKING:
     from tiller.cli.up import Stack
@@ -60,7 +62,8 @@ async def _http_ok(url: str) -> bool:
 
 
 async def _workers_polling(stack: Stack) -> bool:
-    """Every task queue in models.yaml has a worker polling it."""
+    """Every task queue of our worker (all in models.yaml unless TILLER_WORKER_TASK_QUEUES
+    narrows them) has a worker polling it, and so has the failover queue."""
     try:
         async with channel(f"127.0.0.1:{stack.router.port}") as ch:
             listing = await router_pb2_grpc.RouterStub(ch).ListModels(
@@ -69,13 +72,18 @@ async def _workers_polling(stack: Stack) -> bool:
         client = await Client.connect(stack.temporal_address)
     except (grpc.aio.AioRpcError, RuntimeError):
         return False
-    queues = {d.task_queue for m in listing.models for d in m.deployments}
-    for queue in queues:
+    own = WorkerSettings.from_env().task_queues  # the worker `tiller up` runs polls these
+    queues = {
+        (d.task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)
+        for m in listing.models
+        for d in m.deployments
+        if not own or d.task_queue in own
+    }
+    queues.add((FAILOVER_TASK_QUEUE, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW))
+    for queue, kind in sorted(queues):
         reply = await client.workflow_service.describe_task_queue(
             DescribeTaskQueueRequest(
-                namespace="default",
-                task_queue=TaskQueue(name=queue),
-                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+                namespace="default", task_queue=TaskQueue(name=queue), task_queue_type=kind
             )
         )
         if not reply.pollers:

@@ -6,6 +6,11 @@ still in flight are merged into one entry, so a fast engine costs one append per
 per token, and a slow one still gets each token out at once. The gateway reads them in order;
 each entry's stream id doubles as the SSE event id. The stream expires shortly after it ends,
 so nothing of the answer stays in Redis.
+
+When an attempt fails and another takes over (a retry, the next deployment), the new attempt
+first appends a `claim` with its higher fence, which makes the stream refuse every earlier
+attempt's appends, and reads what was delivered before it: it can continue that text (or
+return a finished result) without the client ever seeing a word twice.
 """
 
 from __future__ import annotations
@@ -21,7 +26,34 @@ from redis.asyncio import Redis
 from tiller.common.redis_text import text
 
 DELTA, DONE, ERROR = "delta", "done", "error"
+# A later attempt took the stream over: appends of every earlier attempt are refused from here on.
+CLAIM = "claim"
 _FIELD = b"e"
+_FENCE = b"a"
+
+# Append entries unless a later attempt has written to the stream (its newest entry carries a
+# higher fence): a worker presumed dead that is in fact still running cannot add to an answer
+# another attempt continues. Returns the last new entry's id, or 0 when refused.
+_APPEND = """
+local fence = tonumber(ARGV[1])
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if newest then
+  local fields = newest[2]
+  for i = 1, #fields - 1, 2 do
+    if fields[i] == 'a' and tonumber(fields[i + 1]) > fence then return 0 end
+  end
+end
+local id
+for i = 3, #ARGV do
+  id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i], 'a', ARGV[1])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return id
+"""
+
+
+class Superseded(Exception):
+    """A later attempt owns this answer's stream; this attempt must stop writing."""
 
 
 def stream_key(prefix: str, request_id: str) -> str:
@@ -44,15 +76,44 @@ class Event:
         return self.kind in (DONE, ERROR)
 
 
+@dataclass(frozen=True)
+class Delivered:
+    """What earlier attempts published: the text the client has (or will have) received."""
+
+    text: str = ""
+    tokens: int = 0  # engine deltas, about one token each
+    done: Event | None = None
+    error: Event | None = None
+
+    @classmethod
+    def of(cls, published: list[Event]) -> Delivered:
+        deltas = [e for e in published if e.kind == DELTA]
+        return cls(
+            text="".join(e.data["text"] for e in deltas),
+            tokens=sum(int(e.data.get("n", 1)) for e in deltas),
+            done=next((e for e in published if e.kind == DONE), None),
+            error=next((e for e in published if e.kind == ERROR), None),
+        )
+
+
 class EventWriter:
-    def __init__(self, redis: Redis, key: str, ttl_seconds: int) -> None:
-        self.redis, self.key, self.ttl = redis, key, ttl_seconds
-        self._expiry_set = False
+    """Appends one attempt's events. `fence` orders attempts: a later attempt's is higher, and
+    once it has claimed the stream an earlier attempt's appends raise Superseded."""
+
+    def __init__(self, redis: Redis, key: str, ttl_seconds: int, fence: int = 1) -> None:
+        self.redis, self.key, self.ttl, self.fence = redis, key, ttl_seconds, fence
+        self._script = redis.register_script(_APPEND)
         self._pending: list[str] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def delta(self, text: str) -> None:
-        await self._append({"kind": DELTA, "text": text})
+    async def claim(self) -> list[Event]:
+        """Take the stream over from earlier attempts; returns what they published."""
+        claimed = await self._append([{"kind": CLAIM}])
+        reply: Any = await self.redis.xrange(self.key, "-", claimed)
+        return [decode(i, f) for i, f in reply if text(i) != claimed]
+
+    async def delta(self, text: str, tokens: int = 1) -> None:
+        await self._append([{"kind": DELTA, "text": text, "n": tokens}])
 
     def add_delta(self, text: str) -> None:
         """Queue a delta for appending; raises what a previous append raised."""
@@ -78,25 +139,25 @@ class EventWriter:
 
     async def _flush(self) -> None:
         while self._pending:
-            text = "".join(self._pending)
+            pieces = len(self._pending)
+            joined = "".join(self._pending)
             self._pending.clear()
-            await self.delta(text)
+            await self.delta(joined, pieces)
 
     async def done(self, result: dict[str, Any]) -> None:
-        await self._append({"kind": DONE, "result": result}, final=True)
+        await self._append([{"kind": DONE, "result": result}])
 
     async def error(self, error: dict[str, Any]) -> None:
-        await self._append({"kind": ERROR, "error": error}, final=True)
+        await self._append([{"kind": ERROR, "error": error}])
 
-    async def _append(self, event: dict[str, Any], final: bool = False) -> None:
-        if self._expiry_set and not final:
-            await self.redis.xadd(self.key, {_FIELD: orjson.dumps(event)})
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(self.key, {_FIELD: orjson.dumps(event)})
-            pipe.expire(self.key, self.ttl)
-            await pipe.execute()
-        self._expiry_set = True
+    async def _append(self, entries: list[dict[str, Any]]) -> str:
+        """Append under this attempt's fence; the id of the last entry added."""
+        added = await self._script(
+            keys=[self.key], args=[self.fence, self.ttl, *(orjson.dumps(e) for e in entries)]
+        )
+        if not added:
+            raise Superseded(self.key)
+        return text(added)
 
 
 async def read(redis: Redis, key: str, after: str, block_ms: int) -> list[Event]:
@@ -106,14 +167,6 @@ async def read(redis: Redis, key: str, after: str, block_ms: int) -> list[Event]
     if not reply:
         return []
     return [decode(entry_id, fields) for entry_id, fields in reply[0][1]]
-
-
-async def last(redis: Redis, key: str) -> Event | None:
-    """The newest event of a stream, or None if nothing was published yet."""
-    reply: Any = await redis.xrevrange(key, count=1)
-    if not reply:
-        return None
-    return decode(*reply[0])
 
 
 def decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
@@ -132,14 +185,18 @@ def _order(stream_id: str) -> tuple[int, int]:
 
 
 def coalesce(batch: list[Event]) -> list[Event]:
-    """Merge runs of deltas into one delta each, keeping the last entry's id (for resuming)."""
+    """Merge runs of deltas into one delta each, keeping the last entry's id (for resuming).
+
+    Claims (an attempt taking over after a failure) are dropped: they carry no answer."""
     if len(batch) < 2:
-        return batch
+        return [e for e in batch if e.kind != CLAIM]
     merged: list[Event] = []
     run: list[Event] = []
     for event in batch:
         if event.kind == DELTA:
             run.append(event)
+            continue
+        if event.kind == CLAIM:
             continue
         if run:
             merged.append(_merge(run))
@@ -153,4 +210,5 @@ def coalesce(batch: list[Event]) -> list[Event]:
 def _merge(run: list[Event]) -> Event:
     if len(run) == 1:
         return run[0]
-    return Event(run[-1].id, DELTA, {"text": "".join(e.data["text"] for e in run)})
+    text_ = "".join(e.data["text"] for e in run)
+    return Event(run[-1].id, DELTA, {"text": text_, "n": sum(e.data.get("n", 1) for e in run)})

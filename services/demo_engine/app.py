@@ -54,6 +54,8 @@ def create_app(settings: DemoSettings) -> Starlette:
             messages = body["messages"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return _error("body must be JSON with 'messages'", 400)
+        if body.get("model") in settings.failing_models:
+            return _error("The engine failed (a failing model of the demo engine).", 500)
         if body.get("model") not in settings.served_models:
             return _error(
                 f"The model `{body.get('model')}` does not exist.", 404, "model_not_found"
@@ -65,7 +67,9 @@ def create_app(settings: DemoSettings) -> Starlette:
                 f"However, your messages resulted in {n_prompt} tokens.",
                 400,
             )
-        tokens, finish = answer(messages, body.get("max_tokens"))
+        tokens, finish = answer(
+            messages, body.get("max_tokens"), bool(body.get("continue_final_message"))
+        )
         meta = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "created": int(time.time()),

@@ -2,7 +2,9 @@
 
 The answer is "You said: " and the last user message. Tokens are whitespace-separated words
 (each keeping its leading space), for the prompt and the answer alike; `max_tokens` cuts the
-answer short with finish_reason "length", as a real engine would.
+answer short with finish_reason "length", as a real engine would. With vLLM's
+`continue_final_message`, a final assistant message is an answer begun earlier: the engine
+continues it with the rest of the same deterministic answer (nothing, if it is not a prefix).
 """
 
 from __future__ import annotations
@@ -26,13 +28,28 @@ def prompt_tokens(messages: list[dict[str, Any]]) -> int:
     return sum(len(_TOKEN.findall(text_of(m.get("content")))) for m in messages)
 
 
-def answer(messages: list[dict[str, Any]], max_tokens: int | None) -> tuple[list[str], str]:
+def answer(
+    messages: list[dict[str, Any]], max_tokens: int | None, continue_final: bool = False
+) -> tuple[list[str], str]:
     """The answer's tokens and its finish reason."""
+    begun = ""
+    if continue_final and messages and messages[-1].get("role") == "assistant":
+        begun = text_of(messages[-1].get("content"))
+        messages = messages[:-1]
     last_user = next(
         (text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
     )
     text = f"You said: {last_user}" if last_user.strip() else "Hello from the Tiller demo engine."
-    tokens = _TOKEN.findall(text)
+    if begun:
+        text = text[len(begun) :] if text.startswith(begun) else ""
+    tokens = _continuation(text) if begun else _TOKEN.findall(text)
     if max_tokens is not None and len(tokens) > max_tokens:
         return tokens[:max_tokens], "length"
     return tokens, "stop"
+
+
+def _continuation(rest: str) -> list[str]:
+    """Tokens of the rest of an answer that may begin mid-word (the first keeps that part)."""
+    head = re.match(r"\S*", rest)
+    first = head.group(0) if head else ""
+    return ([first] if first else []) + _TOKEN.findall(rest[len(first) :])

@@ -12,6 +12,9 @@ class DemoSettings:
     host: str = "127.0.0.1"
     port: int = 9000
     served_models: tuple[str, ...] = ("demo",)
+    # Models that answer every request with HTTP 500, as an overloaded or broken engine would:
+    # for trying failover. None by default.
+    failing_models: tuple[str, ...] = ()
     token_delay_ms: float = 15.0  # between streamed tokens, like a real engine's decode step
     first_token_delay_ms: float = 0.0
     max_context_tokens: int = 4096  # longer prompts get vLLM's 400 context-length error

@@ -1,6 +1,6 @@
 """One inference request through the gateway, shared by the REST and gRPC front doors.
 
-admit (quota) -> resolve (router) -> start the activity (Temporal) -> read the answer's events
+admit (quota) -> resolve (router) -> start its run (Temporal) -> read the answer's events
 (Redis) -> settle it with quota (usage, lease). Every admitted request ends in exactly one
 of `complete` or `abandon`, so no concurrency lease is left behind.
 """
@@ -14,19 +14,18 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, Coroutine
-from datetime import timedelta
 from typing import Any
 
 from redis.exceptions import RedisError
-from temporalio.client import ActivityExecutionStatus, ActivityFailureError, ActivityHandle
-from temporalio.common import Priority
 from temporalio.service import RPCError
 
 from tiller.common import events
-from tiller.common.errors import ServiceUnavailable, TillerError, UpstreamTimeout
+from tiller.common.errors import ServiceUnavailable, TillerError
 from tiller.common.priorities import DEFAULT_PRIORITY
+from tiller.gateway import executions
 from tiller.gateway.admissions import Admitter
 from tiller.gateway.answers import AnswerHub
+from tiller.gateway.executions import Execution
 from tiller.gateway.protocol import ChatRequest
 from tiller.gateway.routes import RouteCache
 from tiller.gateway.settings import GatewaySettings
@@ -35,15 +34,7 @@ from tiller.gateway.shapes import duration
 from tiller.gateway.upstreams import Upstreams, rpc
 from tiller.protos.quota.v1 import quota_pb2
 from tiller.protos.router.v1 import router_pb2
-from tiller.worker.shared import (
-    GENERATE_ACTIVITY,
-    InferenceInput,
-    InferenceResult,
-    Retry,
-    Target,
-    Usage,
-    activity_options,
-)
+from tiller.worker.shared import InferenceInput, InferenceResult, Retry, Target, Usage
 
 log = logging.getLogger(__name__)
 
@@ -98,28 +89,19 @@ class Inference:
         try:
             route = await self.routes.get(chat.model)
             request = _activity_input(request_id, chat, route, self.settings.key_prefix)
-            handle = await self._start(request, queue_class)
+            execution = await self._start(request, queue_class)
         except BaseException:
             self.settler.settle(quota_pb2.Settlement(key_id=key_id, request_id=request_id))
             raise
-        return Call(self, request_id, route.model, key_id, admission, handle, request.events_key)
+        return Call(self, request_id, route.model, key_id, admission, execution, request.events_key)
 
-    async def _start(
-        self, request: InferenceInput, priority: int
-    ) -> ActivityHandle[InferenceResult]:
+    async def _start(self, request: InferenceInput, priority: int) -> Execution:
         try:
-            return await self.up.temporal.start_activity(
-                GENERATE_ACTIVITY,
-                request,
-                id=request.request_id,
-                task_queue=request.target.task_queue,
-                result_type=InferenceResult,
-                rpc_timeout=timedelta(seconds=self.settings.start_timeout_seconds),
-                priority=Priority(priority_key=priority),
-                **activity_options(request).as_kwargs(),
+            return await executions.start(
+                self.up.temporal, request, priority, self.settings.start_timeout_seconds
             )
         except RPCError as error:
-            log.warning("cannot start activity", extra={"status": str(error.status)})
+            log.warning("cannot start the request", extra={"status": str(error.status)})
             raise ServiceUnavailable(
                 "The orchestrator is unavailable; try again shortly."
             ) from None
@@ -149,7 +131,7 @@ class Call:
         model: str,
         key_id: str,
         admission: quota_pb2.Admission,
-        handle: ActivityHandle[InferenceResult],
+        execution: Execution,
         events_key: str,
     ) -> None:
         self.inference = inference
@@ -157,22 +139,22 @@ class Call:
         self.model = model
         self.key_id = key_id
         self.admission = admission
-        self.handle = handle
+        self.execution = execution
         self.events_key = events_key
         self.created = int(time.time())
         self._settled = False
 
-    async def answer(self) -> AsyncGenerator[events.Event, None]:
+    async def answer(self, after: str = "0") -> AsyncGenerator[events.Event, None]:
         """The answer's events in order, ending with its terminal event.
 
-        When nothing arrives for a while, Temporal is asked whether the activity still runs: a
+        When nothing arrives for a while, Temporal is asked whether the request still runs: a
         request that ended without publishing (timed out, terminated, its worker died on the last
-        attempt) fails instead of hanging.
+        attempt) fails instead of hanging. `after` resumes after an event id (Last-Event-ID).
         """
         idle = self.inference.settings.idle_check_seconds
         hub = self.inference.hub
-        sub = hub.subscribe(self.events_key)
-        after, reread = "0", False
+        sub = hub.subscribe(self.events_key, after)
+        reread = False
         try:
             while True:
                 try:
@@ -202,21 +184,15 @@ class Call:
 
     async def _closed_without_events(self, after: str) -> list[events.Event]:
         try:
-            status = (await self.handle.describe()).status
+            if await self.execution.running():
+                return []
         except RPCError:
             return []  # the orchestrator is briefly unreachable: keep waiting on Redis
-        if status in (ActivityExecutionStatus.RUNNING, ActivityExecutionStatus.PAUSED):
-            return []
-        # The activity ended: read once more (its last event may have just landed), then ask it.
+        # The run ended: read once more (its last event may have just landed), then ask it.
         late = await events.read(self.inference.up.redis, self.events_key, after, 1)
         if late:
             return late
-        try:
-            result = await self.handle.result(rpc_timeout=timedelta(seconds=5))
-        except ActivityFailureError as failure:
-            raise TillerError.from_failure(failure.cause) from None
-        except RPCError:
-            raise UpstreamTimeout("The request's state could not be read.") from None
+        result = await self.execution.result()
         return [events.Event(after, events.DONE, {"result": dataclasses.asdict(result)})]
 
     def complete(self, usage: Usage) -> None:
@@ -249,9 +225,7 @@ class Call:
         channel = events.cancel_channel(self.inference.settings.key_prefix)
         with contextlib.suppress(RedisError):
             await self.inference.up.redis.publish(channel, self.request_id)
-        # Already closed, or Temporal is away: then the activity's own timeouts end it.
-        with contextlib.suppress(RPCError):
-            await self.handle.cancel()
+        await self.execution.cancel()
 
     def headers(self) -> dict[str, str]:
         limit = self.admission.requests
@@ -270,20 +244,17 @@ def result_of(event: events.Event) -> InferenceResult:
 def _activity_input(
     request_id: str, chat: ChatRequest, route: router_pb2.Route, prefix: str
 ) -> InferenceInput:
-    deployment = route.deployments[0]
+    targets = [_target(d, route.model) for d in (*route.deployments, *route.fallbacks)]
     return InferenceInput(
         request_id=request_id,
         model=route.model,
         messages=chat.messages,
         sampling=chat.sampling,
         stream=chat.stream,
-        target=Target(
-            deployment=deployment.name,
-            adapter=deployment.adapter,
-            endpoint=deployment.endpoint,
-            engine_model=deployment.engine_model,
-            task_queue=deployment.task_queue,
-        ),
+        target=targets[0],
+        next_targets=targets[1:],
+        heartbeat_timeout_seconds=route.heartbeat_timeout_seconds,
+        queue_timeout_seconds=route.queue_timeout_seconds,
         events_key=events.stream_key(prefix, request_id),
         timeout_seconds=route.timeout_seconds,
         retry=Retry(
@@ -292,4 +263,18 @@ def _activity_input(
             backoff_coefficient=route.retry.backoff_coefficient,
             maximum_interval_seconds=route.retry.maximum_interval_seconds,
         ),
+    )
+
+
+def _target(deployment: router_pb2.Deployment, model: str) -> Target:
+    return Target(
+        deployment=deployment.name,
+        adapter=deployment.adapter,
+        endpoint=deployment.endpoint,
+        engine_model=deployment.engine_model,
+        task_queue=deployment.task_queue,
+        model=deployment.model or model,
+        # Only the same model may continue a partial answer; a fallback starts afresh (before
+        # the first token) or not at all.
+        resume=deployment.resume and (deployment.model or model) == model,
     )

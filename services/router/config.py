@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -43,6 +43,9 @@ class DeploymentFile(_Strict):
     engine_model: str | None = None
     task_queue: Annotated[str, Field(pattern=QUEUE)] | None = None
     max_concurrency: Annotated[int, Field(ge=1, le=100_000)] = 64
+    # Whether the engine can continue a partial answer (vLLM's `continue_final_message`):
+    # `continue` or `none`; unset means `continue` for vllm and `none` for other adapters.
+    resume: Literal["continue", "none"] | None = None
 
     @field_validator("adapter")
     @classmethod
@@ -63,8 +66,15 @@ class ModelFile(_Strict):
     aliases: list[Annotated[str, Field(pattern=NAME)]] = []
     owned_by: str = "tiller"
     timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    # A worker that sends no heartbeat for this long is presumed dead; its attempt is retried.
+    heartbeat_timeout_seconds: Annotated[float, Field(ge=1, le=600)] = 10.0
+    # How long a request may wait in a deployment's queue for a free worker before that
+    # deployment counts as failed (the next is tried; with none left the client gets a 503).
+    queue_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
     retry: RetryFile = RetryFile()
     deployments: Annotated[list[DeploymentFile], Field(min_length=1)]
+    # Models (names or aliases) tried in order once every deployment of this one has failed.
+    fallbacks: list[Annotated[str, Field(pattern=NAME)]] = []
 
 
 class ModelsFile(_Strict):
@@ -132,6 +142,21 @@ def _check_names(parsed: ModelsFile, root: yaml.Node | None, source: str) -> Non
                     f"duplicate deployment name {deployment_name!r}"
                 )
             seen.add(deployment_name)
+    for name, model in parsed.models.items():
+        targets: set[str] = set()
+        for index, fallback in enumerate(model.fallbacks):
+            where: tuple[str, str, str, int] = ("models", name, "fallbacks", index)
+            target = owner.get(fallback)
+            problem = None
+            if target is None:
+                problem = f"{fallback!r} is not a model in this file"
+            elif target == name:
+                problem = f"{fallback!r} is this model itself"
+            elif target in targets:
+                problem = f"{fallback!r} is listed twice"
+            if problem:
+                raise ConfigError(f"{source}:{_line(root, where)}: {key_path(where)}: {problem}")
+            targets.add(str(target))
 
 
 def _line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int:

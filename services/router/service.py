@@ -22,7 +22,10 @@ class RouterService(router_pb2_grpc.RouterServicer):
             model=model.name,
             requested=request.model,
             deployments=[_deployment(d) for d in model.deployments],
+            fallbacks=[_deployment(d) for d in self.table.fallback_deployments(model)],
             timeout_seconds=model.timeout_seconds,
+            heartbeat_timeout_seconds=model.heartbeat_timeout_seconds,
+            queue_timeout_seconds=model.queue_timeout_seconds,
             retry=router_pb2.RetryPolicy(
                 max_attempts=model.retry.max_attempts,
                 initial_interval_seconds=model.retry.initial_interval_seconds,
@@ -50,6 +53,8 @@ def _deployment(d: Deployment) -> router_pb2.Deployment:
         engine_model=d.engine_model,
         task_queue=d.task_queue,
         max_concurrency=d.max_concurrency,
+        model=d.model,
+        resume=d.resume,
     )
 
 

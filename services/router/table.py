@@ -21,6 +21,8 @@ class Deployment:
     engine_model: str
     task_queue: str
     max_concurrency: int
+    model: str  # the model it serves
+    resume: bool  # the engine can continue a partial answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +40,11 @@ class Model:
     owned_by: str
     created: int
     timeout_seconds: float
+    heartbeat_timeout_seconds: float
+    queue_timeout_seconds: float
     retry: Retry
     deployments: tuple[Deployment, ...]
+    fallbacks: tuple[str, ...]  # canonical names of the models tried after this one
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,10 @@ class RoutingTable:
                 param="model",
             ) from None
 
+    def fallback_deployments(self, model: Model) -> tuple[Deployment, ...]:
+        """The deployments of `model`'s fallback models, in the order they are tried."""
+        return tuple(d for name in model.fallbacks for d in self.models[name].deployments)
+
 
 def compile_file(path: Path) -> RoutingTable:
     parsed = config.load(path)
@@ -67,7 +76,13 @@ def compile_models(
     parsed: config.ModelsFile, source: bytes, created: int | None = None
 ) -> RoutingTable:
     created = int(time.time()) if created is None else created
-    models = {name: _model(name, spec, created) for name, spec in parsed.models.items()}
+    canonical = {name: name for name in parsed.models}
+    for name, spec in parsed.models.items():
+        canonical.update((alias, name) for alias in spec.aliases)
+    models = {
+        name: _model(name, spec, created, tuple(canonical[f] for f in spec.fallbacks))
+        for name, spec in parsed.models.items()
+    }
     _check_shared_queues(models)
     names = dict(models)
     for model in models.values():
@@ -76,7 +91,7 @@ def compile_models(
     return RoutingTable(version, MappingProxyType(models), MappingProxyType(names))
 
 
-def _model(name: str, spec: config.ModelFile, created: int) -> Model:
+def _model(name: str, spec: config.ModelFile, created: int, fallbacks: tuple[str, ...]) -> Model:
     deployments = tuple(
         Deployment(
             name=d.name or f"{name}-{i}",
@@ -85,12 +100,23 @@ def _model(name: str, spec: config.ModelFile, created: int) -> Model:
             engine_model=d.engine_model or name,
             task_queue=d.task_queue or f"tiller.{d.name or f'{name}-{i}'}",
             max_concurrency=d.max_concurrency,
+            model=name,
+            resume=(d.resume or ("continue" if d.adapter == "vllm" else "none")) == "continue",
         )
         for i, d in enumerate(spec.deployments)
     )
     retry = Retry(**spec.retry.model_dump())
     return Model(
-        name, tuple(spec.aliases), spec.owned_by, created, spec.timeout_seconds, retry, deployments
+        name=name,
+        aliases=tuple(spec.aliases),
+        owned_by=spec.owned_by,
+        created=created,
+        timeout_seconds=spec.timeout_seconds,
+        heartbeat_timeout_seconds=spec.heartbeat_timeout_seconds,
+        queue_timeout_seconds=spec.queue_timeout_seconds,
+        retry=retry,
+        deployments=deployments,
+        fallbacks=fallbacks,
     )
 
 

@@ -1,8 +1,14 @@
 """The inference activity: one attempt against one engine, published to Redis as it streams.
 
-It is a standalone Temporal activity (no workflow): Temporal queues it, retries it and times it
-out. The attempt that ends the request (an error no retry can fix, or the last attempt) publishes
-the error to the request's event stream itself, so the waiting client hears of it at once.
+It is a standalone Temporal activity (or one step of the failover workflow): Temporal queues it,
+retries it and times it out. The attempt that ends the request (an error no retry can fix, or the
+last attempt on the last deployment) publishes the error to the request's event stream itself,
+so the waiting client hears of it at once.
+
+An attempt after a failure first claims the stream (events.py) and reads what was delivered:
+a finished answer is returned as is; a partial one is continued by an engine that can (the
+deployment's `resume`), so the client's text stays whole and unrepeated, and otherwise ends
+with a clear `engine_failed_mid_stream` error.
 """
 
 from __future__ import annotations
@@ -28,7 +34,13 @@ from tiller.common.errors import (
 )
 from tiller.worker.adapters.base import Completion, EngineAdapter, EngineRequest
 from tiller.worker.cancels import CancelSignals
-from tiller.worker.shared import GENERATE_ACTIVITY, InferenceInput, InferenceResult, Usage
+from tiller.worker.shared import (
+    FENCE_STRIDE,
+    GENERATE_ACTIVITY,
+    InferenceInput,
+    InferenceResult,
+    Usage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +65,17 @@ class InferenceActivities:
         """One attempt. Input and result travel as plain JSON objects (InferenceInput and
         InferenceResult): decoding them by hand costs a fraction of the SDK's typed conversion."""
         request = InferenceInput.from_dict(payload)
-        writer = events.EventWriter(self.redis, request.events_key, self.event_ttl)
+        fence = request.target_index * FENCE_STRIDE + activity.info().attempt
+        writer = events.EventWriter(self.redis, request.events_key, self.event_ttl, fence)
         try:
             return dataclasses.asdict(await self._attempt(request, writer))
+        except events.Superseded:
+            # Temporal gave this attempt up (no heartbeat in time) and a later one took over;
+            # what this one would report is discarded, and it must not publish anything.
+            log.warning("attempt superseded by a later one", extra={"fence": fence})
+            raise ServiceUnavailable("Superseded by a later attempt.").to_application_error(
+                non_retryable=True
+            ) from None
         finally:
             writer.abort()  # a no-op once drained
 
@@ -63,26 +83,39 @@ class InferenceActivities:
         self, request: InferenceInput, writer: events.EventWriter
     ) -> InferenceResult:
         published = _Published()
+        resumable = request.stream and request.target.resume
         try:
-            if activity.info().attempt > 1:
-                earlier = await self._earlier_attempt(request)
-                if earlier is not None:
-                    return earlier
-            async with _heartbeating(self.heartbeat_interval):
+            delivered = events.Delivered()
+            if writer.fence > 1:  # a retry or a later deployment: see what came before
+                delivered = events.Delivered.of(await writer.claim())
+                if delivered.done is not None:  # finished, but the worker died reporting it
+                    return InferenceResult.from_dict(delivered.done.data["result"])
+                if delivered.error is not None:  # already told the client; nothing to add
+                    raise events.Superseded(request.events_key)
+                if delivered.text and not resumable:
+                    raise EngineFailedMidStream(
+                        "The engine stopped after part of the answer was sent, and the "
+                        f"deployment {request.target.deployment!r} cannot continue it."
+                    )
+                published.any = bool(delivered.text)
+            async with _heartbeating(self._beat_interval(request)):
                 completion = await self._unless_client_left(
-                    request.request_id, self._run(request, writer, published)
+                    request.request_id, self._run(request, writer, published, delivered)
                 )
             result = InferenceResult(
                 completion.text,
                 completion.finish_reason,
                 completion.usage,
                 request.target.deployment,
+                request.target.model or request.model,
             )
             await writer.done(dataclasses.asdict(result))
             return result
+        except events.Superseded:
+            raise
         except RedisError:
             raise ServiceUnavailable("The event stream is unavailable.").to_application_error(
-                non_retryable=published.any
+                non_retryable=published.any and not resumable
             ) from None
         except Exception as failure:
             if isinstance(failure, TillerError):
@@ -90,12 +123,16 @@ class InferenceActivities:
             else:
                 log.exception("inference attempt failed unexpectedly")
                 error = InternalError()
-            if published.any and error.retryable:
+            if published.any and error.retryable and not resumable:
                 error = EngineFailedMidStream(
                     f"{error.message} (after part of the answer was sent)"
                 )
             await _publish_if_final(writer, request, error)
             raise error.to_application_error() from None
+
+    def _beat_interval(self, request: InferenceInput) -> float:
+        """The worker's interval, or less when the model's heartbeat timeout is short."""
+        return min(self.heartbeat_interval, request.heartbeat_timeout_seconds / 3)
 
     async def _unless_client_left(
         self, request_id: str, work: Coroutine[Any, Any, Completion]
@@ -125,11 +162,21 @@ class InferenceActivities:
         raise asyncio.CancelledError()  # requested by Temporal: the SDK reports it as cancelled
 
     async def _run(
-        self, request: InferenceInput, writer: events.EventWriter, published: _Published
+        self,
+        request: InferenceInput,
+        writer: events.EventWriter,
+        published: _Published,
+        delivered: events.Delivered,
     ) -> Completion:
         adapter = self.adapters[request.target.adapter]
+        sampling = request.sampling
+        if delivered.text and sampling.max_tokens is not None:
+            left = sampling.max_tokens - delivered.tokens
+            if left <= 0:  # the earlier attempt had streamed the whole allowance
+                return Completion(delivered.text, "length", Usage(0, delivered.tokens))
+            sampling = dataclasses.replace(sampling, max_tokens=left)
         engine_request = EngineRequest(
-            request.target, request.messages, request.sampling, request.timeout_seconds
+            request.target, request.messages, sampling, request.timeout_seconds, delivered.text
         )
         if not request.stream:
             return await adapter.predict(engine_request)
@@ -149,26 +196,24 @@ class InferenceActivities:
         await writer.drain()
         if usage is None:  # the engine did not report usage; count what it streamed
             usage = Usage(0, len(parts))
-        return Completion("".join(parts), finish_reason, usage)
-
-    async def _earlier_attempt(self, request: InferenceInput) -> InferenceResult | None:
-        """A retry after a worker died: reuse a finished answer, never repeat a partial one."""
-        newest = await events.last(self.redis, request.events_key)
-        if newest is None:
-            return None
-        if newest.kind == events.DONE:
-            return InferenceResult.from_dict(newest.data["result"])
-        raise EngineFailedMidStream(
-            "The worker serving this request stopped after part of the answer was sent."
-        )
+        if delivered.text:
+            # The engine counted the text it continued as prompt; the client asked for it as
+            # answer. Reported as if one attempt had written the whole answer.
+            usage = Usage(
+                max(0, usage.prompt_tokens - delivered.tokens),
+                delivered.tokens + usage.completion_tokens,
+            )
+        return Completion(delivered.text + "".join(parts), finish_reason, usage)
 
 
 async def _publish_if_final(
     writer: events.EventWriter, request: InferenceInput, error: TillerError
 ) -> None:
-    """The last attempt, or an error no retry can fix: tell the waiting client now."""
-    if error.retryable and activity.info().attempt < request.retry.max_attempts:
-        return  # Temporal retries; the client keeps waiting
+    """The last attempt on the last deployment, or an error no retry can fix: tell the waiting
+    client now."""
+    more_attempts = activity.info().attempt < request.retry.max_attempts
+    if error.retryable and (more_attempts or request.next_targets):
+        return  # Temporal retries, or the failover workflow tries the next deployment
     # If Redis is away too, the gateway's idle check reads the activity's failure instead.
     with contextlib.suppress(RedisError):
         await writer.error(error.to_dict())

@@ -1,5 +1,6 @@
 """Worker process: one Temporal worker per task queue, each bounded by its deployment's
-max_concurrency from models.yaml, sharing one Redis pool and one HTTP pool."""
+max_concurrency from models.yaml, sharing one Redis pool and one HTTP pool; and one on the
+failover queue that runs the workflows of models with more than one deployment to try."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from datetime import timedelta
 import aiohttp
 import grpc
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from tiller.common import redis_client, temporal
 from tiller.common.grpc_client import channel
@@ -20,7 +21,9 @@ from tiller.worker.activities import InferenceActivities
 from tiller.worker.adapters import KINDS, adapter_class
 from tiller.worker.adapters.base import AdapterResources
 from tiller.worker.cancels import CancelSignals
+from tiller.worker.failover import FailoverWorkflow
 from tiller.worker.settings import WorkerSettings
+from tiller.worker.shared import FAILOVER_TASK_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,18 @@ async def task_queue_limits(settings: WorkerSettings) -> dict[str, int]:
             raise StartupError(f"task queues not in models.yaml: {', '.join(sorted(unknown))}")
         limits = {q: limits[q] for q in settings.task_queues}
     return limits
+
+
+def failover_worker(client: Client, grace: float) -> Worker:
+    return Worker(
+        client,
+        task_queue=FAILOVER_TASK_QUEUE,
+        workflows=[FailoverWorkflow],
+        # The workflow only sequences activities and imports nothing but the shared
+        # dataclasses; the sandbox would cost CPU on every request it runs.
+        workflow_runner=UnsandboxedWorkflowRunner(),
+        graceful_shutdown_timeout=timedelta(seconds=grace),
+    )
 
 
 def build_workers(
@@ -86,7 +101,8 @@ async def serve(settings: WorkerSettings) -> None:
         settings.heartbeat_interval_seconds,
         cancels,
     )
-    workers = build_workers(client, activities, limits, settings.shutdown_grace_seconds)
+    grace = settings.shutdown_grace_seconds
+    workers = [failover_worker(client, grace), *build_workers(client, activities, limits, grace)]
     stop = stop_event()
     listening = asyncio.create_task(cancels.listen())
     try:

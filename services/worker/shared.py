@@ -2,7 +2,9 @@
 
 Each request is one standalone Temporal activity (`tiller.generate`) on its deployment's task
 queue: the gateway starts it with the options below, Temporal queues, retries and times it out,
-a worker runs it. Plain dataclasses, shared by both sides.
+a worker runs it. A model with more than one deployment to try (several deployments, or
+fallback models) runs as the `tiller.failover` workflow instead, which runs the same activity on
+each deployment in turn (failover.py). Plain dataclasses, shared by both sides.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from typing import Any
 from temporalio.common import RetryPolicy
 
 GENERATE_ACTIVITY = "tiller.generate"
-
-# A worker that stops heartbeating for this long is presumed dead and its attempt fails.
-HEARTBEAT_TIMEOUT_SECONDS = 10.0
-# How long a request may wait for a free worker before it is answered with an error.
-QUEUE_TIMEOUT_SECONDS = 60.0
+FAILOVER_WORKFLOW = "tiller.failover"
+# Every worker polls this queue for failover workflows (they only start activities).
+FAILOVER_TASK_QUEUE = "tiller.failover"
+# Attempts are numbered across deployments: fence = target index * this + attempt.
+FENCE_STRIDE = 100
 
 
 @dataclass
@@ -48,6 +50,8 @@ class Target:
     endpoint: str
     engine_model: str
     task_queue: str
+    model: str = ""  # the model the deployment serves (a fallback model's name)
+    resume: bool = False  # the engine can continue a partial answer
 
 
 @dataclass
@@ -69,6 +73,17 @@ class InferenceInput:
     events_key: str  # the Redis stream the answer is published to
     timeout_seconds: float = 120.0  # one attempt against the engine
     retry: Retry = field(default_factory=Retry)
+    # A worker that stops heartbeating for this long is presumed dead and its attempt fails.
+    heartbeat_timeout_seconds: float = 10.0
+    # How long it may wait for a free worker of one deployment before that one counts as failed.
+    queue_timeout_seconds: float = 60.0
+    # The deployments to try after `target` (failover), and `target`'s place in the plan.
+    next_targets: list[Target] = field(default_factory=list)
+    target_index: int = 0
+
+    @property
+    def targets(self) -> list[Target]:
+        return [self.target, *self.next_targets]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InferenceInput:
@@ -83,6 +98,10 @@ class InferenceInput:
             events_key=data["events_key"],
             timeout_seconds=data["timeout_seconds"],
             retry=Retry(**data["retry"]),
+            heartbeat_timeout_seconds=data["heartbeat_timeout_seconds"],
+            queue_timeout_seconds=data["queue_timeout_seconds"],
+            next_targets=[Target(**t) for t in data["next_targets"]],
+            target_index=data["target_index"],
         )
 
 
@@ -102,12 +121,17 @@ class InferenceResult:
     finish_reason: str
     usage: Usage
     deployment: str = ""
+    model: str = ""  # the model that answered: a fallback's name if one did
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InferenceResult:
         """The inverse of dataclasses.asdict, as published in a `done` event."""
         return cls(
-            data["text"], data["finish_reason"], Usage(**data["usage"]), data.get("deployment", "")
+            data["text"],
+            data["finish_reason"],
+            Usage(**data["usage"]),
+            data.get("deployment", ""),
+            data.get("model", ""),
         )
 
 
@@ -133,16 +157,14 @@ class ActivityOptions:
 
 
 def activity_options(request: InferenceInput) -> ActivityOptions:
+    """Options of one deployment's activity: its queueing, attempts and their backoff."""
     retry = request.retry
-    per_attempt = request.timeout_seconds + retry.maximum_interval_seconds
     return ActivityOptions(
-        schedule_to_start_timeout=timedelta(seconds=QUEUE_TIMEOUT_SECONDS),
+        schedule_to_start_timeout=timedelta(seconds=request.queue_timeout_seconds),
         start_to_close_timeout=timedelta(seconds=request.timeout_seconds),
-        heartbeat_timeout=timedelta(seconds=HEARTBEAT_TIMEOUT_SECONDS),
-        # An upper bound on the whole request: queueing plus every attempt and its backoff.
-        schedule_to_close_timeout=timedelta(
-            seconds=QUEUE_TIMEOUT_SECONDS + retry.max_attempts * per_attempt
-        ),
+        heartbeat_timeout=timedelta(seconds=request.heartbeat_timeout_seconds),
+        # An upper bound on the deployment's share: queueing plus every attempt and its backoff.
+        schedule_to_close_timeout=timedelta(seconds=deployment_bound_seconds(request)),
         retry_policy=RetryPolicy(
             initial_interval=timedelta(seconds=retry.initial_interval_seconds),
             backoff_coefficient=retry.backoff_coefficient,
@@ -150,3 +172,15 @@ def activity_options(request: InferenceInput) -> ActivityOptions:
             maximum_attempts=retry.max_attempts,
         ),
     )
+
+
+def deployment_bound_seconds(request: InferenceInput) -> float:
+    retry = request.retry
+    per_attempt = request.timeout_seconds + retry.maximum_interval_seconds
+    return request.queue_timeout_seconds + retry.max_attempts * per_attempt
+
+
+def request_bound_seconds(request: InferenceInput) -> float:
+    """The longest a request can take before its client gets an answer or an error: every
+    deployment it may try, each with its queueing, attempts and backoff."""
+    return deployment_bound_seconds(request) * len(request.targets)

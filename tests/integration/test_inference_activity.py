@@ -15,7 +15,12 @@ from temporalio.client import ActivityFailureError, Client
 
 from tests.support import Stack, closed_port
 from tiller.common import events
-from tiller.common.errors import ContextLengthExceeded, EngineUnavailable, TillerError
+from tiller.common.errors import (
+    ContextLengthExceeded,
+    EngineFailedMidStream,
+    EngineUnavailable,
+    TillerError,
+)
 from tiller.worker.activities import InferenceActivities
 from tiller.worker.adapters import KINDS, adapter_class
 from tiller.worker.adapters.base import AdapterResources
@@ -40,16 +45,26 @@ class Env:
     demo_endpoint: str
 
     def request(
-        self, content: str, *, endpoint: str | None = None, stream: bool = True
+        self,
+        content: str,
+        *,
+        endpoint: str | None = None,
+        stream: bool = True,
+        resume: bool = False,
+        target_index: int = 0,
+        max_tokens: int | None = None,
     ) -> InferenceInput:
         request_id = f"test-{uuid.uuid4().hex}"
         return InferenceInput(
             request_id=request_id,
             model="demo",
             messages=[Message("user", content)],
-            sampling=Sampling(),
+            sampling=Sampling(max_tokens=max_tokens),
             stream=stream,
-            target=Target("d1", "openai", endpoint or self.demo_endpoint, "demo", self.queue),
+            target=Target(
+                "d1", "openai", endpoint or self.demo_endpoint, "demo", self.queue, "demo", resume
+            ),
+            target_index=target_index,
             events_key=events.stream_key("test:", request_id),
             timeout_seconds=10,
             retry=Retry(
@@ -68,8 +83,10 @@ class Env:
         )
         return result
 
-    async def published(self, request: InferenceInput) -> list[events.Event]:
-        return await events.read(self.redis, request.events_key, "0", 1)
+    async def published(self, request: InferenceInput, claims: bool = False) -> list[events.Event]:
+        """The request's stream; without the claims later attempts made unless asked."""
+        published = await events.read(self.redis, request.events_key, "0", 1)
+        return [e for e in published if claims or e.kind != events.CLAIM]
 
 
 @pytest.fixture
@@ -82,7 +99,7 @@ async def env(stack: Stack) -> AsyncIterator[Env]:
         redis, adapters, event_ttl_seconds=60, heartbeat_interval_seconds=1
     )
     queue = f"test-{uuid.uuid4().hex[:8]}"
-    (worker,) = build_workers(client, activities, {queue: 4}, grace=1)
+    (worker,) = build_workers(client, activities, {queue: 4}, grace=1)  # activities only
     async with worker:
         yield Env(client, redis, queue, f"http://127.0.0.1:{stack.demo_port}/v1")
     await http.close()
@@ -138,3 +155,62 @@ async def test_a_request_that_cannot_succeed_is_not_retried(env: Env) -> None:
     assert await attempts(env.client, request.request_id) == 1
     (published,) = await env.published(request)
     assert published.data["error"]["reason"] == "ContextLengthExceeded"
+
+
+async def earlier_attempt(env: Env, request: InferenceInput, *pieces: str) -> events.EventWriter:
+    """What a first attempt streamed before its worker died."""
+    first = events.EventWriter(env.redis, request.events_key, 60, fence=1)
+    for piece in pieces:
+        await first.delta(piece)
+    return first
+
+
+async def test_a_later_attempt_continues_the_delivered_text_without_repeating_it(
+    env: Env,
+) -> None:
+    request = env.request("please keep going", resume=True, target_index=1)
+    first = await earlier_attempt(env, request, "You", " said:", " ple")
+    result = await env.run(request)
+    assert result.text == "You said: please keep going"
+    published = await env.published(request, claims=True)
+    text = "".join(e.data["text"] for e in published if e.kind == events.DELTA)
+    assert text == result.text  # what the client reads: whole, nothing twice
+    assert [e.kind for e in published].count(events.CLAIM) == 1
+    # The engine answered 3 more tokens after the 3 delivered; usage counts all 6 as answer.
+    assert result.usage.completion_tokens == 6
+    with pytest.raises(events.Superseded):  # the first attempt, had it survived, is fenced off
+        await first.delta(" please")
+
+
+async def test_max_tokens_counts_what_was_delivered(env: Env) -> None:
+    request = env.request("one two three four", resume=True, target_index=1, max_tokens=4)
+    await earlier_attempt(env, request, "You", " said:")
+    result = await env.run(request)
+    assert (result.text, result.finish_reason) == ("You said: one two", "length")
+
+
+async def test_a_deployment_that_cannot_resume_fails_cleanly_mid_stream(env: Env) -> None:
+    request = env.request("no resuming here", resume=False, target_index=1)
+    await earlier_attempt(env, request, "You", " said:")
+    with pytest.raises(ActivityFailureError) as caught:
+        await env.run(request)
+    assert type(TillerError.from_failure(caught.value.cause)) is EngineFailedMidStream
+    assert await attempts(env.client, request.request_id) == 1  # not retried: it cannot help
+    published = await env.published(request)
+    assert published[-1].kind == events.ERROR
+    assert published[-1].data["error"]["reason"] == "EngineFailedMidStream"
+
+
+async def test_a_finished_answer_is_returned_not_generated_again(env: Env) -> None:
+    request = env.request("done already", resume=True, target_index=1)
+    first = await earlier_attempt(env, request, "You said: done already")
+    finished = {
+        "text": "You said: done already",
+        "finish_reason": "stop",
+        "usage": {"prompt_tokens": 2, "completion_tokens": 4},
+        "deployment": "d1",
+        "model": "demo",
+    }
+    await first.done(finished)
+    result = await env.run(request)
+    assert result == InferenceResult.from_dict(finished)

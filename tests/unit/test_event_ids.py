@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tiller.common.events import DELTA, DONE, Event, coalesce, newer
+from tiller.common.events import CLAIM, DELTA, DONE, Event, coalesce, newer
 
 
 def delta(entry_id: str, text: str) -> Event:
@@ -19,6 +19,13 @@ def test_stream_ids_order_numerically() -> None:
 def test_runs_of_deltas_merge_and_keep_the_last_id() -> None:
     done = Event("4-0", DONE, {"result": {}})
     merged = coalesce([delta("1-0", "a"), delta("2-0", "b"), delta("3-0", "c"), done])
-    assert merged == [Event("3-0", DELTA, {"text": "abc"}), done]
+    assert merged == [Event("3-0", DELTA, {"text": "abc", "n": 3}), done]
     assert coalesce([delta("1-0", "x")]) == [delta("1-0", "x")]
     assert coalesce([]) == []
+
+
+def test_claims_carry_no_answer_and_are_dropped() -> None:
+    claim = Event("2-0", CLAIM, {})
+    assert coalesce([claim]) == []
+    merged = coalesce([delta("1-0", "a"), claim, delta("3-0", "b")])
+    assert merged == [Event("3-0", DELTA, {"text": "ab", "n": 2})]

@@ -25,36 +25,46 @@ class RetryPolicy(_message.Message):
     def __init__(self, max_attempts: _Optional[int] = ..., initial_interval_seconds: _Optional[float] = ..., backoff_coefficient: _Optional[float] = ..., maximum_interval_seconds: _Optional[float] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "adapter", "endpoint", "engine_model", "task_queue", "max_concurrency")
+    __slots__ = ("name", "adapter", "endpoint", "engine_model", "task_queue", "max_concurrency", "model", "resume")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     ENGINE_MODEL_FIELD_NUMBER: _ClassVar[int]
     TASK_QUEUE_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
     name: str
     adapter: str
     endpoint: str
     engine_model: str
     task_queue: str
     max_concurrency: int
-    def __init__(self, name: _Optional[str] = ..., adapter: _Optional[str] = ..., endpoint: _Optional[str] = ..., engine_model: _Optional[str] = ..., task_queue: _Optional[str] = ..., max_concurrency: _Optional[int] = ...) -> None: ...
+    model: str
+    resume: bool
+    def __init__(self, name: _Optional[str] = ..., adapter: _Optional[str] = ..., endpoint: _Optional[str] = ..., engine_model: _Optional[str] = ..., task_queue: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., model: _Optional[str] = ..., resume: _Optional[bool] = ...) -> None: ...
 
 class Route(_message.Message):
-    __slots__ = ("model", "requested", "deployments", "timeout_seconds", "retry", "config_version")
+    __slots__ = ("model", "requested", "deployments", "timeout_seconds", "retry", "config_version", "fallbacks", "heartbeat_timeout_seconds", "queue_timeout_seconds")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RETRY_FIELD_NUMBER: _ClassVar[int]
     CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FALLBACKS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     model: str
     requested: str
     deployments: _containers.RepeatedCompositeFieldContainer[Deployment]
     timeout_seconds: float
     retry: RetryPolicy
     config_version: int
-    def __init__(self, model: _Optional[str] = ..., requested: _Optional[str] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., timeout_seconds: _Optional[float] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., config_version: _Optional[int] = ...) -> None: ...
+    fallbacks: _containers.RepeatedCompositeFieldContainer[Deployment]
+    heartbeat_timeout_seconds: float
+    queue_timeout_seconds: float
+    def __init__(self, model: _Optional[str] = ..., requested: _Optional[str] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., timeout_seconds: _Optional[float] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., config_version: _Optional[int] = ..., fallbacks: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., heartbeat_timeout_seconds: _Optional[float] = ..., queue_timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

@@ -23,6 +23,9 @@ class EngineRequest:
     messages: list[Message]
     sampling: Sampling
     timeout_seconds: float
+    # The answer so far, for the engine to continue (an attempt after a mid-stream failure, on
+    # a deployment that can resume); max_tokens already counts what it holds.
+    partial: str = ""
 
 
 @dataclass(frozen=True, slots=True)

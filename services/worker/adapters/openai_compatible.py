@@ -1,7 +1,9 @@
 """Adapter for engines that serve the OpenAI HTTP API: vLLM, llama.cpp, SGLang, Ollama, ours.
 
 Streams `POST {endpoint}/chat/completions` with `stream_options.include_usage` (vLLM reports
-real token counts in the last chunk) and classifies every failure at the boundary.
+real token counts in the last chunk) and classifies every failure at the boundary. To continue a
+partial answer it sends that answer as an open final assistant message with vLLM's
+`continue_final_message` (deployments declare `resume: continue` only where the engine has it).
 """
 
 from __future__ import annotations
@@ -93,14 +95,17 @@ class OpenAICompatibleAdapter(EngineAdapter):
 
 def _body(request: EngineRequest, *, stream: bool) -> dict[str, Any]:
     sampling = request.sampling
-    body: dict[str, Any] = {
-        "model": request.target.engine_model,
-        "messages": [
-            {"role": m.role, "content": m.content} | ({"name": m.name} if m.name else {})
-            for m in request.messages
-        ],
-        "stream": stream,
-    }
+    messages = [
+        {"role": m.role, "content": m.content} | ({"name": m.name} if m.name else {})
+        for m in request.messages
+    ]
+    body: dict[str, Any] = {"model": request.target.engine_model, "stream": stream}
+    if request.partial:
+        # vLLM's prefill: the answer so far is an open final message the model continues.
+        messages.append({"role": "assistant", "content": request.partial})
+        body["continue_final_message"] = True
+        body["add_generation_prompt"] = False
+    body["messages"] = messages
     if stream:
         body["stream_options"] = {"include_usage": True}
     optional = {

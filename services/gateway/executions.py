@@ -1,0 +1,149 @@
+"""A request's run in Temporal, whichever shape it has.
+
+A model with one deployment and no fallbacks runs as one standalone activity (the fast path);
+one with more deployments to try runs as the failover workflow (worker/failover.py). The gateway
+starts either, checks whether it still runs, reads its result and cancels it through this one
+interface. Both are found again from the request id alone (background requests).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+from datetime import timedelta
+from typing import Any, Literal
+
+from temporalio.client import (
+    ActivityExecutionStatus,
+    ActivityFailureError,
+    ActivityHandle,
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
+from temporalio.common import Priority
+from temporalio.service import RPCError
+
+from tiller.common.errors import TillerError, UpstreamTimeout
+from tiller.worker.shared import (
+    FAILOVER_TASK_QUEUE,
+    FAILOVER_WORKFLOW,
+    GENERATE_ACTIVITY,
+    InferenceInput,
+    InferenceResult,
+    activity_options,
+    request_bound_seconds,
+)
+
+Kind = Literal["activity", "workflow"]
+RESULT_RPC_TIMEOUT = timedelta(seconds=5)
+
+
+class Execution(abc.ABC):
+    kind: Kind
+
+    @abc.abstractmethod
+    async def running(self) -> bool:
+        """Whether it may still publish events; raises RPCError if Temporal cannot say."""
+
+    @abc.abstractmethod
+    async def result(self) -> InferenceResult:
+        """The result of a finished run; raises the TillerError it failed with."""
+
+    @abc.abstractmethod
+    async def _cancel(self) -> None: ...
+
+    async def cancel(self) -> None:
+        # Already closed, or Temporal is away: then the run's own timeouts end it.
+        with contextlib.suppress(RPCError):
+            await self._cancel()
+
+
+class ActivityExecution(Execution):
+    kind: Kind = "activity"
+
+    def __init__(self, handle: ActivityHandle[Any]) -> None:
+        self.handle = handle
+
+    async def running(self) -> bool:
+        status = (await self.handle.describe()).status
+        return status in (ActivityExecutionStatus.RUNNING, ActivityExecutionStatus.PAUSED)
+
+    async def result(self) -> InferenceResult:
+        try:
+            value = await self.handle.result(rpc_timeout=RESULT_RPC_TIMEOUT)
+        except ActivityFailureError as failure:
+            raise TillerError.from_failure(failure.cause) from None
+        except RPCError:
+            raise UpstreamTimeout("The request's state could not be read.") from None
+        return _result(value)
+
+    async def _cancel(self) -> None:
+        await self.handle.cancel()
+
+
+class WorkflowExecution(Execution):
+    kind: Kind = "workflow"
+
+    def __init__(self, handle: WorkflowHandle[Any, Any]) -> None:
+        self.handle = handle
+
+    async def running(self) -> bool:
+        status = (await self.handle.describe()).status
+        return status == WorkflowExecutionStatus.RUNNING
+
+    async def result(self) -> InferenceResult:
+        try:
+            value = await self.handle.result(rpc_timeout=RESULT_RPC_TIMEOUT)
+        except WorkflowFailureError as failure:
+            raise TillerError.from_failure(failure.cause) from None
+        except RPCError:
+            raise UpstreamTimeout("The request's state could not be read.") from None
+        return _result(value)
+
+    async def _cancel(self) -> None:
+        await self.handle.cancel()
+
+
+def _result(value: Any) -> InferenceResult:
+    if isinstance(value, InferenceResult):
+        return value
+    return InferenceResult.from_dict(value)
+
+
+async def start(
+    client: Client, request: InferenceInput, priority: int, rpc_timeout: float
+) -> Execution:
+    """Start the request's run; raises RPCError if Temporal refuses or cannot be reached."""
+    common: dict[str, Any] = {
+        "id": request.request_id,
+        "rpc_timeout": timedelta(seconds=rpc_timeout),
+        "priority": Priority(priority_key=priority),
+    }
+    if not request.next_targets:
+        activity = await client.start_activity(
+            GENERATE_ACTIVITY,
+            request,
+            task_queue=request.target.task_queue,
+            result_type=InferenceResult,
+            **common,
+            **activity_options(request).as_kwargs(),
+        )
+        return ActivityExecution(activity)
+    workflow = await client.start_workflow(
+        FAILOVER_WORKFLOW,
+        dataclasses.asdict(request),
+        task_queue=FAILOVER_TASK_QUEUE,
+        execution_timeout=timedelta(seconds=request_bound_seconds(request)),
+        **common,
+    )
+    return WorkflowExecution(workflow)
+
+
+def attach(client: Client, request_id: str, kind: Kind) -> Execution:
+    """The run of an earlier request, from its id (e.g. after a gateway restart)."""
+    if kind == "workflow":
+        return WorkflowExecution(client.get_workflow_handle(request_id))
+    return ActivityExecution(client.get_activity_handle(request_id, result_type=InferenceResult))
