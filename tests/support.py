@@ -12,6 +12,9 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 180
@@ -227,3 +230,60 @@ def wait_for(predicate: object, timeout: float = 10.0, interval: float = 0.05) -
             return True
         time.sleep(interval)
     return False
+
+
+def service_env(stack: Stack, **extra: str) -> dict[str, str]:
+    """The environment `tiller up` gives its services, for one more started by a test."""
+    env = {k: v for k, v in stack.env.items() if k != "TILLER_ADMIN_KEY"}
+    env.update(
+        {
+            "TILLER_REDIS_URL": stack.redis_url,
+            "TILLER_TEMPORAL_ADDRESS": stack.temporal_address,
+            "TILLER_ROUTER_ADDRESS": f"127.0.0.1:{stack.router_port}",
+            "TILLER_QUOTA_ADDRESS": f"127.0.0.1:{stack.quota_port}",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def start_service(stack: Stack, module: str, log: Path, **extra: str) -> subprocess.Popen[bytes]:
+    """One more service process (e.g. a second worker) beside the stack's, logging to `log`."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", module],
+            env=service_env(stack, **extra),
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_service(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def chunks_of(line: str) -> dict[str, Any] | None:
+    """The JSON of one SSE data line; None for anything else (and for [DONE])."""
+    if not line.startswith("data: ") or line == "data: [DONE]":
+        return None
+    chunk: dict[str, Any] = orjson.loads(line[6:])
+    return chunk
+
+
+def text_of(lines: list[str]) -> str:
+    """The answer an SSE stream of chat chunks carries."""
+    return "".join(
+        choice["delta"].get("content") or ""
+        for line in lines
+        if (chunk := chunks_of(line)) is not None
+        for choice in chunk.get("choices") or []
+    )

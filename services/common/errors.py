@@ -245,10 +245,12 @@ class EngineUnavailable(TillerError):
 
 
 class EngineFailedMidStream(TillerError):
-    """The engine failed after part of the answer reached the client; a retry would repeat it."""
+    """The engine failed after part of the answer reached the client, and no deployment that can
+    continue it was left to try: starting over would repeat what the client already has."""
 
     http_status = 502
     grpc_code = grpc.StatusCode.UNAVAILABLE
+    openai_code = "engine_failed_mid_stream"
     default_message = "The model engine failed while streaming the answer."
 
 
@@ -269,6 +271,7 @@ class UpstreamTimeout(TillerError):
 class Cancelled(TillerError):
     http_status = 499
     grpc_code = grpc.StatusCode.CANCELLED
+    openai_code = "cancelled"
     default_message = "The request was cancelled."
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -20,16 +22,19 @@ from tiller.common.errors import (
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
+    ServiceUnavailable,
     TillerError,
 )
 from tiller.common.priorities import HIGHEST_PRIORITY, LOWEST_PRIORITY
 from tiller.gateway import shapes
+from tiller.gateway.background import QUEUED, Record
 from tiller.gateway.inference import Call, Inference, result_of
 from tiller.gateway.protocol import ChatRequest, parse_chat
 
 log = logging.getLogger(__name__)
 SSE_PING_SECONDS = 15
 PRIORITY_HEADER = "x-tiller-priority"
+LAST_EVENT_ID = re.compile(r"^(0|\d{1,20}-\d{1,20})$")
 
 
 class JSONResponse(Response):
@@ -89,6 +94,8 @@ async def chat_completions(request: Request) -> Response:
     priority = requested_priority(request.headers.get(PRIORITY_HEADER))
     chat = parse_chat(await read_json(request, inference.settings.max_body_bytes))
     call = await inference.begin(api_key, chat, priority)
+    if chat.background:
+        return await _in_background(inference, call, chat)
     try:
         if not chat.stream:
             result = await call.result()
@@ -106,46 +113,71 @@ async def chat_completions(request: Request) -> Response:
     except BaseException:
         call.abandon()
         raise
-    return EventSourceResponse(
-        _sse(call, chat, _with_first(first, stream)),
-        headers=call.headers(),
-        ping=SSE_PING_SECONDS,
-        sep="\n",
-    )
+    return _event_source(_sse(call, chat.include_usage, _with_first(first, stream)), call.headers())
+
+
+def _event_source(events_: AsyncIterator[ServerSentEvent], headers: dict[str, str]) -> Response:
+    return EventSourceResponse(events_, headers=headers, ping=SSE_PING_SECONDS, sep="\n")
+
+
+async def _in_background(inference: Inference, call: Call, chat: ChatRequest) -> Response:
+    """Record it and answer at once (202), or stream it; either way the client may leave."""
+    try:
+        record = await inference.background.submit(call, chat.include_usage)
+    except RedisError:
+        call.abandon()
+        raise ServiceUnavailable("Background requests cannot be recorded right now.") from None
+    except BaseException:
+        call.abandon()
+        raise
+    headers = call.headers() | {"location": f"/v1/chat/completions/{call.request_id}"}
+    if not chat.stream:
+        return JSONResponse(shapes.background(record), status_code=202, headers=headers)
+    return _event_source(_sse(call, chat.include_usage, call.answer(), settle=False), headers)
 
 
 async def _sse(
-    call: Call, chat: ChatRequest, answer: AsyncIterator[events.Event]
+    call: Call,
+    include_usage: bool,
+    answer: AsyncIterator[events.Event],
+    settle: bool = True,
+    from_start: bool = True,
 ) -> AsyncIterator[ServerSentEvent]:
-    """SSE events of one answer. A failure after the first byte becomes an error event."""
+    """SSE events of one answer. A failure after the first byte becomes an error event.
+
+    `settle`: this stream owns the request (not a background one, whose watcher settles it and
+    which runs on when the client leaves). `from_start`: the first chunk carries the role."""
     meta = (call.request_id, call.model, call.created)
-    role: dict[str, str] = {"role": "assistant"}
+    role: dict[str, str] = {"role": "assistant"} if from_start else {}
     try:
         async for event in answer:
             if event.kind == events.DELTA:
                 delta = {**role, "content": event.data["text"]}
                 role = {}
-                body = shapes.chunk(*meta, delta, with_usage_field=chat.include_usage)
+                body = shapes.chunk(*meta, delta, with_usage_field=include_usage)
                 yield ServerSentEvent(orjson.dumps(body).decode(), id=event.id)
             elif event.kind == events.DONE:
                 result = result_of(event)
-                call.complete(result.usage)  # before the last yields: the client may leave at once
+                if settle:  # before the last yields: the client may leave at once
+                    call.complete(result.usage)
                 body = shapes.chunk(
-                    *meta, role, result.finish_reason, with_usage_field=chat.include_usage
+                    *meta, role, result.finish_reason, with_usage_field=include_usage
                 )
                 yield ServerSentEvent(orjson.dumps(body).decode(), id=event.id)
-                if chat.include_usage:
+                if include_usage:
                     usage = shapes.usage_chunk(*meta, result.usage)
                     yield ServerSentEvent(orjson.dumps(usage).decode())
                 yield ServerSentEvent("[DONE]")
             else:
                 raise TillerError.from_dict(event.data["error"])
     except TillerError as error:
-        call.abandon()
+        if settle:
+            call.abandon()
         yield ServerSentEvent(orjson.dumps(error.to_openai()).decode())
         yield ServerSentEvent("[DONE]")
     finally:
-        call.abandon()  # a no-op once completed; otherwise the client went away
+        if settle:
+            call.abandon()  # a no-op once completed; otherwise the client went away
 
 
 async def _with_first(
@@ -158,6 +190,62 @@ async def _with_first(
                 yield event
     finally:
         await rest.aclose()  # now, not at garbage collection: it holds a subscription
+
+
+async def _owned_record(request: Request) -> Record:
+    """The background request in the path, if the caller's key made it (or is an admin's)."""
+    inference = _inference(request)
+    principal = await inference.authenticate(bearer_key(request.headers.get("authorization")))
+    request_id = request.path_params["request_id"]
+    try:
+        record = await inference.background.get(request_id)
+    except RedisError:
+        raise ServiceUnavailable("Background requests cannot be read right now.") from None
+    if record is None or (record.key_id != principal.key_id and principal.role != "admin"):
+        raise NotFound(
+            f"No background request `{request_id}`: it does not exist, has expired, or was "
+            'made with another key. Only requests sent with "background": true are kept.',
+            param="id",
+        )
+    return record
+
+
+async def retrieve_completion(request: Request) -> Response:
+    """`GET /v1/chat/completions/{id}`: a background request's status, then its result."""
+    return JSONResponse(shapes.background(await _owned_record(request)))
+
+
+async def cancel_completion(request: Request) -> Response:
+    """`POST /v1/chat/completions/{id}/cancel`: stop a background request still running."""
+    record = await _owned_record(request)
+    if record.status == QUEUED:
+        await _inference(request).background.cancel(record)
+    return JSONResponse(shapes.background(record))
+
+
+async def stream_completion(request: Request) -> Response:
+    """`GET /v1/chat/completions/{id}/stream`: a background request's answer as SSE, from the
+    start or, with `Last-Event-ID`, from just after the event a client saw last."""
+    inference = _inference(request)
+    record = await _owned_record(request)
+    after = request.headers.get("last-event-id") or "0"
+    if not LAST_EVENT_ID.match(after):
+        raise InvalidRequest(
+            "Last-Event-ID must be an event id from this stream, such as 1732612345678-0.",
+            param="Last-Event-ID",
+        )
+    if record.status != QUEUED and not await inference.up.redis.exists(record.events_key):
+        raise NotFound(
+            f"The stream of `{record.request_id}` has expired; GET /v1/chat/completions/"
+            f"{record.request_id} has its result.",
+            param="id",
+        )
+    call = inference.attach(record)
+    answer = call.answer(after)
+    return _event_source(
+        _sse(call, record.include_usage, answer, settle=False, from_start=after == "0"),
+        {"x-request-id": record.request_id},
+    )
 
 
 async def list_models(request: Request) -> Response:
@@ -224,6 +312,9 @@ def create_app(inference: Inference) -> Starlette:
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/chat/completions/{request_id}", retrieve_completion, methods=["GET"]),
+            Route("/v1/chat/completions/{request_id}/stream", stream_completion, methods=["GET"]),
+            Route("/v1/chat/completions/{request_id}/cancel", cancel_completion, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),

@@ -25,6 +25,7 @@ from tiller.common.priorities import DEFAULT_PRIORITY
 from tiller.gateway import executions
 from tiller.gateway.admissions import Admitter
 from tiller.gateway.answers import AnswerHub
+from tiller.gateway.background import BackgroundRequests, Record
 from tiller.gateway.executions import Execution
 from tiller.gateway.protocol import ChatRequest
 from tiller.gateway.routes import RouteCache
@@ -43,7 +44,7 @@ class Inference:
     def __init__(self, upstreams: Upstreams, settings: GatewaySettings) -> None:
         self.up = upstreams
         self.settings = settings
-        self._background: set[asyncio.Task[None]] = set()
+        self._cleanups: set[asyncio.Task[None]] = set()
         self.routes = RouteCache(self.resolve, settings.route_cache_seconds)
         self.settler = Settler(upstreams.quota, settings.rpc_timeout_seconds)
         self.admitter = Admitter(upstreams.quota, self.settler, settings.rpc_timeout_seconds)
@@ -52,6 +53,13 @@ class Inference:
             upstreams.redis,
             settings.key_prefix,
             block_ms=int(settings.idle_check_seconds * 1000),
+        )
+        self.background = BackgroundRequests(
+            self,
+            upstreams.redis,
+            settings.key_prefix,
+            ttl_seconds=settings.background_ttl_seconds,
+            lease_seconds=settings.background_lease_seconds,
         )
 
     async def authenticate(self, api_key: str) -> quota_pb2.Principal:
@@ -106,18 +114,33 @@ class Inference:
                 "The orchestrator is unavailable; try again shortly."
             ) from None
 
+    def attach(self, record: Record) -> Call:
+        """A background request, taken up again from its record (any gateway can)."""
+        execution = executions.attach(self.up.temporal, record.request_id, record.kind)
+        return Call(
+            self,
+            record.request_id,
+            record.model,
+            record.key_id,
+            quota_pb2.Admission(),
+            execution,
+            record.events_key,
+            created=record.created,
+        )
+
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run clean-up that must finish even if the caller is cancelled (client gone)."""
         task = asyncio.get_running_loop().create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     async def drain(self) -> None:
-        if self._background:
-            await asyncio.wait(set(self._background), timeout=self.settings.shutdown_grace_seconds)
+        if self._cleanups:
+            await asyncio.wait(set(self._cleanups), timeout=self.settings.shutdown_grace_seconds)
         await asyncio.wait_for(self.settler.drain(), self.settings.shutdown_grace_seconds)
 
     async def close(self) -> None:
+        await self.background.close()
         await self.hub.close()
 
 
@@ -133,6 +156,7 @@ class Call:
         admission: quota_pb2.Admission,
         execution: Execution,
         events_key: str,
+        created: int | None = None,
     ) -> None:
         self.inference = inference
         self.request_id = request_id
@@ -141,7 +165,7 @@ class Call:
         self.admission = admission
         self.execution = execution
         self.events_key = events_key
-        self.created = int(time.time())
+        self.created = int(time.time()) if created is None else created
         self._settled = False
 
     async def answer(self, after: str = "0") -> AsyncGenerator[events.Event, None]:
@@ -214,13 +238,19 @@ class Call:
         """The caller is gone or the request failed: stop any work left and release the lease."""
         if self._settled:
             return
-        self._settled = True
-        self.inference.spawn(self._cancel())
-        self.inference.settler.settle(
-            quota_pb2.Settlement(key_id=self.key_id, request_id=self.request_id)
-        )
+        self.inference.spawn(self.stop())
+        self.release()
 
-    async def _cancel(self) -> None:
+    def release(self) -> None:
+        """The request ended without an answer to charge: release its lease."""
+        if not self._settled:
+            self._settled = True
+            self.inference.settler.settle(
+                quota_pb2.Settlement(key_id=self.key_id, request_id=self.request_id)
+            )
+
+    async def stop(self) -> None:
+        """Stop the request's run: the worker stops its engine now, Temporal ends the run."""
         # First the fast path: the worker running it stops the engine at once.
         channel = events.cancel_channel(self.inference.settings.key_prefix)
         with contextlib.suppress(RedisError):

@@ -78,6 +78,8 @@ class ChatCompletionRequest(_Strict):
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     user: str | None = None
     metadata: dict[str, str] | None = None
+    # Tiller's: run on even if the client leaves; fetch or stream it later by id.
+    background: bool | None = False
 
     @field_validator("stop")
     @classmethod
@@ -100,6 +102,7 @@ class ChatRequest:
     sampling: Sampling
     stream: bool
     include_usage: bool
+    background: bool = False
 
 
 def parse_chat(data: Any) -> ChatRequest:
@@ -127,6 +130,7 @@ def parse_chat(data: Any) -> ChatRequest:
         ),
         stream=bool(body.stream),
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
+        background=bool(body.background),
     )
 
 

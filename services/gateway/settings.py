@@ -28,6 +28,11 @@ class GatewaySettings:
     idle_check_seconds: float = 5.0
     # How long a route from the router is reused; 0 asks the router on every request.
     route_cache_seconds: float = 2.0
+    # How long a background request's record (status, result) stays readable after it ends.
+    background_ttl_seconds: int = 86400
+    # A gateway watching a background request renews its claim this often (x 1/3); if it
+    # stops, another gateway takes the request over within this long.
+    background_lease_seconds: float = 30.0
     shutdown_grace_seconds: float = 10.0
     dependency_wait_seconds: float = 60.0
     log_level: str = "info"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tiller.worker.shared import InferenceResult, Usage
+
+if TYPE_CHECKING:
+    from tiller.gateway.background import Record
 
 
 def usage(u: Usage) -> dict[str, int]:
@@ -81,3 +84,21 @@ def duration(seconds: float) -> str:
         return f"{seconds:.3g}s"
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes}m{rest}s"
+
+
+def background(record: Record) -> dict[str, Any]:
+    """A background request as `GET /v1/chat/completions/{id}` shows it: the completion once it
+    is done, with a `status` (in_progress, completed, failed, cancelled) and any `error`."""
+    if record.result is not None:
+        body = completion(record.request_id, record.model, record.created, record.result)
+    else:
+        body = {
+            "id": record.request_id,
+            "object": "chat.completion",
+            "created": record.created,
+            "model": record.model,
+        }
+    body["status"] = record.status
+    if record.error is not None:
+        body["error"] = record.error.to_openai()["error"]
+    return body

@@ -1,0 +1,192 @@
+"""Background requests: answered later by id, resumable by Last-Event-ID, and surviving the
+gateway that took them (another gateway settles them)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from tests.support import (
+    Stack,
+    chunks_of,
+    free_port,
+    start_service,
+    stop_service,
+    text_of,
+    wait_for,
+)
+from tiller.quota.keys import KeyStore
+
+WORDS = " ".join(f"w{i}" for i in range(2000))  # about 2 s of streaming at 1 ms a token
+EXPECTED = f"You said: {WORDS}"
+
+
+def body(content: str = WORDS, **extra: object) -> dict[str, object]:
+    return {"model": "demo", "messages": [{"role": "user", "content": content}], **extra}
+
+
+async def new_key(stack: Stack, name: str, concurrency: int = 0) -> str:
+    redis = Redis.from_url(stack.redis_url)
+    key = await KeyStore(redis, "tiller:").create(name, concurrency=concurrency)
+    await redis.aclose()
+    return key.api_key
+
+
+async def poll_until_done(http: httpx.AsyncClient, request_id: str) -> dict[str, object]:
+    deadline = time.monotonic() + 60
+    while True:
+        response = await http.get(f"/chat/completions/{request_id}")
+        assert response.status_code == 200, response.text
+        found: dict[str, object] = response.json()
+        if found["status"] != "in_progress":
+            return found
+        assert time.monotonic() < deadline, "the background request never finished"
+        await asyncio.sleep(0.2)
+
+
+async def test_a_background_request_is_fetched_by_id(stack: Stack) -> None:
+    key = await new_key(stack, "bg-owner")
+    headers = {"authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=30) as http:
+        submitted = await http.post("/chat/completions", json=body("later", background=True))
+        assert submitted.status_code == 202, submitted.text
+        queued = submitted.json()
+        assert queued["status"] == "in_progress" and queued["object"] == "chat.completion"
+        assert submitted.headers["location"] == f"/v1/chat/completions/{queued['id']}"
+        done = await poll_until_done(http, queued["id"])
+        # Someone else's key cannot see it.
+        other = {"authorization": f"Bearer {await new_key(stack, 'bg-stranger')}"}
+        stranger = await http.get(f"/chat/completions/{queued['id']}", headers=other)
+    assert done["status"] == "completed"
+    assert done["choices"][0]["message"]["content"] == "You said: later"  # type: ignore[index]
+    assert done["usage"]["completion_tokens"] == 3  # type: ignore[index]
+    assert stranger.status_code == 404 and stranger.json()["error"]["param"] == "id"
+
+
+async def test_a_stream_resumes_after_the_last_event_id(stack: Stack) -> None:
+    headers = {"authorization": f"Bearer {stack.admin_key}"}
+    first: list[str] = []
+    last_id = ""
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=30) as http:
+        async with http.stream(
+            "POST", "/chat/completions", json=body(background=True, stream=True)
+        ) as response:
+            assert response.status_code == 200
+            request_id = response.headers["x-request-id"]
+            async for line in response.aiter_lines():
+                if line.startswith("id: "):
+                    last_id = line[4:]
+                first.append(line)
+                if len(text_of(first)) > 300 and line == "":
+                    break  # the connection drops mid-answer, after a whole event
+        # The answer goes on without the client (a background request is not cancelled) ...
+        async with http.stream(
+            "GET", f"/chat/completions/{request_id}/stream", headers={"last-event-id": last_id}
+        ) as resumed:
+            assert resumed.status_code == 200
+            rest = [line async for line in resumed.aiter_lines()]
+    assert 300 < len(text_of(first)) < len(EXPECTED)
+    assert text_of(first) + text_of(rest) == EXPECTED  # whole, and nothing twice
+    assert rest[-1] == "data: [DONE]" or rest[-2] == "data: [DONE]"
+    assert not any((c := chunks_of(line)) and "error" in c for line in rest)
+
+
+async def test_a_stream_id_from_elsewhere_is_refused(stack: Stack) -> None:
+    headers = {"authorization": f"Bearer {stack.admin_key}"}
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=30) as http:
+        submitted = await http.post("/chat/completions", json=body("hi", background=True))
+        request_id = submitted.json()["id"]
+        bad = await http.get(
+            f"/chat/completions/{request_id}/stream", headers={"last-event-id": "yesterday"}
+        )
+        missing = await http.get("/chat/completions/chatcmpl-nothing-here/stream")
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "Last-Event-ID"
+    assert missing.status_code == 404
+
+
+async def test_a_background_request_can_be_cancelled(stack: Stack) -> None:
+    headers = {"authorization": f"Bearer {stack.admin_key}"}
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=30) as http:
+        submitted = await http.post("/chat/completions", json=body(background=True, stream=False))
+        request_id = submitted.json()["id"]
+        await asyncio.sleep(0.3)
+        cancelled = await http.post(f"/chat/completions/{request_id}/cancel")
+        assert cancelled.status_code == 200
+        done = await poll_until_done(http, request_id)
+    assert done["status"] == "cancelled", done
+    assert done["error"]["code"] == "cancelled"  # type: ignore[index]
+
+
+@dataclass
+class Gateway:
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+
+@pytest.fixture
+async def own_gateway(stack: Stack) -> AsyncIterator[list[Gateway]]:
+    """Gateways this test starts and kills, beside the stack's; the list holds each run."""
+    runs: list[Gateway] = []
+    yield runs
+    for run in runs:
+        stop_service(run.process)
+
+
+def start_gateway(stack: Stack, port: int, grpc_port: int, runs: list[Gateway]) -> Gateway:
+    process = start_service(
+        stack,
+        "tiller.gateway",
+        stack.data_dir / "logs" / f"gateway-own-{len(runs)}.log",
+        TILLER_GATEWAY_PORT=str(port),
+        TILLER_GATEWAY_GRPC_PORT=str(grpc_port),
+        TILLER_GATEWAY_BACKGROUND_LEASE_SECONDS="1",
+    )
+    gateway = Gateway(port, process)
+    runs.append(gateway)
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    assert wait_for(ready, timeout=60), "the gateway did not start"
+    return gateway
+
+
+async def test_a_background_request_outlives_its_gateway(
+    stack: Stack, own_gateway: list[Gateway]
+) -> None:
+    port, grpc_port = free_port(), free_port()
+    gateway = start_gateway(stack, port, grpc_port, own_gateway)
+    key = await new_key(stack, "bg-one-at-a-time", concurrency=1)
+    headers = {"authorization": f"Bearer {key}"}
+    words = " ".join(f"w{i}" for i in range(3500))  # about 4 s: it runs on past the restart
+    async with httpx.AsyncClient(base_url=gateway.base_url, headers=headers, timeout=30) as http:
+        submitted = await http.post("/chat/completions", json=body(words, background=True))
+        assert submitted.status_code == 202, submitted.text
+        request_id = submitted.json()["id"]
+    os.kill(gateway.process.pid, signal.SIGKILL)  # the gateway dies while the answer runs
+    gateway.process.wait()
+    restarted = start_gateway(stack, port, grpc_port, own_gateway)
+    async with httpx.AsyncClient(base_url=restarted.base_url, headers=headers, timeout=30) as http:
+        done = await poll_until_done(http, request_id)
+        assert done["status"] == "completed"
+        assert done["choices"][0]["message"]["content"] == f"You said: {words}"  # type: ignore[index]
+        # The restarted gateway settled it: the key's one concurrency slot is free again
+        # (otherwise it would stay taken until the lease's 15-minute expiry).
+        again = await http.post("/chat/completions", json=body("again"))
+    assert again.status_code == 200, again.text

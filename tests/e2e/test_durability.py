@@ -1,0 +1,141 @@
+"""Durable execution end to end: a worker killed mid-answer loses nothing, a failing deployment
+fails over to the next and to a fallback model, and with every deployment down the client gets a
+clear error in bounded time."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from tests.support import Stack, chunks_of, start_service, stop_service, text_of
+
+
+@pytest.fixture
+async def durable_workers(stack: Stack) -> AsyncIterator[list[subprocess.Popen[bytes]]]:
+    """Two workers of their own for the `durable` model's queue, so one can be killed."""
+    logs = stack.data_dir / "logs"
+    queue = {"TILLER_WORKER_TASK_QUEUES": "test.durable"}
+    workers = [
+        start_service(stack, "tiller.worker", logs / f"durable-worker-{i}.log", **queue)
+        for i in range(2)
+    ]
+    try:
+        await pollers(stack, "test.durable", len(workers))
+        yield workers
+    finally:
+        for worker in workers:
+            stop_service(worker)
+
+
+async def pollers(stack: Stack, queue: str, count: int) -> None:
+    client = await Client.connect(stack.temporal_address)
+    deadline = time.monotonic() + 60
+    while True:
+        reply = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace="default",
+                task_queue=TaskQueue(name=queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+            )
+        )
+        if len({p.identity for p in reply.pollers}) >= count:
+            return
+        assert time.monotonic() < deadline, f"{count} workers never polled {queue}"
+        await asyncio.sleep(0.2)
+
+
+async def test_a_worker_killed_mid_answer_loses_nothing(
+    stack: Stack, durable_workers: list[subprocess.Popen[bytes]]
+) -> None:
+    words = " ".join(f"w{i}" for i in range(2500))  # about 2.5 s of streaming at 1 ms a token
+    expected = f"You said: {words}"
+    body = {"model": "durable", "messages": [{"role": "user", "content": words}], "stream": True}
+    headers = {"authorization": f"Bearer {stack.admin_key}"}
+    temporal = await Client.connect(stack.temporal_address)
+    received: list[str] = []
+    killed = None
+    async with (
+        httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=60) as http,
+        http.stream("POST", "/chat/completions", json=body) as response,
+    ):
+        assert response.status_code == 200
+        request_id = response.headers["x-request-id"]
+        async for line in response.aiter_lines():
+            chunk = chunks_of(line)
+            if chunk is None:
+                continue
+            assert "error" not in chunk, chunk
+            for choice in chunk.get("choices") or []:
+                received.append(choice["delta"].get("content") or "")
+            if killed is None and len("".join(received)) > 200:
+                # Mid-answer: kill the worker serving it (its identity is "pid@host").
+                handle = temporal.get_activity_handle(request_id)
+                serving = (await handle.describe()).last_worker_identity
+                killed = int(str(serving).split("@")[0])
+                assert killed in [w.pid for w in durable_workers]
+                os.kill(killed, signal.SIGKILL)
+                sent_before_kill = len("".join(received))
+    text = "".join(received)
+    assert killed is not None and sent_before_kill < len(expected)
+    assert text == expected  # byte for byte: nothing missing, nothing twice
+    description = await temporal.get_activity_handle(request_id).describe()
+    assert description.attempt == 2
+    survivor = next(w for w in durable_workers if w.pid != killed)
+    assert str(description.last_worker_identity).startswith(f"{survivor.pid}@")
+
+
+async def ask(
+    http: httpx.AsyncClient, model: str, content: str, stream: bool = False
+) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": content}], "stream": stream}
+    return await http.post("/chat/completions", json=body)
+
+
+async def test_failing_deployments_fail_over_to_the_fallback_model(stack: Stack) -> None:
+    headers = {"authorization": f"Bearer {stack.admin_key}"}
+    temporal = await Client.connect(stack.temporal_address)
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=60) as http:
+        plain, streamed = await asyncio.gather(
+            ask(http, "failover", "still there?"), ask(http, "failover", "streaming?", True)
+        )
+    assert plain.status_code == 200, plain.text
+    assert plain.json()["choices"][0]["message"]["content"] == "You said: still there?"
+    assert streamed.status_code == 200
+    assert text_of(streamed.text.splitlines()) == "You said: streaming?"
+    # The workflow tried the refused deployment twice, the 500s one twice, then the fallback.
+    handle = temporal.get_workflow_handle(plain.headers["x-request-id"])
+    await handle.result()  # it closes a moment after the answer was published
+    assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+    queues = [
+        e.activity_task_scheduled_event_attributes.task_queue.name
+        async for e in handle.fetch_history_events()
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert queues == ["test.refused", "test.failing", "test.demo"]
+
+
+async def test_every_deployment_down_is_a_clear_error_in_bounded_time(stack: Stack) -> None:
+    headers = {"authorization": f"Bearer {stack.admin_key}"}
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=60) as http:
+        started = time.monotonic()
+        plain = await ask(http, "all-down", "hello?")
+        plain_seconds = time.monotonic() - started
+        streamed = await ask(http, "all-down", "hello?", stream=True)
+    assert plain.status_code == 503, plain.text
+    error = plain.json()["error"]
+    assert "500" in error["message"] and error["type"]
+    # The configured bound: 2 deployments x (5 s queueing + 2 attempts x (5 s + 0.2 s)) = 30.8 s;
+    # refused connections and 500s fail fast, so it is far inside that.
+    assert plain_seconds < 30.8
+    assert streamed.status_code == 503 and streamed.json()["error"]["message"] == error["message"]
