@@ -143,6 +143,36 @@ def _service_env(stack: Stack, models_file: Path) -> dict[str, str]:
     return env
 
 
+def temporal_command(binary: str, port: int, ui_port: int, db_file: Path) -> list[str]:
+    """The Temporal dev server, tuned (docs/operations.md), its state kept in `db_file`."""
+    command = [
+        binary, "server", "start-dev",
+        "--ip", HOST,
+        "--port", str(port),
+        "--ui-port", str(ui_port),
+        "--db-filename", str(db_file),
+        "--log-level", "warn",
+    ]  # fmt: skip
+    for key, value in TEMPORAL_DYNAMIC_CONFIG.items():
+        command += ["--dynamic-config-value", f"{key}={value}"]
+    for pragma in TEMPORAL_SQLITE_PRAGMAS:
+        command += ["--sqlite-pragma", pragma]
+    return command
+
+
+def redis_command(binary: str, port: int, directory: Path) -> list[str]:
+    """Redis, persisting every write to an append-only file in `directory`."""
+    return [
+        binary,
+        "--bind", HOST,
+        "--port", str(port),
+        "--dir", str(directory),
+        "--appendonly", "yes",
+        "--save", "",
+        "--loglevel", "warning",
+    ]  # fmt: skip
+
+
 def _children(stack: Stack, models_file: Path) -> list[list[Child]]:
     """Children in stop order: front door first, state last."""
     logs = stack.data / "logs"
@@ -162,27 +192,10 @@ def _children(stack: Stack, models_file: Path) -> list[list[Child]]:
     )
     redis_dir = stack.data / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
-    temporal = [
-        temporal_bin, "server", "start-dev",
-        "--ip", HOST,
-        "--port", str(stack.up.temporal_port),
-        "--ui-port", str(stack.up.temporal_ui_port),
-        "--db-filename", str(stack.data / "temporal.db"),
-        "--log-level", "warn",
-    ]  # fmt: skip
-    for key, value in TEMPORAL_DYNAMIC_CONFIG.items():
-        temporal += ["--dynamic-config-value", f"{key}={value}"]
-    for pragma in TEMPORAL_SQLITE_PRAGMAS:
-        temporal += ["--sqlite-pragma", pragma]
-    redis = [
-        redis_bin,
-        "--bind", HOST,
-        "--port", str(stack.up.redis_port),
-        "--dir", str(redis_dir),
-        "--appendonly", "yes",
-        "--save", "",
-        "--loglevel", "warning",
-    ]  # fmt: skip
+    temporal = temporal_command(
+        temporal_bin, stack.up.temporal_port, stack.up.temporal_ui_port, stack.data / "temporal.db"
+    )
+    redis = redis_command(redis_bin, stack.up.redis_port, redis_dir)
 
     def service(name: str, module: str, extra: dict[str, str] | None = None) -> Child:
         return Child(name, [*python, module], env | (extra or {}), logs / f"{name}.log")

@@ -14,7 +14,7 @@ import asyncio
 import grpc
 
 from tiller.common.errors import TillerError
-from tiller.gateway.settlement import MAX_BATCH, Settler, dropped
+from tiller.gateway.settlement import MAX_BATCH, Settler
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
 
 _Waiting = tuple[quota_pb2.AdmitRequest, "asyncio.Future[quota_pb2.Admission]"]
@@ -51,7 +51,7 @@ class Admitter:
                 )
             except grpc.aio.AioRpcError as error:
                 if settlements:
-                    dropped(len(settlements), error)
+                    self.settler.failed(settlements, error)
                 failure = TillerError.from_grpc(error)
                 for _, future in batch:
                     if not future.done():

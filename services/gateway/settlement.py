@@ -3,14 +3,17 @@
 Every admitted request ends with one settlement. A settlement waits up to HOLD_SECONDS for the
 next admission call to carry it (gateway/admissions.py: that call settles before it admits, so
 the lease is free for it); if none comes, one background task sends it, together with every
-settlement that queued meanwhile or while a call was in flight. A failed call is logged and
-dropped: leases expire on their own (the lease TTL).
+settlement that queued meanwhile or while a call was in flight. Quota applies a settlement once
+per request id, so one whose call failed (quota or Redis away) is sent again, with backoff, for
+up to RETRY_FOR_SECONDS: a restart of either does not leave leases held until they expire or
+usage unrecorded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import grpc
 
@@ -19,6 +22,9 @@ from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
 log = logging.getLogger(__name__)
 MAX_BATCH = 512
 HOLD_SECONDS = 0.02
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 10.0
+RETRY_FOR_SECONDS = 900.0  # then give up: the leases have expired by then (quota's lease TTL)
 
 
 class Settler:
@@ -26,6 +32,8 @@ class Settler:
         self.quota, self.timeout = quota, timeout_seconds
         self._pending: list[quota_pb2.Settlement] = []
         self._sender: asyncio.Task[None] | None = None
+        self._failed: list[tuple[float, quota_pb2.Settlement]] = []  # (first failure, s)
+        self._retrier: asyncio.Task[None] | None = None
 
     def settle(self, settlement: quota_pb2.Settlement) -> None:
         self._pending.append(settlement)
@@ -38,13 +46,28 @@ class Settler:
         del self._pending[:MAX_BATCH]
         return taken
 
+    def failed(self, batch: list[quota_pb2.Settlement], error: grpc.aio.AioRpcError) -> None:
+        """A call carrying `batch` failed: send it again later."""
+        log.warning(
+            "settling requests failed; retrying",
+            extra={"requests": len(batch), "status": error.code().name},
+        )
+        now = time.monotonic()
+        self._failed.extend((now, s) for s in batch)
+        if self._retrier is None or self._retrier.done():
+            self._retrier = asyncio.get_running_loop().create_task(self._retry())
+
     async def drain(self) -> None:
-        """Send every queued settlement (shutdown)."""
+        """Send every queued settlement (shutdown); those quota cannot take now are lost."""
         if self._sender is not None and not self._sender.done():
             await self._sender
-        await self._send(0)
+        if self._retrier is not None:
+            self._retrier.cancel()
+        self._pending.extend(s for _, s in self._failed)
+        self._failed.clear()
+        await self._send(0, retry=False)
 
-    async def _send(self, hold: float) -> None:
+    async def _send(self, hold: float, retry: bool = True) -> None:
         if hold:
             await asyncio.sleep(hold)
         while self._pending:
@@ -55,13 +78,28 @@ class Settler:
                     quota_pb2.SettleRequest(settlements=batch), timeout=self.timeout
                 )
             except grpc.aio.AioRpcError as error:
-                dropped(len(batch), error)
+                if retry:
+                    self.failed(batch, error)
+                else:
+                    log.warning("settlements lost at shutdown", extra={"requests": len(batch)})
 
-
-def dropped(count: int, error: grpc.aio.AioRpcError) -> None:
-    """Not retried: quota may have applied a call that timed out, and usage must not count
-    twice. The leases expire on their own; the usage of these requests is not recorded."""
-    log.warning(
-        "settling requests failed; their leases will expire",
-        extra={"requests": count, "status": error.code().name},
-    )
+    async def _retry(self) -> None:
+        wait = RETRY_FIRST_SECONDS
+        while self._failed:
+            await asyncio.sleep(wait)
+            now = time.monotonic()
+            expired = [s for since, s in self._failed if now - since > RETRY_FOR_SECONDS]
+            if expired:
+                log.warning("settlements given up", extra={"requests": len(expired)})
+            due = [(since, s) for since, s in self._failed if now - since <= RETRY_FOR_SECONDS]
+            self._failed.clear()
+            for start in range(0, len(due), MAX_BATCH):
+                batch = due[start : start + MAX_BATCH]
+                try:
+                    await self.quota.Settle(
+                        quota_pb2.SettleRequest(settlements=[s for _, s in batch]),
+                        timeout=self.timeout,
+                    )
+                except grpc.aio.AioRpcError:
+                    self._failed.extend(batch)
+            wait = min(wait * 2, RETRY_MAX_SECONDS)

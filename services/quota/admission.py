@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
 from tiller.common.errors import AuthenticationFailed, RateLimited, TillerError
 from tiller.common.priorities import DEFAULT_PRIORITY, HIGHEST_PRIORITY, LOWEST_PRIORITY
 from tiller.common.redis_text import text
 from tiller.quota.keys import KeyLayout, digest
+from tiller.quota.scripts import BatchScript
 
 WINDOW_MS = 60_000
 
@@ -74,7 +74,7 @@ class Admission:
     def __init__(self, redis: Redis, prefix: str, lease_ttl_seconds: float) -> None:
         self.redis, self.prefix = redis, prefix
         self.lease_ttl_ms = int(lease_ttl_seconds * 1000)
-        self._script = redis.register_script(_ADMIT)
+        self._script = BatchScript(redis, _ADMIT, keys=3)
 
     async def authenticate(self, api_key: str) -> Principal:
         full = _digest_or_fail(api_key)
@@ -111,37 +111,13 @@ class Admission:
                 str(WINDOW_MS),
                 str(self.lease_ttl_ms),
             )
-        replies = await self._run_script(list(calls.values()))
+        replies = await self._script.run(list(calls.values()))
         for position, reply in zip(calls, replies, strict=True):
             try:
                 results[position] = _admitted(reply)
             except TillerError as error:
                 results[position] = error
         return [r for r in results if r is not None]
-
-    async def _run_script(self, calls: list[tuple[str, ...]]) -> list[Any]:
-        """EVALSHA for each call in one pipeline. A pipeline given the Script object would ask
-        SCRIPT EXISTS first on every batch (an extra round trip); instead the script is loaded
-        only when Redis answers that it does not know it (a restart, SCRIPT FLUSH), and only
-        the calls that got that answer run again."""
-        replies: list[Any] = [None] * len(calls)
-        todo = list(range(len(calls)))
-        for attempt in range(2):
-            if attempt:
-                await self.redis.script_load(_ADMIT)
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for i in todo:
-                    pipe.evalsha(self._script.sha, 3, *calls[i])
-                answers = await pipe.execute(raise_on_error=False) if todo else []
-            for i, answer in zip(todo, answers, strict=True):
-                replies[i] = answer
-            todo = [i for i in todo if isinstance(replies[i], NoScriptError)]
-            if not todo:
-                break
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
 
 
 def _admitted(reply: list[Any]) -> Admitted:

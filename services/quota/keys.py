@@ -65,6 +65,10 @@ class KeyLayout:
     def usage(self, day: str) -> str:
         return f"{self._base}:usage:{day}"
 
+    def settled(self, request_id: str) -> str:
+        """Marks a request as settled, so settling it again changes nothing."""
+        return f"{self._base}:settled:{request_id}"
+
 
 @dataclass(frozen=True)
 class NewKey:

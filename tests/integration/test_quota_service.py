@@ -220,3 +220,53 @@ async def test_admission_survives_redis_forgetting_its_script(quota: Quota) -> N
     assert (await quota.admit(new.api_key, "after")).principal.key_id == new.key_id
     leases = await quota.redis.zrange(KeyLayout(quota.prefix, new.key_id).leases, 0, -1)
     assert sorted(leases) == [b"after", b"before"]  # admitted once each, not twice
+
+
+async def test_settling_twice_counts_the_usage_once(quota: Quota) -> None:
+    new = await quota.store.create("resent", concurrency=1)
+    await quota.admit(new.api_key, "once")
+    done = quota_pb2.Settlement(
+        key_id=new.key_id, request_id="once", model="demo", completed=True, completion_tokens=7
+    )
+    for _ in range(2):  # a gateway resends a settlement whose first call seemed to fail
+        await quota.stub.Settle(quota_pb2.SettleRequest(settlements=[done]), timeout=5)
+    usage_keys = [
+        k async for k in quota.redis.scan_iter(match=f"{quota.prefix}{{{new.key_id}}}*usage*")
+    ]
+    usage = await quota.redis.hgetall(usage_keys[0])
+    assert usage[b"demo:requests"] == b"1" and usage[b"demo:completion_tokens"] == b"7"
+
+
+class FailsFirst:
+    """Quota's stub, with its first Settle failing as if quota were restarting."""
+
+    def __init__(self, stub: quota_pb2_grpc.QuotaStub) -> None:
+        self.stub, self.calls = stub, 0
+
+    async def Settle(
+        self, request: quota_pb2.SettleRequest, timeout: float
+    ) -> quota_pb2.SettleResponse:
+        self.calls += 1
+        if self.calls == 1:
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "restarting"
+            )
+        reply: quota_pb2.SettleResponse = await self.stub.Settle(request, timeout=timeout)
+        return reply
+
+
+async def test_a_settlement_that_failed_is_sent_again(quota: Quota) -> None:
+    new = await quota.store.create("retried", concurrency=1)
+    await quota.admit(new.api_key, "held")
+    flaky = FailsFirst(quota.stub)
+    settler = Settler(flaky, timeout_seconds=5)  # type: ignore[arg-type]
+    settler.settle(quota_pb2.Settlement(key_id=new.key_id, request_id="held"))
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:  # the retry comes after a backoff of half a second
+        try:
+            await quota.admit(new.api_key, "next")
+            break
+        except RateLimited:
+            assert asyncio.get_running_loop().time() < deadline, "the lease was never released"
+            await asyncio.sleep(0.1)
+    assert flaky.calls == 2
