@@ -26,6 +26,9 @@ class TillerError(Exception):
     openai_type: ClassVar[str] = "server_error"
     openai_code: ClassVar[str | None] = None
     retryable: ClassVar[bool] = False
+    # Whether another deployment may succeed where this one failed for good (a retryable error
+    # that used up its attempts always may).
+    failover: ClassVar[bool] = False
     default_message: ClassVar[str] = "The server had an error while processing your request."
 
     def __init__(
@@ -130,13 +133,25 @@ class TillerError(Exception):
         return ServiceUnavailable("An internal service is unavailable; try again shortly.")
 
     # --- Temporal ----------------------------------------------------------------------------
-    def to_application_error(self, *, non_retryable: bool | None = None) -> ApplicationError:
+    def to_application_error(
+        self, *, non_retryable: bool | None = None, failover: bool | None = None
+    ) -> ApplicationError:
+        details = self.to_dict()
+        details["failover"] = self.failover if failover is None else failover
         return ApplicationError(
             self.message,
-            self.to_dict(),
+            details,
             type=self.reason,
             non_retryable=(not self.retryable) if non_retryable is None else non_retryable,
         )
+
+    @staticmethod
+    def may_fail_over(error: ApplicationError) -> bool:
+        """Whether the next deployment should get the request after this activity failure."""
+        if not error.non_retryable:
+            return True  # retryable, and its attempts are used up
+        details = error.details[0] if error.details else {}
+        return isinstance(details, dict) and bool(details.get("failover"))
 
     @staticmethod
     def from_failure(error: BaseException | None) -> TillerError:
@@ -225,6 +240,7 @@ class RateLimited(TillerError):
 
 class InternalError(TillerError):
     retryable = False
+    failover = True  # an unexpected failure of one deployment's adapter or engine
 
 
 class EngineError(TillerError):
@@ -232,6 +248,7 @@ class EngineError(TillerError):
 
     http_status = 502
     grpc_code = grpc.StatusCode.INTERNAL
+    failover = True  # one deployment misconfigured: another may be fine
     default_message = "The model engine returned an error."
 
 
@@ -259,6 +276,13 @@ class ServiceUnavailable(TillerError):
     grpc_code = grpc.StatusCode.UNAVAILABLE
     retryable = True
     default_message = "The service is temporarily unavailable."
+
+
+class AnswerUnreadable(ServiceUnavailable):
+    """The answer's stream or the request's state could not be read just now (Redis or Temporal
+    briefly away); the request itself may still be running."""
+
+    default_message = "The answer stream is unavailable."
 
 
 class UpstreamTimeout(TillerError):

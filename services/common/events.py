@@ -100,8 +100,18 @@ class EventWriter:
     """Appends one attempt's events. `fence` orders attempts: a later attempt's is higher, and
     once it has claimed the stream an earlier attempt's appends raise Superseded."""
 
-    def __init__(self, redis: Redis, key: str, ttl_seconds: int, fence: int = 1) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        key: str,
+        ttl_seconds: int,
+        fence: int = 1,
+        live_ttl_seconds: int | None = None,
+    ) -> None:
+        """`ttl_seconds`: how long the stream stays once it ended; `live_ttl_seconds`: until
+        then (long enough for a later attempt to find it, however long the request may run)."""
         self.redis, self.key, self.ttl, self.fence = redis, key, ttl_seconds, fence
+        self.live_ttl = max(live_ttl_seconds or 0, ttl_seconds)
         self._script = redis.register_script(_APPEND)
         self._pending: list[str] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -145,15 +155,16 @@ class EventWriter:
             await self.delta(joined, pieces)
 
     async def done(self, result: dict[str, Any]) -> None:
-        await self._append([{"kind": DONE, "result": result}])
+        await self._append([{"kind": DONE, "result": result}], final=True)
 
     async def error(self, error: dict[str, Any]) -> None:
-        await self._append([{"kind": ERROR, "error": error}])
+        await self._append([{"kind": ERROR, "error": error}], final=True)
 
-    async def _append(self, entries: list[dict[str, Any]]) -> str:
+    async def _append(self, entries: list[dict[str, Any]], final: bool = False) -> str:
         """Append under this attempt's fence; the id of the last entry added."""
+        ttl = self.ttl if final else self.live_ttl
         added = await self._script(
-            keys=[self.key], args=[self.fence, self.ttl, *(orjson.dumps(e) for e in entries)]
+            keys=[self.key], args=[self.fence, ttl, *(orjson.dumps(e) for e in entries)]
         )
         if not added:
             raise Superseded(self.key)
@@ -176,10 +187,11 @@ def decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
 
 def newer(event_id: str, after: str) -> bool:
     """Whether stream id `event_id` comes after `after` (ids are "<ms>-<seq>")."""
-    return _order(event_id) > _order(after)
+    return order(event_id) > order(after)
 
 
-def _order(stream_id: str) -> tuple[int, int]:
+def order(stream_id: str) -> tuple[int, int]:
+    """A stream id as a sortable pair."""
     ms, _, seq = stream_id.partition("-")
     return int(ms), int(seq or 0)
 

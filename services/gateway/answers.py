@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from tiller.common import events
-from tiller.common.errors import ServiceUnavailable
+from tiller.common.errors import AnswerUnreadable
 from tiller.common.redis_text import text
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,14 @@ class Subscription:
         self._error: BaseException | None = None
 
     def deliver(self, entries: list[events.Event]) -> None:
-        self._batch.extend(entries)
-        self.after = entries[-1].id
-        self._ready.set()
+        """Hand over the entries this subscription has not had yet (a stream read for several
+        readers starts at the earliest one's position)."""
+        if self.after != "0" and not events.newer(entries[0].id, self.after):
+            entries = [e for e in entries if events.newer(e.id, self.after)]
+        if entries:
+            self._batch.extend(entries)
+            self.after = entries[-1].id
+            self._ready.set()
 
     def fail(self, error: BaseException) -> None:
         self._error = error
@@ -85,7 +90,9 @@ class AnswerHub:
         self.block_ms = block_ms
         self.wake_key = f"{prefix}gateway-wake:{uuid.uuid4().hex}".encode()
         self._wake_after = "0"
-        self._subs: dict[bytes, Subscription] = {}
+        # Each stream's readers: usually one; a background request's watcher and the clients
+        # streaming it share a stream.
+        self._subs: dict[bytes, list[Subscription]] = {}
         self._blocked = False  # the reader is inside a blocking XREAD
         self._woken = False  # a wake-up was sent during this read
         self._has_work = asyncio.Event()
@@ -95,7 +102,7 @@ class AnswerHub:
 
     def subscribe(self, key: str, after: str = "0") -> Subscription:
         sub = Subscription(key.encode(), after)
-        self._subs[sub.key] = sub
+        self._subs.setdefault(sub.key, []).append(sub)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
         self._has_work.set()
@@ -107,8 +114,11 @@ class AnswerHub:
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        if self._subs.get(sub.key) is sub:
-            del self._subs[sub.key]
+        readers = self._subs.get(sub.key, [])
+        if sub in readers:
+            readers.remove(sub)
+            if not readers:
+                del self._subs[sub.key]
 
     async def close(self) -> None:
         self._closing = True
@@ -143,16 +153,19 @@ class AnswerHub:
                 self._has_work.clear()
                 await self._has_work.wait()
                 continue
-            streams: dict[Any, Any] = {key: sub.after for key, sub in self._subs.items()}
+            streams: dict[Any, Any] = {
+                key: _earliest(readers) for key, readers in self._subs.items()
+            }
             streams[self.wake_key] = self._wake_after
             self._blocked, self._woken = True, False
             try:
                 reply: Any = await self.reader.xread(streams, block=self.block_ms)
             except RedisError as error:
                 log.warning("answer streams unreadable", extra={"error": type(error).__name__})
-                failure = ServiceUnavailable("The answer stream is unavailable.")
-                for sub in self._subs.values():
-                    sub.fail(failure)
+                failure = AnswerUnreadable()
+                for readers in self._subs.values():
+                    for sub in readers:
+                        sub.fail(failure)
                 self._subs.clear()
                 if not self._closing:
                     await asyncio.sleep(RETRY_SECONDS)
@@ -164,9 +177,17 @@ class AnswerHub:
                     self._wake_after = text(entries[-1][0])
                     continue
                 waiting = self._subs.get(key)
-                if waiting is not None:
-                    waiting.deliver([events.decode(i, fields) for i, fields in entries])
+                if waiting:
+                    decoded = [events.decode(i, fields) for i, fields in entries]
+                    for sub in list(waiting):
+                        sub.deliver(decoded)
             if len(self._subs) > 1:
                 await asyncio.sleep(
                     min(PACE_MAX_SECONDS, PACE_PER_STREAM_SECONDS * len(self._subs))
                 )
+
+
+def _earliest(readers: list[Subscription]) -> str:
+    if len(readers) == 1:
+        return readers[0].after
+    return min((r.after for r in readers), key=events.order)

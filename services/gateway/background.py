@@ -9,7 +9,9 @@ stay: a client that disconnects does not cancel it, and any gateway can answer
 One gateway watches each unfinished request, to settle it with quota (usage, concurrency lease)
 and store its result the moment it ends. The watcher holds a lease key refreshed while it runs;
 every gateway looks for unfinished requests whose lease lapsed (their gateway stopped or died)
-and adopts them. Settling is done once, whoever gets there first (HSETNX on the record).
+and adopts them. The watcher settles with quota first and records the outcome after, so a
+gateway dying in between leaves the request pending for the next one, whose settlement quota
+ignores as a repeat; the outcome is recorded once (a script that checks the status).
 """
 
 from __future__ import annotations
@@ -24,19 +26,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import grpc
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from tiller.common.errors import Cancelled, TillerError
+from tiller.common.errors import AnswerUnreadable, Cancelled, TillerError
 from tiller.common.redis_text import text
 from tiller.gateway.executions import Kind
+from tiller.gateway.settlement import TRANSIENT
 from tiller.worker.shared import InferenceResult
 
 if TYPE_CHECKING:
     from tiller.gateway.inference import Call, Inference
 
 log = logging.getLogger(__name__)
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 10.0
 QUEUED, COMPLETED, FAILED, CANCELLED = "in_progress", "completed", "failed", "cancelled"
 
 # Refresh the lease unless we still hold it (so a lapsed lease another gateway took stays its).
@@ -45,6 +51,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
+"""
+# Record the outcome unless another gateway already did; the request leaves the pending set.
+_FINISH = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('HGET', KEYS[1], 'status') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[3], ARGV[4], ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+return 1
 """
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -105,6 +119,7 @@ class BackgroundRequests:
         self.me = uuid.uuid4().hex  # this gateway, as a lease holder
         self._refresh = redis.register_script(_REFRESH)
         self._release = redis.register_script(_RELEASE)
+        self._finish = redis.register_script(_FINISH)
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._adopter: asyncio.Task[None] | None = None
 
@@ -154,7 +169,11 @@ class BackgroundRequests:
 
     async def get(self, request_id: str) -> Record | None:
         fields: Any = await self.redis.hgetall(self.record_key(request_id))
-        return Record.decode(request_id, fields) if fields else None
+        try:
+            return Record.decode(request_id, fields) if fields else None
+        except (KeyError, ValueError):
+            log.warning("unreadable background record", extra={"request_id": request_id})
+            return None
 
     async def cancel(self, record: Record) -> None:
         """Stop a background request (the watcher then settles it as cancelled)."""
@@ -172,55 +191,65 @@ class BackgroundRequests:
         lease = self._lease_key(record.request_id)
         keeper = asyncio.get_running_loop().create_task(self._keep(lease))
         try:
-            try:
-                result = await call.result()
-            except TillerError as error:
-                await self._finish(call, error=error)
-            else:
-                await self._finish(call, result=result)
+            outcome = await self._outcome(call)
+            await self._settle(call, outcome)
+            await self._record(call.request_id, outcome)
         except RedisError:
-            log.warning("background request left for another gateway", exc_info=False)
+            log.warning("background request left for another gateway to finish")
         finally:
             keeper.cancel()
             with contextlib.suppress(RedisError):
                 await self._release(keys=[lease], args=[self.me])
+
+    async def _outcome(self, call: Call) -> InferenceResult | TillerError:
+        """The request's result or final error; waits out a Redis or Temporal that is away."""
+        wait = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                return await call.result()
+            except AnswerUnreadable:
+                await asyncio.sleep(wait)  # it may still be running: read again
+                wait = min(wait * 2, RETRY_MAX_SECONDS)
+            except TillerError as error:
+                return error
+
+    async def _settle(self, call: Call, outcome: InferenceResult | TillerError) -> None:
+        """Settle with quota before the record says it is finished (quota applies a settlement
+        once, so a gateway that dies in between leaves it for the next to settle again)."""
+        usage = outcome.usage if isinstance(outcome, InferenceResult) else None
+        settlement = call.settlement(usage)
+        wait = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                await self.inference.settler.send_now(settlement)
+                return
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in TRANSIENT:
+                    log.warning(
+                        "background settlement refused", extra={"status": error.code().name}
+                    )
+                    return
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, RETRY_MAX_SECONDS)
+
+    async def _record(self, request_id: str, outcome: InferenceResult | TillerError) -> None:
+        if isinstance(outcome, InferenceResult):
+            status, field, value = COMPLETED, "result", orjson.dumps(dataclasses.asdict(outcome))
+        else:
+            status = CANCELLED if isinstance(outcome, Cancelled) else FAILED
+            field, value = "error", orjson.dumps(outcome.to_dict())
+        keys = [self.record_key(request_id), self.pending_key]
+        if await self._finish(keys=keys, args=[request_id, QUEUED, status, field, value, self.ttl]):
+            log.info(
+                "background request finished", extra={"request_id": request_id, "status": status}
+            )
 
     async def _keep(self, lease: str) -> None:
         while True:
             await asyncio.sleep(self.lease_ms / 3000)
             with contextlib.suppress(RedisError):
                 if not await self._refresh(keys=[lease], args=[self.me, self.lease_ms]):
-                    return  # taken over: the other gateway settles it
-
-    async def _finish(
-        self,
-        call: Call,
-        result: InferenceResult | None = None,
-        error: TillerError | None = None,
-    ) -> None:
-        key = self.record_key(call.request_id)
-        if not await self.redis.hsetnx(key, "settled", "1"):
-            return  # another gateway got there first
-        if result is not None:
-            call.complete(result.usage)
-            fields: dict[Any, Any] = {
-                "status": COMPLETED,
-                "result": orjson.dumps(dataclasses.asdict(result)),
-            }
-        else:
-            assert error is not None
-            call.release()
-            status = CANCELLED if isinstance(error, Cancelled) else FAILED
-            fields = {"status": status, "error": orjson.dumps(error.to_dict())}
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=fields)
-            pipe.expire(key, self.ttl)
-            pipe.zrem(self.pending_key, call.request_id)
-            await pipe.execute()
-        log.info(
-            "background request finished",
-            extra={"request_id": call.request_id, "status": fields["status"]},
-        )
+                    return  # taken over: the other gateway finishes it
 
     async def _adopt_forever(self) -> None:
         while True:
@@ -229,19 +258,21 @@ class BackgroundRequests:
             await asyncio.sleep(self.lease_ms / 3000)
 
     async def _adopt(self) -> None:
-        members: Any = await self.redis.zrange(self.pending_key, 0, 999)
-        pending = [text(m) for m in members]
-        for request_id in pending:
+        members: Any = await self.redis.zrange(self.pending_key, 0, -1)
+        for request_id in (text(m) for m in members):
             if request_id in self._watchers:
                 continue
-            if not await self.redis.set(
-                self._lease_key(request_id), self.me, px=self.lease_ms, nx=True
-            ):
+            lease = self._lease_key(request_id)
+            if not await self.redis.set(lease, self.me, px=self.lease_ms, nx=True):
                 continue  # a live gateway watches it
-            record = await self.get(request_id)
+            try:
+                record = await self.get(request_id)
+            except Exception:  # one bad record must not stop adoption of the rest
+                log.exception("cannot read a background request", extra={"request_id": request_id})
+                record = None
             if record is None or record.status != QUEUED:
                 await self.redis.zrem(self.pending_key, request_id)
-                await self._release(keys=[self._lease_key(request_id)], args=[self.me])
+                await self._release(keys=[lease], args=[self.me])
                 continue
             log.info("adopted a background request", extra={"request_id": request_id})
             self._watch(self.inference.attach(record), record)

@@ -24,9 +24,9 @@ from temporalio.client import (
     WorkflowHandle,
 )
 from temporalio.common import Priority
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
-from tiller.common.errors import TillerError, UpstreamTimeout
+from tiller.common.errors import AnswerUnreadable, InternalError, TillerError
 from tiller.worker.shared import (
     FAILOVER_TASK_QUEUE,
     FAILOVER_WORKFLOW,
@@ -76,8 +76,8 @@ class ActivityExecution(Execution):
             value = await self.handle.result(rpc_timeout=RESULT_RPC_TIMEOUT)
         except ActivityFailureError as failure:
             raise TillerError.from_failure(failure.cause) from None
-        except RPCError:
-            raise UpstreamTimeout("The request's state could not be read.") from None
+        except RPCError as error:
+            raise unreadable(error) from None
         return _result(value)
 
     async def _cancel(self) -> None:
@@ -99,12 +99,19 @@ class WorkflowExecution(Execution):
             value = await self.handle.result(rpc_timeout=RESULT_RPC_TIMEOUT)
         except WorkflowFailureError as failure:
             raise TillerError.from_failure(failure.cause) from None
-        except RPCError:
-            raise UpstreamTimeout("The request's state could not be read.") from None
+        except RPCError as error:
+            raise unreadable(error) from None
         return _result(value)
 
     async def _cancel(self) -> None:
         await self.handle.cancel()
+
+
+def unreadable(error: RPCError) -> TillerError:
+    """A failed call to Temporal about a request: final if Temporal does not know it."""
+    if error.status == RPCStatusCode.NOT_FOUND:
+        return InternalError("The orchestrator has no record of this request (expired or lost).")
+    return AnswerUnreadable("The request's state could not be read.")
 
 
 def _result(value: Any) -> InferenceResult:
@@ -136,7 +143,8 @@ async def start(
         FAILOVER_WORKFLOW,
         dataclasses.asdict(request),
         task_queue=FAILOVER_TASK_QUEUE,
-        execution_timeout=timedelta(seconds=request_bound_seconds(request)),
+        # Past every step's own bound, so the workflow never closes under a running step.
+        execution_timeout=timedelta(seconds=request_bound_seconds(request) + 60),
         **common,
     )
     return WorkflowExecution(workflow)

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from temporalio.service import RPCError
 
 from tiller.common import events
-from tiller.common.errors import ServiceUnavailable, TillerError
+from tiller.common.errors import AnswerUnreadable, ServiceUnavailable, TillerError
 from tiller.common.priorities import DEFAULT_PRIORITY
 from tiller.gateway import executions
 from tiller.gateway.admissions import Admitter
@@ -187,7 +187,7 @@ class Call:
                         batch = await self._closed_without_events(after)
                         reread = reread or bool(batch)
                 except RedisError:
-                    raise ServiceUnavailable("The answer stream is unavailable.") from None
+                    raise AnswerUnreadable() from None
                 if reread:  # the hub may still hand over what the re-read returned
                     batch = [e for e in batch if events.newer(e.id, after)]
                 for event in events.coalesce(batch):
@@ -210,8 +210,11 @@ class Call:
         try:
             if await self.execution.running():
                 return []
-        except RPCError:
-            return []  # the orchestrator is briefly unreachable: keep waiting on Redis
+        except RPCError as error:
+            failure = executions.unreadable(error)
+            if isinstance(failure, AnswerUnreadable):
+                return []  # the orchestrator is briefly unreachable: keep waiting on Redis
+            raise failure from None
         # The run ended: read once more (its last event may have just landed), then ask it.
         late = await events.read(self.inference.up.redis, self.events_key, after, 1)
         if late:
@@ -222,17 +225,7 @@ class Call:
     def complete(self, usage: Usage) -> None:
         """The answer was delivered: record its usage and release the lease."""
         if not self._settled:
-            self._settled = True
-            self.inference.settler.settle(
-                quota_pb2.Settlement(
-                    key_id=self.key_id,
-                    request_id=self.request_id,
-                    model=self.model,
-                    completed=True,
-                    prompt_tokens=usage.prompt_tokens,
-                    completion_tokens=usage.completion_tokens,
-                )
-            )
+            self.inference.settler.settle(self.settlement(usage))
 
     def abandon(self) -> None:
         """The caller is gone or the request failed: stop any work left and release the lease."""
@@ -244,10 +237,21 @@ class Call:
     def release(self) -> None:
         """The request ended without an answer to charge: release its lease."""
         if not self._settled:
-            self._settled = True
-            self.inference.settler.settle(
-                quota_pb2.Settlement(key_id=self.key_id, request_id=self.request_id)
-            )
+            self.inference.settler.settle(self.settlement(None))
+
+    def settlement(self, usage: Usage | None) -> quota_pb2.Settlement:
+        """This request's settlement (with usage if it was answered), marked as settled here."""
+        self._settled = True
+        if usage is None:
+            return quota_pb2.Settlement(key_id=self.key_id, request_id=self.request_id)
+        return quota_pb2.Settlement(
+            key_id=self.key_id,
+            request_id=self.request_id,
+            model=self.model,
+            completed=True,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+        )
 
     async def stop(self) -> None:
         """Stop the request's run: the worker stops its engine now, Temporal ends the run."""
@@ -283,8 +287,9 @@ def _activity_input(
         stream=chat.stream,
         target=targets[0],
         next_targets=targets[1:],
-        heartbeat_timeout_seconds=route.heartbeat_timeout_seconds,
-        queue_timeout_seconds=route.queue_timeout_seconds,
+        # 0 from a router of an earlier version: the defaults
+        heartbeat_timeout_seconds=route.heartbeat_timeout_seconds or 10.0,
+        queue_timeout_seconds=route.queue_timeout_seconds or 60.0,
         events_key=events.stream_key(prefix, request_id),
         timeout_seconds=route.timeout_seconds,
         retry=Retry(

@@ -25,6 +25,7 @@ HOLD_SECONDS = 0.02
 RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 10.0
 RETRY_FOR_SECONDS = 900.0  # then give up: the leases have expired by then (quota's lease TTL)
+TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 class Settler:
@@ -40,6 +41,12 @@ class Settler:
         if self._sender is None or self._sender.done():
             self._sender = asyncio.get_running_loop().create_task(self._send(HOLD_SECONDS))
 
+    async def send_now(self, settlement: quota_pb2.Settlement) -> None:
+        """Settle one request now, on its own call; raises the call's error."""
+        await self.quota.Settle(
+            quota_pb2.SettleRequest(settlements=[settlement]), timeout=self.timeout
+        )
+
     def take(self) -> list[quota_pb2.Settlement]:
         """Every pending settlement, for a call that carries them instead."""
         taken = self._pending[:MAX_BATCH]
@@ -47,7 +54,12 @@ class Settler:
         return taken
 
     def failed(self, batch: list[quota_pb2.Settlement], error: grpc.aio.AioRpcError) -> None:
-        """A call carrying `batch` failed: send it again later."""
+        """A call carrying `batch` failed: send it again later if quota was only away."""
+        if error.code() not in TRANSIENT:
+            log.warning(
+                "settlements refused", extra={"requests": len(batch), "status": error.code().name}
+            )
+            return
         log.warning(
             "settling requests failed; retrying",
             extra={"requests": len(batch), "status": error.code().name},
@@ -84,22 +96,28 @@ class Settler:
                     log.warning("settlements lost at shutdown", extra={"requests": len(batch)})
 
     async def _retry(self) -> None:
+        """Resend failed settlements with backoff; each stays queued until a call carried it."""
         wait = RETRY_FIRST_SECONDS
         while self._failed:
             await asyncio.sleep(wait)
             now = time.monotonic()
-            expired = [s for since, s in self._failed if now - since > RETRY_FOR_SECONDS]
-            if expired:
-                log.warning("settlements given up", extra={"requests": len(expired)})
-            due = [(since, s) for since, s in self._failed if now - since <= RETRY_FOR_SECONDS]
-            self._failed.clear()
-            for start in range(0, len(due), MAX_BATCH):
-                batch = due[start : start + MAX_BATCH]
+            kept = [(since, s) for since, s in self._failed if now - since <= RETRY_FOR_SECONDS]
+            if len(kept) < len(self._failed):
+                log.warning(
+                    "settlements given up", extra={"requests": len(self._failed) - len(kept)}
+                )
+            self._failed = kept
+            for start in range(0, len(kept), MAX_BATCH):
+                batch = kept[start : start + MAX_BATCH]
                 try:
                     await self.quota.Settle(
                         quota_pb2.SettleRequest(settlements=[s for _, s in batch]),
                         timeout=self.timeout,
                     )
-                except grpc.aio.AioRpcError:
-                    self._failed.extend(batch)
+                except grpc.aio.AioRpcError as error:
+                    if error.code() in TRANSIENT:
+                        continue  # stays queued for the next round
+                    log.warning("settlements refused", extra={"requests": len(batch)})
+                sent = {id(s) for _, s in batch}
+                self._failed = [(t, s) for t, s in self._failed if id(s) not in sent]
             wait = min(wait * 2, RETRY_MAX_SECONDS)

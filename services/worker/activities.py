@@ -23,6 +23,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from tiller.common import events
 from tiller.common.errors import (
@@ -40,6 +41,7 @@ from tiller.worker.shared import (
     InferenceInput,
     InferenceResult,
     Usage,
+    request_bound_seconds,
 )
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,10 @@ class InferenceActivities:
         InferenceResult): decoding them by hand costs a fraction of the SDK's typed conversion."""
         request = InferenceInput.from_dict(payload)
         fence = request.target_index * FENCE_STRIDE + activity.info().attempt
-        writer = events.EventWriter(self.redis, request.events_key, self.event_ttl, fence)
+        live_ttl = int(request_bound_seconds(request)) + self.event_ttl
+        writer = events.EventWriter(
+            self.redis, request.events_key, self.event_ttl, fence, live_ttl_seconds=live_ttl
+        )
         try:
             return dataclasses.asdict(await self._attempt(request, writer))
         except events.Superseded:
@@ -83,7 +88,10 @@ class InferenceActivities:
         self, request: InferenceInput, writer: events.EventWriter
     ) -> InferenceResult:
         published = _Published()
-        resumable = request.stream and request.target.resume
+        # Whether a partial answer can be continued: on this deployment (the next attempt does
+        # it), or only on a later one (this deployment is given up for it).
+        here = request.stream and request.target.resume
+        later = request.stream and any(t.resume for t in request.next_targets)
         try:
             delivered = events.Delivered()
             if writer.fence > 1:  # a retry or a later deployment: see what came before
@@ -92,11 +100,8 @@ class InferenceActivities:
                     return InferenceResult.from_dict(delivered.done.data["result"])
                 if delivered.error is not None:  # already told the client; nothing to add
                     raise events.Superseded(request.events_key)
-                if delivered.text and not resumable:
-                    raise EngineFailedMidStream(
-                        "The engine stopped after part of the answer was sent, and the "
-                        f"deployment {request.target.deployment!r} cannot continue it."
-                    )
+                if delivered.text and not here:
+                    raise _mid_stream(request, later)
                 published.any = bool(delivered.text)
             async with _heartbeating(self._beat_interval(request)):
                 completion = await self._unless_client_left(
@@ -111,11 +116,11 @@ class InferenceActivities:
             )
             await writer.done(dataclasses.asdict(result))
             return result
-        except events.Superseded:
+        except (events.Superseded, ApplicationError):
             raise
         except RedisError:
             raise ServiceUnavailable("The event stream is unavailable.").to_application_error(
-                non_retryable=published.any and not resumable
+                non_retryable=published.any and not here
             ) from None
         except Exception as failure:
             if isinstance(failure, TillerError):
@@ -123,7 +128,9 @@ class InferenceActivities:
             else:
                 log.exception("inference attempt failed unexpectedly")
                 error = InternalError()
-            if published.any and error.retryable and not resumable:
+            if published.any and (error.retryable or error.failover) and not here:
+                if later:  # the next deployment that can continue it takes over
+                    raise _mid_stream(request, later, error.message) from None
                 error = EngineFailedMidStream(
                     f"{error.message} (after part of the answer was sent)"
                 )
@@ -206,14 +213,27 @@ class InferenceActivities:
         return Completion(delivered.text + "".join(parts), finish_reason, usage)
 
 
+def _mid_stream(request: InferenceInput, later: bool, cause: str = "") -> Exception:
+    """A partial answer this deployment cannot continue: the next one that can takes over (an
+    ApplicationError that says so), or, with none left, the request ends with this error."""
+    error = EngineFailedMidStream(
+        f"{cause or 'The engine stopped'} after part of the answer was sent, and deployment "
+        f"{request.target.deployment!r} cannot continue it."
+    )
+    if later:
+        return error.to_application_error(non_retryable=True, failover=True)
+    return error
+
+
 async def _publish_if_final(
     writer: events.EventWriter, request: InferenceInput, error: TillerError
 ) -> None:
-    """The last attempt on the last deployment, or an error no retry can fix: tell the waiting
+    """The last attempt on the last deployment, or an error nothing can fix: tell the waiting
     client now."""
-    more_attempts = activity.info().attempt < request.retry.max_attempts
-    if error.retryable and (more_attempts or request.next_targets):
-        return  # Temporal retries, or the failover workflow tries the next deployment
+    if error.retryable and activity.info().attempt < request.retry.max_attempts:
+        return  # Temporal retries on this deployment
+    if (error.retryable or error.failover) and request.next_targets:
+        return  # the failover workflow tries the next deployment
     # If Redis is away too, the gateway's idle check reads the activity's failure instead.
     with contextlib.suppress(RedisError):
         await writer.error(error.to_dict())

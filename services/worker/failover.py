@@ -20,6 +20,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
+from tiller.common.errors import TillerError
 from tiller.worker.shared import (
     FAILOVER_WORKFLOW,
     GENERATE_ACTIVITY,
@@ -60,5 +61,5 @@ class FailoverWorkflow:
 def another_deployment_may_help(failure: ActivityError) -> bool:
     cause = failure.cause
     if isinstance(cause, ApplicationError):
-        return not cause.non_retryable
+        return TillerError.may_fail_over(cause)
     return isinstance(cause, TimeoutError)  # queued too long, heartbeat lost, attempt too long

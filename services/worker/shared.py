@@ -98,10 +98,11 @@ class InferenceInput:
             events_key=data["events_key"],
             timeout_seconds=data["timeout_seconds"],
             retry=Retry(**data["retry"]),
-            heartbeat_timeout_seconds=data["heartbeat_timeout_seconds"],
-            queue_timeout_seconds=data["queue_timeout_seconds"],
-            next_targets=[Target(**t) for t in data["next_targets"]],
-            target_index=data["target_index"],
+            # .get: a request started by a gateway of an earlier version lacks these
+            heartbeat_timeout_seconds=data.get("heartbeat_timeout_seconds") or 10.0,
+            queue_timeout_seconds=data.get("queue_timeout_seconds") or 60.0,
+            next_targets=[Target(**t) for t in data.get("next_targets", [])],
+            target_index=data.get("target_index", 0),
         )
 
 

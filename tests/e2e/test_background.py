@@ -94,6 +94,10 @@ async def test_a_stream_resumes_after_the_last_event_id(stack: Stack) -> None:
         ) as resumed:
             assert resumed.status_code == 200
             rest = [line async for line in resumed.aiter_lines()]
+    print(
+        f"\nfirst connection: {len(text_of(first))} characters up to event {last_id}; "
+        f"resumed: {len(text_of(rest))} more; whole: {text_of(first) + text_of(rest) == EXPECTED}"
+    )
     assert 300 < len(text_of(first)) < len(EXPECTED)
     assert text_of(first) + text_of(rest) == EXPECTED  # whole, and nothing twice
     assert rest[-1] == "data: [DONE]" or rest[-2] == "data: [DONE]"
@@ -184,8 +188,10 @@ async def test_a_background_request_outlives_its_gateway(
     restarted = start_gateway(stack, port, grpc_port, own_gateway)
     async with httpx.AsyncClient(base_url=restarted.base_url, headers=headers, timeout=30) as http:
         done = await poll_until_done(http, request_id)
+        content = done["choices"][0]["message"]["content"]  # type: ignore[index]
+        print(f"\nafter the restart: {done['status']}, {len(content)} characters")
         assert done["status"] == "completed"
-        assert done["choices"][0]["message"]["content"] == f"You said: {words}"  # type: ignore[index]
+        assert content == f"You said: {words}"
         # The restarted gateway settled it: the key's one concurrency slot is free again
         # (otherwise it would stay taken until the lease's 15-minute expiry).
         again = await http.post("/chat/completions", json=body("again"))

@@ -87,6 +87,10 @@ async def test_a_worker_killed_mid_answer_loses_nothing(
                 os.kill(killed, signal.SIGKILL)
                 sent_before_kill = len("".join(received))
     text = "".join(received)
+    print(
+        f"\nkilled worker pid {killed} after {sent_before_kill} of {len(expected)} characters; "
+        f"received {len(text)} characters, equal to the full answer: {text == expected}"
+    )
     assert killed is not None and sent_before_kill < len(expected)
     assert text == expected  # byte for byte: nothing missing, nothing twice
     description = await temporal.get_activity_handle(request_id).describe()
@@ -117,12 +121,20 @@ async def test_failing_deployments_fail_over_to_the_fallback_model(stack: Stack)
     handle = temporal.get_workflow_handle(plain.headers["x-request-id"])
     await handle.result()  # it closes a moment after the answer was published
     assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+    history = [e async for e in handle.fetch_history_events()]
     queues = [
         e.activity_task_scheduled_event_attributes.task_queue.name
-        async for e in handle.fetch_history_events()
+        for e in history
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
+    attempts = [
+        e.activity_task_started_event_attributes.attempt
+        for e in history
+        if e.HasField("activity_task_started_event_attributes")
+    ]
+    print(f"\nfailover workflow: task queues {queues}, attempts {attempts}")
     assert queues == ["test.refused", "test.failing", "test.demo"]
+    assert attempts == [2, 2, 1]
 
 
 async def test_every_deployment_down_is_a_clear_error_in_bounded_time(stack: Stack) -> None:
@@ -132,6 +144,7 @@ async def test_every_deployment_down_is_a_clear_error_in_bounded_time(stack: Sta
         plain = await ask(http, "all-down", "hello?")
         plain_seconds = time.monotonic() - started
         streamed = await ask(http, "all-down", "hello?", stream=True)
+    print(f"\nall deployments down: {plain.status_code} after {plain_seconds:.2f} s: {plain.text}")
     assert plain.status_code == 503, plain.text
     error = plain.json()["error"]
     assert "500" in error["message"] and error["type"]

@@ -48,6 +48,7 @@ async def test_high_priority_requests_overtake_queued_low_priority_ones(stack: S
         assert (await blocker).status_code == 200
         await asyncio.gather(*lows, *highs)
 
+    print(f"\nfinish order: {finished}")
     assert sorted(finished[:5]) == [f"high{i}" for i in range(5)], finished
 
 

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from tests.support import Stack
 from tiller.common import events
-from tiller.gateway.answers import AnswerHub
+from tiller.gateway.answers import AnswerHub, Subscription
 
 
 @pytest.fixture
@@ -95,3 +95,29 @@ async def test_closing_ends_a_read_that_absorbed_its_cancellation(
     await asyncio.sleep(0.1)
     await asyncio.wait_for(answers.close(), 10)
     assert absorbed == 1 and answers._task is not None and answers._task.done()
+
+
+async def test_two_readers_of_one_stream_each_get_every_entry_from_their_own_place(
+    hub: tuple[AnswerHub, Redis],
+) -> None:
+    answers, redis = hub
+    stream = key()
+    writer = events.EventWriter(redis, stream, 60)
+    await writer.delta("a")
+    await writer.delta("b")
+    first = (await events.read(redis, stream, "0", 1))[0]
+    whole = answers.subscribe(stream)  # e.g. a background request's watcher
+    resumed = answers.subscribe(stream, after=first.id)  # a client resuming after "a"
+    await writer.delta("c")
+    await writer.done({"text": "abc"})
+
+    async def texts(sub: Subscription) -> list[str | None]:
+        got: list[events.Event] = []
+        while not (got and got[-1].terminal):
+            got += await sub.next(5.0)
+        return [e.data.get("text") for e in got]
+
+    assert await texts(whole) == ["a", "b", "c", None]
+    assert await texts(resumed) == ["b", "c", None]
+    answers.unsubscribe(whole)
+    answers.unsubscribe(resumed)
