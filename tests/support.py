@@ -132,6 +132,20 @@ models:
         engine_model: failing
         task_queue: test.failing
     fallbacks: [demo]
+  mixed:  # breaks off mid-answer on a deployment that cannot continue; the next one can
+    deployments:
+      - name: breaks-midway
+        adapter: openai
+        endpoint: http://127.0.0.1:{demo_port}/v1
+        engine_model: breaking
+        task_queue: test.breaking
+        resume: none
+      - name: continues
+        adapter: openai
+        endpoint: http://127.0.0.1:{demo_port}/v1
+        engine_model: demo
+        task_queue: test.demo
+        resume: continue
   all-down:
     retry: {{max_attempts: 2, initial_interval_seconds: 0.1, maximum_interval_seconds: 0.2}}
     timeout_seconds: 5
@@ -139,7 +153,7 @@ models:
     deployments: *down
 """
 # The stack's own worker: every queue but test.durable, whose workers the tests run themselves.
-STACK_TASK_QUEUES = "test.demo,test.single,test.broken,test.refused,test.failing"
+STACK_TASK_QUEUES = "test.demo,test.single,test.broken,test.refused,test.failing,test.breaking"
 
 
 def stack_env(data_dir: Path, **overrides: str) -> tuple[dict[str, str], dict[str, int]]:
@@ -170,7 +184,9 @@ def stack_env(data_dir: Path, **overrides: str) -> tuple[dict[str, str], dict[st
             "TILLER_DEMO_PORT": str(ports["demo"]),
             "TILLER_DEMO_TOKEN_DELAY_MS": "1",
             "TILLER_DEMO_LOG_LEVEL": "info",  # the cancellation test reads its "stream aborted"
+            "TILLER_DEMO_SERVED_MODELS": "demo,breaking",
             "TILLER_DEMO_FAILING_MODELS": "failing",
+            "TILLER_DEMO_BREAKING_MODELS": "breaking",
             "TILLER_ADMIN_KEY": "tk-test-" + secrets.token_urlsafe(16),
         }
     )

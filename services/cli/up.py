@@ -51,6 +51,7 @@ models:
         engine_model: demo
         task_queue: tiller.demo
         max_concurrency: 256
+        resume: continue  # it continues a partial answer, as vLLM does
 """
 
 

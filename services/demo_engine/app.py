@@ -25,6 +25,10 @@ from tiller.demo_engine.settings import DemoSettings
 log = logging.getLogger(__name__)
 
 
+class BrokenOnPurpose(Exception):
+    """A breaking model's stream stops here: the server drops the connection mid-answer."""
+
+
 def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status, media_type="application/json")
 
@@ -100,10 +104,13 @@ def create_app(settings: DemoSettings) -> Starlette:
         yield chunk({"role": "assistant", "content": ""})
         await asyncio.sleep(first_delay)
         sent = 0
+        breaks_at = len(tokens) // 2 if meta["model"] in settings.breaking_models else -1
         try:
             for index, token in enumerate(tokens):
                 if index and delay:
                     await asyncio.sleep(delay)
+                if index == breaks_at:
+                    raise BrokenOnPurpose(f"{meta['model']} breaks off after {index} tokens")
                 yield chunk({"content": token})
                 sent += 1
         finally:

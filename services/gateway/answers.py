@@ -179,8 +179,12 @@ class AnswerHub:
                 waiting = self._subs.get(key)
                 if waiting:
                     decoded = [events.decode(i, fields) for i, fields in entries]
+                    start = streams[key]
                     for sub in list(waiting):
-                        sub.deliver(decoded)
+                        # One that joined during the read, further back than it began, would
+                        # miss entries: the next read starts from its place instead.
+                        if not events.newer(start, sub.after):
+                            sub.deliver(decoded)
             if len(self._subs) > 1:
                 await asyncio.sleep(
                     min(PACE_MAX_SECONDS, PACE_PER_STREAM_SECONDS * len(self._subs))

@@ -284,7 +284,7 @@ def _activity_input(
         model=route.model,
         messages=chat.messages,
         sampling=chat.sampling,
-        stream=chat.stream,
+        stream=chat.stream or chat.background,  # a background answer can be streamed later
         target=targets[0],
         next_targets=targets[1:],
         # 0 from a router of an earlier version: the defaults

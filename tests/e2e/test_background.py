@@ -65,11 +65,19 @@ async def test_a_background_request_is_fetched_by_id(stack: Stack) -> None:
         done = await poll_until_done(http, queued["id"])
         # Someone else's key cannot see it.
         other = {"authorization": f"Bearer {await new_key(stack, 'bg-stranger')}"}
-        stranger = await http.get(f"/chat/completions/{queued['id']}", headers=other)
+        url = f"/chat/completions/{queued['id']}"
+        strangers = [
+            await http.get(url, headers=other),
+            await http.get(f"{url}/stream", headers=other),
+            await http.post(f"{url}/cancel", headers=other),
+        ]
+        still = await http.get(url)
     assert done["status"] == "completed"
     assert done["choices"][0]["message"]["content"] == "You said: later"  # type: ignore[index]
     assert done["usage"]["completion_tokens"] == 3  # type: ignore[index]
-    assert stranger.status_code == 404 and stranger.json()["error"]["param"] == "id"
+    for stranger in strangers:
+        assert stranger.status_code == 404 and stranger.json()["error"]["param"] == "id"
+    assert still.json()["status"] == "completed"  # the stranger's cancel changed nothing
 
 
 async def test_a_stream_resumes_after_the_last_event_id(stack: Stack) -> None:
@@ -196,3 +204,29 @@ async def test_a_background_request_outlives_its_gateway(
         # (otherwise it would stay taken until the lease's 15-minute expiry).
         again = await http.post("/chat/completions", json=body("again"))
     assert again.status_code == 200, again.text
+
+
+async def test_two_clients_stream_one_background_request_live(stack: Stack) -> None:
+    headers = {"authorization": f"Bearer {stack.admin_key}"}
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=30) as http:
+        submitted = await http.post("/chat/completions", json=body(background=True))
+        url = f"/chat/completions/{submitted.json()['id']}/stream"
+
+        async def read() -> tuple[float, str]:
+            lines: list[str] = []
+            first = 0.0
+            async with http.stream("GET", url) as response:
+                assert response.status_code == 200
+                async for line in response.aiter_lines():
+                    if not first and text_of([line]):
+                        first = time.monotonic()
+                    lines.append(line)
+            return first, text_of(lines)
+
+        started = time.monotonic()
+        (first_a, text_a), (first_b, text_b) = await asyncio.gather(read(), read())
+        ended = time.monotonic()
+    assert text_a == EXPECTED, text_a[:80]
+    assert text_b == EXPECTED, text_b[:80]
+    # Both were live: their first words came long before the answer's end (about 2 s).
+    assert max(first_a, first_b) - started < (ended - started) / 2

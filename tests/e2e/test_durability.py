@@ -13,12 +13,14 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from tests.support import Stack, chunks_of, start_service, stop_service, text_of
+from tiller.common import events
 
 
 @pytest.fixture
@@ -95,6 +97,15 @@ async def test_a_worker_killed_mid_answer_loses_nothing(
     assert text == expected  # byte for byte: nothing missing, nothing twice
     description = await temporal.get_activity_handle(request_id).describe()
     assert description.attempt == 2
+    # The second attempt claimed the stream and continued it (not "found it finished").
+    redis = Redis.from_url(stack.redis_url)
+    published = await events.read(redis, events.stream_key("tiller:", request_id), "0", 1)
+    await redis.aclose()
+    kinds = [e.kind for e in published]
+    claim = kinds.index(events.CLAIM)
+    continued = "".join(e.data["text"] for e in published[claim:] if e.kind == events.DELTA)
+    print(f"the second attempt continued with {len(continued)} characters after its claim")
+    assert events.DELTA in kinds[:claim] and continued and expected.endswith(continued)
     survivor = next(w for w in durable_workers if w.pid != killed)
     assert str(description.last_worker_identity).startswith(f"{survivor.pid}@")
 
@@ -152,3 +163,29 @@ async def test_every_deployment_down_is_a_clear_error_in_bounded_time(stack: Sta
     # refused connections and 500s fail fast, so it is far inside that.
     assert plain_seconds < 30.8
     assert streamed.status_code == 503 and streamed.json()["error"]["message"] == error["message"]
+
+
+async def test_a_stream_broken_where_it_cannot_resume_is_continued_on_the_next_deployment(
+    stack: Stack,
+) -> None:
+    headers = {"authorization": f"Bearer {stack.admin_key}"}
+    words = " ".join(f"w{i}" for i in range(400))
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=60) as http:
+        streamed = await ask(http, "mixed", words, stream=True)
+    assert streamed.status_code == 200
+    text = text_of(streamed.text.splitlines())
+    assert text == f"You said: {words}", text[-200:]
+    handle = Client.connect(stack.temporal_address)
+    history = [
+        e
+        async for e in (await handle)
+        .get_workflow_handle(streamed.headers["x-request-id"])
+        .fetch_history_events()
+    ]
+    queues = [
+        e.activity_task_scheduled_event_attributes.task_queue.name
+        for e in history
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    print(f"\nbroken mid-stream on test.breaking, continued on: {queues}; text whole")
+    assert queues == ["test.breaking", "test.demo"]

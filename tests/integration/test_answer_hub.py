@@ -121,3 +121,24 @@ async def test_two_readers_of_one_stream_each_get_every_entry_from_their_own_pla
     assert await texts(resumed) == ["b", "c", None]
     answers.unsubscribe(whole)
     answers.unsubscribe(resumed)
+
+
+async def test_a_reader_that_joins_further_back_during_a_read_misses_nothing(
+    hub: tuple[AnswerHub, Redis],
+) -> None:
+    answers, redis = hub
+    stream = key()
+    writer = events.EventWriter(redis, stream, 60)
+    await writer.delta("a")
+    ahead = answers.subscribe(stream)
+    assert [e.data["text"] for e in await ahead.next(5.0)] == ["a"]
+    assert await ahead.next(0.2) == []  # the reader now blocks on the stream after "a"
+    behind = answers.subscribe(stream)  # from the start, joining that blocked read
+    await writer.delta("b")
+    got: list[str] = []
+    for _ in range(3):
+        got += [e.data["text"] for e in await behind.next(2.0)]
+        if len(got) >= 2:
+            break
+    assert got == ["a", "b"]
+    assert [e.data["text"] for e in await ahead.next(5.0)] == ["b"]
