@@ -146,6 +146,14 @@ models:
         engine_model: demo
         task_queue: test.demo
         resume: continue
+  unserved:  # no worker polls its queue: the queue timeout answers
+    queue_timeout_seconds: 1
+    deployments:
+      - name: nobody-home
+        adapter: openai
+        endpoint: http://127.0.0.1:{demo_port}/v1
+        engine_model: demo
+        task_queue: test.unserved
   all-down:
     retry: {{max_attempts: 2, initial_interval_seconds: 0.1, maximum_interval_seconds: 0.2}}
     timeout_seconds: 5

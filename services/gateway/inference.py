@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncGenerator, Coroutine
@@ -101,7 +102,9 @@ class Inference:
         except BaseException:
             self.settler.settle(quota_pb2.Settlement(key_id=key_id, request_id=request_id))
             raise
-        return Call(self, request_id, route.model, key_id, admission, execution, request.events_key)
+        call = Call(self, request_id, route.model, key_id, admission, execution, request.events_key)
+        call.queue_timeout = request.queue_timeout_seconds
+        return call
 
     async def _start(self, request: InferenceInput, priority: int) -> Execution:
         try:
@@ -166,6 +169,7 @@ class Call:
         self.execution = execution
         self.events_key = events_key
         self.created = int(time.time()) if created is None else created
+        self.queue_timeout = math.inf  # unknown: idle checks at the usual interval
         self._settled = False
 
     async def answer(self, after: str = "0") -> AsyncGenerator[events.Event, None]:
@@ -176,13 +180,17 @@ class Call:
         attempt) fails instead of hanging. `after` resumes after an event id (Last-Event-ID).
         """
         idle = self.inference.settings.idle_check_seconds
+        # Before anything arrives, check no later than the queue timeout: a request no worker
+        # picked up is answered then, not at the next idle check.
+        wait = min(idle, self.queue_timeout + 0.25) if after == "0" else idle
         hub = self.inference.hub
         sub = hub.subscribe(self.events_key, after)
         reread = False
         try:
             while True:
                 try:
-                    batch = await sub.next(idle)
+                    batch = await sub.next(wait)
+                    wait = idle
                     if not batch:
                         batch = await self._closed_without_events(after)
                         reread = reread or bool(batch)

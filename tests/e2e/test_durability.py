@@ -27,7 +27,11 @@ from tiller.common import events
 async def durable_workers(stack: Stack) -> AsyncIterator[list[subprocess.Popen[bytes]]]:
     """Two workers of their own for the `durable` model's queue, so one can be killed."""
     logs = stack.data_dir / "logs"
-    queue = {"TILLER_WORKER_TASK_QUEUES": "test.durable"}
+    # A stopping worker gives running attempts 1 s, then Temporal moves them on.
+    queue = {
+        "TILLER_WORKER_TASK_QUEUES": "test.durable",
+        "TILLER_WORKER_SHUTDOWN_GRACE_SECONDS": "1",
+    }
     workers = [
         start_service(stack, "tiller.worker", logs / f"durable-worker-{i}.log", **queue)
         for i in range(2)
@@ -57,8 +61,9 @@ async def pollers(stack: Stack, queue: str, count: int) -> None:
         await asyncio.sleep(0.2)
 
 
-async def test_a_worker_killed_mid_answer_loses_nothing(
-    stack: Stack, durable_workers: list[subprocess.Popen[bytes]]
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+async def test_a_worker_stopped_mid_answer_loses_nothing(
+    stack: Stack, durable_workers: list[subprocess.Popen[bytes]], stop: signal.Signals
 ) -> None:
     words = " ".join(f"w{i}" for i in range(2500))  # about 2.5 s of streaming at 1 ms a token
     expected = f"You said: {words}"
@@ -86,11 +91,11 @@ async def test_a_worker_killed_mid_answer_loses_nothing(
                 serving = (await handle.describe()).last_worker_identity
                 killed = int(str(serving).split("@")[0])
                 assert killed in [w.pid for w in durable_workers]
-                os.kill(killed, signal.SIGKILL)
+                os.kill(killed, stop)
                 sent_before_kill = len("".join(received))
     text = "".join(received)
     print(
-        f"\nkilled worker pid {killed} after {sent_before_kill} of {len(expected)} characters; "
+        f"\n{stop.name} to worker pid {killed} after {sent_before_kill} of {len(expected)} characters; "
         f"received {len(text)} characters, equal to the full answer: {text == expected}"
     )
     assert killed is not None and sent_before_kill < len(expected)
@@ -189,3 +194,15 @@ async def test_a_stream_broken_where_it_cannot_resume_is_continued_on_the_next_d
     ]
     print(f"\nbroken mid-stream on test.breaking, continued on: {queues}; text whole")
     assert queues == ["test.breaking", "test.demo"]
+
+
+async def test_a_request_nobody_picks_up_gets_503_at_the_queue_timeout(stack: Stack) -> None:
+    headers = {"authorization": f"Bearer {stack.admin_key}"}
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=60) as http:
+        started = time.monotonic()
+        waited = await ask(http, "unserved", "anyone?")
+        seconds = time.monotonic() - started
+    print(f"\nno worker: {waited.status_code} after {seconds:.2f} s: {waited.text}")
+    assert waited.status_code == 503
+    assert "No worker for this model picked up the request in time" in waited.text
+    assert seconds < 4  # the model's queue_timeout_seconds is 1; the gateway checks just after
