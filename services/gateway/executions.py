@@ -12,7 +12,7 @@ import abc
 import contextlib
 import dataclasses
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from temporalio.client import (
     ActivityExecutionStatus,
@@ -42,69 +42,48 @@ RESULT_RPC_TIMEOUT = timedelta(seconds=5)
 
 
 class Execution(abc.ABC):
-    kind: Kind
+    kind: ClassVar[Kind]
+    failure: ClassVar[type[ActivityFailureError | WorkflowFailureError]]
+
+    def __init__(self, handle: ActivityHandle[Any] | WorkflowHandle[Any, Any]) -> None:
+        self.handle = handle
 
     @abc.abstractmethod
     async def running(self) -> bool:
         """Whether it may still publish events; raises RPCError if Temporal cannot say."""
 
-    @abc.abstractmethod
     async def result(self) -> InferenceResult:
         """The result of a finished run; raises the TillerError it failed with."""
-
-    @abc.abstractmethod
-    async def _cancel(self) -> None: ...
+        try:
+            value = await self.handle.result(rpc_timeout=RESULT_RPC_TIMEOUT)
+        except self.failure as failure:
+            raise TillerError.from_failure(failure.cause) from None
+        except RPCError as error:
+            raise unreadable(error) from None
+        return value if isinstance(value, InferenceResult) else InferenceResult.from_dict(value)
 
     async def cancel(self) -> None:
         # Already closed, or Temporal is away: then the run's own timeouts end it.
         with contextlib.suppress(RPCError):
-            await self._cancel()
+            await self.handle.cancel()
 
 
 class ActivityExecution(Execution):
-    kind: Kind = "activity"
-
-    def __init__(self, handle: ActivityHandle[Any]) -> None:
-        self.handle = handle
+    kind: ClassVar[Kind] = "activity"
+    failure = ActivityFailureError
 
     async def running(self) -> bool:
         status = (await self.handle.describe()).status
         return status in (ActivityExecutionStatus.RUNNING, ActivityExecutionStatus.PAUSED)
 
-    async def result(self) -> InferenceResult:
-        try:
-            value = await self.handle.result(rpc_timeout=RESULT_RPC_TIMEOUT)
-        except ActivityFailureError as failure:
-            raise TillerError.from_failure(failure.cause) from None
-        except RPCError as error:
-            raise unreadable(error) from None
-        return _result(value)
-
-    async def _cancel(self) -> None:
-        await self.handle.cancel()
-
 
 class WorkflowExecution(Execution):
-    kind: Kind = "workflow"
-
-    def __init__(self, handle: WorkflowHandle[Any, Any]) -> None:
-        self.handle = handle
+    kind: ClassVar[Kind] = "workflow"
+    failure = WorkflowFailureError
 
     async def running(self) -> bool:
         status = (await self.handle.describe()).status
         return status == WorkflowExecutionStatus.RUNNING
-
-    async def result(self) -> InferenceResult:
-        try:
-            value = await self.handle.result(rpc_timeout=RESULT_RPC_TIMEOUT)
-        except WorkflowFailureError as failure:
-            raise TillerError.from_failure(failure.cause) from None
-        except RPCError as error:
-            raise unreadable(error) from None
-        return _result(value)
-
-    async def _cancel(self) -> None:
-        await self.handle.cancel()
 
 
 def unreadable(error: RPCError) -> TillerError:
@@ -112,12 +91,6 @@ def unreadable(error: RPCError) -> TillerError:
     if error.status == RPCStatusCode.NOT_FOUND:
         return InternalError("The orchestrator has no record of this request (expired or lost).")
     return AnswerUnreadable("The request's state could not be read.")
-
-
-def _result(value: Any) -> InferenceResult:
-    if isinstance(value, InferenceResult):
-        return value
-    return InferenceResult.from_dict(value)
 
 
 async def start(

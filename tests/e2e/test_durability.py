@@ -122,6 +122,22 @@ async def ask(
     return await http.post("/chat/completions", json=body)
 
 
+async def steps(temporal: Client, workflow_id: str) -> tuple[list[str], list[int]]:
+    """A failover workflow's steps: each activity's task queue, and its last attempt number."""
+    history = [e async for e in temporal.get_workflow_handle(workflow_id).fetch_history_events()]
+    queues = [
+        e.activity_task_scheduled_event_attributes.task_queue.name
+        for e in history
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    attempts = [
+        e.activity_task_started_event_attributes.attempt
+        for e in history
+        if e.HasField("activity_task_started_event_attributes")
+    ]
+    return queues, attempts
+
+
 async def test_failing_deployments_fail_over_to_the_fallback_model(stack: Stack) -> None:
     headers = {"authorization": f"Bearer {stack.admin_key}"}
     temporal = await Client.connect(stack.temporal_address)
@@ -137,17 +153,7 @@ async def test_failing_deployments_fail_over_to_the_fallback_model(stack: Stack)
     handle = temporal.get_workflow_handle(plain.headers["x-request-id"])
     await handle.result()  # it closes a moment after the answer was published
     assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
-    history = [e async for e in handle.fetch_history_events()]
-    queues = [
-        e.activity_task_scheduled_event_attributes.task_queue.name
-        for e in history
-        if e.HasField("activity_task_scheduled_event_attributes")
-    ]
-    attempts = [
-        e.activity_task_started_event_attributes.attempt
-        for e in history
-        if e.HasField("activity_task_started_event_attributes")
-    ]
+    queues, attempts = await steps(temporal, plain.headers["x-request-id"])
     print(f"\nfailover workflow: task queues {queues}, attempts {attempts}")
     assert queues == ["test.refused", "test.failing", "test.demo"]
     assert attempts == [2, 2, 1]
@@ -180,18 +186,8 @@ async def test_a_stream_broken_where_it_cannot_resume_is_continued_on_the_next_d
     assert streamed.status_code == 200
     text = text_of(streamed.text.splitlines())
     assert text == f"You said: {words}", text[-200:]
-    handle = Client.connect(stack.temporal_address)
-    history = [
-        e
-        async for e in (await handle)
-        .get_workflow_handle(streamed.headers["x-request-id"])
-        .fetch_history_events()
-    ]
-    queues = [
-        e.activity_task_scheduled_event_attributes.task_queue.name
-        for e in history
-        if e.HasField("activity_task_scheduled_event_attributes")
-    ]
+    temporal = await Client.connect(stack.temporal_address)
+    queues, _ = await steps(temporal, streamed.headers["x-request-id"])
     print(f"\nbroken mid-stream on test.breaking, continued on: {queues}; text whole")
     assert queues == ["test.breaking", "test.demo"]
 
