@@ -122,6 +122,10 @@ class EventWriter:
         reply: Any = await self.redis.xrange(self.key, "-", claimed)
         return [decode(i, f) for i, f in reply if text(i) != claimed]
 
+    async def ended(self) -> None:
+        """The answer had ended before: give the stream back its short expiry."""
+        await self.redis.expire(self.key, self.ttl)
+
     async def delta(self, text: str, tokens: int = 1) -> None:
         await self._append([{"kind": DELTA, "text": text, "n": tokens}])
 
@@ -178,6 +182,12 @@ async def read(redis: Redis, key: str, after: str, block_ms: int) -> list[Event]
     if not reply:
         return []
     return [decode(entry_id, fields) for entry_id, fields in reply[0][1]]
+
+
+async def newest(redis: Redis, key: str) -> Event | None:
+    """The stream's last entry, or None if it has none (or is gone)."""
+    reply: Any = await redis.xrevrange(key, count=1)
+    return decode(*reply[0]) if reply else None
 
 
 def decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:

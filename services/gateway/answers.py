@@ -160,7 +160,7 @@ class AnswerHub:
             self._blocked, self._woken = True, False
             try:
                 reply: Any = await self.reader.xread(streams, block=self.block_ms)
-            except RedisError as error:
+            except Exception as error:  # Redis away, or a reply we cannot use: tell everyone
                 log.warning("answer streams unreadable", extra={"error": type(error).__name__})
                 failure = AnswerUnreadable()
                 for readers in self._subs.values():
@@ -178,7 +178,13 @@ class AnswerHub:
                     continue
                 waiting = self._subs.get(key)
                 if waiting:
-                    decoded = [events.decode(i, fields) for i, fields in entries]
+                    try:
+                        decoded = [events.decode(i, fields) for i, fields in entries]
+                    except Exception:  # a malformed entry fails that stream's readers only
+                        log.exception("unreadable answer stream entry")
+                        for sub in self._subs.pop(key, []):
+                            sub.fail(AnswerUnreadable())
+                        continue
                     start = streams[key]
                     for sub in list(waiting):
                         # One that joined during the read, further back than it began, would

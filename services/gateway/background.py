@@ -31,10 +31,9 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from tiller.common.errors import AnswerUnreadable, Cancelled, TillerError
+from tiller.common.errors import AnswerUnreadable, Cancelled, InternalError, TillerError
 from tiller.common.redis_text import text
 from tiller.gateway.executions import Kind
-from tiller.gateway.settlement import TRANSIENT
 from tiller.worker.shared import InferenceResult
 
 if TYPE_CHECKING:
@@ -189,7 +188,9 @@ class BackgroundRequests:
 
     async def _follow(self, call: Call, record: Record) -> None:
         lease = self._lease_key(record.request_id)
-        keeper = asyncio.get_running_loop().create_task(self._keep(lease))
+        follower = asyncio.current_task()
+        assert follower is not None
+        keeper = asyncio.get_running_loop().create_task(self._keep(lease, follower))
         try:
             outcome = await self._outcome(call)
             await self._settle(call, outcome)
@@ -212,6 +213,11 @@ class BackgroundRequests:
                 wait = min(wait * 2, RETRY_MAX_SECONDS)
             except TillerError as error:
                 return error
+            except (RedisError, asyncio.CancelledError):
+                raise
+            except Exception:  # a bug, or an entry we cannot read: fail it rather than loop
+                log.exception("background request unreadable", extra={"id": call.request_id})
+                return InternalError()
 
     async def _settle(self, call: Call, outcome: InferenceResult | TillerError) -> None:
         """Settle with quota before the record says it is finished (quota applies a settlement
@@ -224,7 +230,7 @@ class BackgroundRequests:
                 await self.inference.settler.send_now(settlement)
                 return
             except grpc.aio.AioRpcError as error:
-                if error.code() not in TRANSIENT:
+                if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
                     log.warning(
                         "background settlement refused", extra={"status": error.code().name}
                     )
@@ -244,12 +250,13 @@ class BackgroundRequests:
                 "background request finished", extra={"request_id": request_id, "status": status}
             )
 
-    async def _keep(self, lease: str) -> None:
+    async def _keep(self, lease: str, follower: asyncio.Task[None]) -> None:
         while True:
             await asyncio.sleep(self.lease_ms / 3000)
             with contextlib.suppress(RedisError):
                 if not await self._refresh(keys=[lease], args=[self.me, self.lease_ms]):
-                    return  # taken over: the other gateway finishes it
+                    follower.cancel()  # taken over (we were too slow): the other one finishes
+                    return
 
     async def _adopt_forever(self) -> None:
         while True:

@@ -87,10 +87,18 @@ class WorkflowExecution(Execution):
 
 
 def unreadable(error: RPCError) -> TillerError:
-    """A failed call to Temporal about a request: final if Temporal does not know it."""
-    if error.status == RPCStatusCode.NOT_FOUND:
+    """A failed call to Temporal about a request: final if Temporal does not know the run
+    (rather than, say, the namespace, which a server still starting may not know yet)."""
+    if error.status == RPCStatusCode.NOT_FOUND and not _namespace_unknown(error):
         return InternalError("The orchestrator has no record of this request (expired or lost).")
     return AnswerUnreadable("The request's state could not be read.")
+
+
+def _namespace_unknown(error: RPCError) -> bool:
+    details = error.grpc_status.details
+    return any("NamespaceNotFound" in d.type_url for d in details) or (
+        "namespace" in error.message.lower()
+    )
 
 
 async def start(

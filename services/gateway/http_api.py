@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from tiller.common import events
 from tiller.common.errors import (
+    AnswerUnreadable,
     AuthenticationFailed,
     InvalidRequest,
     NotFound,
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 SSE_PING_SECONDS = 15
 PRIORITY_HEADER = "x-tiller-priority"
 LAST_EVENT_ID = re.compile(r"^(0|\d{1,20}-\d{1,20})$")
+MAX_STREAM_ID_PART = 2**64 - 1  # Redis refuses larger stream id parts
 
 
 class JSONResponse(Response):
@@ -149,15 +151,24 @@ async def _sse(
     which runs on when the client leaves). `from_start`: the first chunk carries the role."""
     meta = (call.request_id, call.model, call.created)
     role: dict[str, str] = {"role": "assistant"} if from_start else {}
+    streamed = not from_start  # whether the client has any of the text yet
     try:
         async for event in answer:
             if event.kind == events.DELTA:
+                streamed = True
                 delta = {**role, "content": event.data["text"]}
                 role = {}
                 body = shapes.chunk(*meta, delta, with_usage_field=include_usage)
                 yield ServerSentEvent(orjson.dumps(body).decode(), id=event.id)
             elif event.kind == events.DONE:
                 result = result_of(event)
+                if not streamed and result.text:
+                    # An answer that was not streamed (a background request asked without
+                    # `stream` on an engine that cannot resume): its text in one chunk first.
+                    delta = {**role, "content": result.text}
+                    role = {}
+                    body = shapes.chunk(*meta, delta, with_usage_field=include_usage)
+                    yield ServerSentEvent(orjson.dumps(body).decode())
                 if settle:  # before the last yields: the client may leave at once
                     call.complete(result.usage)
                 body = shapes.chunk(
@@ -229,7 +240,7 @@ async def stream_completion(request: Request) -> Response:
     inference = _inference(request)
     record = await _owned_record(request)
     after = request.headers.get("last-event-id") or "0"
-    if not LAST_EVENT_ID.match(after):
+    if not LAST_EVENT_ID.match(after) or max(events.order(after)) > MAX_STREAM_ID_PART:
         raise InvalidRequest(
             "Last-Event-ID must be an event id from this stream, such as 1732612345678-0.",
             param="Last-Event-ID",
@@ -240,12 +251,25 @@ async def stream_completion(request: Request) -> Response:
             f"{record.request_id} has its result.",
             param="id",
         )
+    if after != "0":
+        try:
+            last = await events.newest(inference.up.redis, record.events_key)
+        except RedisError:
+            raise AnswerUnreadable() from None
+        if last is not None and last.terminal and not events.newer(last.id, after):
+            # The client saw the end already: nothing more (a browser's EventSource reconnects
+            # after the last event on its own).
+            return _event_source(_just_done(), {"x-request-id": record.request_id})
     call = inference.attach(record)
     answer = call.answer(after)
     return _event_source(
         _sse(call, record.include_usage, answer, settle=False, from_start=after == "0"),
         {"x-request-id": record.request_id},
     )
+
+
+async def _just_done() -> AsyncIterator[ServerSentEvent]:
+    yield ServerSentEvent("[DONE]")
 
 
 async def list_models(request: Request) -> Response:

@@ -191,13 +191,13 @@ class Call:
                 try:
                     batch = await sub.next(wait)
                     wait = idle
+                    if reread:  # the hub may still hand over what a re-read returned
+                        batch = [e for e in batch if events.newer(e.id, after)]
                     if not batch:
                         batch = await self._closed_without_events(after)
                         reread = reread or bool(batch)
                 except RedisError:
                     raise AnswerUnreadable() from None
-                if reread:  # the hub may still hand over what the re-read returned
-                    batch = [e for e in batch if events.newer(e.id, after)]
                 for event in events.coalesce(batch):
                     after = event.id
                     yield event
@@ -215,18 +215,21 @@ class Call:
         raise ServiceUnavailable("The answer ended without a result.")  # pragma: no cover
 
     async def _closed_without_events(self, after: str) -> list[events.Event]:
+        unknown: TillerError | None = None
         try:
             if await self.execution.running():
                 return []
         except RPCError as error:
-            failure = executions.unreadable(error)
-            if isinstance(failure, AnswerUnreadable):
+            unknown = executions.unreadable(error)
+            if isinstance(unknown, AnswerUnreadable):
                 return []  # the orchestrator is briefly unreachable: keep waiting on Redis
-            raise failure from None
-        # The run ended: read once more (its last event may have just landed), then ask it.
+        # The run ended (or Temporal no longer knows it): read once more, as its last event may
+        # have just landed; then ask Temporal how it ended.
         late = await events.read(self.inference.up.redis, self.events_key, after, 1)
         if late:
             return late
+        if unknown is not None:
+            raise unknown
         result = await self.execution.result()
         return [events.Event(after, events.DONE, {"result": dataclasses.asdict(result)})]
 
@@ -292,7 +295,9 @@ def _activity_input(
         model=route.model,
         messages=chat.messages,
         sampling=chat.sampling,
-        stream=chat.stream or chat.background,  # a background answer can be streamed later
+        # A background answer is streamed to Redis, so clients can follow it live, where the
+        # engine can continue a partial answer; elsewhere a failed attempt starts afresh.
+        stream=chat.stream or (chat.background and any(t.resume for t in targets)),
         target=targets[0],
         next_targets=targets[1:],
         # 0 from a router of an earlier version: the defaults

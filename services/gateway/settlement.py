@@ -25,7 +25,6 @@ HOLD_SECONDS = 0.02
 RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 10.0
 RETRY_FOR_SECONDS = 900.0  # then give up: the leases have expired by then (quota's lease TTL)
-TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 class Settler:
@@ -54,12 +53,8 @@ class Settler:
         return taken
 
     def failed(self, batch: list[quota_pb2.Settlement], error: grpc.aio.AioRpcError) -> None:
-        """A call carrying `batch` failed: send it again later if quota was only away."""
-        if error.code() not in TRANSIENT:
-            log.warning(
-                "settlements refused", extra={"requests": len(batch), "status": error.code().name}
-            )
-            return
+        """A call carrying `batch` failed: send it again later (quota applies each once, so
+        resending is safe whatever the failure; a refused batch is resent one by one)."""
         log.warning(
             "settling requests failed; retrying",
             extra={"requests": len(batch), "status": error.code().name},
@@ -95,6 +90,20 @@ class Settler:
                 else:
                     log.warning("settlements lost at shutdown", extra={"requests": len(batch)})
 
+    async def _one_by_one(self, batch: list[quota_pb2.Settlement]) -> list[quota_pb2.Settlement]:
+        """Quota refused a batch: send each alone, so one bad entry cannot sink the rest.
+        Returns those to try again (quota was away by then)."""
+        again = []
+        for settlement in batch:
+            try:
+                await self.send_now(settlement)
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    log.warning("settlement refused", extra={"request_id": settlement.request_id})
+                else:
+                    again.append(settlement)
+        return again
+
     async def _retry(self) -> None:
         """Resend failed settlements with backoff; each stays queued until a call carried it."""
         wait = RETRY_FIRST_SECONDS
@@ -109,15 +118,16 @@ class Settler:
             self._failed = kept
             for start in range(0, len(kept), MAX_BATCH):
                 batch = kept[start : start + MAX_BATCH]
+                again: list[quota_pb2.Settlement] = []
                 try:
                     await self.quota.Settle(
                         quota_pb2.SettleRequest(settlements=[s for _, s in batch]),
                         timeout=self.timeout,
                     )
                 except grpc.aio.AioRpcError as error:
-                    if error.code() in TRANSIENT:
+                    if error.code() != grpc.StatusCode.INVALID_ARGUMENT:
                         continue  # stays queued for the next round
-                    log.warning("settlements refused", extra={"requests": len(batch)})
-                sent = {id(s) for _, s in batch}
+                    again = await self._one_by_one([s for _, s in batch])
+                sent = {id(s) for _, s in batch} - {id(s) for s in again}
                 self._failed = [(t, s) for t, s in self._failed if id(s) not in sent]
             wait = min(wait * 2, RETRY_MAX_SECONDS)

@@ -96,6 +96,8 @@ class InferenceActivities:
             delivered = events.Delivered()
             if writer.fence > 1:  # a retry or a later deployment: see what came before
                 delivered = events.Delivered.of(await writer.claim())
+                if delivered.done is not None or delivered.error is not None:
+                    await writer.ended()  # the claim must not keep a finished stream alive
                 if delivered.done is not None:  # finished, but the worker died reporting it
                     return InferenceResult.from_dict(delivered.done.data["result"])
                 if delivered.error is not None:  # already told the client; nothing to add
@@ -119,8 +121,9 @@ class InferenceActivities:
         except (events.Superseded, ApplicationError):
             raise
         except RedisError:
+            stuck = published.any and not here  # a partial answer this deployment cannot finish
             raise ServiceUnavailable("The event stream is unavailable.").to_application_error(
-                non_retryable=published.any and not here
+                non_retryable=stuck, failover=stuck and later
             ) from None
         except Exception as failure:
             if isinstance(failure, TillerError):

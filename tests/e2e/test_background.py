@@ -102,6 +102,15 @@ async def test_a_stream_resumes_after_the_last_event_id(stack: Stack) -> None:
         ) as resumed:
             assert resumed.status_code == 200
             rest = [line async for line in resumed.aiter_lines()]
+        # Reconnecting after the last event (as a browser's EventSource does) just ends.
+        done_id = [line[4:] for line in rest if line.startswith("id: ")][-1]
+        started = time.monotonic()
+        after_end = await http.get(
+            f"/chat/completions/{request_id}/stream", headers={"last-event-id": done_id}
+        )
+        after_end_seconds = time.monotonic() - started
+    assert [line for line in after_end.text.splitlines() if line] == ["data: [DONE]"]
+    assert after_end_seconds < 2
     print(
         f"\nfirst connection: {len(text_of(first))} characters up to event {last_id}; "
         f"resumed: {len(text_of(rest))} more; whole: {text_of(first) + text_of(rest) == EXPECTED}"
@@ -120,8 +129,15 @@ async def test_a_stream_id_from_elsewhere_is_refused(stack: Stack) -> None:
         bad = await http.get(
             f"/chat/completions/{request_id}/stream", headers={"last-event-id": "yesterday"}
         )
+        # Digits, but past what Redis takes (2^64 - 1): refused here, not by the shared reader.
+        huge = await http.get(
+            f"/chat/completions/{request_id}/stream",
+            headers={"last-event-id": "99999999999999999999-0"},
+        )
         missing = await http.get("/chat/completions/chatcmpl-nothing-here/stream")
-    assert bad.status_code == 400 and bad.json()["error"]["param"] == "Last-Event-ID"
+    for refused in (bad, huge):
+        assert refused.status_code == 400
+        assert refused.json()["error"]["param"] == "Last-Event-ID"
     assert missing.status_code == 404
 
 
@@ -230,3 +246,25 @@ async def test_two_clients_stream_one_background_request_live(stack: Stack) -> N
     assert text_b == EXPECTED, text_b[:80]
     # Both were live: their first words came long before the answer's end (about 2 s).
     assert max(first_a, first_b) - started < (ended - started) / 2
+
+
+async def test_an_answer_that_was_not_streamed_streams_in_one_chunk(stack: Stack) -> None:
+    # `failover` cannot continue partial answers (its fallback never does), so its background
+    # answers are not streamed to Redis, and a failed attempt simply starts over.
+    headers = {"authorization": f"Bearer {stack.admin_key}"}
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=30) as http:
+        submitted = await http.post(
+            "/chat/completions",
+            json={
+                "model": "failover",
+                "messages": [{"role": "user", "content": "in one go"}],
+                "background": True,
+            },
+        )
+        request_id = submitted.json()["id"]
+        done = await poll_until_done(http, request_id)
+        streamed = await http.get(f"/chat/completions/{request_id}/stream")
+    assert done["status"] == "completed"
+    chunks = [c for line in streamed.text.splitlines() if (c := chunks_of(line))]
+    assert text_of(streamed.text.splitlines()) == "You said: in one go"
+    assert [c["choices"][0]["finish_reason"] for c in chunks] == [None, "stop"]
