@@ -55,7 +55,9 @@ async def test_disconnect_cancels_the_activity_and_releases_the_lease(stack: Sta
     # The engine stopped long before Temporal's cancellation could reach the worker (up to a
     # heartbeat, 2 s): the gateway's cancel signal reached the worker at once.
     aborted = await engine_abort_after(stack, left)
-    print(f"\nthe engine stopped {aborted - left:.3f} s after the client left; activity {status}")
+    print(
+        f"\nthe engine stopped {aborted - left:.3f} s after the client left; activity {status.name}"
+    )
     assert aborted - left < 1.0, f"the engine stopped {aborted - left:.2f} s after the client"
 
 

@@ -217,6 +217,7 @@ def test_temporal_restart_mid_stream_completes_the_answer(own_stack: OwnStack) -
     refused_after = time.monotonic() - started
     print(f"\nwith Temporal down: {down.status_code} after {refused_after:.2f} s: {down.text}")
     assert down.status_code == 503 and "orchestrator" in down.json()["error"]["message"]
+    assert refused_after < 20  # the Temporal client's retries (about 10 s), then a clear error
     own_stack.start("temporal")  # back, with its database
     again = admitted_again(own_stack, key, timeout=90)
     print(f"requests succeed again {again:.2f} s after Temporal restarted")
