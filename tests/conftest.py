@@ -2,15 +2,18 @@
 
 `stack` runs the real thing once per session: `python -m tiller up` with a test models.yaml, on
 free ports, with its own data directory. It starts a real Redis and a real Temporal dev server,
-which the integration tests use too (each with its own key prefix and task queues).
+which the integration tests use too (each with its own key prefix and task queues). `own_stack`
+runs a separate stack for one test that kills or reconfigures its parts (tests/own_stack.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.own_stack import OwnStack
 from tests.support import (
     STACK_TASK_QUEUES,
     TEST_MODELS,
@@ -19,6 +22,7 @@ from tests.support import (
     stack_env,
     start_up,
     stop_up,
+    wait_for,
     wait_until_up,
 )
 
@@ -47,3 +51,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         output=output,
     )
     stop_up(process)
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[OwnStack]:
+    """A stack of its own for one test, which may kill or reconfigure its parts."""
+    stack = OwnStack(tmp_path)
+    try:
+        for name in stack.commands:
+            stack.start(name)
+        assert wait_for(stack.ready, timeout=90), "the stack did not become ready"
+        yield stack
+    finally:
+        stack.stop()

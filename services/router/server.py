@@ -1,7 +1,9 @@
-"""Router process: load models.yaml (or refuse to start, saying why) and serve it over gRPC."""
+"""Router process: load models.yaml (or refuse to start, saying why), serve it over gRPC, and
+pick up changes to it while serving (reload.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -9,6 +11,7 @@ from tiller.common.grpc_server import GrpcServer
 from tiller.common.lifecycle import StartupError, run_service, stop_event
 from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
 from tiller.router.config import ConfigError
+from tiller.router.reload import Reloader
 from tiller.router.service import RouterService
 from tiller.router.settings import RouterSettings
 from tiller.router.table import compile_file
@@ -16,22 +19,32 @@ from tiller.router.table import compile_file
 log = logging.getLogger(__name__)
 
 
-def create_server(settings: RouterSettings) -> GrpcServer:
+def create_server(settings: RouterSettings) -> tuple[GrpcServer, RouterService]:
     try:
         table = compile_file(Path(settings.models_file))
     except ConfigError as error:
         raise StartupError(f"invalid models file:\n{error}") from None
     log.info("routing table loaded", extra={"models": len(table.models), "version": table.version})
     service = RouterService(table)
-    return GrpcServer(
+    server = GrpcServer(
         settings.address,
         lambda s: router_pb2_grpc.add_RouterServicer_to_server(service, s),
         [router_pb2.DESCRIPTOR.services_by_name["Router"].full_name],
     )
+    return server, service
 
 
 async def serve(settings: RouterSettings) -> None:
-    await create_server(settings).serve_until(stop_event())
+    server, service = create_server(settings)
+    watching = None
+    if settings.reload_seconds > 0:
+        reloader = Reloader(Path(settings.models_file), service, settings.reload_seconds)
+        watching = asyncio.create_task(reloader.run())
+    try:
+        await server.serve_until(stop_event())
+    finally:
+        if watching is not None:
+            watching.cancel()
 
 
 def main() -> None:

@@ -12,6 +12,8 @@ class RouterSettings:
     host: str = "127.0.0.1"
     port: int = 50052
     models_file: str = "models.yaml"
+    # How often the file is checked for changes (SIGHUP checks at once); 0 turns reloading off.
+    reload_seconds: float = 1.0
     log_level: str = "info"
 
     @property

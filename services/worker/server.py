@@ -1,6 +1,7 @@
 """Worker process: one Temporal worker per task queue, each bounded by its deployment's
 max_concurrency from models.yaml, sharing one Redis pool and one HTTP pool; and one on the
-failover queue that runs the workflows of models with more than one deployment to try."""
+failover queue that runs the workflows of models with more than one deployment to try. The
+queues follow models.yaml as it changes (pool.py)."""
 
 from __future__ import annotations
 
@@ -22,32 +23,62 @@ from tiller.worker.adapters import KINDS, adapter_class
 from tiller.worker.adapters.base import AdapterResources
 from tiller.worker.cancels import CancelSignals
 from tiller.worker.failover import FailoverWorkflow
+from tiller.worker.pool import WorkerPool
 from tiller.worker.settings import WorkerSettings
 from tiller.worker.shared import FAILOVER_TASK_QUEUE
 
 log = logging.getLogger(__name__)
 
 
-async def task_queue_limits(settings: WorkerSettings) -> dict[str, int]:
-    """Task queue -> max concurrency, from the router (which owns models.yaml)."""
+async def list_routes(settings: WorkerSettings, wait: float) -> router_pb2.ListModelsResponse:
+    """Every model's deployments, from the router (which owns models.yaml)."""
     async with channel(settings.router_address) as ch:
-        try:
-            listing = await router_pb2_grpc.RouterStub(ch).ListModels(
-                router_pb2.ListModelsRequest(),
-                timeout=settings.dependency_wait_seconds,
-                wait_for_ready=True,
-            )
-        except grpc.aio.AioRpcError as error:
-            raise StartupError(
-                f"cannot reach the router at {settings.router_address}: {error.details()}"
-            ) from None
+        stub = router_pb2_grpc.RouterStub(ch)
+        listing: router_pb2.ListModelsResponse = await stub.ListModels(
+            router_pb2.ListModelsRequest(), timeout=wait, wait_for_ready=True
+        )
+    return listing
+
+
+def queue_limits(listing: router_pb2.ListModelsResponse, wanted: tuple[str, ...]) -> dict[str, int]:
+    """Task queue -> max concurrency; only the `wanted` queues if any are named."""
     limits = {d.task_queue: d.max_concurrency for m in listing.models for d in m.deployments}
-    if settings.task_queues:
-        unknown = set(settings.task_queues) - set(limits)
-        if unknown:
-            raise StartupError(f"task queues not in models.yaml: {', '.join(sorted(unknown))}")
-        limits = {q: limits[q] for q in settings.task_queues}
+    if wanted:
+        limits = {q: limits[q] for q in wanted if q in limits}
     return limits
+
+
+async def task_queue_limits(settings: WorkerSettings) -> tuple[dict[str, int], int]:
+    """The queues to poll at start-up, and the routing table's version."""
+    try:
+        listing = await list_routes(settings, settings.dependency_wait_seconds)
+    except grpc.aio.AioRpcError as error:
+        raise StartupError(
+            f"cannot reach the router at {settings.router_address}: {error.details()}"
+        ) from None
+    limits = queue_limits(listing, settings.task_queues)
+    unknown = set(settings.task_queues) - set(limits)
+    if unknown:
+        raise StartupError(f"task queues not in models.yaml: {', '.join(sorted(unknown))}")
+    return limits, listing.config_version
+
+
+async def follow_router(settings: WorkerSettings, pool: WorkerPool, version: int) -> None:
+    """Keep the pool's queues in line with the router's table as models.yaml changes."""
+    while True:
+        await asyncio.sleep(settings.reload_seconds)
+        try:
+            listing = await list_routes(settings, settings.reload_seconds * 2)
+        except grpc.aio.AioRpcError:
+            continue  # the router is away: keep polling what we poll
+        if listing.config_version == version:
+            continue
+        version = listing.config_version
+        limits = queue_limits(listing, settings.task_queues)
+        missing = set(settings.task_queues) - set(limits)
+        if missing:
+            log.warning("task queues left models.yaml", extra={"task_queues": sorted(missing)})
+        pool.apply(limits)
 
 
 def failover_worker(client: Client, grace: float) -> Worker:
@@ -62,28 +93,34 @@ def failover_worker(client: Client, grace: float) -> Worker:
     )
 
 
+def activity_worker(
+    client: Client, activities: InferenceActivities, queue: str, limit: int, grace: float
+) -> Worker:
+    beat = timedelta(seconds=activities.heartbeat_interval)
+    return Worker(
+        client,
+        task_queue=queue,
+        activities=[activities.generate],
+        max_concurrent_activities=limit,
+        # Send each heartbeat when the activity beats: a cancelled request (client gone) is
+        # noticed within one heartbeat interval, not at the SDK's default 8 s throttle.
+        max_heartbeat_throttle_interval=beat,
+        default_heartbeat_throttle_interval=beat,
+        graceful_shutdown_timeout=timedelta(seconds=grace),
+    )
+
+
 def build_workers(
     client: Client, activities: InferenceActivities, limits: dict[str, int], grace: float
 ) -> list[Worker]:
-    beat = timedelta(seconds=activities.heartbeat_interval)
     return [
-        Worker(
-            client,
-            task_queue=queue,
-            activities=[activities.generate],
-            max_concurrent_activities=limit,
-            # Send each heartbeat when the activity beats: a cancelled request (client gone) is
-            # noticed within one heartbeat interval, not at the SDK's default 8 s throttle.
-            max_heartbeat_throttle_interval=beat,
-            default_heartbeat_throttle_interval=beat,
-            graceful_shutdown_timeout=timedelta(seconds=grace),
-        )
+        activity_worker(client, activities, queue, limit, grace)
         for queue, limit in sorted(limits.items())
     ]
 
 
 async def serve(settings: WorkerSettings) -> None:
-    limits = await task_queue_limits(settings)
+    limits, version = await task_queue_limits(settings)
     client = await temporal.connect(
         settings.temporal_address, settings.temporal_namespace, settings.dependency_wait_seconds
     )
@@ -102,19 +139,24 @@ async def serve(settings: WorkerSettings) -> None:
         cancels,
     )
     grace = settings.shutdown_grace_seconds
-    workers = [failover_worker(client, grace), *build_workers(client, activities, limits, grace)]
+    pool = WorkerPool(lambda queue, limit: activity_worker(client, activities, queue, limit, grace))
     stop = stop_event()
     listening = asyncio.create_task(cancels.listen())
+    following = asyncio.create_task(follow_router(settings, pool, version))
     try:
-        runs = [asyncio.create_task(w.run()) for w in workers]
-        log.info("worker polling", extra={"task_queues": sorted(limits)})
+        pool.add(failover_worker(client, grace))
+        pool.apply(limits)
         stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait([stopped, *runs], return_when=asyncio.FIRST_COMPLETED)
-        await asyncio.gather(*(w.shutdown() for w in workers))
-        for run in runs:
-            if run.done() and run.exception():
-                raise StartupError(f"worker stopped: {run.exception()}")
+        broken = asyncio.create_task(pool.broken.wait())
+        await asyncio.wait([stopped, broken], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        broken.cancel()
+        following.cancel()
+        await pool.shutdown()
+        if pool.failure is not None:
+            raise StartupError(f"worker stopped: {pool.failure}")
     finally:
+        following.cancel()
         listening.cancel()
         await http.close()
         await redis.aclose()

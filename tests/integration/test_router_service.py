@@ -35,7 +35,7 @@ models:
 async def router(tmp_path: Path) -> AsyncIterator[router_pb2_grpc.RouterStub]:
     models = tmp_path / "models.yaml"
     models.write_text(MODELS)
-    server = create_server(RouterSettings(port=free_port(), models_file=str(models)))
+    server, _ = create_server(RouterSettings(port=free_port(), models_file=str(models)))
     await server.start()
     async with channel(server.address) as ch:
         yield router_pb2_grpc.RouterStub(ch)
