@@ -28,6 +28,7 @@ from tiller.gateway.admissions import Admitter
 from tiller.gateway.answers import AnswerHub
 from tiller.gateway.background import BackgroundRequests, Record
 from tiller.gateway.executions import Execution
+from tiller.gateway.leases import LeaseKeeper
 from tiller.gateway.protocol import ChatRequest
 from tiller.gateway.routes import RouteCache
 from tiller.gateway.settings import GatewaySettings
@@ -55,6 +56,7 @@ class Inference:
             settings.key_prefix,
             block_ms=int(settings.idle_check_seconds * 1000),
         )
+        self.leases = LeaseKeeper(upstreams.quota, settings.rpc_timeout_seconds)
         self.background = BackgroundRequests(
             self,
             upstreams.redis,
@@ -117,6 +119,11 @@ class Inference:
                 "The orchestrator is unavailable; try again shortly."
             ) from None
 
+    def start(self) -> None:
+        """Start the gateway's own background work (needs the running loop)."""
+        self.leases.start()
+        self.background.start()
+
     def attach(self, record: Record) -> Call:
         """A background request, taken up again from its record (any gateway can)."""
         execution = executions.attach(self.up.temporal, record.request_id, record.kind)
@@ -143,6 +150,7 @@ class Inference:
         await asyncio.wait_for(self.settler.drain(), self.settings.shutdown_grace_seconds)
 
     async def close(self) -> None:
+        await self.leases.close()
         await self.background.close()
         await self.hub.close()
 
@@ -171,6 +179,7 @@ class Call:
         self.created = int(time.time()) if created is None else created
         self.queue_timeout = math.inf  # unknown: idle checks at the usual interval
         self._settled = False
+        inference.leases.hold(request_id, key_id)
 
     async def answer(self, after: str = "0") -> AsyncGenerator[events.Event, None]:
         """The answer's events in order, ending with its terminal event.
@@ -253,6 +262,7 @@ class Call:
     def settlement(self, usage: Usage | None) -> quota_pb2.Settlement:
         """This request's settlement (with usage if it was answered), marked as settled here."""
         self._settled = True
+        self.inference.leases.drop(self.request_id)
         if usage is None:
             return quota_pb2.Settlement(key_id=self.key_id, request_id=self.request_id)
         return quota_pb2.Settlement(

@@ -21,7 +21,7 @@ async def serve(settings: GatewaySettings) -> None:
     sock = bind(settings.host, settings.port)
     upstreams = await Upstreams.connect(settings)
     inference = Inference(upstreams, settings)
-    inference.background.start()
+    inference.start()
     service = InferenceService(inference)
     grpc_server = GrpcServer(
         settings.grpc_address,

@@ -63,6 +63,15 @@ class QuotaService(quota_pb2_grpc.QuotaServicer):
             await _store(self.ledger.settle(request.settlements))
         return quota_pb2.SettleResponse()
 
+    @translate_errors
+    async def RenewLeases(
+        self, request: quota_pb2.RenewLeasesRequest, context: grpc.aio.ServicerContext
+    ) -> quota_pb2.RenewLeasesResponse:
+        ttl_ms = self.admission.lease_ttl_ms
+        if request.leases:
+            await _store(self.ledger.renew(request.leases, ttl_ms))
+        return quota_pb2.RenewLeasesResponse(ttl_seconds=ttl_ms / 1000)
+
 
 async def _store(call: Awaitable[T]) -> T:
     try:

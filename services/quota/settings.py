@@ -16,8 +16,9 @@ class QuotaSettings:
     # The bootstrap admin key; replaces the previous bootstrap key when it changes.
     admin_key: str | None = shared("TILLER_ADMIN_KEY", None)
     admin_rpm: int = 0  # 0 = unlimited
-    # How long a request's concurrency lease lives if the gateway never releases it (crash).
-    lease_ttl_seconds: float = 900.0
+    # How long a request's concurrency lease lives unless the gateway serving it renews it (it
+    # does every third of this): the most a dead gateway's requests keep their slots.
+    lease_ttl_seconds: float = 60.0
     redis_timeout_seconds: float = 2.0
     log_level: str = "info"
 

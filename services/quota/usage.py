@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from redis.asyncio import Redis
 
 from tiller.common.errors import InvalidRequest
-from tiller.protos.quota.v1.quota_pb2 import Settlement
+from tiller.protos.quota.v1.quota_pb2 import Lease, Settlement
 from tiller.quota.keys import KeyLayout, valid_key_id
 from tiller.quota.scripts import BatchScript
 
@@ -35,10 +35,21 @@ return 1
 """
 
 
+# KEYS: leases. ARGV: request id, TTL ms. Moves the lease's expiry only if it is still held.
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local renewed = redis.call('ZADD', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[2]), ARGV[1])
+if renewed == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return renewed
+"""
+
+
 class Ledger:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis, self.prefix = redis, prefix
         self._script = BatchScript(redis, _SETTLE, keys=3)
+        self._renew = BatchScript(redis, _RENEW, keys=1)
 
     def _layout(self, key_id: str) -> KeyLayout:
         if not valid_key_id(key_id):
@@ -67,3 +78,12 @@ class Ledger:
         ]
         replies = await self._script.run(calls)
         return sum(int(r) for r in replies)
+
+    async def renew(self, leases: Sequence[Lease], ttl_ms: int) -> int:
+        """Extend held leases by `ttl_ms` from now; how many were still held."""
+        layouts = [self._layout(lease.key_id) for lease in leases]
+        calls: list[tuple[str, ...]] = [
+            (layout.leases, lease.request_id, str(ttl_ms))
+            for lease, layout in zip(leases, layouts, strict=True)
+        ]
+        return sum(int(r) for r in await self._renew.run(calls))

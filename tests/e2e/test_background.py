@@ -217,7 +217,8 @@ async def test_a_background_request_outlives_its_gateway(
         assert done["status"] == "completed"
         assert content == f"You said: {words}"
         # The restarted gateway settled it: the key's one concurrency slot is free again
-        # (otherwise it would stay taken until the lease's 15-minute expiry).
+        # (otherwise it would stay taken until the lease expired, a minute after the gateway
+        # that renewed it died).
         again = await http.post("/chat/completions", json=body("again"))
     assert again.status_code == 200, again.text
 

@@ -15,6 +15,7 @@ from tests.support import Stack, closed_port, free_port
 from tiller.common.errors import AuthenticationFailed, RateLimited, ServiceUnavailable, TillerError
 from tiller.common.grpc_client import channel
 from tiller.gateway.admissions import Admitter
+from tiller.gateway.leases import LeaseKeeper
 from tiller.gateway.settlement import Settler
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
 from tiller.quota.keys import KeyLayout, KeyStore, digest
@@ -270,3 +271,31 @@ async def test_a_settlement_that_failed_is_sent_again(quota: Quota) -> None:
             assert asyncio.get_running_loop().time() < deadline, "the lease was never released"
             await asyncio.sleep(0.1)
     assert flaky.calls == 2
+
+
+async def test_a_renewed_lease_stays_and_an_abandoned_one_lapses(stack: Stack) -> None:
+    prefix = f"test-{uuid.uuid4().hex[:8]}:"
+    settings = QuotaSettings(
+        port=free_port(), redis_url=stack.redis_url, key_prefix=prefix, lease_ttl_seconds=1.0
+    )
+    redis = Redis.from_url(stack.redis_url)
+    server = create_server(settings, redis)
+    await server.start()
+    try:
+        async with channel(settings.address) as ch:
+            quota = Quota(quota_pb2_grpc.QuotaStub(ch), KeyStore(redis, prefix), redis, prefix)
+            new = await quota.store.create("long-answer", concurrency=1)
+            await quota.admit(new.api_key, "long")
+            keeper = LeaseKeeper(quota.stub, timeout_seconds=5)
+            keeper.hold("long", new.key_id)
+            keeper.start()  # learns the 1 s TTL, then renews every third of it
+            await asyncio.sleep(2.0)  # twice the TTL: only renewal keeps the slot taken
+            assert keeper.interval == pytest.approx(1 / 3)
+            with pytest.raises(RateLimited, match="concurrent"):
+                await quota.admit(new.api_key, "second")
+            await keeper.close()  # the gateway is gone: nobody renews
+            await asyncio.sleep(1.2)
+            assert (await quota.admit(new.api_key, "third")).principal.key_id == new.key_id
+    finally:
+        await server.stop(0)
+        await redis.aclose()

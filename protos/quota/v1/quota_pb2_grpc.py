@@ -54,6 +54,11 @@ class QuotaStub:
                 request_serializer=quota_dot_v1_dot_quota__pb2.SettleRequest.SerializeToString,
                 response_deserializer=quota_dot_v1_dot_quota__pb2.SettleResponse.FromString,
                 _registered_method=True)
+        self.RenewLeases = channel.unary_unary(
+                '/tiller.quota.v1.Quota/RenewLeases',
+                request_serializer=quota_dot_v1_dot_quota__pb2.RenewLeasesRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.RenewLeasesResponse.FromString,
+                _registered_method=True)
 
 
 class QuotaServicer:
@@ -93,6 +98,15 @@ class QuotaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenewLeases(self, request, context):
+        """Extend the concurrency leases of requests still running by the lease TTL. A gateway renews
+        those it serves; a lease its gateway stopped renewing (the gateway died) expires within one
+        TTL instead of staying held. Leases already released or expired are left alone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QuotaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +129,11 @@ def add_QuotaServicer_to_server(servicer, server):
                     servicer.Settle,
                     request_deserializer=quota_dot_v1_dot_quota__pb2.SettleRequest.FromString,
                     response_serializer=quota_dot_v1_dot_quota__pb2.SettleResponse.SerializeToString,
+            ),
+            'RenewLeases': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewLeases,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.RenewLeasesRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.RenewLeasesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +244,33 @@ class Quota:
             '/tiller.quota.v1.Quota/Settle',
             quota_dot_v1_dot_quota__pb2.SettleRequest.SerializeToString,
             quota_dot_v1_dot_quota__pb2.SettleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewLeases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiller.quota.v1.Quota/RenewLeases',
+            quota_dot_v1_dot_quota__pb2.RenewLeasesRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.RenewLeasesResponse.FromString,
             options,
             channel_credentials,
             insecure,
