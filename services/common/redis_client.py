@@ -27,4 +27,5 @@ def connect(
         socket_connect_timeout=connect_timeout,
         socket_timeout=socket_timeout,
     )
-    return Redis(connection_pool=pool)
+    # from_pool: the client owns the pool, so closing the client closes its connections too.
+    return Redis.from_pool(pool)

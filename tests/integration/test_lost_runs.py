@@ -1,0 +1,80 @@
+"""A request whose run Temporal no longer knows (history expired, a server that lost its
+database) ends with a clear error instead of being waited on forever, unless its stream already
+holds the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.support import Stack
+from tiller.common import events
+from tiller.common.errors import InternalError
+from tiller.gateway.background import QUEUED, Record
+from tiller.gateway.inference import Inference
+from tiller.gateway.settings import GatewaySettings
+from tiller.gateway.upstreams import Upstreams
+
+
+@pytest.fixture
+async def inference(stack: Stack) -> AsyncIterator[Inference]:
+    settings = GatewaySettings(
+        redis_url=stack.redis_url,
+        temporal_address=stack.temporal_address,
+        router_address=f"127.0.0.1:{stack.router_port}",
+        quota_address=f"127.0.0.1:{stack.quota_port}",
+        key_prefix="test-lost:",
+        idle_check_seconds=0.5,
+    )
+    upstreams = await Upstreams.connect(settings)
+    gateway = Inference(upstreams, settings)
+    yield gateway
+    await gateway.close()
+    await upstreams.close()
+
+
+def unknown_run(kind: str) -> Record:
+    request_id = f"chatcmpl-lost-{uuid.uuid4().hex}"
+    return Record(
+        request_id=request_id,
+        key_id="0" * 16,
+        model="demo",
+        created=int(time.time()),
+        kind=kind,  # type: ignore[arg-type]
+        events_key=events.stream_key("test-lost:", request_id),
+        include_usage=False,
+        status=QUEUED,
+    )
+
+
+@pytest.mark.parametrize("kind", ["activity", "workflow"])
+async def test_a_run_temporal_does_not_know_fails_instead_of_hanging(
+    inference: Inference, kind: str
+) -> None:
+    call = inference.attach(unknown_run(kind))
+    with pytest.raises(InternalError, match="no record of this request"):
+        await asyncio.wait_for(call.result(), 10)
+
+
+async def test_an_answer_already_in_the_stream_wins_over_a_lost_run(
+    inference: Inference, stack: Stack
+) -> None:
+    record = unknown_run("activity")
+    redis = Redis.from_url(stack.redis_url)
+    writer = events.EventWriter(redis, record.events_key, 60)
+    await writer.delta("You said: hi")
+    finished = {
+        "text": "You said: hi",
+        "finish_reason": "stop",
+        "usage": {"prompt_tokens": 1, "completion_tokens": 3},
+    }
+    await writer.done(finished)
+    await redis.aclose()
+    call = inference.attach(record)
+    seen = [e async for e in call.answer(after="0")]
+    assert [e.kind for e in seen] == [events.DELTA, events.DONE]
