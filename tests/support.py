@@ -146,6 +146,16 @@ models:
         engine_model: demo
         task_queue: test.demo
         resume: continue
+  terse:  # defaults and a system prompt from YAML, on the demo engine
+    defaults: {{max_tokens: 3, temperature: 0.1}}
+    system_prompt: Be brief.
+    deployments:
+      - name: terse-local
+        adapter: openai
+        endpoint: http://127.0.0.1:{demo_port}/v1
+        engine_model: demo
+        task_queue: test.demo
+        max_concurrency: 64
   unserved:  # no worker polls its queue: the queue timeout answers
     queue_timeout_seconds: 1
     deployments:

@@ -37,7 +37,15 @@ from tiller.gateway.shapes import duration
 from tiller.gateway.upstreams import Upstreams, rpc
 from tiller.protos.quota.v1 import quota_pb2
 from tiller.protos.router.v1 import router_pb2
-from tiller.worker.shared import InferenceInput, InferenceResult, Retry, Target, Usage
+from tiller.worker.shared import (
+    InferenceInput,
+    InferenceResult,
+    Message,
+    Retry,
+    Sampling,
+    Target,
+    Usage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -303,8 +311,8 @@ def _activity_input(
     return InferenceInput(
         request_id=request_id,
         model=route.model,
-        messages=chat.messages,
-        sampling=chat.sampling,
+        messages=with_system_prompt(chat.messages, route.system_prompt),
+        sampling=with_defaults(chat.sampling, route.defaults),
         # A background answer is streamed to Redis, so clients can follow it live, where the
         # engine can continue a partial answer; elsewhere a failed attempt starts afresh.
         stream=chat.stream or (chat.background and any(t.resume for t in targets)),
@@ -336,3 +344,32 @@ def _target(deployment: router_pb2.Deployment, model: str) -> Target:
         # the first token) or not at all.
         resume=deployment.resume and (deployment.model or model) == model,
     )
+
+
+def with_defaults(sampling: Sampling, defaults: router_pb2.SamplingDefaults) -> Sampling:
+    """The request's sampling, with the model's defaults (models.yaml) where it set nothing."""
+    filled = {
+        name: getattr(defaults, name)
+        for name in DEFAULTABLE
+        if getattr(sampling, name) is None and defaults.HasField(name)
+    }
+    if not sampling.stop and defaults.stop:
+        filled["stop"] = list(defaults.stop)
+    return dataclasses.replace(sampling, **filled) if filled else sampling
+
+
+DEFAULTABLE = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+)
+
+
+def with_system_prompt(messages: list[Message], system_prompt: str) -> list[Message]:
+    """The model's system prompt (models.yaml) first, unless the request brings its own."""
+    if not system_prompt or any(m.role in ("system", "developer") for m in messages):
+        return messages
+    return [Message("system", system_prompt), *messages]

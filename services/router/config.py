@@ -62,6 +62,18 @@ class DeploymentFile(_Strict):
         return value.rstrip("/")
 
 
+class DefaultsFile(_Strict):
+    """Sampling parameters a request gets when it does not set them itself."""
+
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    stop: Annotated[list[str], Field(max_length=4)] = []
+    seed: int | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+
+
 class ModelFile(_Strict):
     aliases: list[Annotated[str, Field(pattern=NAME)]] = []
     owned_by: str = "tiller"
@@ -75,6 +87,9 @@ class ModelFile(_Strict):
     deployments: Annotated[list[DeploymentFile], Field(min_length=1)]
     # Models (names or aliases) tried in order once every deployment of this one has failed.
     fallbacks: list[Annotated[str, Field(pattern=NAME)]] = []
+    defaults: DefaultsFile = DefaultsFile()
+    # The system message of a request that has none of its own.
+    system_prompt: Annotated[str, Field(min_length=1, max_length=32_768)] | None = None
 
 
 class ModelsFile(_Strict):

@@ -26,6 +26,8 @@ class RouterService(router_pb2_grpc.RouterServicer):
             timeout_seconds=model.timeout_seconds,
             heartbeat_timeout_seconds=model.heartbeat_timeout_seconds,
             queue_timeout_seconds=model.queue_timeout_seconds,
+            defaults=router_pb2.SamplingDefaults(**model.defaults.model_dump(exclude_none=True)),
+            system_prompt=model.system_prompt or "",
             retry=router_pb2.RetryPolicy(
                 max_attempts=model.retry.max_attempts,
                 initial_interval_seconds=model.retry.initial_interval_seconds,

@@ -45,6 +45,8 @@ class Model:
     retry: Retry
     deployments: tuple[Deployment, ...]
     fallbacks: tuple[str, ...]  # canonical names of the models tried after this one
+    defaults: config.DefaultsFile
+    system_prompt: str | None
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,8 @@ def _model(name: str, spec: config.ModelFile, created: int, fallbacks: tuple[str
         retry=retry,
         deployments=deployments,
         fallbacks=fallbacks,
+        defaults=spec.defaults,
+        system_prompt=spec.system_prompt,
     )
 
 

@@ -45,7 +45,7 @@ class Deployment(_message.Message):
     def __init__(self, name: _Optional[str] = ..., adapter: _Optional[str] = ..., endpoint: _Optional[str] = ..., engine_model: _Optional[str] = ..., task_queue: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., model: _Optional[str] = ..., resume: _Optional[bool] = ...) -> None: ...
 
 class Route(_message.Message):
-    __slots__ = ("model", "requested", "deployments", "timeout_seconds", "retry", "config_version", "fallbacks", "heartbeat_timeout_seconds", "queue_timeout_seconds")
+    __slots__ = ("model", "requested", "deployments", "timeout_seconds", "retry", "config_version", "fallbacks", "heartbeat_timeout_seconds", "queue_timeout_seconds", "defaults", "system_prompt")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,8 @@ class Route(_message.Message):
     FALLBACKS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULTS_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
     model: str
     requested: str
     deployments: _containers.RepeatedCompositeFieldContainer[Deployment]
@@ -64,7 +66,27 @@ class Route(_message.Message):
     fallbacks: _containers.RepeatedCompositeFieldContainer[Deployment]
     heartbeat_timeout_seconds: float
     queue_timeout_seconds: float
-    def __init__(self, model: _Optional[str] = ..., requested: _Optional[str] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., timeout_seconds: _Optional[float] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., config_version: _Optional[int] = ..., fallbacks: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., heartbeat_timeout_seconds: _Optional[float] = ..., queue_timeout_seconds: _Optional[float] = ...) -> None: ...
+    defaults: SamplingDefaults
+    system_prompt: str
+    def __init__(self, model: _Optional[str] = ..., requested: _Optional[str] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., timeout_seconds: _Optional[float] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., config_version: _Optional[int] = ..., fallbacks: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., heartbeat_timeout_seconds: _Optional[float] = ..., queue_timeout_seconds: _Optional[float] = ..., defaults: _Optional[_Union[SamplingDefaults, _Mapping]] = ..., system_prompt: _Optional[str] = ...) -> None: ...
+
+class SamplingDefaults(_message.Message):
+    __slots__ = ("max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    TOP_P_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    PRESENCE_PENALTY_FIELD_NUMBER: _ClassVar[int]
+    FREQUENCY_PENALTY_FIELD_NUMBER: _ClassVar[int]
+    max_tokens: int
+    temperature: float
+    top_p: float
+    stop: _containers.RepeatedScalarFieldContainer[str]
+    seed: int
+    presence_penalty: float
+    frequency_penalty: float
+    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., presence_penalty: _Optional[float] = ..., frequency_penalty: _Optional[float] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
