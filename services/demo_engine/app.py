@@ -1,4 +1,5 @@
-"""The demo engine: a small OpenAI-compatible server that stands in for vLLM.
+"""The demo engine: a small OpenAI-compatible server that stands in for vLLM (chat completions
+and legacy completions).
 
 It is not a model. It exists so `tiller up` and the tests have an engine that runs anywhere and
 answers deterministically, with a configurable delay per token.
@@ -53,11 +54,23 @@ def create_app(settings: DemoSettings) -> Starlette:
         return _json({"object": "list", "data": data})
 
     async def chat(request: Request) -> Response:
+        return await generate(request, legacy=False)
+
+    async def completions(request: Request) -> Response:
+        return await generate(request, legacy=True)
+
+    async def generate(request: Request, legacy: bool) -> Response:
+        """Chat completions, or (legacy) completions of a `prompt`, answered alike."""
         try:
             body = orjson.loads(await request.body())
-            messages = body["messages"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return _error("body must be JSON with 'messages'", 400)
+            if legacy:
+                prompt = body["prompt"]
+                text = prompt[0] if isinstance(prompt, list) else prompt
+                messages = [{"role": "user", "content": text}]
+            else:
+                messages = body["messages"]
+        except (orjson.JSONDecodeError, KeyError, TypeError, IndexError):
+            return _error(f"body must be JSON with {'prompt' if legacy else 'messages'!r}", 400)
         if body.get("model") in settings.failing_models:
             return _error("The engine failed (a failing model of the demo engine).", 500)
         if body.get("model") not in settings.served_models:
@@ -75,7 +88,7 @@ def create_app(settings: DemoSettings) -> Starlette:
             messages, body.get("max_tokens"), bool(body.get("continue_final_message"))
         )
         meta = {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "id": f"{'cmpl' if legacy else 'chatcmpl'}-{uuid.uuid4().hex}",
             "created": int(time.time()),
             "model": body["model"],
         }
@@ -86,22 +99,43 @@ def create_app(settings: DemoSettings) -> Starlette:
         }
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            chunks = _chunks(meta, tokens, finish, usage if include_usage else None)
+            chunks = _chunks(meta, tokens, finish, usage if include_usage else None, legacy)
             return StreamingResponse(chunks, media_type="text/event-stream")
         await asyncio.sleep(first_delay + delay * len(tokens))
+        if legacy:
+            choice = {
+                "index": 0,
+                "text": "".join(tokens),
+                "finish_reason": finish,
+                "logprobs": None,
+            }
+            return _json({**meta, "object": "text_completion", "choices": [choice], "usage": usage})
         message = {"role": "assistant", "content": "".join(tokens)}
         choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
         return _json({**meta, "object": "chat.completion", "choices": [choice], "usage": usage})
 
     async def _chunks(
-        meta: dict[str, Any], tokens: list[str], finish: str, usage: dict[str, int] | None
+        meta: dict[str, Any],
+        tokens: list[str],
+        finish: str,
+        usage: dict[str, int] | None,
+        legacy: bool,
     ) -> AsyncIterator[bytes]:
-        def chunk(delta: dict[str, str], reason: str | None = None) -> bytes:
-            choice = {"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}
-            body = {**meta, "object": "chat.completion.chunk", "choices": [choice]}
+        kind = "text_completion" if legacy else "chat.completion.chunk"
+
+        def chunk(text: str | None, reason: str | None = None) -> bytes:
+            choice: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": None}
+            if legacy:
+                choice["text"] = text or ""
+            else:
+                choice["delta"] = {} if text is None else {"content": text}
+            body = {**meta, "object": kind, "choices": [choice]}
             return b"data: " + orjson.dumps(body) + b"\n\n"
 
-        yield chunk({"role": "assistant", "content": ""})
+        if not legacy:  # a chat stream opens with the assistant's role
+            opening = {"index": 0, "delta": {"role": "assistant", "content": ""}}
+            role = {**meta, "object": kind, "choices": [opening | {"finish_reason": None}]}
+            yield b"data: " + orjson.dumps(role) + b"\n\n"
         await asyncio.sleep(first_delay)
         sent = 0
         breaks_at = len(tokens) // 2 if meta["model"] in settings.breaking_models else -1
@@ -111,14 +145,14 @@ def create_app(settings: DemoSettings) -> Starlette:
                     await asyncio.sleep(delay)
                 if index == breaks_at:
                     raise BrokenOnPurpose(f"{meta['model']} breaks off after {index} tokens")
-                yield chunk({"content": token})
+                yield chunk(token)
                 sent += 1
         finally:
             if sent < len(tokens):  # the caller closed the stream: tests time cancellation by this
                 log.info("stream aborted", extra={"tokens_sent": sent, "tokens": len(tokens)})
-        yield chunk({}, finish)
+        yield chunk(None, finish)
         if usage is not None:
-            body = {**meta, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+            body = {**meta, "object": kind, "choices": [], "usage": usage}
             yield b"data: " + orjson.dumps(body) + b"\n\n"
         yield b"data: [DONE]\n\n"
 
@@ -127,5 +161,6 @@ def create_app(settings: DemoSettings) -> Starlette:
             Route("/health", health),
             Route("/v1/models", models),
             Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/completions", completions, methods=["POST"]),
         ]
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -30,7 +30,7 @@ from tiller.common.priorities import HIGHEST_PRIORITY, LOWEST_PRIORITY
 from tiller.gateway import shapes
 from tiller.gateway.background import QUEUED, Record
 from tiller.gateway.inference import Call, Inference, result_of
-from tiller.gateway.protocol import ChatRequest, parse_chat
+from tiller.gateway.protocol import ChatRequest, parse_chat, parse_completion
 
 log = logging.getLogger(__name__)
 SSE_PING_SECONDS = 15
@@ -91,10 +91,21 @@ async def read_json(request: Request, limit: int) -> Any:
 
 
 async def chat_completions(request: Request) -> Response:
+    return await _generate(request, parse_chat, legacy=False)
+
+
+async def completions(request: Request) -> Response:
+    """POST /v1/completions: a (legacy) completion of one prompt, through the same path."""
+    return await _generate(request, parse_completion, legacy=True)
+
+
+async def _generate(
+    request: Request, parse: Callable[[Any], ChatRequest], legacy: bool
+) -> Response:
     inference = _inference(request)
     api_key = bearer_key(request.headers.get("authorization"))
     priority = requested_priority(request.headers.get(PRIORITY_HEADER))
-    chat = parse_chat(await read_json(request, inference.settings.max_body_bytes))
+    chat = parse(await read_json(request, inference.settings.max_body_bytes))
     call = await inference.begin(api_key, chat, priority)
     if chat.background:
         return await _in_background(inference, call, chat)
@@ -102,7 +113,8 @@ async def chat_completions(request: Request) -> Response:
         if not chat.stream:
             result = await call.result()
             call.complete(result.usage)
-            body = shapes.completion(call.request_id, call.model, call.created, result)
+            shape = shapes.text_completion if legacy else shapes.completion
+            body = shape(call.request_id, call.model, call.created, result)
             return JSONResponse(body, headers=call.headers())
         # Wait for the first event so an error before any token is a plain HTTP error.
         stream = call.answer()
@@ -115,7 +127,8 @@ async def chat_completions(request: Request) -> Response:
     except BaseException:
         call.abandon()
         raise
-    return _event_source(_sse(call, chat.include_usage, _with_first(first, stream)), call.headers())
+    answer = _with_first(first, stream)
+    return _event_source(_sse(call, chat.include_usage, answer, legacy=legacy), call.headers())
 
 
 def _event_source(events_: AsyncIterator[ServerSentEvent], headers: dict[str, str]) -> Response:
@@ -144,39 +157,43 @@ async def _sse(
     answer: AsyncIterator[events.Event],
     settle: bool = True,
     from_start: bool = True,
+    legacy: bool = False,
 ) -> AsyncIterator[ServerSentEvent]:
     """SSE events of one answer. A failure after the first byte becomes an error event.
 
     `settle`: this stream owns the request (not a background one, whose watcher settles it and
-    which runs on when the client leaves). `from_start`: the first chunk carries the role."""
+    which runs on when the client leaves). `from_start`: the first chunk carries the role.
+    `legacy`: chunks of a (legacy) completion (`text_completion`), not of a chat."""
     meta = (call.request_id, call.model, call.created)
     role: dict[str, str] = {"role": "assistant"} if from_start else {}
+
+    def piece(text: str, finish_reason: str | None = None) -> str:
+        nonlocal role
+        if legacy:
+            body = shapes.text_chunk(*meta, text, finish_reason, include_usage)
+        else:
+            delta = {**role, "content": text} if text or finish_reason is None else role
+            body = shapes.chunk(*meta, delta, finish_reason, with_usage_field=include_usage)
+            role = {}
+        return orjson.dumps(body).decode()
+
     streamed = not from_start  # whether the client has any of the text yet
     try:
         async for event in answer:
             if event.kind == events.DELTA:
                 streamed = True
-                delta = {**role, "content": event.data["text"]}
-                role = {}
-                body = shapes.chunk(*meta, delta, with_usage_field=include_usage)
-                yield ServerSentEvent(orjson.dumps(body).decode(), id=event.id)
+                yield ServerSentEvent(piece(event.data["text"]), id=event.id)
             elif event.kind == events.DONE:
                 result = result_of(event)
                 if not streamed and result.text:
                     # An answer that was not streamed (a background request asked without
                     # `stream` on an engine that cannot resume): its text in one chunk first.
-                    delta = {**role, "content": result.text}
-                    role = {}
-                    body = shapes.chunk(*meta, delta, with_usage_field=include_usage)
-                    yield ServerSentEvent(orjson.dumps(body).decode())
+                    yield ServerSentEvent(piece(result.text))
                 if settle:  # before the last yields: the client may leave at once
                     call.complete(result.usage)
-                body = shapes.chunk(
-                    *meta, role, result.finish_reason, with_usage_field=include_usage
-                )
-                yield ServerSentEvent(orjson.dumps(body).decode(), id=event.id)
+                yield ServerSentEvent(piece("", result.finish_reason), id=event.id)
                 if include_usage:
-                    usage = shapes.usage_chunk(*meta, result.usage)
+                    usage = shapes.usage_chunk(*meta, result.usage, legacy)
                     yield ServerSentEvent(orjson.dumps(usage).decode())
                 yield ServerSentEvent("[DONE]")
             else:
@@ -336,6 +353,7 @@ def create_app(inference: Inference) -> Starlette:
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/completions", completions, methods=["POST"]),
             Route("/v1/chat/completions/{request_id}", retrieve_completion, methods=["GET"]),
             Route("/v1/chat/completions/{request_id}/stream", stream_completion, methods=["GET"]),
             Route("/v1/chat/completions/{request_id}/cancel", cancel_completion, methods=["POST"]),

@@ -1,4 +1,5 @@
-"""OpenAI's chat-completions request, validated with OpenAI's error wording and `param` names.
+"""OpenAI's chat-completions and (legacy) completions requests, validated with OpenAI's error
+wording and `param` names.
 
 Parameters this gateway does not implement yet are refused by name rather than silently dropped.
 """
@@ -84,13 +85,51 @@ class ChatCompletionRequest(_Strict):
     @field_validator("stop")
     @classmethod
     def _stop_list(cls, value: Any) -> list[str]:
-        if value is None:
-            return []
+        return stop_list(value)
+
+
+def stop_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and len(value) <= 4 and all(isinstance(s, str) for s in value):
+        return value
+    raise ValueError("expected a string or an array of up to 4 strings")
+
+
+class CompletionRequest(_Strict):
+    """POST /v1/completions: one prompt, continued by the model."""
+
+    model: Annotated[str, Field(min_length=1)]
+    prompt: Any
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    n: Annotated[int, Field(ge=1, le=1)] | None = None
+    best_of: Annotated[int, Field(ge=1, le=1)] | None = None
+    echo: Literal[False] | None = None
+    stop: Any = None
+    seed: int | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    user: str | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: Any) -> list[str]:
+        return stop_list(value)
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_prompt(cls, value: Any) -> str:
         if isinstance(value, str):
-            return [value]
-        if isinstance(value, list) and len(value) <= 4 and all(isinstance(s, str) for s in value):
             return value
-        raise ValueError("expected a string or an array of up to 4 strings")
+        if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+            return value[0]
+        raise ValueError("expected a string or an array of one string (batches are not supported)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +142,7 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     background: bool = False
+    prompt: str | None = None  # a (legacy) completion: the text to continue, and no messages
 
 
 def parse_chat(data: Any) -> ChatRequest:
@@ -131,6 +171,38 @@ def parse_chat(data: Any) -> ChatRequest:
         stream=bool(body.stream),
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         background=bool(body.background),
+    )
+
+
+COMPLETION_UNSUPPORTED = ("logprobs", "logit_bias", "suffix")
+
+
+def parse_completion(data: Any) -> ChatRequest:
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    for name in COMPLETION_UNSUPPORTED:
+        if data.get(name) not in (None, False, [], {}, ""):
+            raise InvalidRequest(f"'{name}' is not supported by this gateway yet.", param=name)
+    data = {k: v for k, v in data.items() if k not in COMPLETION_UNSUPPORTED}
+    try:
+        body = CompletionRequest.model_validate(data)
+    except ValidationError as error:
+        raise _invalid(error) from None
+    return ChatRequest(
+        model=body.model,
+        messages=[],
+        sampling=Sampling(
+            max_tokens=body.max_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            stop=body.stop or [],
+            seed=body.seed,
+            presence_penalty=body.presence_penalty,
+            frequency_penalty=body.frequency_penalty,
+        ),
+        stream=bool(body.stream),
+        include_usage=bool(body.stream_options and body.stream_options.include_usage),
+        prompt=body.prompt,
     )
 
 

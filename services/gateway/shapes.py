@@ -60,10 +60,56 @@ def chunk(
     return body
 
 
-def usage_chunk(request_id: str, model: str, created: int, u: Usage) -> dict[str, Any]:
+def text_completion(
+    request_id: str, model: str, created: int, result: InferenceResult
+) -> dict[str, Any]:
+    """A (legacy) completion's answer: POST /v1/completions without stream."""
     return {
         "id": request_id,
-        "object": "chat.completion.chunk",
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "text": result.text,
+                "index": 0,
+                "logprobs": None,
+                "finish_reason": result.finish_reason,
+            }
+        ],
+        "usage": usage(result.usage),
+        "system_fingerprint": None,
+    }
+
+
+def text_chunk(
+    request_id: str,
+    model: str,
+    created: int,
+    text: str,
+    finish_reason: str | None = None,
+    with_usage_field: bool = False,
+) -> dict[str, Any]:
+    """One streamed piece of a (legacy) completion."""
+    body: dict[str, Any] = {
+        "id": request_id,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}],
+    }
+    if with_usage_field:
+        body["usage"] = None
+    return body
+
+
+def usage_chunk(
+    request_id: str, model: str, created: int, u: Usage, legacy: bool = False
+) -> dict[str, Any]:
+    return {
+        "id": request_id,
+        "object": "text_completion" if legacy else "chat.completion.chunk",
         "created": created,
         "model": model,
         "system_fingerprint": None,

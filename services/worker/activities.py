@@ -186,7 +186,12 @@ class InferenceActivities:
                 return Completion(delivered.text, "length", Usage(0, delivered.tokens))
             sampling = dataclasses.replace(sampling, max_tokens=left)
         engine_request = EngineRequest(
-            request.target, request.messages, sampling, request.timeout_seconds, delivered.text
+            request.target,
+            request.messages,
+            sampling,
+            request.timeout_seconds,
+            delivered.text,
+            request.prompt,
         )
         if not request.stream:
             return await adapter.predict(engine_request)

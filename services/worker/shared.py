@@ -80,6 +80,7 @@ class InferenceInput:
     # The deployments to try after `target` (failover), and `target`'s place in the plan.
     next_targets: list[Target] = field(default_factory=list)
     target_index: int = 0
+    prompt: str | None = None  # a (legacy) completion: continue this text; `messages` is empty
 
     @property
     def targets(self) -> list[Target]:
@@ -103,6 +104,7 @@ class InferenceInput:
             queue_timeout_seconds=data.get("queue_timeout_seconds") or 60.0,
             next_targets=[Target(**t) for t in data.get("next_targets", [])],
             target_index=data.get("target_index", 0),
+            prompt=data.get("prompt"),
         )
 
 

@@ -26,6 +26,7 @@ class EngineRequest:
     # The answer so far, for the engine to continue (an attempt after a mid-stream failure, on
     # a deployment that can resume); max_tokens already counts what it holds.
     partial: str = ""
+    prompt: str | None = None  # a (legacy) completion of this text, instead of `messages`
 
 
 @dataclass(frozen=True, slots=True)

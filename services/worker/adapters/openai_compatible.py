@@ -1,7 +1,8 @@
 """Adapter for engines that serve the OpenAI HTTP API: vLLM, llama.cpp, SGLang, Ollama, ours.
 
-Streams `POST {endpoint}/chat/completions` with `stream_options.include_usage` (vLLM reports
-real token counts in the last chunk) and classifies every failure at the boundary. To continue a
+Streams `POST {endpoint}/chat/completions` (or `/completions` for a legacy completion) with
+`stream_options.include_usage` (vLLM reports real token counts in the last chunk) and classifies
+every failure at the boundary. To continue a
 partial answer it sends that answer as an open final assistant message with vLLM's
 `continue_final_message` (deployments declare `resume: continue` only where the engine has it).
 """
@@ -34,7 +35,7 @@ class OpenAICompatibleAdapter(EngineAdapter):
         body = orjson.dumps(_body(request, stream=True))
         try:
             async with self.resources.http.post(
-                f"{request.target.endpoint}/chat/completions",
+                _url(request),
                 data=body,
                 headers=_JSON,
                 timeout=_timeout(request.timeout_seconds),
@@ -61,7 +62,7 @@ class OpenAICompatibleAdapter(EngineAdapter):
     async def predict(self, request: EngineRequest) -> Completion:
         try:
             async with self.resources.http.post(
-                f"{request.target.endpoint}/chat/completions",
+                _url(request),
                 data=orjson.dumps(_body(request, stream=False)),
                 headers=_JSON,
                 timeout=_timeout(request.timeout_seconds),
@@ -76,7 +77,8 @@ class OpenAICompatibleAdapter(EngineAdapter):
             data = orjson.loads(content)
             choice = data["choices"][0]
             return Completion(
-                text=choice["message"].get("content") or "",
+                text=(choice["message"].get("content") if "message" in choice else choice["text"])
+                or "",
                 finish_reason=choice.get("finish_reason") or "stop",
                 usage=_usage(data.get("usage")) or Usage(),
             )
@@ -93,19 +95,18 @@ class OpenAICompatibleAdapter(EngineAdapter):
             return False
 
 
+def _url(request: EngineRequest) -> str:
+    path = "/chat/completions" if request.prompt is None else "/completions"
+    return f"{request.target.endpoint}{path}"
+
+
 def _body(request: EngineRequest, *, stream: bool) -> dict[str, Any]:
     sampling = request.sampling
-    messages = [
-        {"role": m.role, "content": m.content} | ({"name": m.name} if m.name else {})
-        for m in request.messages
-    ]
     body: dict[str, Any] = {"model": request.target.engine_model, "stream": stream}
-    if request.partial:
-        # vLLM's prefill: the answer so far is an open final message the model continues.
-        messages.append({"role": "assistant", "content": request.partial})
-        body["continue_final_message"] = True
-        body["add_generation_prompt"] = False
-    body["messages"] = messages
+    if request.prompt is not None:
+        body["prompt"] = request.prompt + request.partial
+    else:
+        body["messages"] = _messages(request)
     if stream:
         body["stream_options"] = {"include_usage": True}
     optional = {
@@ -118,7 +119,21 @@ def _body(request: EngineRequest, *, stream: bool) -> dict[str, Any]:
         "stop": sampling.stop or None,
     }
     body.update((k, v) for k, v in optional.items() if v is not None)
+    if request.partial and request.prompt is None:
+        # vLLM's prefill: the answer so far is an open final message the model continues.
+        body["continue_final_message"] = True
+        body["add_generation_prompt"] = False
     return body
+
+
+def _messages(request: EngineRequest) -> list[dict[str, Any]]:
+    messages = [
+        {"role": m.role, "content": m.content} | ({"name": m.name} if m.name else {})
+        for m in request.messages
+    ]
+    if request.partial:
+        messages.append({"role": "assistant", "content": request.partial})
+    return messages
 
 
 def _timeout(total: float) -> aiohttp.ClientTimeout:
@@ -141,9 +156,12 @@ def _parse_line(line: bytes) -> Delta | None:
         raise _engine_reported(chunk["error"])
     choices = chunk.get("choices") or []
     choice = choices[0] if choices else {}
-    delta = choice.get("delta") or {}
+    if "delta" in choice or "text" not in choice:
+        text = (choice.get("delta") or {}).get("content") or ""
+    else:  # a (legacy) completion's chunk
+        text = choice["text"] or ""
     return Delta(
-        text=delta.get("content") or "",
+        text=text,
         finish_reason=choice.get("finish_reason"),
         usage=_usage(chunk.get("usage")),
     )
