@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from tiller.demo_engine.generation import answer, prompt_tokens
+from tiller.demo_engine.generation import answer, embedding, prompt_tokens, text_tokens
 from tiller.demo_engine.settings import DemoSettings
 
 log = logging.getLogger(__name__)
@@ -156,11 +156,38 @@ def create_app(settings: DemoSettings) -> Starlette:
             yield b"data: " + orjson.dumps(body) + b"\n\n"
         yield b"data: [DONE]\n\n"
 
+    async def embeddings(request: Request) -> Response:
+        try:
+            body = orjson.loads(await request.body())
+            given = body["input"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return _error("body must be JSON with 'input'", 400)
+        texts = [given] if isinstance(given, str) else given
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            return _error("'input' must be a string or an array of strings", 400)
+        if body.get("model") not in settings.served_models:
+            return _error(
+                f"The model `{body.get('model')}` does not exist.", 404, "model_not_found"
+            )
+        counts = [text_tokens(t) for t in texts]
+        if max(counts, default=0) > settings.max_context_tokens:
+            return _error(
+                f"This model's maximum context length is {settings.max_context_tokens} tokens.",
+                400,
+            )
+        data = [
+            {"object": "embedding", "index": i, "embedding": embedding(t)}
+            for i, t in enumerate(texts)
+        ]
+        usage = {"prompt_tokens": sum(counts), "total_tokens": sum(counts)}
+        return _json({"object": "list", "data": data, "model": body["model"], "usage": usage})
+
     return Starlette(
         routes=[
             Route("/health", health),
             Route("/v1/models", models),
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
         ]
     )

@@ -9,6 +9,8 @@ continues it with the rest of the same deterministic answer (nothing, if it is n
 
 from __future__ import annotations
 
+import hashlib
+import math
 import re
 from typing import Any
 
@@ -53,3 +55,19 @@ def _continuation(rest: str) -> list[str]:
     head = re.match(r"\S*", rest)
     first = head.group(0) if head else ""
     return ([first] if first else []) + _TOKEN.findall(rest[len(first) :])
+
+
+EMBEDDING_DIMENSIONS = 8
+
+
+def embedding(text: str) -> list[float]:
+    """A deterministic unit vector for a text (from its SHA-256): not meaningful, but equal texts
+    get equal vectors and different texts different ones, which is what tests need."""
+    digest = hashlib.sha256(text.encode()).digest()
+    raw = [(b - 127.5) / 127.5 for b in digest[:EMBEDDING_DIMENSIONS]]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [x / norm for x in raw]
+
+
+def text_tokens(text: str) -> int:
+    return len(_TOKEN.findall(text))

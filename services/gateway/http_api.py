@@ -30,7 +30,12 @@ from tiller.common.priorities import HIGHEST_PRIORITY, LOWEST_PRIORITY
 from tiller.gateway import shapes
 from tiller.gateway.background import QUEUED, Record
 from tiller.gateway.inference import Call, Inference, result_of
-from tiller.gateway.protocol import ChatRequest, parse_chat, parse_completion
+from tiller.gateway.protocol import (
+    ChatRequest,
+    parse_chat,
+    parse_completion,
+    parse_embeddings,
+)
 
 log = logging.getLogger(__name__)
 SSE_PING_SECONDS = 15
@@ -97,6 +102,26 @@ async def chat_completions(request: Request) -> Response:
 async def completions(request: Request) -> Response:
     """POST /v1/completions: a (legacy) completion of one prompt, through the same path."""
     return await _generate(request, parse_completion, legacy=True)
+
+
+async def embeddings(request: Request) -> Response:
+    """POST /v1/embeddings: vectors for one text or a batch, through the same path."""
+    inference = _inference(request)
+    api_key = bearer_key(request.headers.get("authorization"))
+    priority = requested_priority(request.headers.get(PRIORITY_HEADER))
+    asked = parse_embeddings(await read_json(request, inference.settings.max_body_bytes))
+    call = await inference.begin(api_key, asked, priority)
+    try:
+        result = await call.result()
+    except TillerError as error:
+        call.abandon()
+        return _error_response(error, {"x-request-id": call.request_id})
+    except BaseException:
+        call.abandon()
+        raise
+    call.complete(result.usage)
+    body = shapes.embeddings(call.model, result, asked.encoding_format)
+    return JSONResponse(body, headers=call.headers())
 
 
 async def _generate(
@@ -354,6 +379,7 @@ def create_app(inference: Inference) -> Starlette:
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1/chat/completions/{request_id}", retrieve_completion, methods=["GET"]),
             Route("/v1/chat/completions/{request_id}/stream", stream_completion, methods=["GET"]),
             Route("/v1/chat/completions/{request_id}/cancel", cancel_completion, methods=["POST"]),

@@ -101,7 +101,7 @@ class Inference:
         The request queues in its priority class: the key's, or a later one if the caller asks
         (`priority`, 1 first .. 5 last); a caller cannot move ahead of its key's class.
         """
-        kind = "chatcmpl" if chat.prompt is None else "cmpl"
+        kind = "cmpl" if chat.prompt is not None else "embd" if chat.inputs else "chatcmpl"
         request_id = f"{kind}-{uuid.uuid4().hex}"
         admission = await self.admitter.admit(api_key, request_id, chat.model)
         key_id = admission.principal.key_id
@@ -309,7 +309,7 @@ def _activity_input(
     request_id: str, chat: ChatRequest, route: router_pb2.Route, prefix: str
 ) -> InferenceInput:
     targets = [_target(d, route.model) for d in (*route.deployments, *route.fallbacks)]
-    if chat.prompt is not None:
+    if chat.prompt is not None or chat.inputs is not None:
         # A legacy completion is not continued after a mid-stream failure: only chat has a
         # way (continue_final_message) to ask an engine for exactly the rest of its answer.
         targets = [dataclasses.replace(t, resume=False) for t in targets]
@@ -318,6 +318,7 @@ def _activity_input(
         model=route.model,
         messages=with_system_prompt(chat.messages, route.system_prompt) if chat.messages else [],
         prompt=chat.prompt,
+        inputs=chat.inputs,
         sampling=with_defaults(chat.sampling, route.defaults),
         # A background answer is streamed to Redis, so clients can follow it live, where the
         # engine can continue a partial answer; elsewhere a failed attempt starts afresh.

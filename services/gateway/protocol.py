@@ -134,7 +134,8 @@ class CompletionRequest(_Strict):
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
-    """A validated request, in the terms the rest of Tiller uses."""
+    """A validated request, in the terms the rest of Tiller uses: a chat, a (legacy)
+    completion (`prompt`) or embeddings (`inputs`)."""
 
     model: str
     messages: list[Message]
@@ -143,6 +144,8 @@ class ChatRequest:
     include_usage: bool
     background: bool = False
     prompt: str | None = None  # a (legacy) completion: the text to continue, and no messages
+    inputs: list[str] | None = None  # an embeddings request: the texts, and no messages
+    encoding_format: str = "float"  # embeddings: "float" lists or "base64" float32 bytes
 
 
 def parse_chat(data: Any) -> ChatRequest:
@@ -171,6 +174,49 @@ def parse_chat(data: Any) -> ChatRequest:
         stream=bool(body.stream),
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         background=bool(body.background),
+    )
+
+
+class EmbeddingsRequest(_Strict):
+    """POST /v1/embeddings: one text or a batch of texts."""
+
+    model: Annotated[str, Field(min_length=1)]
+    input: Any
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: None = None
+    user: str | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _texts(cls, value: Any) -> list[str]:
+        texts = [value] if isinstance(value, str) else value
+        if not isinstance(texts, list) or not 1 <= len(texts) <= MAX_EMBEDDING_INPUTS:
+            raise ValueError(
+                f"expected a string or an array of 1 to {MAX_EMBEDDING_INPUTS} strings"
+            )
+        if not all(isinstance(t, str) and t for t in texts):
+            raise ValueError("expected non-empty strings (token arrays are not supported)")
+        return list(texts)
+
+
+MAX_EMBEDDING_INPUTS = 2048
+
+
+def parse_embeddings(data: Any) -> ChatRequest:
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    try:
+        body = EmbeddingsRequest.model_validate(data)
+    except ValidationError as error:
+        raise _invalid(error) from None
+    return ChatRequest(
+        model=body.model,
+        messages=[],
+        sampling=Sampling(),
+        stream=False,
+        include_usage=False,
+        inputs=body.input,
+        encoding_format=body.encoding_format or "float",
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import struct
 from typing import TYPE_CHECKING, Any
 
 from tiller.worker.shared import InferenceResult, Usage
@@ -148,3 +150,25 @@ def background(record: Record) -> dict[str, Any]:
     if record.error is not None:
         body["error"] = record.error.to_openai()["error"]
     return body
+
+
+def embeddings(model: str, result: InferenceResult, encoding_format: str) -> dict[str, Any]:
+    """POST /v1/embeddings' answer; base64 is the vector's little-endian float32 bytes."""
+    vectors = result.embeddings or []
+    data = [
+        {"object": "embedding", "index": i, "embedding": _encoded(v, encoding_format)}
+        for i, v in enumerate(vectors)
+    ]
+    tokens = result.usage.prompt_tokens
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def _encoded(vector: list[float], encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector

@@ -115,6 +115,7 @@ class InferenceActivities:
                 completion.usage,
                 request.target.deployment,
                 request.target.model or request.model,
+                completion.embeddings,
             )
             await writer.done(dataclasses.asdict(result))
             return result
@@ -192,7 +193,11 @@ class InferenceActivities:
             request.timeout_seconds,
             delivered.text,
             request.prompt,
+            request.inputs,
         )
+        if request.inputs is not None:
+            found = await adapter.embed(engine_request)
+            return Completion("", "stop", Usage(found.prompt_tokens, 0), found.vectors)
         if not request.stream:
             return await adapter.predict(engine_request)
         parts: list[str] = []

@@ -81,6 +81,7 @@ class InferenceInput:
     next_targets: list[Target] = field(default_factory=list)
     target_index: int = 0
     prompt: str | None = None  # a (legacy) completion: continue this text; `messages` is empty
+    inputs: list[str] | None = None  # embeddings of these texts; `messages` is empty
 
     @property
     def targets(self) -> list[Target]:
@@ -105,6 +106,7 @@ class InferenceInput:
             next_targets=[Target(**t) for t in data.get("next_targets", [])],
             target_index=data.get("target_index", 0),
             prompt=data.get("prompt"),
+            inputs=data.get("inputs"),
         )
 
 
@@ -125,6 +127,7 @@ class InferenceResult:
     usage: Usage
     deployment: str = ""
     model: str = ""  # the model that answered: a fallback's name if one did
+    embeddings: list[list[float]] | None = None  # an embeddings request's vectors, in order
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InferenceResult:
@@ -135,6 +138,7 @@ class InferenceResult:
             Usage(**data["usage"]),
             data.get("deployment", ""),
             data.get("model", ""),
+            data.get("embeddings"),
         )
 
 

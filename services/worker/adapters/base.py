@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from tiller.common.errors import InvalidRequest
 from tiller.worker.shared import Message, Sampling, Target, Usage
 
 
@@ -27,6 +28,7 @@ class EngineRequest:
     # a deployment that can resume); max_tokens already counts what it holds.
     partial: str = ""
     prompt: str | None = None  # a (legacy) completion of this text, instead of `messages`
+    inputs: list[str] | None = None  # texts to embed, instead of `messages`
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,13 @@ class Completion:
     text: str
     finish_reason: str
     usage: Usage
+    embeddings: list[list[float]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    vectors: list[list[float]]
+    prompt_tokens: int
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,13 @@ class EngineAdapter(abc.ABC):
     @abc.abstractmethod
     async def predict(self, request: EngineRequest) -> Completion:
         """The whole answer in one call."""
+
+    async def embed(self, request: EngineRequest) -> Embeddings:
+        """One vector per `request.inputs`, in order; engines without embeddings refuse."""
+        raise InvalidRequest(
+            f"The deployment {request.target.deployment!r} does not serve embeddings.",
+            param="model",
+        )
 
     @abc.abstractmethod
     async def health(self, target: Target) -> bool:

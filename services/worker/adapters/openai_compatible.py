@@ -22,7 +22,13 @@ from tiller.common.errors import (
     InvalidRequest,
     TillerError,
 )
-from tiller.worker.adapters.base import Completion, Delta, EngineAdapter, EngineRequest
+from tiller.worker.adapters.base import (
+    Completion,
+    Delta,
+    Embeddings,
+    EngineAdapter,
+    EngineRequest,
+)
 from tiller.worker.shared import Target, Usage
 
 _RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -84,6 +90,32 @@ class OpenAICompatibleAdapter(EngineAdapter):
             )
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
             raise EngineError("The model engine returned a response Tiller cannot read.") from None
+
+    async def embed(self, request: EngineRequest) -> Embeddings:
+        body = {"model": request.target.engine_model, "input": request.inputs}
+        try:
+            async with self.resources.http.post(
+                f"{request.target.endpoint}/embeddings",
+                data=orjson.dumps(body),
+                headers=_JSON,
+                timeout=_timeout(request.timeout_seconds),
+            ) as response:
+                content = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise _transport_error(error, request.target) from None
+        if status != 200:
+            raise _status_error(status, content)
+        try:
+            data = orjson.loads(content)
+            ordered = sorted(data["data"], key=lambda item: item["index"])
+            vectors = [[float(x) for x in item["embedding"]] for item in ordered]
+            usage = _usage(data.get("usage")) or Usage()
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise EngineError("The model engine returned embeddings Tiller cannot read.") from None
+        if len(vectors) != len(request.inputs or []):
+            raise EngineError("The model engine returned a different number of embeddings.")
+        return Embeddings(vectors, usage.prompt_tokens)
 
     async def health(self, target: Target) -> bool:
         try:
