@@ -198,6 +198,7 @@ class BackgroundRequests:
         except RedisError:
             log.warning("background request left for another gateway to finish")
         finally:
+            self.inference.leases.drop(record.request_id)  # settled, or left to another
             keeper.cancel()
             with contextlib.suppress(RedisError):
                 await self._release(keys=[lease], args=[self.me])
@@ -282,7 +283,7 @@ class BackgroundRequests:
                 await self._release(keys=[lease], args=[self.me])
                 continue
             log.info("adopted a background request", extra={"request_id": request_id})
-            self._watch(self.inference.attach(record), record)
+            self._watch(self.inference.attach(record, owner=True), record)
 
     async def close(self) -> None:
         """Stop watching; peers (or this gateway's successor) adopt what is left at once."""

@@ -120,6 +120,8 @@ async def embeddings(request: Request) -> Response:
         call.abandon()
         raise
     call.complete(result.usage)
+    if result.embeddings is None:  # the stream's done event (which carries them) was missed
+        raise ServiceUnavailable("The embeddings could not be read; try again.")
     body = shapes.embeddings(call.model, result, asked.encoding_format)
     return JSONResponse(body, headers=call.headers())
 

@@ -133,10 +133,12 @@ class Inference:
         self.leases.start()
         self.background.start()
 
-    def attach(self, record: Record) -> Call:
-        """A background request, taken up again from its record (any gateway can)."""
+    def attach(self, record: Record, owner: bool = False) -> Call:
+        """A background request, taken up again from its record (any gateway can). The `owner`
+        (its watcher) keeps its lease alive until it settles it; a client streaming it or
+        cancelling it only reads or stops it."""
         execution = executions.attach(self.up.temporal, record.request_id, record.kind)
-        return Call(
+        call = Call(
             self,
             record.request_id,
             record.model,
@@ -145,7 +147,11 @@ class Inference:
             execution,
             record.events_key,
             created=record.created,
+            holds_lease=False,
         )
+        if owner:
+            self.leases.hold(record.request_id, record.key_id, soon=True)
+        return call
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run clean-up that must finish even if the caller is cancelled (client gone)."""
@@ -177,6 +183,7 @@ class Call:
         execution: Execution,
         events_key: str,
         created: int | None = None,
+        holds_lease: bool = True,
     ) -> None:
         self.inference = inference
         self.request_id = request_id
@@ -188,7 +195,8 @@ class Call:
         self.created = int(time.time()) if created is None else created
         self.queue_timeout = math.inf  # unknown: idle checks at the usual interval
         self._settled = False
-        inference.leases.hold(request_id, key_id)
+        if holds_lease:
+            inference.leases.hold(request_id, key_id)
 
     async def answer(self, after: str = "0") -> AsyncGenerator[events.Event, None]:
         """The answer's events in order, ending with its terminal event.

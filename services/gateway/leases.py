@@ -27,9 +27,14 @@ class LeaseKeeper:
         self.interval = FIRST_INTERVAL_SECONDS
         self._held: dict[str, str] = {}  # request id -> key id
         self._task: asyncio.Task[None] | None = None
+        self._soon = asyncio.Event()
 
-    def hold(self, request_id: str, key_id: str) -> None:
+    def hold(self, request_id: str, key_id: str, soon: bool = False) -> None:
+        """Keep this lease alive; `soon`: renew now rather than at the next round (a request
+        taken over from another gateway, whose lease may be close to lapsing)."""
         self._held[request_id] = key_id
+        if soon:
+            self._soon.set()
 
     def drop(self, request_id: str) -> None:
         self._held.pop(request_id, None)
@@ -65,4 +70,6 @@ class LeaseKeeper:
                 except grpc.aio.AioRpcError as error:
                     # Quota away: try again next round; a lease lapses only after a whole TTL.
                     log.warning("renewing leases failed", extra={"status": error.code().name})
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._soon.wait(), self.interval)
+            self._soon.clear()

@@ -196,10 +196,16 @@ class EmbeddingsRequest(_Strict):
             )
         if not all(isinstance(t, str) and t for t in texts):
             raise ValueError("expected non-empty strings (token arrays are not supported)")
+        if sum(len(t) for t in texts) > MAX_EMBEDDING_CHARACTERS:
+            raise ValueError(
+                f"at most {MAX_EMBEDDING_CHARACTERS:,} characters in one request; split the batch"
+            )
         return list(texts)
 
 
 MAX_EMBEDDING_INPUTS = 2048
+# The texts travel in the request's Temporal payload, which the server caps (2 MB by default).
+MAX_EMBEDDING_CHARACTERS = 1_000_000
 
 
 def parse_embeddings(data: Any) -> ChatRequest:

@@ -65,11 +65,11 @@ class DeploymentFile(_Strict):
 class DefaultsFile(_Strict):
     """Sampling parameters a request gets when it does not set them itself."""
 
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     stop: Annotated[list[str], Field(max_length=4)] = []
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
 
@@ -98,11 +98,21 @@ class ModelsFile(_Strict):
 
 def load(path: Path) -> ModelsFile:
     """Read and validate models.yaml, or raise ConfigError naming the line and field."""
+    return parse(decode(read(path), path), str(path))
+
+
+def read(path: Path) -> bytes:
     try:
-        text = path.read_text()
+        return path.read_bytes()
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
-    return parse(text, str(path))
+
+
+def decode(source: bytes, path: Path) -> str:
+    try:
+        return source.decode()
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
 
 
 def parse(text: str, source: str = "models.yaml") -> ModelsFile:

@@ -1,6 +1,6 @@
 """models.yaml, step three: picked up again while the router serves.
 
-The router checks the file once a second (and at once on SIGHUP). A changed file is validated
+The router reads the file once a second (and at once on SIGHUP). A changed file is validated
 and compiled in full before it replaces the routing table, in one assignment, so every call sees
 either the old table or the new one. A file that does not validate is refused: the router keeps
 serving the last good table and logs why, naming the line and field, until the file is fixed.
@@ -9,13 +9,16 @@ serving the last good table and logs why, naming the line and field, until the f
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import signal
 from pathlib import Path
 
+from tiller.router import config
 from tiller.router.config import ConfigError
 from tiller.router.service import RouterService
-from tiller.router.table import compile_file
+from tiller.router.table import compile_source
 
 log = logging.getLogger(__name__)
 
@@ -23,16 +26,8 @@ log = logging.getLogger(__name__)
 class Reloader:
     def __init__(self, path: Path, service: RouterService, interval_seconds: float) -> None:
         self.path, self.service, self.interval = path, service, interval_seconds
-        self._seen = self._stamp()
-        self._refused: tuple[float, int] | None = None  # the stamp of a file already refused
+        self._refused: bytes | None = None  # the digest of a file already refused
         self._now = asyncio.Event()
-
-    def _stamp(self) -> tuple[float, int] | None:
-        try:
-            stat = self.path.stat()
-        except OSError:
-            return None
-        return stat.st_mtime, stat.st_size
 
     async def run(self) -> None:
         """Watch the file until cancelled; SIGHUP asks for a reload now."""
@@ -40,35 +35,46 @@ class Reloader:
         loop.add_signal_handler(signal.SIGHUP, self._now.set)
         try:
             while True:
-                try:
+                with contextlib.suppress(TimeoutError):  # a timeout is the usual tick
                     await asyncio.wait_for(self._now.wait(), self.interval)
-                    forced = True
-                except TimeoutError:
-                    forced = False
                 self._now.clear()
-                self.check(forced)
+                try:
+                    self.check()
+                except Exception:  # whatever happens, keep watching and keep serving
+                    log.exception("checking the models file failed")
         finally:
             loop.remove_signal_handler(signal.SIGHUP)
 
-    def check(self, forced: bool = False) -> bool:
-        """Reload if the file changed (or if forced); whether the table was replaced."""
-        stamp = self._stamp()
-        if not forced and (stamp == self._seen or stamp == self._refused):
-            return False
+    def check(self) -> bool:
+        """Reload if the file's content changed; whether the table was replaced.
+
+        The content is compared, not the file's time or size: the file is small, and a copy
+        that keeps its timestamp (cp -p, rsync -t, kubectl cp) must not go unnoticed."""
         try:
-            table = compile_file(self.path)
+            source = config.read(self.path)
         except ConfigError as error:
-            self._refused = stamp
-            log.error(
-                "models file refused; still serving the last good one",
-                extra={"version": self.service.table.version, "error": str(error)},
-            )
-            return False
-        self._seen, self._refused = stamp, None
+            return self._refuse(None, error)
+        digest = hashlib.sha256(source).digest()
+        if digest == self._refused:
+            return False  # refused already; said so once
+        try:
+            table = compile_source(source, self.path)
+        except ConfigError as error:
+            return self._refuse(digest, error)
+        self._refused = None
         if table.version == self.service.table.version:
-            return False  # touched, not changed
+            return False  # unchanged
         self.service.table = table
         log.info(
             "routing table reloaded", extra={"models": len(table.models), "version": table.version}
         )
         return True
+
+    def _refuse(self, digest: bytes | None, error: ConfigError) -> bool:
+        if digest is None or digest != self._refused:
+            log.error(
+                "models file refused; still serving the last good one",
+                extra={"version": self.service.table.version, "error": str(error)},
+            )
+        self._refused = digest
+        return False

@@ -11,6 +11,7 @@ from types import MappingProxyType
 
 from tiller.common.errors import ModelNotFound
 from tiller.router import config
+from tiller.worker.shared import FAILOVER_TASK_QUEUE
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +71,13 @@ class RoutingTable:
 
 
 def compile_file(path: Path) -> RoutingTable:
-    parsed = config.load(path)
-    return compile_models(parsed, path.read_bytes(), int(path.stat().st_mtime))
+    return compile_source(config.read(path), path)
+
+
+def compile_source(source: bytes, path: Path) -> RoutingTable:
+    """The table of one read of the file: its content and its version come from the same bytes."""
+    parsed = config.parse(config.decode(source, path), str(path))
+    return compile_models(parsed, source)
 
 
 def compile_models(
@@ -86,6 +92,7 @@ def compile_models(
         for name, spec in parsed.models.items()
     }
     _check_shared_queues(models)
+    _check_reserved_queues(models)
     names = dict(models)
     for model in models.values():
         names.update((alias, model) for alias in model.aliases)
@@ -135,4 +142,15 @@ def _check_shared_queues(models: dict[str, Model]) -> None:
                 raise config.ConfigError(
                     f"task queue {d.task_queue!r}: max_concurrency {d.max_concurrency} in {where} "
                     f"differs from {seen[0]} in {seen[1]}"
+                )
+
+
+def _check_reserved_queues(models: dict[str, Model]) -> None:
+    for model in models.values():
+        for d in model.deployments:
+            if d.task_queue == FAILOVER_TASK_QUEUE:
+                raise config.ConfigError(
+                    f"models.{model.name} deployment {d.name!r}: task queue {d.task_queue!r} is "
+                    "reserved for Tiller's failover workflow; name the deployment or its "
+                    "task_queue otherwise"
                 )

@@ -73,7 +73,12 @@ class InferenceActivities:
             self.redis, request.events_key, self.event_ttl, fence, live_ttl_seconds=live_ttl
         )
         try:
-            return dataclasses.asdict(await self._attempt(request, writer))
+            result = await self._attempt(request, writer)
+            if result.embeddings is not None:
+                # The vectors reach the gateway in the stream's done event; through Temporal
+                # they would meet its payload limit (2 MB by default) with a few hundred.
+                result = dataclasses.replace(result, embeddings=None)
+            return dataclasses.asdict(result)
         except events.Superseded:
             # Temporal gave this attempt up (no heartbeat in time) and a later one took over;
             # what this one would report is discarded, and it must not publish anything.

@@ -22,6 +22,7 @@ class WorkerPool:
     def __init__(self, make: Callable[[str, int], Worker]) -> None:
         self._make = make
         self._running: dict[str, tuple[int, Worker]] = {}
+        self._fixed: list[Worker] = []  # for the pool's whole life (the failover workflow's)
         self._retiring: set[asyncio.Task[None]] = set()
         self.broken = asyncio.Event()  # a worker stopped on its own: the process must stop
         self.failure: BaseException | None = None
@@ -32,8 +33,8 @@ class WorkerPool:
 
     def add(self, worker: Worker) -> None:
         """Run a worker for the life of the pool (the failover workflow's)."""
+        self._fixed.append(worker)
         self._watch(worker)
-        self._running[worker.task_queue] = (0, worker)
 
     def apply(self, limits: dict[str, int]) -> None:
         """Poll exactly these activity task queues, each with this max concurrency."""
@@ -41,13 +42,13 @@ class WorkerPool:
             current = self._running.get(queue)
             if current is not None and current[0] == limit:
                 continue
+            worker = self._make(queue, limit)  # first: if this fails, the old one keeps polling
             if current is not None:
                 self._retire(current[1])
-            worker = self._make(queue, limit)
             self._running[queue] = (limit, worker)
             self._watch(worker)
             log.info("polling task queue", extra={"task_queue": queue, "max_concurrency": limit})
-        for queue in [q for q, (limit, _) in self._running.items() if limit and q not in limits]:
+        for queue in [q for q in self._running if q not in limits]:
             self._retire(self._running.pop(queue)[1])
             log.info("stopped polling task queue", extra={"task_queue": queue})
 
@@ -55,7 +56,8 @@ class WorkerPool:
         run = asyncio.get_running_loop().create_task(worker.run())
 
         def ended(task: asyncio.Task[None]) -> None:
-            retired = all(w is not worker for _, w in self._running.values())
+            live = [w for _, w in self._running.values()] + self._fixed
+            retired = all(w is not worker for w in live)
             if not retired and (task.cancelled() or task.exception() is not None):
                 self.failure = None if task.cancelled() else task.exception()
                 self.broken.set()
@@ -68,6 +70,7 @@ class WorkerPool:
         task.add_done_callback(self._retiring.discard)
 
     async def shutdown(self) -> None:
-        workers = [w for _, w in self._running.values()]
+        workers = [w for _, w in self._running.values()] + self._fixed
         self._running.clear()
+        self._fixed.clear()
         await asyncio.gather(*(w.shutdown() for w in workers), *self._retiring)

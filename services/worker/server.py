@@ -73,12 +73,16 @@ async def follow_router(settings: WorkerSettings, pool: WorkerPool, version: int
             continue  # the router is away: keep polling what we poll
         if listing.config_version == version:
             continue
-        version = listing.config_version
         limits = queue_limits(listing, settings.task_queues)
         missing = set(settings.task_queues) - set(limits)
         if missing:
             log.warning("task queues left models.yaml", extra={"task_queues": sorted(missing)})
-        pool.apply(limits)
+        try:
+            pool.apply(limits)
+        except Exception:  # keep what polls now; try again at the next round
+            log.exception("cannot apply the new task queues")
+            continue
+        version = listing.config_version
 
 
 def failover_worker(client: Client, grace: float) -> Worker:

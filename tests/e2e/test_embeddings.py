@@ -29,8 +29,10 @@ def test_float_encoding_and_refusals(stack: Stack) -> None:
         )
         tokens = http.post("/embeddings", json={"model": "demo", "input": [[1, 2, 3]]})
         sized = http.post("/embeddings", json={"model": "demo", "input": "x", "dimensions": 4})
+        huge = http.post("/embeddings", json={"model": "demo", "input": ["x" * 600_000] * 2})
     assert floats.status_code == 200, floats.text
     assert floats.json()["data"][0]["embedding"] == pytest.approx(embedding("one"))
     assert floats.headers["x-request-id"].startswith("embd-")
     assert tokens.status_code == 400 and tokens.json()["error"]["param"] == "input"
     assert sized.status_code == 400 and sized.json()["error"]["param"] == "dimensions"
+    assert huge.status_code == 400 and "split the batch" in huge.json()["error"]["message"]

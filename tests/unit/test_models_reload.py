@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tiller.router.config import ConfigError
 from tiller.router.reload import Reloader
 from tiller.router.service import RouterService
 from tiller.router.table import compile_file
@@ -68,3 +69,28 @@ def test_a_broken_file_is_refused_and_the_last_good_one_serves(
     write(models, TWO, 2)  # fixed
     assert reloader.check() is True
     assert "added" in service.table.models
+
+
+def test_an_edit_that_keeps_size_and_timestamp_is_seen(tmp_path: Path) -> None:
+    models = tmp_path / "models.yaml"
+    four = ONE.replace("task_queue: tiller.demo}", "task_queue: tiller.demo, max_concurrency: 4}")
+    write(models, four, 0)
+    service = RouterService(compile_file(models))
+    reloader = Reloader(models, service, interval_seconds=1)
+    write(models, four.replace("max_concurrency: 4", "max_concurrency: 8"), 0)  # as cp -p
+    assert reloader.check() is True
+    assert service.table.models["demo"].deployments[0].max_concurrency == 8
+
+
+def test_a_file_that_is_not_text_or_takes_a_reserved_queue_is_refused(tmp_path: Path) -> None:
+    models = tmp_path / "models.yaml"
+    write(models, ONE, 0)
+    service = RouterService(compile_file(models))
+    reloader = Reloader(models, service, interval_seconds=1)
+    models.write_bytes(ONE.encode() + b"# \xff\n")
+    assert reloader.check() is False
+    write(models, ONE.replace("tiller.demo", "tiller.failover"), 1)
+    with pytest.raises(ConfigError, match="reserved for Tiller's failover workflow"):
+        compile_file(models)
+    assert reloader.check() is False
+    assert service.table.models["demo"].deployments[0].task_queue == "tiller.demo"
