@@ -162,15 +162,7 @@ def parse_chat(data: Any) -> ChatRequest:
     return ChatRequest(
         model=body.model,
         messages=[Message(m.role, m.content, m.name) for m in body.messages],
-        sampling=Sampling(
-            max_tokens=body.max_completion_tokens or body.max_tokens,
-            temperature=body.temperature,
-            top_p=body.top_p,
-            stop=body.stop or [],
-            seed=body.seed,
-            presence_penalty=body.presence_penalty,
-            frequency_penalty=body.frequency_penalty,
-        ),
+        sampling=_sampling(body, body.max_completion_tokens or body.max_tokens),
         stream=bool(body.stream),
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         background=bool(body.background),
@@ -226,6 +218,18 @@ def parse_embeddings(data: Any) -> ChatRequest:
     )
 
 
+def _sampling(body: ChatCompletionRequest | CompletionRequest, max_tokens: int | None) -> Sampling:
+    return Sampling(
+        max_tokens=max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=body.stop or [],
+        seed=body.seed,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+    )
+
+
 COMPLETION_UNSUPPORTED = ("logprobs", "logit_bias", "suffix")
 
 
@@ -243,15 +247,7 @@ def parse_completion(data: Any) -> ChatRequest:
     return ChatRequest(
         model=body.model,
         messages=[],
-        sampling=Sampling(
-            max_tokens=body.max_tokens,
-            temperature=body.temperature,
-            top_p=body.top_p,
-            stop=body.stop or [],
-            seed=body.seed,
-            presence_penalty=body.presence_penalty,
-            frequency_penalty=body.frequency_penalty,
-        ),
+        sampling=_sampling(body, body.max_tokens),
         stream=bool(body.stream),
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         prompt=body.prompt,

@@ -65,11 +65,12 @@ class OpenAICompatibleAdapter(EngineAdapter):
         except (aiohttp.ClientError, TimeoutError) as error:
             raise _transport_error(error, request.target) from None
 
-    async def predict(self, request: EngineRequest) -> Completion:
+    async def _post(self, request: EngineRequest, url: str, body: dict[str, Any]) -> bytes:
+        """One whole-answer call; the body of a 200, else the classified error."""
         try:
             async with self.resources.http.post(
-                _url(request),
-                data=orjson.dumps(_body(request, stream=False)),
+                url,
+                data=orjson.dumps(body),
                 headers=_JSON,
                 timeout=_timeout(request.timeout_seconds),
             ) as response:
@@ -79,6 +80,10 @@ class OpenAICompatibleAdapter(EngineAdapter):
             raise _transport_error(error, request.target) from None
         if status != 200:
             raise _status_error(status, content)
+        return content
+
+    async def predict(self, request: EngineRequest) -> Completion:
+        content = await self._post(request, _url(request), _body(request, stream=False))
         try:
             data = orjson.loads(content)
             choice = data["choices"][0]
@@ -93,19 +98,7 @@ class OpenAICompatibleAdapter(EngineAdapter):
 
     async def embed(self, request: EngineRequest) -> Embeddings:
         body = {"model": request.target.engine_model, "input": request.inputs}
-        try:
-            async with self.resources.http.post(
-                f"{request.target.endpoint}/embeddings",
-                data=orjson.dumps(body),
-                headers=_JSON,
-                timeout=_timeout(request.timeout_seconds),
-            ) as response:
-                content = await response.read()
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise _transport_error(error, request.target) from None
-        if status != 200:
-            raise _status_error(status, content)
+        content = await self._post(request, f"{request.target.endpoint}/embeddings", body)
         try:
             data = orjson.loads(content)
             ordered = sorted(data["data"], key=lambda item: item["index"])
