@@ -38,6 +38,8 @@ from tiller.gateway.upstreams import Upstreams, rpc
 from tiller.protos.quota.v1 import quota_pb2
 from tiller.protos.router.v1 import router_pb2
 from tiller.worker.shared import (
+    HEARTBEAT_TIMEOUT_SECONDS,
+    QUEUE_TIMEOUT_SECONDS,
     InferenceInput,
     InferenceResult,
     Message,
@@ -334,8 +336,8 @@ def _activity_input(
         target=targets[0],
         next_targets=targets[1:],
         # 0 from a router of an earlier version: the defaults
-        heartbeat_timeout_seconds=route.heartbeat_timeout_seconds or 10.0,
-        queue_timeout_seconds=route.queue_timeout_seconds or 60.0,
+        heartbeat_timeout_seconds=route.heartbeat_timeout_seconds or HEARTBEAT_TIMEOUT_SECONDS,
+        queue_timeout_seconds=route.queue_timeout_seconds or QUEUE_TIMEOUT_SECONDS,
         events_key=events.stream_key(prefix, request_id),
         timeout_seconds=route.timeout_seconds,
         retry=Retry(

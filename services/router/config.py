@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tiller.common.paths import key_path
 from tiller.worker.adapters import KINDS
+from tiller.worker.shared import HEARTBEAT_TIMEOUT_SECONDS, QUEUE_TIMEOUT_SECONDS
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
 QUEUE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -79,10 +80,10 @@ class ModelFile(_Strict):
     owned_by: str = "tiller"
     timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 120.0
     # A worker that sends no heartbeat for this long is presumed dead; its attempt is retried.
-    heartbeat_timeout_seconds: Annotated[float, Field(ge=1, le=600)] = 10.0
+    heartbeat_timeout_seconds: Annotated[float, Field(ge=1, le=600)] = HEARTBEAT_TIMEOUT_SECONDS
     # How long a request may wait in a deployment's queue for a free worker before that
     # deployment counts as failed (the next is tried; with none left the client gets a 503).
-    queue_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    queue_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = QUEUE_TIMEOUT_SECONDS
     retry: RetryFile = RetryFile()
     deployments: Annotated[list[DeploymentFile], Field(min_length=1)]
     # Models (names or aliases) tried in order once every deployment of this one has failed.

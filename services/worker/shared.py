@@ -21,6 +21,9 @@ FAILOVER_WORKFLOW = "tiller.failover"
 FAILOVER_TASK_QUEUE = "tiller.failover"
 # Attempts are numbered across deployments: fence = target index * this + attempt.
 FENCE_STRIDE = 100
+# Defaults of a model's `heartbeat_timeout_seconds` and `queue_timeout_seconds` (models.yaml).
+HEARTBEAT_TIMEOUT_SECONDS = 10.0
+QUEUE_TIMEOUT_SECONDS = 60.0
 
 
 @dataclass
@@ -74,9 +77,9 @@ class InferenceInput:
     timeout_seconds: float = 120.0  # one attempt against the engine
     retry: Retry = field(default_factory=Retry)
     # A worker that stops heartbeating for this long is presumed dead and its attempt fails.
-    heartbeat_timeout_seconds: float = 10.0
+    heartbeat_timeout_seconds: float = HEARTBEAT_TIMEOUT_SECONDS
     # How long it may wait for a free worker of one deployment before that one counts as failed.
-    queue_timeout_seconds: float = 60.0
+    queue_timeout_seconds: float = QUEUE_TIMEOUT_SECONDS
     # The deployments to try after `target` (failover), and `target`'s place in the plan.
     next_targets: list[Target] = field(default_factory=list)
     target_index: int = 0
@@ -101,8 +104,9 @@ class InferenceInput:
             timeout_seconds=data["timeout_seconds"],
             retry=Retry(**data["retry"]),
             # .get: a request started by a gateway of an earlier version lacks these
-            heartbeat_timeout_seconds=data.get("heartbeat_timeout_seconds") or 10.0,
-            queue_timeout_seconds=data.get("queue_timeout_seconds") or 60.0,
+            heartbeat_timeout_seconds=data.get("heartbeat_timeout_seconds")
+            or HEARTBEAT_TIMEOUT_SECONDS,
+            queue_timeout_seconds=data.get("queue_timeout_seconds") or QUEUE_TIMEOUT_SECONDS,
             next_targets=[Target(**t) for t in data.get("next_targets", [])],
             target_index=data.get("target_index", 0),
             prompt=data.get("prompt"),
