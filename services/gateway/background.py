@@ -31,6 +31,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from tiller.common import backoff
 from tiller.common.errors import AnswerUnreadable, Cancelled, InternalError, TillerError
 from tiller.common.redis_text import text
 from tiller.gateway.executions import Kind
@@ -40,8 +41,6 @@ if TYPE_CHECKING:
     from tiller.gateway.inference import Call, Inference
 
 log = logging.getLogger(__name__)
-RETRY_FIRST_SECONDS = 0.5
-RETRY_MAX_SECONDS = 10.0
 QUEUED, COMPLETED, FAILED, CANCELLED = "in_progress", "completed", "failed", "cancelled"
 
 # Refresh the lease unless we still hold it (so a lapsed lease another gateway took stays its).
@@ -205,13 +204,12 @@ class BackgroundRequests:
 
     async def _outcome(self, call: Call) -> InferenceResult | TillerError:
         """The request's result or final error; waits out a Redis or Temporal that is away."""
-        wait = RETRY_FIRST_SECONDS
+        waits = backoff.delays()
         while True:
             try:
                 return await call.result()
             except AnswerUnreadable:
-                await asyncio.sleep(wait)  # it may still be running: read again
-                wait = min(wait * 2, RETRY_MAX_SECONDS)
+                await asyncio.sleep(next(waits))  # it may still be running: read again
             except TillerError as error:
                 return error
             except (RedisError, asyncio.CancelledError):
@@ -225,8 +223,7 @@ class BackgroundRequests:
         once, so a gateway that dies in between leaves it for the next to settle again)."""
         usage = outcome.usage if isinstance(outcome, InferenceResult) else None
         settlement = call.settlement(usage)
-        wait = RETRY_FIRST_SECONDS
-        while True:
+        for wait in backoff.delays():
             try:
                 await self.inference.settler.send_now(settlement)
                 return
@@ -237,7 +234,6 @@ class BackgroundRequests:
                     )
                     return
                 await asyncio.sleep(wait)
-                wait = min(wait * 2, RETRY_MAX_SECONDS)
 
     async def _record(self, request_id: str, outcome: InferenceResult | TillerError) -> None:
         if isinstance(outcome, InferenceResult):

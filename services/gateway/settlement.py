@@ -17,13 +17,12 @@ import time
 
 import grpc
 
+from tiller.common import backoff
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 512
 HOLD_SECONDS = 0.02
-RETRY_FIRST_SECONDS = 0.5
-RETRY_MAX_SECONDS = 10.0
 RETRY_FOR_SECONDS = 900.0  # then give up: the leases have expired by then (quota's lease TTL)
 
 
@@ -106,9 +105,9 @@ class Settler:
 
     async def _retry(self) -> None:
         """Resend failed settlements with backoff; each stays queued until a call carried it."""
-        wait = RETRY_FIRST_SECONDS
+        waits = backoff.delays()
         while self._failed:
-            await asyncio.sleep(wait)
+            await asyncio.sleep(next(waits))
             now = time.monotonic()
             kept = [(since, s) for since, s in self._failed if now - since <= RETRY_FOR_SECONDS]
             if len(kept) < len(self._failed):
@@ -130,4 +129,3 @@ class Settler:
                     again = await self._one_by_one([s for _, s in batch])
                 sent = {id(s) for _, s in batch} - {id(s) for s in again}
                 self._failed = [(t, s) for t, s in self._failed if id(s) not in sent]
-            wait = min(wait * 2, RETRY_MAX_SECONDS)
