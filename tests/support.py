@@ -266,33 +266,37 @@ def wait_for(predicate: object, timeout: float = 10.0, interval: float = 0.05) -
     return False
 
 
+def wiring(
+    redis_port: int, temporal_port: int, router_port: int, quota_port: int
+) -> dict[str, str]:
+    """How services find their dependencies and each other (what `tiller up` tells them)."""
+    return {
+        "TILLER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "TILLER_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
+        "TILLER_ROUTER_ADDRESS": f"127.0.0.1:{router_port}",
+        "TILLER_QUOTA_ADDRESS": f"127.0.0.1:{quota_port}",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 def service_env(stack: Stack, **extra: str) -> dict[str, str]:
     """The environment `tiller up` gives its services, for one more started by a test."""
     env = {k: v for k, v in stack.env.items() if k != "TILLER_ADMIN_KEY"}
-    env.update(
-        {
-            "TILLER_REDIS_URL": stack.redis_url,
-            "TILLER_TEMPORAL_ADDRESS": stack.temporal_address,
-            "TILLER_ROUTER_ADDRESS": f"127.0.0.1:{stack.router_port}",
-            "TILLER_QUOTA_ADDRESS": f"127.0.0.1:{stack.quota_port}",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    env.update(extra)
-    return env
+    ports = (stack.redis_port, stack.temporal_port, stack.router_port, stack.quota_port)
+    return env | wiring(*ports) | extra
+
+
+def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A process of a test's own, its output appended to `log`."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def start_service(stack: Stack, module: str, log: Path, **extra: str) -> subprocess.Popen[bytes]:
     """One more service process (e.g. a second worker) beside the stack's, logging to `log`."""
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", module],
-            env=service_env(stack, **extra),
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    return spawn([sys.executable, "-m", module], service_env(stack, **extra), log)
 
 
 def stop_service(process: subprocess.Popen[bytes]) -> None:
