@@ -115,9 +115,16 @@ class Inference:
         except BaseException:
             self.settler.settle(quota_pb2.Settlement(key_id=key_id, request_id=request_id))
             raise
-        call = Call(self, request_id, route.model, key_id, admission, execution, request.events_key)
-        call.queue_timeout = request.queue_timeout_seconds
-        return call
+        return Call(
+            self,
+            request_id,
+            route.model,
+            key_id,
+            admission,
+            execution,
+            request.events_key,
+            queue_timeout=request.queue_timeout_seconds,
+        )
 
     async def _start(self, request: InferenceInput, priority: int) -> Execution:
         try:
@@ -186,6 +193,7 @@ class Call:
         events_key: str,
         created: int | None = None,
         holds_lease: bool = True,
+        queue_timeout: float = math.inf,  # unknown (a request taken up again): the usual checks
     ) -> None:
         self.inference = inference
         self.request_id = request_id
@@ -195,7 +203,7 @@ class Call:
         self.execution = execution
         self.events_key = events_key
         self.created = int(time.time()) if created is None else created
-        self.queue_timeout = math.inf  # unknown: idle checks at the usual interval
+        self.queue_timeout = queue_timeout
         self._settled = False
         if holds_lease:
             inference.leases.hold(request_id, key_id)
