@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -368,6 +369,7 @@ def _target(deployment: router_pb2.Deployment, model: str) -> Target:
         # Only the same model may continue a partial answer; a fallback starts afresh (before
         # the first token) or not at all.
         resume=deployment.resume and (deployment.model or model) == model,
+        options=json.loads(deployment.options_json) if deployment.options_json else {},
     )
 
 

@@ -7,15 +7,21 @@ Unknown keys are rejected, and every error names the file, the line and the key 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from tiller.common.paths import key_path
-from tiller.worker.adapters import KINDS
+from tiller.worker.adapters import KINDS, check_endpoint, check_options
 from tiller.worker.shared import HEARTBEAT_TIMEOUT_SECONDS, QUEUE_TIMEOUT_SECONDS
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
@@ -47,6 +53,8 @@ class DeploymentFile(_Strict):
     # Whether the engine can continue a partial answer (vLLM's `continue_final_message`):
     # `continue` or `none`; unset means `continue` for vllm and `none` for other adapters.
     resume: Literal["continue", "none"] | None = None
+    # The adapter's own settings (docs/models.md): Triton's tensor names, a hosted API's key.
+    options: dict[str, Any] = {}
 
     @field_validator("adapter")
     @classmethod
@@ -55,12 +63,20 @@ class DeploymentFile(_Strict):
             raise ValueError(f"unknown adapter {value!r} (known: {', '.join(sorted(KINDS))})")
         return value
 
+    # Both need a valid adapter (declared above them): without one there is nothing to check.
     @field_validator("endpoint")
     @classmethod
-    def _http_endpoint(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
-        return value.rstrip("/")
+    def _endpoint(cls, value: str, info: ValidationInfo) -> str:
+        adapter = info.data.get("adapter")
+        return check_endpoint(adapter, value) if adapter else value
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        adapter = info.data.get("adapter")
+        if adapter:
+            check_options(adapter, value)
+        return value
 
 
 class DefaultsFile(_Strict):

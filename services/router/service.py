@@ -57,6 +57,7 @@ def _deployment(d: Deployment) -> router_pb2.Deployment:
         max_concurrency=d.max_concurrency,
         model=d.model,
         resume=d.resume,
+        options_json=d.options_json,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ class Deployment:
     max_concurrency: int
     model: str  # the model it serves
     resume: bool  # the engine can continue a partial answer
+    options_json: str  # the adapter's `options:`, as JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,7 @@ def _model(name: str, spec: config.ModelFile, created: int, fallbacks: tuple[str
             max_concurrency=d.max_concurrency,
             model=name,
             resume=(d.resume or ("continue" if d.adapter == "vllm" else "none")) == "continue",
+            options_json=json.dumps(d.options, sort_keys=True) if d.options else "",
         )
         for i, d in enumerate(spec.deployments)
     )

@@ -33,7 +33,8 @@ from tiller.common.errors import (
     ServiceUnavailable,
     TillerError,
 )
-from tiller.worker.adapters.base import Completion, EngineAdapter, EngineRequest
+from tiller.worker.adapters import Adapters
+from tiller.worker.adapters.base import Completion, EngineRequest
 from tiller.worker.cancels import CancelSignals
 from tiller.worker.shared import (
     FENCE_STRIDE,
@@ -51,7 +52,7 @@ class InferenceActivities:
     def __init__(
         self,
         redis: Redis,
-        adapters: dict[str, EngineAdapter],
+        adapters: Adapters,
         event_ttl_seconds: int,
         heartbeat_interval_seconds: float,
         cancels: CancelSignals | None = None,

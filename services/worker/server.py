@@ -19,7 +19,7 @@ from tiller.common.grpc_client import channel
 from tiller.common.lifecycle import StartupError, run_service, stop_event
 from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
 from tiller.worker.activities import InferenceActivities
-from tiller.worker.adapters import KINDS, adapter_class
+from tiller.worker.adapters import Adapters
 from tiller.worker.adapters.base import AdapterResources
 from tiller.worker.cancels import CancelSignals
 from tiller.worker.failover import FailoverWorkflow
@@ -133,7 +133,7 @@ async def serve(settings: WorkerSettings) -> None:
     # max_concurrency bounds them); aiohttp costs a quarter of httpx's CPU per request.
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=False)
     resources = AdapterResources(http=http)
-    adapters = {kind: adapter_class(kind)(resources) for kind in KINDS}
+    adapters = Adapters(resources)
     cancels = CancelSignals(redis, settings.key_prefix)
     activities = InferenceActivities(
         redis,
@@ -162,6 +162,7 @@ async def serve(settings: WorkerSettings) -> None:
     finally:
         following.cancel()
         listening.cancel()
+        await adapters.aclose()
         await http.close()
         await redis.aclose()
 

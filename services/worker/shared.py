@@ -55,6 +55,8 @@ class Target:
     task_queue: str
     model: str = ""  # the model the deployment serves (a fallback model's name)
     resume: bool = False  # the engine can continue a partial answer
+    # The adapter's own settings from models.yaml (`options:`); never a secret itself.
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

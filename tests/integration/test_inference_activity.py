@@ -22,7 +22,7 @@ from tiller.common.errors import (
     TillerError,
 )
 from tiller.worker.activities import InferenceActivities
-from tiller.worker.adapters import KINDS, adapter_class
+from tiller.worker.adapters import Adapters
 from tiller.worker.adapters.base import AdapterResources
 from tiller.worker.server import build_workers
 from tiller.worker.shared import (
@@ -94,7 +94,7 @@ async def env(stack: Stack) -> AsyncIterator[Env]:
     client = await Client.connect(stack.temporal_address)
     redis = Redis.from_url(stack.redis_url)
     http = aiohttp.ClientSession()
-    adapters = {kind: adapter_class(kind)(AdapterResources(http)) for kind in KINDS}
+    adapters = Adapters(AdapterResources(http))
     activities = InferenceActivities(
         redis, adapters, event_ttl_seconds=60, heartbeat_interval_seconds=1
     )

@@ -67,6 +67,14 @@ def test_unknown_model_is_model_not_found() -> None:
             "models.yaml:14: models.small.deployments[0].endpoint: expected an http:// or https:// URL",
         ),
         (
+            ("max_concurrency: 32", "options: {api_key: sk-1}"),
+            "models.yaml:10: models.llama.deployments[0].options: unknown option 'api_key' (known: api_key_env, api_key_file)",
+        ),
+        (
+            ("max_concurrency: 32", "options: {api_key_env: A, api_key_file: /k}"),
+            "models.yaml:10: models.llama.deployments[0].options: set one of api_key_env and api_key_file, not both",
+        ),
+        (
             ("aliases: [llama-latest]", "aliases: [small]"),
             "models.yaml:3: models.llama.aliases[0]: 'small' already names model 'small'",
         ),
@@ -99,3 +107,10 @@ def test_the_repository_example_is_valid() -> None:
     path = Path(__file__).resolve().parents[2] / "models.yaml"
     table = compile_models(parse(path.read_text(), str(path)), path.read_bytes())
     assert "demo" in table.models
+
+
+def test_adapter_options_reach_the_table_as_json() -> None:
+    source = GOOD.replace("max_concurrency: 32", "options: {api_key_env: LLAMA_KEY}")
+    table = compile_models(parse(source), source.encode())
+    assert table.resolve("llama").deployments[0].options_json == '{"api_key_env": "LLAMA_KEY"}'
+    assert table.resolve("small").deployments[0].options_json == ""

@@ -25,7 +25,7 @@ class RetryPolicy(_message.Message):
     def __init__(self, max_attempts: _Optional[int] = ..., initial_interval_seconds: _Optional[float] = ..., backoff_coefficient: _Optional[float] = ..., maximum_interval_seconds: _Optional[float] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "adapter", "endpoint", "engine_model", "task_queue", "max_concurrency", "model", "resume")
+    __slots__ = ("name", "adapter", "endpoint", "engine_model", "task_queue", "max_concurrency", "model", "resume", "options_json")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,7 @@ class Deployment(_message.Message):
     MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     RESUME_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_JSON_FIELD_NUMBER: _ClassVar[int]
     name: str
     adapter: str
     endpoint: str
@@ -42,7 +43,8 @@ class Deployment(_message.Message):
     max_concurrency: int
     model: str
     resume: bool
-    def __init__(self, name: _Optional[str] = ..., adapter: _Optional[str] = ..., endpoint: _Optional[str] = ..., engine_model: _Optional[str] = ..., task_queue: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., model: _Optional[str] = ..., resume: _Optional[bool] = ...) -> None: ...
+    options_json: str
+    def __init__(self, name: _Optional[str] = ..., adapter: _Optional[str] = ..., endpoint: _Optional[str] = ..., engine_model: _Optional[str] = ..., task_queue: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., model: _Optional[str] = ..., resume: _Optional[bool] = ..., options_json: _Optional[str] = ...) -> None: ...
 
 class Route(_message.Message):
     __slots__ = ("model", "requested", "deployments", "timeout_seconds", "retry", "config_version", "fallbacks", "heartbeat_timeout_seconds", "queue_timeout_seconds", "defaults", "system_prompt")

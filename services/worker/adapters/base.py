@@ -83,3 +83,6 @@ class EngineAdapter(abc.ABC):
     @abc.abstractmethod
     async def health(self, target: Target) -> bool:
         """Whether the engine behind `target` answers its health check."""
+
+    async def aclose(self) -> None:  # noqa: B027 (most adapters hold nothing of their own)
+        """Close what the adapter holds of its own (connections not in AdapterResources)."""

@@ -29,6 +29,7 @@ from tiller.worker.adapters.base import (
     EngineAdapter,
     EngineRequest,
 )
+from tiller.worker.adapters.http_options import api_key
 from tiller.worker.shared import Target, Usage
 
 _RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -43,7 +44,7 @@ class OpenAICompatibleAdapter(EngineAdapter):
             async with self.resources.http.post(
                 _url(request),
                 data=body,
-                headers=_JSON,
+                headers=headers(request.target),
                 timeout=_timeout(request.timeout_seconds),
             ) as response:
                 if response.status != 200:
@@ -71,7 +72,7 @@ class OpenAICompatibleAdapter(EngineAdapter):
             async with self.resources.http.post(
                 url,
                 data=orjson.dumps(body),
-                headers=_JSON,
+                headers=headers(request.target),
                 timeout=_timeout(request.timeout_seconds),
             ) as response:
                 content = await response.read()
@@ -113,11 +114,19 @@ class OpenAICompatibleAdapter(EngineAdapter):
     async def health(self, target: Target) -> bool:
         try:
             async with self.resources.http.get(
-                f"{target.endpoint}/models", timeout=aiohttp.ClientTimeout(total=2.0)
+                f"{target.endpoint}/models",
+                headers=headers(target),
+                timeout=aiohttp.ClientTimeout(total=2.0),
             ) as response:
                 return response.status == 200
-        except (aiohttp.ClientError, TimeoutError):
+        except (aiohttp.ClientError, TimeoutError, EngineError):
             return False
+
+
+def headers(target: Target) -> dict[str, str]:
+    """JSON, and the deployment's API key (options.api_key_env / api_key_file) if it has one."""
+    key = api_key(target.options)
+    return _JSON if key is None else {**_JSON, "authorization": f"Bearer {key}"}
 
 
 def _url(request: EngineRequest) -> str:
