@@ -13,11 +13,11 @@ from typing import Any
 import grpc
 
 from tiller.common import events
-from tiller.common.errors import TillerError
+from tiller.common.errors import ServiceUnavailable, TillerError
 from tiller.common.grpc_server import translate_errors
 from tiller.gateway.http_api import PRIORITY_HEADER, bearer_key, requested_priority
 from tiller.gateway.inference import Call, Inference, result_of
-from tiller.gateway.protocol import parse_chat
+from tiller.gateway.protocol import ChatRequest, parse_chat, parse_completion, parse_embeddings
 from tiller.protos.inference.v1 import inference_pb2, inference_pb2_grpc
 from tiller.worker.shared import Usage
 
@@ -28,17 +28,11 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
     def __init__(self, inference: Inference) -> None:
         self.inference = inference
 
-    async def _begin(
-        self,
-        request: inference_pb2.GenerateRequest,
-        context: grpc.aio.ServicerContext,
-        stream: bool,
-    ) -> Call:
+    async def _begin(self, asked: ChatRequest, context: grpc.aio.ServicerContext) -> Call:
         metadata = dict(context.invocation_metadata() or ())
         api_key = bearer_key(metadata.get("authorization"))
         priority = requested_priority(metadata.get(PRIORITY_HEADER))
-        chat = parse_chat(_as_openai(request, stream))
-        call = await self.inference.begin(api_key, chat, priority)
+        call = await self.inference.begin(api_key, asked, priority)
         await context.send_initial_metadata((("x-request-id", call.request_id),))
         return call
 
@@ -46,45 +40,52 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
     async def Generate(
         self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.GenerateResponse:
-        call = await self._begin(request, context, stream=False)
+        call = await self._begin(parse_chat(_as_openai(request, False)), context)
+        return await _whole(call)
+
+    @translate_errors
+    async def GenerateStream(
+        self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[inference_pb2.GenerateChunk]:
+        call = await self._begin(parse_chat(_as_openai(request, True)), context)
+        async for chunk in _chunks(call):
+            yield chunk
+
+    @translate_errors
+    async def Complete(
+        self, request: inference_pb2.CompleteRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.GenerateResponse:
+        call = await self._begin(parse_completion(_as_openai(request, False)), context)
+        return await _whole(call)
+
+    @translate_errors
+    async def CompleteStream(
+        self, request: inference_pb2.CompleteRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[inference_pb2.GenerateChunk]:
+        call = await self._begin(parse_completion(_as_openai(request, True)), context)
+        async for chunk in _chunks(call):
+            yield chunk
+
+    @translate_errors
+    async def Embed(
+        self, request: inference_pb2.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.EmbedResponse:
+        asked = parse_embeddings({"model": request.model, "input": list(request.input)})
+        call = await self._begin(asked, context)
         try:
             result = await call.result()
         except BaseException:
             call.abandon()
             raise
         call.complete(result.usage)
-        return inference_pb2.GenerateResponse(
+        if result.embeddings is None:  # the stream's done event (which carries them) was missed
+            raise ServiceUnavailable("The embeddings could not be read; try again.")
+        return inference_pb2.EmbedResponse(
             id=call.request_id,
             model=call.model,
-            text=result.text,
-            finish_reason=result.finish_reason,
+            data=[inference_pb2.Embedding(values=v) for v in result.embeddings],
             usage=_usage(result.usage),
         )
-
-    @translate_errors
-    async def GenerateStream(
-        self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[inference_pb2.GenerateChunk]:
-        call = await self._begin(request, context, stream=True)
-        try:
-            async for event in call.answer():
-                if event.kind == events.DELTA:
-                    yield inference_pb2.GenerateChunk(
-                        id=call.request_id, model=call.model, delta=event.data["text"]
-                    )
-                elif event.kind == events.DONE:
-                    result = result_of(event)
-                    call.complete(result.usage)
-                    yield inference_pb2.GenerateChunk(
-                        id=call.request_id,
-                        model=call.model,
-                        finish_reason=result.finish_reason,
-                        usage=_usage(result.usage),
-                    )
-                else:
-                    raise TillerError.from_dict(event.data["error"])
-        finally:
-            call.abandon()  # a no-op once completed; otherwise the caller went away or it failed
 
     @translate_errors
     async def ListModels(
@@ -102,16 +103,58 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         )
 
 
-def _as_openai(request: inference_pb2.GenerateRequest, stream: bool) -> dict[str, Any]:
+async def _whole(call: Call) -> inference_pb2.GenerateResponse:
+    """A whole answer: Generate and Complete."""
+    try:
+        result = await call.result()
+    except BaseException:
+        call.abandon()
+        raise
+    call.complete(result.usage)
+    return inference_pb2.GenerateResponse(
+        id=call.request_id,
+        model=call.model,
+        text=result.text,
+        finish_reason=result.finish_reason,
+        usage=_usage(result.usage),
+    )
+
+
+async def _chunks(call: Call) -> AsyncIterator[inference_pb2.GenerateChunk]:
+    """A streamed answer: GenerateStream and CompleteStream."""
+    try:
+        async for event in call.answer():
+            if event.kind == events.DELTA:
+                yield inference_pb2.GenerateChunk(
+                    id=call.request_id, model=call.model, delta=event.data["text"]
+                )
+            elif event.kind == events.DONE:
+                result = result_of(event)
+                call.complete(result.usage)
+                yield inference_pb2.GenerateChunk(
+                    id=call.request_id,
+                    model=call.model,
+                    finish_reason=result.finish_reason,
+                    usage=_usage(result.usage),
+                )
+            else:
+                raise TillerError.from_dict(event.data["error"])
+    finally:
+        call.abandon()  # a no-op once completed; otherwise the caller went away or it failed
+
+
+def _as_openai(
+    request: inference_pb2.GenerateRequest | inference_pb2.CompleteRequest, stream: bool
+) -> dict[str, Any]:
     """The same body a REST caller would send, so both doors share one validation."""
-    body: dict[str, Any] = {
-        "model": request.model,
-        "messages": [
+    body: dict[str, Any] = {"model": request.model, "stream": stream}
+    if isinstance(request, inference_pb2.CompleteRequest):
+        body["prompt"] = request.prompt
+    else:
+        body["messages"] = [
             {"role": m.role, "content": m.content} | ({"name": m.name} if m.name else {})
             for m in request.messages
-        ],
-        "stream": stream,
-    }
+        ]
     if request.stop:
         body["stop"] = list(request.stop)
     body.update((f, getattr(request, f)) for f in _OPTIONAL if request.HasField(f))

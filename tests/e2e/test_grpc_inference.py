@@ -85,3 +85,30 @@ async def test_errors_are_grpc_statuses(
             else:
                 await call
         assert caught.value.code() == code
+
+
+async def test_complete_and_complete_stream_give_the_rest_answer(
+    stack: Stack, stub: inference_pb2_grpc.InferenceStub
+) -> None:
+    request = inference_pb2.CompleteRequest(model="demo", prompt="one two three", max_tokens=3)
+    reply = await stub.Complete(request, metadata=auth(stack), timeout=30)
+    assert (reply.text, reply.finish_reason) == ("You said: one", "length")
+    assert reply.id.startswith("cmpl-") and reply.usage.completion_tokens == 3
+    chunks = [c async for c in stub.CompleteStream(request, metadata=auth(stack), timeout=30)]
+    assert "".join(c.delta for c in chunks) == reply.text
+    assert chunks[-1].finish_reason == "length" and chunks[-1].usage.total_tokens == 6
+
+
+async def test_embed_gives_the_rest_vectors(
+    stack: Stack, stub: inference_pb2_grpc.InferenceStub
+) -> None:
+    request = inference_pb2.EmbedRequest(model="demo", input=["alpha", "beta gamma", "alpha"])
+    reply = await stub.Embed(request, metadata=auth(stack), timeout=30)
+    vectors = [list(e.values) for e in reply.data]
+    assert len(vectors) == 3 and len(vectors[0]) == 8
+    assert vectors[0] == vectors[2] != vectors[1]
+    assert reply.usage.prompt_tokens == reply.usage.total_tokens == 4
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Embed(inference_pb2.EmbedRequest(model="demo"), metadata=auth(stack))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "input" in (caught.value.details() or "")

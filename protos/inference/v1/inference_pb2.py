@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cinference/v1/inference.proto\x12\x13tiller.inference.v1\":\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\xd8\x02\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x32\n\x08messages\x18\x02 \x03(\x0b\x32 .tiller.inference.v1.ChatMessage\x12\x17\n\nmax_tokens\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x08 \x01(\x01H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\t \x01(\x01H\x05\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\"}\n\x10GenerateResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12)\n\x05usage\x18\x05 \x01(\x0b\x32\x1a.tiller.inference.v1.Usage\"{\n\rGenerateChunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\t\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12)\n\x05usage\x18\x05 \x01(\x0b\x32\x1a.tiller.inference.v1.Usage\"\x13\n\x11ListModelsRequest\"6\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owned_by\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x03\"@\n\x12ListModelsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.tiller.inference.v1.Model2\xa1\x02\n\tInference\x12W\n\x08Generate\x12$.tiller.inference.v1.GenerateRequest\x1a%.tiller.inference.v1.GenerateResponse\x12\\\n\x0eGenerateStream\x12$.tiller.inference.v1.GenerateRequest\x1a\".tiller.inference.v1.GenerateChunk0\x01\x12]\n\nListModels\x12&.tiller.inference.v1.ListModelsRequest\x1a\'.tiller.inference.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cinference/v1/inference.proto\x12\x13tiller.inference.v1\":\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\xd8\x02\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x32\n\x08messages\x18\x02 \x03(\x0b\x32 .tiller.inference.v1.ChatMessage\x12\x17\n\nmax_tokens\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x08 \x01(\x01H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\t \x01(\x01H\x05\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"\xb4\x02\n\x0f\x43ompleteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x17\n\nmax_tokens\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x08 \x01(\x01H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\t \x01(\x01H\x05\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\",\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x03(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x83\x01\n\rEmbedResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12,\n\x04\x64\x61ta\x18\x03 \x03(\x0b\x32\x1e.tiller.inference.v1.Embedding\x12)\n\x05usage\x18\x04 \x01(\x0b\x32\x1a.tiller.inference.v1.Usage\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\"}\n\x10GenerateResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12)\n\x05usage\x18\x05 \x01(\x0b\x32\x1a.tiller.inference.v1.Usage\"{\n\rGenerateChunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\t\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12)\n\x05usage\x18\x05 \x01(\x0b\x32\x1a.tiller.inference.v1.Usage\"\x13\n\x11ListModelsRequest\"6\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owned_by\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x03\"@\n\x12ListModelsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.tiller.inference.v1.Model2\xa8\x04\n\tInference\x12W\n\x08Generate\x12$.tiller.inference.v1.GenerateRequest\x1a%.tiller.inference.v1.GenerateResponse\x12\\\n\x0eGenerateStream\x12$.tiller.inference.v1.GenerateRequest\x1a\".tiller.inference.v1.GenerateChunk0\x01\x12W\n\x08\x43omplete\x12$.tiller.inference.v1.CompleteRequest\x1a%.tiller.inference.v1.GenerateResponse\x12\\\n\x0e\x43ompleteStream\x12$.tiller.inference.v1.CompleteRequest\x1a\".tiller.inference.v1.GenerateChunk0\x01\x12N\n\x05\x45mbed\x12!.tiller.inference.v1.EmbedRequest\x1a\".tiller.inference.v1.EmbedResponse\x12]\n\nListModels\x12&.tiller.inference.v1.ListModelsRequest\x1a\'.tiller.inference.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,18 +35,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATMESSAGE']._serialized_end=111
   _globals['_GENERATEREQUEST']._serialized_start=114
   _globals['_GENERATEREQUEST']._serialized_end=458
-  _globals['_USAGE']._serialized_start=460
-  _globals['_USAGE']._serialized_end=539
-  _globals['_GENERATERESPONSE']._serialized_start=541
-  _globals['_GENERATERESPONSE']._serialized_end=666
-  _globals['_GENERATECHUNK']._serialized_start=668
-  _globals['_GENERATECHUNK']._serialized_end=791
-  _globals['_LISTMODELSREQUEST']._serialized_start=793
-  _globals['_LISTMODELSREQUEST']._serialized_end=812
-  _globals['_MODEL']._serialized_start=814
-  _globals['_MODEL']._serialized_end=868
-  _globals['_LISTMODELSRESPONSE']._serialized_start=870
-  _globals['_LISTMODELSRESPONSE']._serialized_end=934
-  _globals['_INFERENCE']._serialized_start=937
-  _globals['_INFERENCE']._serialized_end=1226
+  _globals['_COMPLETEREQUEST']._serialized_start=461
+  _globals['_COMPLETEREQUEST']._serialized_end=769
+  _globals['_EMBEDREQUEST']._serialized_start=771
+  _globals['_EMBEDREQUEST']._serialized_end=815
+  _globals['_EMBEDDING']._serialized_start=817
+  _globals['_EMBEDDING']._serialized_end=844
+  _globals['_EMBEDRESPONSE']._serialized_start=847
+  _globals['_EMBEDRESPONSE']._serialized_end=978
+  _globals['_USAGE']._serialized_start=980
+  _globals['_USAGE']._serialized_end=1059
+  _globals['_GENERATERESPONSE']._serialized_start=1061
+  _globals['_GENERATERESPONSE']._serialized_end=1186
+  _globals['_GENERATECHUNK']._serialized_start=1188
+  _globals['_GENERATECHUNK']._serialized_end=1311
+  _globals['_LISTMODELSREQUEST']._serialized_start=1313
+  _globals['_LISTMODELSREQUEST']._serialized_end=1332
+  _globals['_MODEL']._serialized_start=1334
+  _globals['_MODEL']._serialized_end=1388
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1390
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1454
+  _globals['_INFERENCE']._serialized_start=1457
+  _globals['_INFERENCE']._serialized_end=2009
 # @@protoc_insertion_point(module_scope)

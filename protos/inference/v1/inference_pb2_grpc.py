@@ -44,6 +44,21 @@ class InferenceStub:
                 request_serializer=inference_dot_v1_dot_inference__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=inference_dot_v1_dot_inference__pb2.GenerateChunk.FromString,
                 _registered_method=True)
+        self.Complete = channel.unary_unary(
+                '/tiller.inference.v1.Inference/Complete',
+                request_serializer=inference_dot_v1_dot_inference__pb2.CompleteRequest.SerializeToString,
+                response_deserializer=inference_dot_v1_dot_inference__pb2.GenerateResponse.FromString,
+                _registered_method=True)
+        self.CompleteStream = channel.unary_stream(
+                '/tiller.inference.v1.Inference/CompleteStream',
+                request_serializer=inference_dot_v1_dot_inference__pb2.CompleteRequest.SerializeToString,
+                response_deserializer=inference_dot_v1_dot_inference__pb2.GenerateChunk.FromString,
+                _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/tiller.inference.v1.Inference/Embed',
+                request_serializer=inference_dot_v1_dot_inference__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=inference_dot_v1_dot_inference__pb2.EmbedResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/tiller.inference.v1.Inference/ListModels',
                 request_serializer=inference_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
@@ -66,6 +81,26 @@ class InferenceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Complete(self, request, context):
+        """A (legacy) completion: the model continues `prompt` (REST: POST /v1/completions).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteStream(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Embed(self, request, context):
+        """One vector per input text, in order (REST: POST /v1/embeddings).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModels(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -84,6 +119,21 @@ def add_InferenceServicer_to_server(servicer, server):
                     servicer.GenerateStream,
                     request_deserializer=inference_dot_v1_dot_inference__pb2.GenerateRequest.FromString,
                     response_serializer=inference_dot_v1_dot_inference__pb2.GenerateChunk.SerializeToString,
+            ),
+            'Complete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Complete,
+                    request_deserializer=inference_dot_v1_dot_inference__pb2.CompleteRequest.FromString,
+                    response_serializer=inference_dot_v1_dot_inference__pb2.GenerateResponse.SerializeToString,
+            ),
+            'CompleteStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.CompleteStream,
+                    request_deserializer=inference_dot_v1_dot_inference__pb2.CompleteRequest.FromString,
+                    response_serializer=inference_dot_v1_dot_inference__pb2.GenerateChunk.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=inference_dot_v1_dot_inference__pb2.EmbedRequest.FromString,
+                    response_serializer=inference_dot_v1_dot_inference__pb2.EmbedResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -145,6 +195,87 @@ class Inference:
             '/tiller.inference.v1.Inference/GenerateStream',
             inference_dot_v1_dot_inference__pb2.GenerateRequest.SerializeToString,
             inference_dot_v1_dot_inference__pb2.GenerateChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Complete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiller.inference.v1.Inference/Complete',
+            inference_dot_v1_dot_inference__pb2.CompleteRequest.SerializeToString,
+            inference_dot_v1_dot_inference__pb2.GenerateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tiller.inference.v1.Inference/CompleteStream',
+            inference_dot_v1_dot_inference__pb2.CompleteRequest.SerializeToString,
+            inference_dot_v1_dot_inference__pb2.GenerateChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiller.inference.v1.Inference/Embed',
+            inference_dot_v1_dot_inference__pb2.EmbedRequest.SerializeToString,
+            inference_dot_v1_dot_inference__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,
