@@ -113,7 +113,7 @@ class EventWriter:
         self.redis, self.key, self.ttl, self.fence = redis, key, ttl_seconds, fence
         self.live_ttl = max(live_ttl_seconds or 0, ttl_seconds)
         self._script = redis.register_script(_APPEND)
-        self._pending: list[str] = []
+        self._pending: list[tuple[str, list[dict[str, Any]] | None]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def claim(self) -> list[Event]:
@@ -126,12 +126,19 @@ class EventWriter:
         """The answer had ended before: give the stream back its short expiry."""
         await self.redis.expire(self.key, self.ttl)
 
-    async def delta(self, text: str, tokens: int = 1) -> None:
-        await self._append([{"kind": DELTA, "text": text, "n": tokens}])
+    async def delta(
+        self, text: str, tokens: int = 1, choices: list[list[dict[str, Any]]] | None = None
+    ) -> None:
+        """`choices`: the engine's chunk choices, one list per chunk, where the request passed
+        parameters through (tool calls, logprobs, several choices) and the client gets them."""
+        entry: dict[str, Any] = {"kind": DELTA, "text": text, "n": tokens}
+        if choices:
+            entry["c"] = choices
+        await self._append([entry])
 
-    def add_delta(self, text: str) -> None:
+    def add_delta(self, text: str, choices: list[dict[str, Any]] | None = None) -> None:
         """Queue a delta for appending; raises what a previous append raised."""
-        self._pending.append(text)
+        self._pending.append((text, choices))
         if self._flusher is None or self._flusher.done():
             if self._flusher is not None:
                 self._flusher.result()
@@ -154,9 +161,10 @@ class EventWriter:
     async def _flush(self) -> None:
         while self._pending:
             pieces = len(self._pending)
-            joined = "".join(self._pending)
+            joined = "".join(text_ for text_, _ in self._pending)
+            chunks = [choices for _, choices in self._pending if choices]
             self._pending.clear()
-            await self.delta(joined, pieces)
+            await self.delta(joined, pieces, chunks)
 
     async def done(self, result: dict[str, Any]) -> None:
         await self._append([{"kind": DONE, "result": result}], final=True)
@@ -233,4 +241,7 @@ def _merge(run: list[Event]) -> Event:
     if len(run) == 1:
         return run[0]
     text_ = "".join(e.data["text"] for e in run)
-    return Event(run[-1].id, DELTA, {"text": text_, "n": sum(e.data.get("n", 1) for e in run)})
+    data: dict[str, Any] = {"text": text_, "n": sum(e.data.get("n", 1) for e in run)}
+    if chunks := [c for e in run for c in e.data.get("c", ())]:
+        data["c"] = chunks
+    return Event(run[-1].id, DELTA, data)

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from tiller.demo_engine import choices
 from tiller.demo_engine.generation import answer, embedding, prompt_tokens, text_tokens
 from tiller.demo_engine.settings import DemoSettings
 
@@ -97,24 +98,19 @@ def create_app(settings: DemoSettings) -> Starlette:
             "completion_tokens": len(tokens),
             "total_tokens": n_prompt + len(tokens),
         }
+        usage["completion_tokens"] *= int(body.get("n") or 1)  # every choice is generated
+        usage["total_tokens"] = n_prompt + usage["completion_tokens"]
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            chunks = _chunks(meta, tokens, finish, usage if include_usage else None, legacy)
+            chunks = _chunks(body, meta, tokens, finish, usage if include_usage else None, legacy)
             return StreamingResponse(chunks, media_type="text/event-stream")
         await asyncio.sleep(first_delay + delay * len(tokens))
-        if legacy:
-            choice = {
-                "index": 0,
-                "text": "".join(tokens),
-                "finish_reason": finish,
-                "logprobs": None,
-            }
-            return _json({**meta, "object": "text_completion", "choices": [choice], "usage": usage})
-        message = {"role": "assistant", "content": "".join(tokens)}
-        choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
-        return _json({**meta, "object": "chat.completion", "choices": [choice], "usage": usage})
+        kind = "text_completion" if legacy else "chat.completion"
+        written = choices.whole(body, tokens, finish, legacy)
+        return _json({**meta, "object": kind, "choices": written, "usage": usage})
 
     async def _chunks(
+        body: dict[str, Any],
         meta: dict[str, Any],
         tokens: list[str],
         finish: str,
@@ -122,35 +118,35 @@ def create_app(settings: DemoSettings) -> Starlette:
         legacy: bool,
     ) -> AsyncIterator[bytes]:
         kind = "text_completion" if legacy else "chat.completion.chunk"
+        n = int(body.get("n") or 1)
 
-        def chunk(text: str | None, reason: str | None = None) -> bytes:
-            choice: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": None}
-            if legacy:
-                choice["text"] = text or ""
-            else:
-                choice["delta"] = {} if text is None else {"content": text}
-            body = {**meta, "object": kind, "choices": [choice]}
-            return b"data: " + orjson.dumps(body) + b"\n\n"
+        def chunk(choices_: list[dict[str, Any]]) -> bytes:
+            return b"data: " + orjson.dumps({**meta, "object": kind, "choices": choices_}) + b"\n\n"
 
         if not legacy:  # a chat stream opens with the assistant's role
-            opening = {"index": 0, "delta": {"role": "assistant", "content": ""}}
-            role = {**meta, "object": kind, "choices": [opening | {"finish_reason": None}]}
-            yield b"data: " + orjson.dumps(role) + b"\n\n"
+            opening = {"delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+            for index in range(n):
+                yield chunk([{"index": index, **opening}])
         await asyncio.sleep(first_delay)
         sent = 0
         breaks_at = len(tokens) // 2 if meta["model"] in settings.breaking_models else -1
         try:
-            for index, token in enumerate(tokens):
-                if index and delay:
+            for index, step in enumerate(choices.steps(body, tokens, legacy)):
+                token = index // n  # the token this step writes (one step per choice)
+                if token and index % n == 0 and delay:
                     await asyncio.sleep(delay)
-                if index == breaks_at:
-                    raise BrokenOnPurpose(f"{meta['model']} breaks off after {index} tokens")
-                yield chunk(token)
-                sent += 1
+                if token == breaks_at:
+                    raise BrokenOnPurpose(f"{meta['model']} breaks off after {token} tokens")
+                yield chunk(step)
+                sent = token + 1
         finally:
             if sent < len(tokens):  # the caller closed the stream: tests time cancellation by this
                 log.info("stream aborted", extra={"tokens_sent": sent, "tokens": len(tokens)})
-        yield chunk(None, finish)
+        reason = choices.finish_reason(body, finish, legacy)
+        for index in range(n):
+            end: dict[str, Any] = {"index": index, "finish_reason": reason, "logprobs": None}
+            end["text" if legacy else "delta"] = "" if legacy else {}
+            yield chunk([end])
         if usage is not None:
             body = {**meta, "object": kind, "choices": [], "usage": usage}
             yield b"data: " + orjson.dumps(body) + b"\n\n"

@@ -204,10 +204,23 @@ async def _sse(
             role = {}
         return orjson.dumps(body).decode()
 
+    def own_chunk(choices: list[dict[str, Any]]) -> str:
+        body = shapes.engine_chunk(*meta, choices, legacy, with_usage_field=include_usage)
+        return orjson.dumps(body).decode()
+
     streamed = not from_start  # whether the client has any of the text yet
+    engines_own = False  # the engine's chunks went out as it wrote them, finish reason too
     try:
         async for event in answer:
-            if event.kind == events.DELTA:
+            if event.kind == events.DELTA and "c" in event.data:
+                # Pass-through parameters: the engine's choices (tool calls, logprobs, several
+                # choices), one chunk each; the event id on the last, for Last-Event-ID.
+                streamed = engines_own = True
+                *firsts, last = event.data["c"]
+                for choices in firsts:
+                    yield ServerSentEvent(own_chunk(choices))
+                yield ServerSentEvent(own_chunk(last), id=event.id)
+            elif event.kind == events.DELTA:
                 streamed = True
                 yield ServerSentEvent(piece(event.data["text"]), id=event.id)
             elif event.kind == events.DONE:
@@ -218,7 +231,8 @@ async def _sse(
                     yield ServerSentEvent(piece(result.text))
                 if settle:  # before the last yields: the client may leave at once
                     call.complete(result.usage)
-                yield ServerSentEvent(piece("", result.finish_reason), id=event.id)
+                if not engines_own:
+                    yield ServerSentEvent(piece("", result.finish_reason), id=event.id)
                 if include_usage:
                     usage = shapes.usage_chunk(*meta, result.usage, legacy)
                     yield ServerSentEvent(orjson.dumps(usage).decode())

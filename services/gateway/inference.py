@@ -328,9 +328,10 @@ def _activity_input(
     request_id: str, chat: ChatRequest, route: router_pb2.Route, prefix: str
 ) -> InferenceInput:
     targets = [_target(d, route.model) for d in (*route.deployments, *route.fallbacks)]
-    if chat.prompt is not None or chat.inputs is not None:
+    if chat.prompt is not None or chat.inputs is not None or chat.extra:
         # A legacy completion is not continued after a mid-stream failure: only chat has a
-        # way (continue_final_message) to ask an engine for exactly the rest of its answer.
+        # way (continue_final_message) to ask an engine for exactly the rest of its answer,
+        # and only of one plain text (not of tool calls, several choices or logprobs).
         targets = [dataclasses.replace(t, resume=False) for t in targets]
     return InferenceInput(
         request_id=request_id,
@@ -338,6 +339,7 @@ def _activity_input(
         messages=with_system_prompt(chat.messages, route.system_prompt) if chat.messages else [],
         prompt=chat.prompt,
         inputs=chat.inputs,
+        extra=chat.extra,
         sampling=with_defaults(chat.sampling, route.defaults),
         # A background answer is streamed to Redis, so clients can follow it live, where the
         # engine can continue a partial answer; elsewhere a failed attempt starts afresh.

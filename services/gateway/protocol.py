@@ -1,50 +1,80 @@
 """OpenAI's chat-completions and (legacy) completions requests, validated with OpenAI's error
 wording and `param` names.
 
-Parameters this gateway does not implement yet are refused by name rather than silently dropped.
+Engine-side parameters that shape the answer (tools, tool_choice, response_format, logprobs,
+n, ...) are checked for their JSON type here and passed to the engine as they came (`extra`);
+the engine's choices come back as it wrote them. Parameters this gateway does not implement are
+refused by name rather than silently dropped.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tiller.common.errors import InvalidRequest
 from tiller.common.paths import key_path
 from tiller.worker.shared import Message, Sampling
 
-# Known OpenAI parameters that need engine features this gateway does not pass through yet.
-UNSUPPORTED = (
+# Known OpenAI parameters this gateway does not implement (the first two are deprecated: tools
+# and tool_choice replace them).
+UNSUPPORTED = ("functions", "function_call", "audio", "modalities", "prediction")
+
+# Parameters passed through to the engine as given (after a type check), answered in the
+# engine's own words: tool calls, log probabilities, several choices, structured output.
+CHAT_PASSTHROUGH = (
     "tools",
     "tool_choice",
-    "functions",
-    "function_call",
     "parallel_tool_calls",
     "response_format",
     "logprobs",
     "top_logprobs",
     "logit_bias",
-    "audio",
-    "modalities",
-    "prediction",
+    "n",
 )
+COMPLETION_PASSTHROUGH = ("logprobs", "logit_bias", "n")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+class ToolCallFunction(_Strict):
+    name: Annotated[str, Field(min_length=1)]
+    arguments: str
+
+
+class ToolCall(_Strict):
+    """A tool call the assistant made, sent back in a later request's history."""
+
+    id: Annotated[str, Field(min_length=1)]
+    type: Literal["function"]
+    function: ToolCallFunction
+
+
 class ChatMessageIn(_Strict):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Any
     name: str | None = None
+    tool_calls: Annotated[list[ToolCall], Field(min_length=1)] | None = None  # assistant
+    tool_call_id: Annotated[str, Field(min_length=1)] | None = None  # tool: the call answered
 
     @field_validator("content")
     @classmethod
-    def _text_content(cls, value: Any) -> str:
-        """A string, or an array of text content parts joined with newlines."""
+    def _text_content(cls, value: Any) -> str | None:
+        """A string, or an array of text content parts joined with newlines; null only for an
+        assistant message that made tool calls (checked below)."""
+        if value is None:
+            return None
         if isinstance(value, str):
             return value
         if isinstance(value, list) and value:
@@ -57,6 +87,40 @@ class ChatMessageIn(_Strict):
                 texts.append(part["text"])
             return "\n".join(texts)
         raise ValueError("expected a string or an array of text content parts")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _calls_need_no_content(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("tool_calls") and "content" not in data:
+            return {**data, "content": None}
+        return data
+
+    @model_validator(mode="after")
+    def _complete(self) -> ChatMessageIn:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (null only with tool_calls)")
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("only an assistant message has tool_calls")
+        if (self.role == "tool") != (self.tool_call_id is not None):
+            raise ValueError("a tool message, and only a tool message, has a tool_call_id")
+        return self
+
+
+class FunctionTool(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(_Strict):
+    type: Literal["function"]
+    function: FunctionTool
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
 
 
 class StreamOptions(_Strict):
@@ -72,13 +136,20 @@ class ChatCompletionRequest(_Strict):
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
-    n: Annotated[int, Field(ge=1, le=1)] | None = None
+    n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] | None = None
     stop: Any = None
     seed: int | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     user: str | None = None
     metadata: dict[str, str] | None = None
+    tools: Annotated[list[Tool], Field(min_length=1, max_length=128)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     # Tiller's: run on even if the client leaves; fetch or stream it later by id.
     background: bool | None = False
 
@@ -86,6 +157,10 @@ class ChatCompletionRequest(_Strict):
     @classmethod
     def _stop_list(cls, value: Any) -> list[str]:
         return stop_list(value)
+
+
+# Choices per request (`n`): each is a whole answer the engine writes and the client is billed.
+MAX_CHOICES = 8
 
 
 def stop_list(value: Any) -> list[str]:
@@ -108,8 +183,10 @@ class CompletionRequest(_Strict):
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
-    n: Annotated[int, Field(ge=1, le=1)] | None = None
+    n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] | None = None
     best_of: Annotated[int, Field(ge=1, le=1)] | None = None
+    logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     echo: Literal[False] | None = None
     stop: Any = None
     seed: int | None = None
@@ -146,6 +223,8 @@ class ChatRequest:
     prompt: str | None = None  # a (legacy) completion: the text to continue, and no messages
     inputs: list[str] | None = None  # an embeddings request: the texts, and no messages
     encoding_format: str = "float"  # embeddings: "float" lists or "base64" float32 bytes
+    # Passed to the engine as given (CHAT_PASSTHROUGH); its choices come back as it wrote them.
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_chat(data: Any) -> ChatRequest:
@@ -159,14 +238,31 @@ def parse_chat(data: Any) -> ChatRequest:
         body = ChatCompletionRequest.model_validate(data)
     except ValidationError as error:
         raise _invalid(error) from None
+    extra = _passthrough(data, CHAT_PASSTHROUGH)
+    if body.background and extra:
+        raise InvalidRequest(
+            f"'{next(iter(extra))}' is not supported with 'background' yet.", param="background"
+        )
     return ChatRequest(
         model=body.model,
-        messages=[Message(m.role, m.content, m.name) for m in body.messages],
+        messages=[_message(m) for m in body.messages],
         sampling=_sampling(body, body.max_completion_tokens or body.max_tokens),
         stream=bool(body.stream),
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         background=bool(body.background),
+        extra=extra,
     )
+
+
+def _message(m: ChatMessageIn) -> Message:
+    tool_calls = [c.model_dump() for c in m.tool_calls] if m.tool_calls else None
+    return Message(m.role, m.content, m.name, tool_calls, m.tool_call_id)
+
+
+def _passthrough(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The validated request's pass-through parameters as the client wrote them (`n: 1` and
+    nulls say nothing the engine would not assume)."""
+    return {k: data[k] for k in names if data.get(k) is not None and (k, data[k]) != ("n", 1)}
 
 
 class EmbeddingsRequest(_Strict):
@@ -230,7 +326,7 @@ def _sampling(body: ChatCompletionRequest | CompletionRequest, max_tokens: int |
     )
 
 
-COMPLETION_UNSUPPORTED = ("logprobs", "logit_bias", "suffix")
+COMPLETION_UNSUPPORTED = ("suffix",)
 
 
 def parse_completion(data: Any) -> ChatRequest:
@@ -251,6 +347,7 @@ def parse_completion(data: Any) -> ChatRequest:
         stream=bool(body.stream),
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         prompt=body.prompt,
+        extra=_passthrough(data, COMPLETION_PASSTHROUGH),
     )
 
 

@@ -28,7 +28,10 @@ def completion(
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [
+        # The engine's own choices where the request passed parameters through (tool calls,
+        # logprobs, several choices); otherwise the one text answer.
+        "choices": result.choices
+        or [
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": result.text, "refusal": None},
@@ -62,6 +65,29 @@ def chunk(
     return body
 
 
+def engine_chunk(
+    request_id: str,
+    model: str,
+    created: int,
+    choices: list[dict[str, Any]],
+    legacy: bool = False,
+    with_usage_field: bool = False,
+) -> dict[str, Any]:
+    """A streamed chunk whose choices the engine wrote (pass-through parameters), under this
+    request's id and model name."""
+    body: dict[str, Any] = {
+        "id": request_id,
+        "object": "text_completion" if legacy else "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": choices,
+    }
+    if with_usage_field:
+        body["usage"] = None
+    return body
+
+
 def text_completion(
     request_id: str, model: str, created: int, result: InferenceResult
 ) -> dict[str, Any]:
@@ -71,7 +97,8 @@ def text_completion(
         "object": "text_completion",
         "created": created,
         "model": model,
-        "choices": [
+        "choices": result.choices
+        or [
             {
                 "text": result.text,
                 "index": 0,

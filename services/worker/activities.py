@@ -30,6 +30,7 @@ from tiller.common.errors import (
     Cancelled,
     EngineFailedMidStream,
     InternalError,
+    InvalidRequest,
     ServiceUnavailable,
     TillerError,
 )
@@ -122,6 +123,7 @@ class InferenceActivities:
                 request.target.deployment,
                 request.target.model or request.model,
                 completion.embeddings,
+                completion.choices,
             )
             await writer.done(dataclasses.asdict(result))
             return result
@@ -186,6 +188,12 @@ class InferenceActivities:
         delivered: events.Delivered,
     ) -> Completion:
         adapter = self.adapters[request.target.adapter]
+        if unknown := sorted(set(request.extra) - adapter.passthrough):
+            raise InvalidRequest(
+                f"'{unknown[0]}' is not supported by deployment {request.target.deployment!r} "
+                f"({request.target.adapter}).",
+                param=unknown[0],
+            )
         sampling = request.sampling
         if delivered.text and sampling.max_tokens is not None:
             left = sampling.max_tokens - delivered.tokens
@@ -200,6 +208,7 @@ class InferenceActivities:
             delivered.text,
             request.prompt,
             request.inputs,
+            request.extra,
         )
         if request.inputs is not None:
             found = await adapter.embed(engine_request)
@@ -213,9 +222,9 @@ class InferenceActivities:
                 # The SDK cancels this task when Temporal asks; a library on the way (the HTTP
                 # stack) can absorb that one CancelledError, so the request is checked too.
                 raise asyncio.CancelledError()
-            if delta.text:
+            if delta.text or delta.choices:
                 parts.append(delta.text)
-                writer.add_delta(delta.text)
+                writer.add_delta(delta.text, delta.choices)
                 published.any = True
             finish_reason = delta.finish_reason or finish_reason
             usage = delta.usage or usage

@@ -29,8 +29,10 @@ QUEUE_TIMEOUT_SECONDS = 60.0
 @dataclass
 class Message:
     role: str
-    content: str
+    content: str | None  # None only for an assistant message with tool_calls
     name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # an assistant's calls, OpenAI's shape
+    tool_call_id: str | None = None  # a tool message: the call it answers
 
 
 @dataclass
@@ -87,6 +89,8 @@ class InferenceInput:
     target_index: int = 0
     prompt: str | None = None  # a (legacy) completion: continue this text; `messages` is empty
     inputs: list[str] | None = None  # embeddings of these texts; `messages` is empty
+    # OpenAI parameters passed to the engine as given (tools, logprobs, n, response_format…).
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def targets(self) -> list[Target]:
@@ -113,6 +117,7 @@ class InferenceInput:
             target_index=data.get("target_index", 0),
             prompt=data.get("prompt"),
             inputs=data.get("inputs"),
+            extra=data.get("extra") or {},
         )
 
 
@@ -134,6 +139,9 @@ class InferenceResult:
     deployment: str = ""
     model: str = ""  # the model that answered: a fallback's name if one did
     embeddings: list[list[float]] | None = None  # an embeddings request's vectors, in order
+    # The engine's own choices, as it wrote them, for a request with pass-through parameters
+    # (tool calls, logprobs, several choices); None when `text` is the whole answer.
+    choices: list[dict[str, Any]] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InferenceResult:
@@ -145,6 +153,7 @@ class InferenceResult:
             data.get("deployment", ""),
             data.get("model", ""),
             data.get("embeddings"),
+            data.get("choices"),
         )
 
 

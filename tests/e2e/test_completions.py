@@ -46,9 +46,9 @@ def test_a_streamed_completion_with_usage(client: openai.OpenAI) -> None:
 def test_unsupported_completion_parameters_are_refused_by_name(stack: Stack) -> None:
     headers = {"authorization": f"Bearer {stack.admin_key}"}
     with httpx.Client(base_url=stack.base_url, headers=headers, timeout=30) as http:
-        logprobs = http.post("/completions", json={"model": "demo", "prompt": "hi", "logprobs": 2})
+        suffix = http.post("/completions", json={"model": "demo", "prompt": "hi", "suffix": "!"})
         echo = http.post("/completions", json={"model": "demo", "prompt": "hi", "echo": True})
         two = http.post("/completions", json={"model": "demo", "prompt": ["a", "b"]})
-    assert logprobs.status_code == 400 and logprobs.json()["error"]["param"] == "logprobs"
+    assert suffix.status_code == 400 and suffix.json()["error"]["param"] == "suffix"
     assert echo.status_code == 400 and echo.json()["error"]["param"] == "echo"
     assert two.status_code == 400 and two.json()["error"]["param"] == "prompt"

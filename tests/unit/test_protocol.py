@@ -83,9 +83,23 @@ def test_text_content_parts_are_joined() -> None:
             "Invalid 'messages[0].role'",
         ),
         (body(stop=["a", "b", "c", "d", "e"]), "stop", "up to 4 strings"),
-        (body(n=2), "n", "Invalid 'n'"),
+        (body(n=9), "n", "Invalid 'n'"),
         (body(colour="blue"), "colour", "Unrecognized request argument supplied: colour"),
-        (body(tools=[{"type": "function"}]), "tools", "'tools' is not supported"),
+        (body(tools=[{"type": "function"}]), "tools[0].function", "Missing required parameter"),
+        (body(tools=[]), "tools", "Invalid 'tools'"),
+        (body(functions=[{"name": "f"}]), "functions", "'functions' is not supported"),
+        (body(response_format={"type": "xml"}), "response_format.type", "Invalid"),
+        (body(top_logprobs=21), "top_logprobs", "Invalid 'top_logprobs'"),
+        (
+            body(messages=[{"role": "tool", "content": "42"}]),
+            "messages[0]",
+            "a tool message, and only a tool message, has a tool_call_id",
+        ),
+        (
+            body(messages=[{"role": "user", "content": None}]),
+            "messages[0]",
+            "content is required",
+        ),
     ],
 )
 def test_bad_input_names_the_parameter(data: Any, param: str, message: str) -> None:
@@ -100,4 +114,50 @@ def test_body_must_be_an_object() -> None:
 
 
 def test_unsupported_parameters_at_their_defaults_are_accepted() -> None:
-    parse_chat(body(logprobs=False, tools=[], response_format=None))
+    parse_chat(body(functions=None, audio=None, modalities=[]))
+
+
+def test_answer_shaping_parameters_pass_through_as_written() -> None:
+    tools = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}]
+    chat = parse_chat(
+        body(
+            tools=tools,
+            tool_choice={"type": "function", "function": {"name": "add"}},
+            response_format={"type": "json_object"},
+            logprobs=True,
+            top_logprobs=2,
+            n=2,
+            seed=7,
+        )
+    )
+    assert chat.extra == {
+        "tools": tools,
+        "tool_choice": {"type": "function", "function": {"name": "add"}},
+        "response_format": {"type": "json_object"},
+        "logprobs": True,
+        "top_logprobs": 2,
+        "n": 2,
+    }
+    assert chat.sampling.seed == 7  # a sampling parameter, not a pass-through one
+    assert parse_chat(body(n=1, logprobs=None)).extra == {}
+
+
+def test_a_tool_round_trip_keeps_the_calls_and_their_ids() -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": "{}"}}
+    chat = parse_chat(
+        body(
+            messages=[
+                {"role": "user", "content": "add"},
+                {"role": "assistant", "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "3"},
+            ]
+        )
+    )
+    assistant, tool = chat.messages[1:]
+    assert (assistant.content, assistant.tool_calls) == (None, [call])
+    assert (tool.role, tool.tool_call_id, tool.content) == ("tool", "call_1", "3")
+
+
+def test_background_with_pass_through_parameters_is_refused_by_name() -> None:
+    error = error_of(body(background=True, logprobs=True))
+    assert error.param == "background" and "'logprobs'" in error.message

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -29,6 +30,9 @@ class EngineRequest:
     partial: str = ""
     prompt: str | None = None  # a (legacy) completion of this text, instead of `messages`
     inputs: list[str] | None = None  # texts to embed, instead of `messages`
+    # OpenAI parameters to pass as given (tools, tool_choice, response_format, logprobs, n…):
+    # when set, the engine's own choices are returned too (Delta.choices, Completion.choices).
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,9 @@ class Delta:
     text: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
+    # With pass-through parameters: the engine's chunk choices as it wrote them (tool-call
+    # deltas, logprobs, several choices); `text` is then choice 0's content.
+    choices: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +53,7 @@ class Completion:
     finish_reason: str
     usage: Usage
     embeddings: list[list[float]] | None = None
+    choices: list[dict[str, Any]] | None = None  # the engine's own, with pass-through params
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +72,10 @@ class AdapterResources:
 class EngineAdapter(abc.ABC):
     def __init__(self, resources: AdapterResources) -> None:
         self.resources = resources
+
+    # The pass-through parameters (EngineRequest.extra) this adapter's engine takes; the
+    # activity refuses a request with any other, naming it.
+    passthrough: frozenset[str] = frozenset()
 
     @abc.abstractmethod
     def stream(self, request: EngineRequest) -> AsyncIterator[Delta]:

@@ -30,7 +30,7 @@ from tiller.worker.adapters.base import (
     EngineRequest,
 )
 from tiller.worker.adapters.http_options import api_key
-from tiller.worker.shared import Target, Usage
+from tiller.worker.shared import Message, Target, Usage
 
 _RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 _CONTEXT_HINTS = ("context length", "context_length", "maximum context", "too many tokens")
@@ -38,6 +38,21 @@ _JSON = {"content-type": "application/json"}
 
 
 class OpenAICompatibleAdapter(EngineAdapter):
+    # vLLM, llama.cpp, SGLang and hosted APIs take these as OpenAI defines them; an engine
+    # without one answers 400, which reaches the client as the engine's own reason.
+    passthrough = frozenset(
+        {
+            "tools",
+            "tool_choice",
+            "parallel_tool_calls",
+            "response_format",
+            "logprobs",
+            "top_logprobs",
+            "logit_bias",
+            "n",
+        }
+    )
+
     async def stream(self, request: EngineRequest) -> AsyncIterator[Delta]:
         body = orjson.dumps(_body(request, stream=True))
         try:
@@ -52,15 +67,16 @@ class OpenAICompatibleAdapter(EngineAdapter):
                 # Whatever arrived in one read is parsed in one go: a fast engine's deltas reach
                 # the activity back to back, which publishes them as one event (coalescing).
                 pending = b""
+                raw = bool(request.extra)
                 async for data in response.content.iter_any():
                     lines = (pending + data).split(b"\n")
                     pending = lines.pop()
                     for line in lines:
-                        delta = _parse_line(line)
+                        delta = _parse_line(line, raw)
                         if delta is not None:
                             yield delta
                 if pending:
-                    delta = _parse_line(pending)
+                    delta = _parse_line(pending, raw)
                     if delta is not None:
                         yield delta
         except (aiohttp.ClientError, TimeoutError) as error:
@@ -93,6 +109,7 @@ class OpenAICompatibleAdapter(EngineAdapter):
                 or "",
                 finish_reason=choice.get("finish_reason") or "stop",
                 usage=_usage(data.get("usage")) or Usage(),
+                choices=list(data["choices"]) if request.extra else None,
             )
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
             raise EngineError("The model engine returned a response Tiller cannot read.") from None
@@ -153,6 +170,7 @@ def _body(request: EngineRequest, *, stream: bool) -> dict[str, Any]:
         "stop": sampling.stop or None,
     }
     body.update((k, v) for k, v in optional.items() if v is not None)
+    body.update(request.extra)
     if request.partial and request.prompt is None:
         # vLLM's prefill: the answer so far is an open final message the model continues.
         body["continue_final_message"] = True
@@ -161,13 +179,22 @@ def _body(request: EngineRequest, *, stream: bool) -> dict[str, Any]:
 
 
 def _messages(request: EngineRequest) -> list[dict[str, Any]]:
-    messages = [
-        {"role": m.role, "content": m.content} | ({"name": m.name} if m.name else {})
-        for m in request.messages
-    ]
+    messages = [message(m) for m in request.messages]
     if request.partial:
         messages.append({"role": "assistant", "content": request.partial})
     return messages
+
+
+def message(m: Message) -> dict[str, Any]:
+    """A message as OpenAI's chat API takes it."""
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.name:
+        out["name"] = m.name
+    if m.tool_calls:
+        out["tool_calls"] = m.tool_calls
+    if m.tool_call_id:
+        out["tool_call_id"] = m.tool_call_id
+    return out
 
 
 def _timeout(total: float) -> aiohttp.ClientTimeout:
@@ -175,8 +202,9 @@ def _timeout(total: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=total, sock_connect=min(total, 3.0))
 
 
-def _parse_line(line: bytes) -> Delta | None:
-    """One line of the engine's server-sent events; None for anything but a data chunk."""
+def _parse_line(line: bytes, raw: bool = False) -> Delta | None:
+    """One line of the engine's server-sent events; None for anything but a data chunk.
+    `raw`: keep the chunk's choices as the engine wrote them (pass-through parameters)."""
     if not line.startswith(b"data:"):
         return None
     payload = line[5:].strip()
@@ -188,8 +216,8 @@ def _parse_line(line: bytes) -> Delta | None:
         raise EngineError("The model engine sent a stream chunk that is not JSON.") from None
     if "error" in chunk:
         raise _engine_reported(chunk["error"])
-    choices = chunk.get("choices") or []
-    choice = choices[0] if choices else {}
+    choices: list[dict[str, Any]] = chunk.get("choices") or []
+    choice: dict[str, Any] = next((c for c in choices if c.get("index", 0) == 0), {})
     if "delta" in choice or "text" not in choice:
         text = (choice.get("delta") or {}).get("content") or ""
     else:  # a (legacy) completion's chunk
@@ -198,6 +226,7 @@ def _parse_line(line: bytes) -> Delta | None:
         text=text,
         finish_reason=choice.get("finish_reason"),
         usage=_usage(chunk.get("usage")),
+        choices=choices if raw and choices else None,
     )
 
 

@@ -1,0 +1,124 @@
+"""Parameters that shape the answer pass through to the engine, and its choices come back as it
+wrote them: tool calls (streamed as deltas the openai SDK assembles), several choices (`n`),
+logprobs, response_format. Against the demo engine, which answers each in OpenAI's shape
+(services/demo_engine/choices.py); the vLLM tier runs the same against real vLLM."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from tests.support import Stack
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "echo",
+            "description": "Repeat what the user said.",
+            "parameters": {"type": "object", "properties": {"said": {"type": "string"}}},
+        },
+    }
+]
+FORCED = {"type": "function", "function": {"name": "echo"}}
+
+
+def create(client: openai.OpenAI, **asked: Any) -> Any:
+    """The SDK's create, untyped: its overloads do not follow parameters built as data."""
+    return client.chat.completions.create(**asked)
+
+
+@pytest.fixture
+def client(stack: Stack) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=stack.base_url, api_key=stack.admin_key, max_retries=0) as client:
+        yield client
+
+
+def test_a_tool_call(client: openai.OpenAI) -> None:
+    completion = create(
+        client,
+        model="demo",
+        messages=[{"role": "user", "content": "Hello Tiller"}],
+        tools=TOOLS,
+        tool_choice=FORCED,
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls or []
+    assert call.function.name == "echo"
+    assert json.loads(call.function.arguments) == {"said": "You said: Hello Tiller"}
+    assert completion.id.startswith("chatcmpl-") and completion.model == "demo"
+
+
+def test_a_streamed_tool_call_assembles_in_the_sdk(client: openai.OpenAI) -> None:
+    chat: Any = client.chat.completions
+    with chat.stream(
+        model="demo",
+        messages=[{"role": "user", "content": "Hello Tiller"}],
+        tools=TOOLS,
+        tool_choice=FORCED,
+        stream_options={"include_usage": True},
+    ) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls or []
+    assert call.id == "call_demo_0" and call.function.name == "echo"
+    assert json.loads(call.function.arguments) == {"said": "You said: Hello Tiller"}
+    assert final.usage is not None and final.usage.completion_tokens == 4
+
+
+def test_the_tool_result_goes_back_to_the_engine(client: openai.OpenAI) -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "echo", "arguments": "{}"}}
+    completion = create(
+        client,
+        model="demo",
+        messages=[
+            {"role": "user", "content": "Hello Tiller"},
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "echoed"},
+        ],
+        tools=TOOLS,
+    )
+    # The demo engine answers the last user message; the history was accepted as OpenAI's.
+    assert completion.choices[0].message.content == "You said: Hello Tiller"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_several_choices_with_logprobs(client: openai.OpenAI, stream: bool) -> None:
+    asked = {
+        "model": "demo",
+        "messages": [{"role": "user", "content": "one two"}],
+        "n": 2,
+        "logprobs": True,
+        "top_logprobs": 1,
+        "response_format": {"type": "json_object"},
+    }
+    if not stream:
+        completion = create(client, **asked)
+        assert [c.index for c in completion.choices] == [0, 1]
+        assert {c.message.content for c in completion.choices} == {"You said: one two"}
+        content = completion.choices[1].logprobs.content
+        assert [t.token for t in content] == ["You", " said:", " one", " two"]
+        assert content[0].top_logprobs[0].token == "You~0"
+        assert completion.usage is not None and completion.usage.completion_tokens == 8
+        return
+    texts = {0: "", 1: ""}
+    tokens: dict[int, list[str]] = {0: [], 1: []}
+    finish = {}
+    for chunk in create(client, stream=True, **asked):
+        for c in chunk.choices:
+            texts[c.index] += c.delta.content or ""
+            if c.logprobs and c.logprobs.content:
+                tokens[c.index] += [t.token for t in c.logprobs.content]
+            if c.finish_reason:
+                finish[c.index] = c.finish_reason
+    assert texts == {0: "You said: one two", 1: "You said: one two"}
+    assert tokens[0] == tokens[1] == ["You", " said:", " one", " two"]
+    assert finish == {0: "stop", 1: "stop"}
