@@ -52,7 +52,7 @@ def test_unknown_model_is_model_not_found() -> None:
     [
         (
             ("adapter: vllm", "adapter: vlm"),
-            "models.yaml:6: models.llama.deployments[0].adapter: unknown adapter 'vlm' (known: openai, vllm)",
+            "models.yaml:6: models.llama.deployments[0].adapter: unknown adapter 'vlm' (known: openai, tgi, vllm)",
         ),
         (
             ("max_concurrency: 32", "max_concurrency: 0"),

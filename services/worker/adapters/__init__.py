@@ -32,6 +32,8 @@ REGISTRY: dict[str, Kind] = {
     # demo engine. The two kinds differ in defaults (vLLM can continue a partial answer).
     "vllm": Kind(_OPENAI, "http", _HTTP_OPTIONS),
     "openai": Kind(_OPENAI, "http", _HTTP_OPTIONS),
+    # Hugging Face text-generation-inference: its Messages API and native /generate.
+    "tgi": Kind("tiller.worker.adapters.tgi:TGIAdapter", "http", _HTTP_OPTIONS),
 }
 
 KINDS = frozenset(REGISTRY)

@@ -60,7 +60,7 @@ class OpenAICompatibleAdapter(EngineAdapter):
                 _url(request),
                 data=body,
                 headers=headers(request.target),
-                timeout=_timeout(request.timeout_seconds),
+                timeout=engine_timeout(request.timeout_seconds),
             ) as response:
                 if response.status != 200:
                     raise _status_error(response.status, await response.read())
@@ -80,7 +80,7 @@ class OpenAICompatibleAdapter(EngineAdapter):
                     if delta is not None:
                         yield delta
         except (aiohttp.ClientError, TimeoutError) as error:
-            raise _transport_error(error, request.target) from None
+            raise transport_error(error, request.target) from None
 
     async def _post(self, request: EngineRequest, url: str, body: dict[str, Any]) -> bytes:
         """One whole-answer call; the body of a 200, else the classified error."""
@@ -89,12 +89,12 @@ class OpenAICompatibleAdapter(EngineAdapter):
                 url,
                 data=orjson.dumps(body),
                 headers=headers(request.target),
-                timeout=_timeout(request.timeout_seconds),
+                timeout=engine_timeout(request.timeout_seconds),
             ) as response:
                 content = await response.read()
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as error:
-            raise _transport_error(error, request.target) from None
+            raise transport_error(error, request.target) from None
         if status != 200:
             raise _status_error(status, content)
         return content
@@ -108,7 +108,7 @@ class OpenAICompatibleAdapter(EngineAdapter):
                 text=(choice["message"].get("content") if "message" in choice else choice["text"])
                 or "",
                 finish_reason=choice.get("finish_reason") or "stop",
-                usage=_usage(data.get("usage")) or Usage(),
+                usage=usage_of(data.get("usage")) or Usage(),
                 choices=list(data["choices"]) if request.extra else None,
             )
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
@@ -121,7 +121,7 @@ class OpenAICompatibleAdapter(EngineAdapter):
             data = orjson.loads(content)
             ordered = sorted(data["data"], key=lambda item: item["index"])
             vectors = [[float(x) for x in item["embedding"]] for item in ordered]
-            usage = _usage(data.get("usage")) or Usage()
+            usage = usage_of(data.get("usage")) or Usage()
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             raise EngineError("The model engine returned embeddings Tiller cannot read.") from None
         if len(vectors) != len(request.inputs or []):
@@ -197,7 +197,7 @@ def message(m: Message) -> dict[str, Any]:
     return out
 
 
-def _timeout(total: float) -> aiohttp.ClientTimeout:
+def engine_timeout(total: float) -> aiohttp.ClientTimeout:
     # Connecting is quick or the engine is down; reading may wait for a long first token.
     return aiohttp.ClientTimeout(total=total, sock_connect=min(total, 3.0))
 
@@ -225,12 +225,12 @@ def _parse_line(line: bytes, raw: bool = False) -> Delta | None:
     return Delta(
         text=text,
         finish_reason=choice.get("finish_reason"),
-        usage=_usage(chunk.get("usage")),
+        usage=usage_of(chunk.get("usage")),
         choices=choices if raw and choices else None,
     )
 
 
-def _usage(data: dict[str, Any] | None) -> Usage | None:
+def usage_of(data: dict[str, Any] | None) -> Usage | None:
     if not data:
         return None
     return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))
@@ -255,7 +255,7 @@ def _status_error(status: int, content: bytes) -> TillerError:
     return EngineError(f"The model engine answered {status}: {message}")
 
 
-def _transport_error(error: aiohttp.ClientError | TimeoutError, target: Target) -> TillerError:
+def transport_error(error: aiohttp.ClientError | TimeoutError, target: Target) -> TillerError:
     if isinstance(error, TimeoutError):
         return EngineUnavailable(
             f"The model engine for deployment {target.deployment!r} timed out."
