@@ -52,7 +52,7 @@ def test_unknown_model_is_model_not_found() -> None:
     [
         (
             ("adapter: vllm", "adapter: vlm"),
-            "models.yaml:6: models.llama.deployments[0].adapter: unknown adapter 'vlm' (known: openai, tgi, vllm)",
+            "models.yaml:6: models.llama.deployments[0].adapter: unknown adapter 'vlm' (known: openai, tgi, triton, vllm)",
         ),
         (
             ("max_concurrency: 32", "max_concurrency: 0"),
@@ -65,6 +65,10 @@ def test_unknown_model_is_model_not_found() -> None:
         (
             ("endpoint: http://llamacpp:8080/v1", "endpoint: llamacpp:8080"),
             "models.yaml:14: models.small.deployments[0].endpoint: expected an http:// or https:// URL",
+        ),
+        (
+            ("adapter: openai", "adapter: triton"),
+            "models.yaml:14: models.small.deployments[0].endpoint: expected host:port (or grpc:// or grpcs:// before it), got 'http://llamacpp:8080/v1'",
         ),
         (
             ("max_concurrency: 32", "options: {api_key: sk-1}"),
@@ -114,3 +118,18 @@ def test_adapter_options_reach_the_table_as_json() -> None:
     table = compile_models(parse(source), source.encode())
     assert table.resolve("llama").deployments[0].options_json == '{"api_key_env": "LLAMA_KEY"}'
     assert table.resolve("small").deployments[0].options_json == ""
+
+
+def test_a_grpc_endpoint_is_host_and_port() -> None:
+    source = GOOD.replace("adapter: openai", "adapter: triton").replace(
+        "http://llamacpp:8080/v1", "grpc://triton:8001"
+    )
+    source = source.replace(
+        "endpoint: grpc://triton:8001",
+        "endpoint: grpc://triton:8001\n        options: {inputs: {prompt: text_input}, outputs: {text: text_output}}",
+    )
+    table = compile_models(parse(source), source.encode())
+    assert table.resolve("small").deployments[0].endpoint == "grpc://triton:8001"
+    broken = source.replace("text_input", "''")
+    with pytest.raises(ConfigError, match=r"deployments\[0\]\.options: inputs\.prompt: "):
+        parse(broken)

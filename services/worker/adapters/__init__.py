@@ -34,6 +34,12 @@ REGISTRY: dict[str, Kind] = {
     "openai": Kind(_OPENAI, "http", _HTTP_OPTIONS),
     # Hugging Face text-generation-inference: its Messages API and native /generate.
     "tgi": Kind("tiller.worker.adapters.tgi:TGIAdapter", "http", _HTTP_OPTIONS),
+    # NVIDIA Triton over gRPC (tritonclient): KServe v2 infer, and decoupled streaming models.
+    "triton": Kind(
+        "tiller.worker.adapters.triton:TritonAdapter",
+        "grpc",
+        "tiller.worker.adapters.triton_options:check_options",
+    ),
 }
 
 KINDS = frozenset(REGISTRY)
@@ -75,13 +81,16 @@ def check_endpoint(kind: str, endpoint: str) -> str:
         if not re.match(r"^https?://[^/\s]+", endpoint):
             raise ValueError(f"expected an http:// or https:// URL, got {endpoint!r}")
         return endpoint.rstrip("/")
-    address = endpoint.removeprefix("grpc://").rstrip("/")
+    address = re.sub(r"^grpcs?://", "", endpoint).rstrip("/")
     if not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}", address):
-        raise ValueError(f"expected host:port (or grpc://host:port), got {endpoint!r}")
-    return address
+        raise ValueError(f"expected host:port (or grpc:// or grpcs:// before it), got {endpoint!r}")
+    return endpoint.rstrip("/")
 
 
 def check_options(kind: str, options: dict[str, Any]) -> None:
     """Raise ValueError naming the bad option, for the router to refuse models.yaml."""
     checker: Callable[[dict[str, Any]], None] = _load(REGISTRY[kind].options)
-    checker(options)
+    try:
+        checker(options)
+    except ValueError as error:  # the caller names the `options` field itself
+        raise ValueError(str(error).removeprefix("options.")) from None
