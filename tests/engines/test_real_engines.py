@@ -1,0 +1,291 @@
+"""Tiller in front of real engines: vLLM on CPU, Triton (pytriton's), the TGI stand-in and the
+demo engine, all through the whole stack (`tiller up`) with the official openai SDK.
+
+The same SDK calls (tests/engines/sdk_script.py) go to every engine, only the model name
+changes; then error mapping against real vLLM: an over-long prompt is the client's 400 with
+vLLM's reason, and a killed vLLM is retried, then answered by the fallback model. Part of the
+real-engine tier (./dev test-engines): the engines need cached environments of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+import pytest
+
+from tests.engines import sdk_script, tgi_standin, vllm_server
+from tests.engines.conftest import TritonServer
+from tests.support import (
+    TEST_MODELS,
+    closed_port,
+    free_port,
+    stack_env,
+    start_up,
+    stop_up,
+    wait_until_up,
+)
+
+ENGINE_MODELS = """\
+  vllm-tiny:  # real vLLM, a tiny random Llama: gibberish, but the protocol is real
+    retry: {{max_attempts: 2, initial_interval_seconds: 0.2, maximum_interval_seconds: 0.5}}
+    deployments:
+      - name: vllm-cpu
+        adapter: vllm
+        endpoint: {vllm_url}
+        engine_model: tiny-llama
+        task_queue: engines.vllm
+        max_concurrency: 8
+    fallbacks: [demo]
+  vllm-tiny-alone:  # the same engine with no fallback: its failures reach the client
+    retry: {{max_attempts: 2, initial_interval_seconds: 0.2, maximum_interval_seconds: 0.5}}
+    deployments:
+      - name: vllm-cpu-alone
+        adapter: vllm
+        endpoint: {vllm_url}
+        engine_model: tiny-llama
+        task_queue: engines.vllm-alone
+        max_concurrency: 8
+  vllm-tiny-embed:
+    deployments:
+      - name: vllm-cpu-pooling
+        adapter: vllm
+        endpoint: {vllm_embed_url}
+        engine_model: tiny-llama
+        task_queue: engines.vllm-embed
+  triton-text:
+    deployments:
+      - name: triton-tiny-text
+        adapter: triton
+        endpoint: {triton}
+        engine_model: tiny-text
+        task_queue: engines.triton
+        options:
+          inputs: {{prompt: text_input, max_tokens: max_tokens}}
+          outputs: {{text: text_output, completion_tokens: completion_tokens}}
+          prompt_template: {{message: "{{content}}\\n", suffix: ""}}
+  triton-stream:
+    deployments:
+      - name: triton-tiny-stream
+        adapter: triton
+        endpoint: grpc://{triton}
+        engine_model: tiny-stream
+        task_queue: engines.triton
+        options:
+          decoupled: true
+          inputs: {{prompt: text_input, max_tokens: max_tokens}}
+          outputs: {{text: text_output}}
+          prompt_template: {{message: "{{content}}\\n", suffix: ""}}
+  triton-embed:
+    deployments:
+      - name: triton-tiny-embed
+        adapter: triton
+        endpoint: {triton}
+        engine_model: tiny-embed
+        task_queue: engines.triton
+        options:
+          inputs: {{prompt: text_input}}
+          outputs: {{embedding: embedding}}
+  tgi-standin:  # the TGI stand-in (tests/engines/tgi_standin.py), not TGI
+    deployments:
+      - name: tgi-standin
+        adapter: tgi
+        endpoint: {tgi_url}
+        engine_model: tgi
+        task_queue: engines.tgi
+"""
+
+
+@dataclass
+class Engines:
+    base_url: str
+    key: str
+    vllm: vllm_server.VllmServer
+
+
+@pytest.fixture(scope="module")
+def vllm(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[vllm_server.VllmServer, vllm_server.VllmServer]]:
+    python = os.environ.get("TILLER_VLLM_PYTHON")
+    if not python:
+        pytest.fail("TILLER_VLLM_PYTHON is not set: run the tier with ./dev test-engines")
+    model_dir = vllm_server.ensure_model(python=python)
+    logs = tmp_path_factory.mktemp("vllm")
+    generation = vllm_server.launch(
+        model_dir, free_port(), python=python, log_path=logs / "gen.log"
+    )
+    pooling = vllm_server.launch(
+        model_dir, free_port(), python=python, embeddings=True, log_path=logs / "embed.log"
+    )
+    try:
+        generation.wait_ready()
+        pooling.wait_ready()
+        yield generation, pooling
+    finally:
+        generation.stop()
+        pooling.stop()
+
+
+@pytest.fixture(scope="module")
+def engines(
+    vllm: tuple[vllm_server.VllmServer, vllm_server.VllmServer],
+    triton_server: TritonServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Engines]:
+    generation, pooling = vllm
+    data_dir = tmp_path_factory.mktemp("engines-stack")
+    env, ports = stack_env(data_dir)
+    models = data_dir / "models.yaml"
+    with tgi_standin.running() as tgi_url:
+        models.write_text(
+            TEST_MODELS.format(demo_port=ports["demo"], closed_port=closed_port())
+            + ENGINE_MODELS.format(
+                vllm_url=generation.url,
+                vllm_embed_url=pooling.url,
+                triton=triton_server.grpc,
+                tgi_url=tgi_url,
+            )
+        )
+        process = start_up(env, "--models", str(models))
+        output: list[str] = []
+        wait_until_up(process, output)
+        try:
+            yield Engines(
+                f"http://127.0.0.1:{ports['gateway']}/v1", env["TILLER_ADMIN_KEY"], generation
+            )
+        finally:
+            stop_up(process)
+
+
+@pytest.fixture
+def client(engines: Engines) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=engines.base_url, api_key=engines.key, max_retries=0) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    "model", ["vllm-tiny", "triton-text", "triton-stream", "tgi-standin", "demo"]
+)
+def test_the_same_sdk_script_answers_from_every_engine(client: openai.OpenAI, model: str) -> None:
+    answers = sdk_script.chat(client, model)
+    print(f"\n{model}: {answers}")
+    assert answers.whole and answers.streamed
+    # Greedy decoding (temperature 0): the same text whole and streamed, on every engine.
+    assert answers.whole == answers.streamed
+    assert answers.whole_finish == answers.streamed_finish
+    assert answers.whole_finish in ("stop", "length")
+    assert answers.chunks > 2 if model != "triton-text" else answers.chunks >= 2
+    assert answers.usage[1] > 0
+
+
+def test_engines_answer_as_themselves(client: openai.OpenAI) -> None:
+    """Not a canned answer: each engine's own (deterministic) text."""
+    words = sdk_script.PROMPT.split()
+    assert sdk_script.chat(client, "triton-text").whole == " ".join(reversed(words))
+    assert sdk_script.chat(client, "demo").whole == f"You said: {sdk_script.PROMPT}"
+    vllm = sdk_script.chat(client, "vllm-tiny", max_tokens=5)
+    assert vllm.whole_finish == "length" and vllm.usage[1] == 5  # real token counts
+
+
+@pytest.mark.parametrize("model", ["vllm-tiny-embed", "triton-embed"])
+def test_embeddings(client: openai.OpenAI, model: str) -> None:
+    vectors = sdk_script.embed(client, model)
+    print(f"\n{model}: {len(vectors)} x {len(vectors[0])}")
+    assert len(vectors) == 3 and len(vectors[0]) == len(vectors[1]) >= 8
+    assert vectors[0] == pytest.approx(vectors[2], abs=1e-5)
+    assert vectors[0] != pytest.approx(vectors[1], abs=1e-5)
+
+
+def test_a_forced_tool_call_from_real_vllm(client: openai.OpenAI) -> None:
+    """vLLM's own tool calling (hermes parser, schema-constrained arguments), whole and
+    streamed. A random model writes whitespace freely inside constrained JSON, so the schema is
+    an enum and the budget generous (tests/engines/vllm_server.py)."""
+    city = {"type": "string", "enum": ["Paris", "Seoul"]}
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": city},
+                "required": ["city"],
+                "additionalProperties": False,
+            },
+        },
+    }
+    asked: dict[str, Any] = {
+        "model": "vllm-tiny",
+        "messages": [{"role": "user", "content": "Weather?"}],
+        "tools": [tool],
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+        "max_tokens": 256,
+        "seed": 1,
+    }
+    chat: Any = client.chat.completions
+    whole = chat.create(**asked)
+    (call,) = whole.choices[0].message.tool_calls or []
+    assert call.function.name == "weather"
+    assert json.loads(call.function.arguments)["city"] in ("Paris", "Seoul")
+    with chat.stream(**asked) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    (streamed,) = final.choices[0].message.tool_calls or []
+    assert streamed.function.name == "weather" and streamed.id
+    assert json.loads(streamed.function.arguments)["city"] in ("Paris", "Seoul")
+    print(f"\ntool call: {call.function.arguments!r}; streamed: {streamed.function.arguments!r}")
+
+
+def test_several_choices_with_logprobs_from_real_vllm(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(
+        model="vllm-tiny",
+        messages=[{"role": "user", "content": sdk_script.PROMPT}],
+        n=2,
+        logprobs=True,
+        top_logprobs=2,
+        max_tokens=4,
+        seed=1,
+    )
+    assert [c.index for c in completion.choices] == [0, 1]
+    for choice in completion.choices:
+        assert choice.logprobs is not None and len(choice.logprobs.content or []) == 4
+        assert all(len(t.top_logprobs) == 2 for t in choice.logprobs.content or [])
+    assert completion.usage is not None and completion.usage.completion_tokens == 8
+
+
+def test_an_over_long_prompt_is_the_clients_400_with_vllms_reason(client: openai.OpenAI) -> None:
+    prompt = "tiller " * (vllm_server.MAX_MODEL_LEN + 50)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="vllm-tiny", messages=[{"role": "user", "content": prompt}], max_tokens=4
+        )
+    error = caught.value.body
+    print(f"\n400: {error}")
+    assert isinstance(error, dict) and error["code"] == "context_length_exceeded"
+    assert str(vllm_server.MAX_MODEL_LEN) in error["message"]  # vLLM's own words
+
+
+def test_a_killed_vllm_is_retried_then_the_fallback_answers(
+    client: openai.OpenAI, engines: Engines
+) -> None:
+    """Last in this module: it stops the vLLM server the others use."""
+    os.killpg(engines.vllm.proc.pid, signal.SIGKILL)  # gone at once, not draining
+    engines.vllm.stop()  # reaped
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(
+            model="vllm-tiny-alone", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+        )
+    print(f"\nwithout a fallback: {caught.value.status_code} {caught.value.body}")
+    assert caught.value.status_code == 503
+    answer = client.chat.completions.create(
+        model="vllm-tiny", messages=[{"role": "user", "content": "Hello Tiller"}], max_tokens=8
+    )
+    print(f"with a fallback: {answer.choices[0].message.content!r}")
+    assert answer.choices[0].message.content == "You said: Hello Tiller"  # the demo engine's
