@@ -1,5 +1,6 @@
-"""Docs describe what exists: every setting the code reads is in docs/configuration.md, and the
-README's quick start is the one `.ci/run` runs."""
+"""Docs describe what exists: every setting the code reads is in docs/configuration.md, every
+models.yaml example in docs/models.md is valid, and the README's quick start is the one `.ci/run`
+runs."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from pathlib import Path
 from tests.support import service_env_names
 from tiller.cli.up import UpSettings
 from tiller.common.settings import env_names
+from tiller.router.config import parse
+from tiller.router.table import compile_models
+from tiller.worker.adapters import KINDS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,3 +32,18 @@ def test_ci_runs_the_readme_test_command() -> None:
     commands = [line.split("#")[0].strip() for line in quick_start.splitlines()[1:] if line.strip()]
     assert commands == ["./dev up", "./dev test"]
     assert "./dev test" in (ROOT / ".ci/run").read_text()
+    # The real-engine tier: README names its command, and CI runs it.
+    assert "`./dev test-engines`" in readme
+    assert "./dev test-engines" in (ROOT / ".ci/run").read_text()
+
+
+def test_every_models_yaml_example_in_the_docs_is_valid() -> None:
+    """docs/models.md's examples parse and compile as written (options checked per adapter)."""
+    text = (ROOT / "docs/models.md").read_text()
+    examples = re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)
+    assert len(examples) >= 5  # every field, and one per adapter
+    adapters = set()
+    for example in examples:
+        table = compile_models(parse(example, "docs/models.md"), example.encode())
+        adapters |= {d.adapter for m in table.models.values() for d in m.deployments}
+    assert adapters == KINDS
