@@ -82,6 +82,7 @@ class Delivered:
 
     text: str = ""
     tokens: int = 0  # engine deltas, about one token each
+    any: bool = False  # any delta at all: tool-call or other choices' chunks carry no `text`
     done: Event | None = None
     error: Event | None = None
 
@@ -91,6 +92,7 @@ class Delivered:
         return cls(
             text="".join(e.data["text"] for e in deltas),
             tokens=sum(int(e.data.get("n", 1)) for e in deltas),
+            any=bool(deltas),
             done=next((e for e in published if e.kind == DONE), None),
             error=next((e for e in published if e.kind == ERROR), None),
         )

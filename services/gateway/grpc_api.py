@@ -33,7 +33,11 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         api_key = bearer_key(metadata.get("authorization"))
         priority = requested_priority(metadata.get(PRIORITY_HEADER))
         call = await self.inference.begin(api_key, asked, priority)
-        await context.send_initial_metadata((("x-request-id", call.request_id),))
+        try:
+            await context.send_initial_metadata((("x-request-id", call.request_id),))
+        except BaseException:  # the caller left at once: release what begin() took
+            call.abandon()
+            raise
         return call
 
     @translate_errors

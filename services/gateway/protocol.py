@@ -260,9 +260,13 @@ def _message(m: ChatMessageIn) -> Message:
 
 
 def _passthrough(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    """The validated request's pass-through parameters as the client wrote them (`n: 1` and
-    nulls say nothing the engine would not assume)."""
-    return {k: data[k] for k in names if data.get(k) is not None and (k, data[k]) != ("n", 1)}
+    """The validated request's pass-through parameters as the client wrote them (nulls, empty
+    objects and `n: 1` say nothing the engine would not assume)."""
+    return {
+        k: data[k]
+        for k in names
+        if data.get(k) is not None and data[k] != {} and (k, data[k]) != ("n", 1)
+    }
 
 
 class EmbeddingsRequest(_Strict):

@@ -54,7 +54,7 @@ class DeploymentFile(_Strict):
     # `continue` or `none`; unset means `continue` for vllm and `none` for other adapters.
     resume: Literal["continue", "none"] | None = None
     # The adapter's own settings (docs/models.md): Triton's tensor names, a hosted API's key.
-    options: dict[str, Any] = {}
+    options: Annotated[dict[str, Any], Field(validate_default=True)] = {}
 
     @field_validator("adapter")
     @classmethod

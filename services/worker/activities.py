@@ -76,10 +76,11 @@ class InferenceActivities:
         )
         try:
             result = await self._attempt(request, writer)
-            if result.embeddings is not None:
-                # The vectors reach the gateway in the stream's done event; through Temporal
-                # they would meet its payload limit (2 MB by default) with a few hundred.
-                result = dataclasses.replace(result, embeddings=None)
+            if result.embeddings is not None or result.choices is not None:
+                # Vectors and the engine's own choices (logprobs of n choices can be large)
+                # reach the gateway in the stream's done event; through Temporal they would
+                # meet its payload limit (2 MB by default).
+                result = dataclasses.replace(result, embeddings=None, choices=None)
             return dataclasses.asdict(result)
         except events.Superseded:
             # Temporal gave this attempt up (no heartbeat in time) and a later one took over;
@@ -109,9 +110,9 @@ class InferenceActivities:
                     return InferenceResult.from_dict(delivered.done.data["result"])
                 if delivered.error is not None:  # already told the client; nothing to add
                     raise events.Superseded(request.events_key)
-                if delivered.text and not here:
+                if delivered.any and not here:
                     raise _mid_stream(request, later)
-                published.any = bool(delivered.text)
+                published.any = delivered.any
             async with _heartbeating(self._beat_interval(request)):
                 completion = await self._unless_client_left(
                     request.request_id, self._run(request, writer, published, delivered)
@@ -188,6 +189,14 @@ class InferenceActivities:
         delivered: events.Delivered,
     ) -> Completion:
         adapter = self.adapters[request.target.adapter]
+        if "tools" not in adapter.passthrough and any(
+            m.tool_calls or m.tool_call_id for m in request.messages
+        ):
+            raise InvalidRequest(
+                f"Deployment {request.target.deployment!r} ({request.target.adapter}) does not "
+                "take tool calls or tool results in the messages.",
+                param="messages",
+            )
         if unknown := sorted(set(request.extra) - adapter.passthrough):
             raise InvalidRequest(
                 f"'{unknown[0]}' is not supported by deployment {request.target.deployment!r} "

@@ -9,7 +9,7 @@ each deployment in turn (failover.py). Plain dataclasses, shared by both sides.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Any
 
@@ -102,10 +102,10 @@ class InferenceInput:
         return cls(
             request_id=data["request_id"],
             model=data["model"],
-            messages=[Message(**m) for m in data["messages"]],
+            messages=[Message(**_known(Message, m)) for m in data["messages"]],
             sampling=Sampling(**data["sampling"]),
             stream=data["stream"],
-            target=Target(**data["target"]),
+            target=Target(**_known(Target, data["target"])),
             events_key=data["events_key"],
             timeout_seconds=data["timeout_seconds"],
             retry=Retry(**data["retry"]),
@@ -113,12 +113,19 @@ class InferenceInput:
             heartbeat_timeout_seconds=data.get("heartbeat_timeout_seconds")
             or HEARTBEAT_TIMEOUT_SECONDS,
             queue_timeout_seconds=data.get("queue_timeout_seconds") or QUEUE_TIMEOUT_SECONDS,
-            next_targets=[Target(**t) for t in data.get("next_targets", [])],
+            next_targets=[Target(**_known(Target, t)) for t in data.get("next_targets", [])],
             target_index=data.get("target_index", 0),
             prompt=data.get("prompt"),
             inputs=data.get("inputs"),
             extra=data.get("extra") or {},
         )
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The fields `cls` has: a worker reads a newer gateway's request without failing on a
+    field it does not know (rolling upgrades, either order)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
 
 
 @dataclass

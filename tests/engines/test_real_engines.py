@@ -272,6 +272,24 @@ def test_an_over_long_prompt_is_the_clients_400_with_vllms_reason(client: openai
     assert str(vllm_server.MAX_MODEL_LEN) in error["message"]  # vLLM's own words
 
 
+def test_an_engine_without_tools_refuses_them_by_name(client: openai.OpenAI) -> None:
+    chat: Any = client.chat.completions
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    history = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "42"},
+    ]
+    with pytest.raises(openai.BadRequestError) as caught:
+        chat.create(model="triton-text", messages=history)
+    assert caught.value.body["param"] == "messages"  # type: ignore[index]
+    tool = {"type": "function", "function": {"name": "f"}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        chat.create(model="triton-stream", messages=history[:1], tools=[tool])
+    assert caught.value.body["param"] == "tools"  # type: ignore[index]
+    assert "triton-tiny-stream" in caught.value.body["message"]  # type: ignore[index]
+
+
 def test_a_killed_vllm_is_retried_then_the_fallback_answers(
     client: openai.OpenAI, engines: Engines
 ) -> None:

@@ -25,7 +25,13 @@ from tritonclient.utils import InferenceServerException, deserialize_bytes_tenso
 from tests.engines.conftest import TritonServer
 from tests.engines.triton_server import embed as expected_vector
 from tests.support import closed_port
-from tiller.common.errors import EngineError, EngineUnavailable, InvalidRequest, TillerError
+from tiller.common.errors import (
+    ContextLengthExceeded,
+    EngineError,
+    EngineUnavailable,
+    InvalidRequest,
+    TillerError,
+)
 from tiller.worker.adapters import triton as triton_module
 from tiller.worker.adapters.base import AdapterResources, Delta, EngineRequest
 from tiller.worker.adapters.triton import TritonAdapter
@@ -340,6 +346,13 @@ def test_http_generate_on_a_decoupled_model(server: TritonServer) -> None:
         ("StatusCode.UNAUTHENTICATED", "no token", EngineError, False),
         (None, "Request for unknown model: 'x' is not found", EngineError, False),
         (None, "inference input 'a' data-type is 'INT64'", InvalidRequest, False),
+        (  # vLLM's Triton backend, inside a stream (no status): the client's 400, not a retry
+            None,
+            "Error generating stream: The decoder prompt (length 9000) is longer than the "
+            "maximum model length of 4096.",
+            ContextLengthExceeded,
+            False,
+        ),
         (
             None,
             "Traceback (most recent call last):\n  x\nValueError: boom\n",

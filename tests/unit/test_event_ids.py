@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tiller.common.events import CLAIM, DELTA, DONE, Event, coalesce, newer
+from tiller.common.events import CLAIM, DELTA, DONE, Delivered, Event, coalesce, newer
 
 
 def delta(entry_id: str, text: str) -> Event:
@@ -29,3 +29,11 @@ def test_claims_carry_no_answer_and_are_dropped() -> None:
     assert coalesce([claim]) == []
     merged = coalesce([delta("1-0", "a"), claim, delta("3-0", "b")])
     assert merged == [Event("3-0", DELTA, {"text": "ab", "n": 2})]
+
+
+def test_a_delta_without_text_still_counts_as_delivered() -> None:
+    """A tool call or another choice's chunk has no `text`: a retry must not send it again."""
+    call = [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{"}}]}}]
+    delivered = Delivered.of([Event("1-0", DELTA, {"text": "", "n": 1, "c": [call]})])
+    assert delivered.any and delivered.text == ""
+    assert not Delivered.of([]).any

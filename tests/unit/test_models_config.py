@@ -120,6 +120,14 @@ def test_adapter_options_reach_the_table_as_json() -> None:
     assert table.resolve("small").deployments[0].options_json == ""
 
 
+def test_a_triton_deployment_without_options_is_refused() -> None:
+    source = GOOD.replace("adapter: openai", "adapter: triton").replace(
+        "http://llamacpp:8080/v1", "triton:8001"
+    )
+    with pytest.raises(ConfigError, match=r"deployments\[0\]\.options: inputs"):
+        parse(source)
+
+
 def test_a_grpc_endpoint_is_host_and_port() -> None:
     source = GOOD.replace("adapter: openai", "adapter: triton").replace(
         "http://llamacpp:8080/v1", "grpc://triton:8001"

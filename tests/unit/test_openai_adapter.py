@@ -60,3 +60,11 @@ def test_an_error_inside_the_stream_is_raised() -> None:
         adapter._parse_line(b'data: {"error": {"message": "oom"}}')
     with pytest.raises(EngineError):
         adapter._parse_line(b"data: {not json")
+
+
+def test_a_refused_key_is_not_quoted_to_the_client() -> None:
+    body = error_body("Incorrect API key provided: sk-proj-abcd1234. Find yours at ...")
+    for status in (401, 403):
+        error = adapter._status_error(status, body)
+        assert type(error) is EngineError and "sk-" not in error.message
+        assert f"refused Tiller's credentials ({status})" in error.message

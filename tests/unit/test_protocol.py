@@ -139,7 +139,7 @@ def test_answer_shaping_parameters_pass_through_as_written() -> None:
         "n": 2,
     }
     assert chat.sampling.seed == 7  # a sampling parameter, not a pass-through one
-    assert parse_chat(body(n=1, logprobs=None)).extra == {}
+    assert parse_chat(body(n=1, logprobs=None, logit_bias={})).extra == {}
 
 
 def test_a_tool_round_trip_keeps_the_calls_and_their_ids() -> None:

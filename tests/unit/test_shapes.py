@@ -25,3 +25,29 @@ def test_reset_durations_use_openai_format() -> None:
     assert shapes.duration(1.5) == "1.5s"
     assert shapes.duration(59.2) == "59.2s"
     assert shapes.duration(360) == "6m0s"
+
+
+def test_a_worker_reads_a_newer_gateways_request() -> None:
+    """Fields it does not know are dropped, not fatal (rolling upgrades in either order)."""
+    from tiller.worker.shared import InferenceInput
+
+    data = {
+        "request_id": "r",
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi", "mood": "curious"}],
+        "sampling": {},
+        "stream": False,
+        "target": {
+            "deployment": "d",
+            "adapter": "openai",
+            "endpoint": "http://e/v1",
+            "engine_model": "m",
+            "task_queue": "q",
+            "weight": 3,
+        },
+        "events_key": "k",
+        "timeout_seconds": 1.0,
+        "retry": {},
+    }
+    request = InferenceInput.from_dict(data)
+    assert request.messages[0].content == "hi" and request.target.deployment == "d"

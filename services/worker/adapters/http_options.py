@@ -29,13 +29,16 @@ def check_options(options: dict[str, Any]) -> None:
 def api_key(options: dict[str, Any]) -> str | None:
     """The key the deployment's options point to; EngineError when it is not there."""
     if name := options.get("api_key_env"):
-        value = os.environ.get(name)
+        value = os.environ.get(name, "").strip()
         if not value:
             raise EngineError(f"The engine's API key variable {name} is not set on this worker.")
-        return value.strip()
+        return value
     if path := options.get("api_key_file"):
         try:
-            return Path(path).read_text().strip()
+            value = Path(path).read_text().strip()
         except OSError:
             raise EngineError(f"The engine's API key file {path} cannot be read.") from None
+        if not value:
+            raise EngineError(f"The engine's API key file {path} is empty.")
+        return value
     return None

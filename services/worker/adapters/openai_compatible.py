@@ -246,6 +246,9 @@ def _status_error(status: int, content: bytes) -> TillerError:
         message = str(orjson.loads(content)["error"]["message"])
     except (orjson.JSONDecodeError, KeyError, TypeError):
         message = content[:200].decode(errors="replace") or f"HTTP {status}"
+    if status in (401, 403):
+        # A hosted API may quote the key it refused: the client learns only that it was refused.
+        return EngineError(f"The model engine refused Tiller's credentials ({status}).")
     if status in _RETRYABLE_STATUS:
         return EngineUnavailable(f"The model engine answered {status}: {message}")
     if status in (400, 422):

@@ -422,6 +422,8 @@ def _status_error(status: int, content: bytes, param: str) -> TillerError:
     except (orjson.JSONDecodeError, KeyError, TypeError):
         pass
     detail = detail or content[:200].decode(errors="replace").strip() or f"HTTP {status}"
+    if status in (401, 403):  # a protected endpoint may quote the token it refused
+        return EngineError(f"The model engine refused Tiller's credentials ({status}).")
     return _classify(detail, kind, status, param)
 
 

@@ -35,7 +35,13 @@ import tritonclient.grpc.aio as triton_grpc
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
-from tiller.common.errors import EngineError, EngineUnavailable, InvalidRequest, TillerError
+from tiller.common.errors import (
+    ContextLengthExceeded,
+    EngineError,
+    EngineUnavailable,
+    InvalidRequest,
+    TillerError,
+)
 from tiller.worker.adapters.base import (
     AdapterResources,
     Completion,
@@ -66,6 +72,15 @@ _RETRYABLE = {
 _REQUEST_STATUSES = {"INVALID_ARGUMENT", "OUT_OF_RANGE"}
 # What Triton says inside a decoupled stream, where the gRPC status is lost.
 _NOT_FOUND_HINTS = ("unknown model", "is not found")
+# How LLM backends say a prompt is over-long (vLLM's: "prompt (length N) is longer than the
+# maximum model length"; TensorRT-LLM's: "exceeds maximum input length"), with or without a status.
+_CONTEXT_HINTS = (
+    "maximum model length",
+    "maximum context length",
+    "maximum input length",
+    "context length",
+)
+EMBED_BATCHES_IN_FLIGHT = 8
 _REQUEST_HINTS = (
     "unexpected inference input",
     "unexpected inference output",
@@ -212,12 +227,17 @@ class TritonAdapter(EngineAdapter):
         texts = request.inputs or []
         size = model.max_batch_size if model.max_batch_size > 0 else max(1, len(texts))
         chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
+        # At most this many batches in flight per request: 2,048 texts to a model with
+        # max_batch_size 1 must not become 2,048 calls at once.
+        gate = asyncio.Semaphore(EMBED_BATCHES_IN_FLIGHT)
+
+        async def one(chunk: list[str]) -> tuple[list[list[float]], int]:
+            async with gate:
+                return await self._embed_chunk(request, options, model, chunk)
+
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [
-                    group.create_task(self._embed_chunk(request, options, model, chunk))
-                    for chunk in chunks
-                ]
+                tasks = [group.create_task(one(chunk)) for chunk in chunks]
         except ExceptionGroup as errors:
             raise errors.exceptions[0] from None
         vectors: list[list[float]] = []
@@ -571,6 +591,8 @@ def _classify(error: InferenceServerException | grpc.RpcError, target: Target) -
     detail = _short(message)
     where = f"deployment {target.deployment!r}"
     lowered = message.lower()
+    if any(h in lowered for h in _CONTEXT_HINTS):  # the LLM backends' over-long prompt
+        return ContextLengthExceeded(f"The model engine rejected the prompt: {detail}")
     if code_name == "NOT_FOUND" or (not code_name and any(h in lowered for h in _NOT_FOUND_HINTS)):
         return EngineError(f"Triton has no model {target.engine_model!r} ({where}): {detail}")
     if code_name in _REQUEST_STATUSES or (
