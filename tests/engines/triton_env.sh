@@ -12,6 +12,11 @@ VENV=$CACHE/pytriton-$VERSION
 STAMP=$VENV/.complete
 PYTHON=${PYTHON:-python3}
 
+venv_pip() {
+  # This machine's pip config names local indexes that may be absent: one warning per package.
+  "$VENV/bin/python" -m pip "$@" 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
+}
+
 if [ ! -f "$STAMP" ]; then
   mkdir -p "$CACHE"
   exec 9>"$CACHE/.pytriton-$VERSION.lock"
@@ -20,8 +25,8 @@ if [ ! -f "$STAMP" ]; then
     echo "triton_env: installing nvidia-pytriton==$VERSION into $VENV (first run only)..." >&2
     rm -rf "$VENV"
     "$PYTHON" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-    "$VENV/bin/python" -m pip install --quiet "nvidia-pytriton==$VERSION" >&2
+    venv_pip install --quiet --upgrade pip >&2
+    venv_pip install --quiet "nvidia-pytriton==$VERSION" >&2
     "$VENV/bin/python" -c 'import pytriton.triton' >&2
     touch "$STAMP"
   fi

