@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +44,7 @@ ENGINE_MODELS = """\
         engine_model: tiny-llama
         task_queue: engines.vllm
         max_concurrency: 8
+        options: {{api_key_env: VLLM_TIER_API_KEY}}  # vLLM runs with --api-key
     fallbacks: [demo]
   vllm-tiny-alone:  # the same engine with no fallback: its failures reach the client
     retry: {{max_attempts: 2, initial_interval_seconds: 0.2, maximum_interval_seconds: 0.5}}
@@ -51,6 +55,14 @@ ENGINE_MODELS = """\
         engine_model: tiny-llama
         task_queue: engines.vllm-alone
         max_concurrency: 8
+        options: {{api_key_env: VLLM_TIER_API_KEY}}
+  vllm-tiny-keyless:  # the same engine without its key: refused by vLLM
+    deployments:
+      - name: vllm-cpu-keyless
+        adapter: vllm
+        endpoint: {vllm_url}
+        engine_model: tiny-llama
+        task_queue: engines.vllm-keyless
   vllm-tiny-embed:
     deployments:
       - name: vllm-cpu-pooling
@@ -101,6 +113,10 @@ ENGINE_MODELS = """\
 """
 
 
+# The generation server's key: the worker reads it from the variable its deployments name.
+VLLM_KEY = "tier-" + secrets.token_hex(8)
+
+
 @dataclass
 class Engines:
     base_url: str
@@ -118,7 +134,11 @@ def vllm(
     model_dir = vllm_server.ensure_model(python=python)
     logs = tmp_path_factory.mktemp("vllm")
     generation = vllm_server.launch(
-        model_dir, free_port(), python=python, log_path=logs / "gen.log"
+        model_dir,
+        free_port(),
+        python=python,
+        log_path=logs / "gen.log",
+        extra_args=("--api-key", VLLM_KEY),
     )
     pooling = vllm_server.launch(
         model_dir, free_port(), python=python, embeddings=True, log_path=logs / "embed.log"
@@ -140,7 +160,7 @@ def engines(
 ) -> Iterator[Engines]:
     generation, pooling = vllm
     data_dir = tmp_path_factory.mktemp("engines-stack")
-    env, ports = stack_env(data_dir)
+    env, ports = stack_env(data_dir, VLLM_TIER_API_KEY=VLLM_KEY)
     models = data_dir / "models.yaml"
     with tgi_standin.running() as tgi_url:
         models.write_text(
@@ -288,6 +308,52 @@ def test_an_engine_without_tools_refuses_them_by_name(client: openai.OpenAI) -> 
         chat.create(model="triton-stream", messages=history[:1], tools=[tool])
     assert caught.value.body["param"] == "tools"  # type: ignore[index]
     assert "triton-tiny-stream" in caught.value.body["message"]  # type: ignore[index]
+
+
+def test_the_engines_key_comes_from_the_workers_environment(client: openai.OpenAI) -> None:
+    """vLLM runs with --api-key: the deployments that name the variable holding it answer, the
+    one that does not is refused by vLLM, and the client hears of it without the key."""
+    assert sdk_script.chat(client, "vllm-tiny-alone", max_tokens=2).whole
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(
+            model="vllm-tiny-keyless", messages=[{"role": "user", "content": "hi"}]
+        )
+    print(f"\nwithout the key: {caught.value.status_code} {caught.value.body}")
+    assert caught.value.status_code == 502 and VLLM_KEY not in str(caught.value.body)
+
+
+def test_a_client_that_leaves_aborts_the_request_in_vllm(
+    client: openai.OpenAI, engines: Engines
+) -> None:
+    """vLLM counts every token it generates (aborted requests are not in its success counts):
+    once the request is gone from its running set, it must have stopped far short of max_tokens."""
+
+    def metric(name: str) -> float:
+        metrics = urllib.request.urlopen(engines.vllm.url.removesuffix("/v1") + "/metrics")
+        for line in metrics.read().decode().splitlines():
+            if line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        raise AssertionError(f"vLLM reports no {name}")
+
+    before = metric("vllm:generation_tokens_total")
+    stream = client.chat.completions.create(
+        model="vllm-tiny-alone",
+        messages=[{"role": "user", "content": "go on"}],
+        max_tokens=480,  # about 2 s on this CPU: still generating when the client leaves
+        stream=True,
+    )
+    next(iter(stream))
+    left = time.monotonic()
+    stream.close()
+    time.sleep(0.1)
+    while metric("vllm:num_requests_running") > 0:
+        assert time.monotonic() - left < 10
+        time.sleep(0.02)
+    generated = metric("vllm:generation_tokens_total") - before
+    print(
+        f"\nvLLM stopped {time.monotonic() - left:.2f} s after the client left: {generated:.0f} of 480 tokens"
+    )
+    assert generated < 480
 
 
 def test_a_killed_vllm_is_retried_then_the_fallback_answers(

@@ -96,13 +96,15 @@ class VllmServer:
             time.sleep(0.1)
 
     def wait_ready(self, timeout: float = 300.0) -> None:
-        """Wait until GET /v1/models answers; stop the server and raise if it never does."""
+        """Wait until GET /health answers (it needs no key, unlike /v1 with --api-key); stop
+        the server and raise if it never does."""
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"vLLM exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/models", timeout=5) as response:
+                health = self.url.removesuffix("/v1") + "/health"
+                with urllib.request.urlopen(health, timeout=5) as response:
                     if response.status == 200:
                         return
             except OSError:  # URLError included: not listening yet
@@ -172,7 +174,7 @@ def launch(
 
 
 def start(model_dir: Path | str, port: int, *, timeout: float = 300.0, **kw: Any) -> VllmServer:
-    """Start vLLM's OpenAI server and return once GET /v1/models answers (see launch)."""
+    """Start vLLM's OpenAI server and return once GET /health answers (see launch)."""
     server = launch(model_dir, port, **kw)
     server.wait_ready(timeout)
     return server
