@@ -13,6 +13,8 @@ import json
 import os
 import secrets
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ import pytest
 from tests.engines import sdk_script, tgi_standin, vllm_server
 from tests.engines.conftest import TritonServer
 from tests.support import (
+    ROOT,
     TEST_MODELS,
     closed_port,
     free_port,
@@ -183,6 +186,18 @@ def engines(
             stop_up(process)
 
 
+def run_sdk_script(engines: Engines, model: str, *args: str) -> str:
+    argv = ["--base-url", engines.base_url, "--key", engines.key, *args, model]
+    return subprocess.run(
+        [sys.executable, "-m", "tests.engines.sdk_script", *argv],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout.strip()
+
+
 @pytest.fixture
 def client(engines: Engines) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=engines.base_url, api_key=engines.key, max_retries=0) as client:
@@ -192,9 +207,11 @@ def client(engines: Engines) -> Iterator[openai.OpenAI]:
 @pytest.mark.parametrize(
     "model", ["vllm-tiny", "triton-text", "triton-stream", "tgi-standin", "demo"]
 )
-def test_the_same_sdk_script_answers_from_every_engine(client: openai.OpenAI, model: str) -> None:
+def test_the_same_sdk_script_answers_from_every_engine(
+    client: openai.OpenAI, engines: Engines, model: str
+) -> None:
+    print("\n" + run_sdk_script(engines, model))  # the script as a user runs it
     answers = sdk_script.chat(client, model)
-    print(f"\n{model}: {answers}")
     assert answers.whole and answers.streamed
     # Greedy decoding (temperature 0): the same text whole and streamed, on every engine.
     assert answers.whole == answers.streamed
@@ -214,9 +231,9 @@ def test_engines_answer_as_themselves(client: openai.OpenAI) -> None:
 
 
 @pytest.mark.parametrize("model", ["vllm-tiny-embed", "triton-embed"])
-def test_embeddings(client: openai.OpenAI, model: str) -> None:
+def test_embeddings(client: openai.OpenAI, engines: Engines, model: str) -> None:
+    print("\n" + run_sdk_script(engines, model, "--embeddings"))
     vectors = sdk_script.embed(client, model)
-    print(f"\n{model}: {len(vectors)} x {len(vectors[0])}")
     assert len(vectors) == 3 and len(vectors[0]) == len(vectors[1]) >= 8
     assert vectors[0] == pytest.approx(vectors[2], abs=1e-5)
     assert vectors[0] != pytest.approx(vectors[1], abs=1e-5)
