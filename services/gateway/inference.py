@@ -41,6 +41,7 @@ from tiller.protos.router.v1 import router_pb2
 from tiller.worker.shared import (
     HEARTBEAT_TIMEOUT_SECONDS,
     QUEUE_TIMEOUT_SECONDS,
+    SAMPLING_FIELDS,
     InferenceInput,
     InferenceResult,
     Message,
@@ -387,14 +388,7 @@ def with_defaults(sampling: Sampling, defaults: router_pb2.SamplingDefaults) -> 
     return dataclasses.replace(sampling, **filled) if filled else sampling
 
 
-DEFAULTABLE = (
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "seed",
-    "presence_penalty",
-    "frequency_penalty",
-)
+DEFAULTABLE = tuple(name for name in SAMPLING_FIELDS if name != "stop")  # stop is a list
 
 
 def with_system_prompt(messages: list[Message], system_prompt: str) -> list[Message]:

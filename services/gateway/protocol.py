@@ -23,7 +23,7 @@ from pydantic import (
 
 from tiller.common.errors import InvalidRequest
 from tiller.common.paths import key_path
-from tiller.worker.shared import Message, Sampling
+from tiller.worker.shared import PASSTHROUGH, Message, Sampling
 
 # Known OpenAI parameters this gateway does not implement (the first two are deprecated: tools
 # and tool_choice replace them).
@@ -31,16 +31,7 @@ UNSUPPORTED = ("functions", "function_call", "audio", "modalities", "prediction"
 
 # Parameters passed through to the engine as given (after a type check), answered in the
 # engine's own words: tool calls, log probabilities, several choices, structured output.
-CHAT_PASSTHROUGH = (
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "response_format",
-    "logprobs",
-    "top_logprobs",
-    "logit_bias",
-    "n",
-)
+CHAT_PASSTHROUGH = PASSTHROUGH
 COMPLETION_PASSTHROUGH = ("logprobs", "logit_bias", "n")
 
 

@@ -46,6 +46,22 @@ class Sampling:
     frequency_penalty: float | None = None
 
 
+# Sampling parameters, by name (models.yaml defaults, Triton input tensors).
+SAMPLING_FIELDS = tuple(f.name for f in fields(Sampling))
+# OpenAI chat parameters passed to the engine as the client wrote them (InferenceInput.extra);
+# legacy completions take `logprobs`, `logit_bias` and `n` of them.
+PASSTHROUGH = (
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "n",
+)
+
+
 @dataclass
 class Target:
     """The engine deployment one attempt runs against."""

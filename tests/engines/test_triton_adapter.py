@@ -1,7 +1,7 @@
 """The Triton adapter against a real Triton Inference Server (pytriton's, on CPU).
 
 The server (tests/engines/triton_server.py, started by conftest.py) runs in the Python of
-$TILLER_TRITON_PYTHON, a cached venv with `nvidia-pytriton` (tests/engines/triton_env.sh).
+$TILLER_TRITON_PYTHON, a cached venv with `nvidia-pytriton` (tests/engines/engine_env.sh triton).
 pytriton pins protobuf<7, so it cannot live in the worker's venv; the adapter's tritonclient can.
 """
 

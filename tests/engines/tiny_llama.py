@@ -1,6 +1,6 @@
 """Build a tiny random Llama (tokenizer, chat template, float32 safetensors) for engine tests.
 
-Run with the vLLM venv's python (tests/engines/vllm_env.sh prints it):
+Run with the vLLM venv's python (tests/engines/engine_env.sh vllm prints it):
     python tests/engines/tiny_llama.py DIR
 Offline and deterministic: the SentencePiece tokenizer is trained on Python stdlib sources and
 the weights come from a fixed seed. A DIR that already holds a built model is left as it is.

@@ -1,7 +1,7 @@
 """Start and stop a real vLLM OpenAI server on CPU, for the tests that talk to a real engine.
 
-Standard library only, so any python can import it. The venv comes from vllm_env.sh (cached) and
-the model from tiny_llama.py (built once into the directory given). From pytest:
+Standard library only, so any python can import it. The venv comes from `engine_env.sh vllm`
+(cached) and the model from tiny_llama.py (built once into the directory given). From pytest:
 
     model_dir = vllm_server.ensure_model()  # the venv and the model: built once, then cached
     server = vllm_server.start(model_dir, port)  # chat, completions, tools; waits until ready
@@ -54,7 +54,7 @@ EMBEDDING_ARGS = ("--runner", "pooling", "--convert", "embed")
 def venv_python() -> str:
     """The vLLM venv's python, installing it the first time (minutes; then instant)."""
     out = subprocess.run(
-        ["bash", str(HERE / "vllm_env.sh")], check=True, stdout=subprocess.PIPE, text=True
+        ["bash", str(HERE / "engine_env.sh"), "vllm"], check=True, stdout=subprocess.PIPE, text=True
     ).stdout
     return out.strip().splitlines()[-1]
 

@@ -30,7 +30,7 @@ from tiller.worker.adapters.base import (
     EngineRequest,
 )
 from tiller.worker.adapters.http_options import api_key
-from tiller.worker.shared import Message, Target, Usage
+from tiller.worker.shared import PASSTHROUGH, Message, Target, Usage
 
 _RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 _CONTEXT_HINTS = ("context length", "context_length", "maximum context", "too many tokens")
@@ -40,18 +40,7 @@ _JSON = {"content-type": "application/json"}
 class OpenAICompatibleAdapter(EngineAdapter):
     # vLLM, llama.cpp, SGLang and hosted APIs take these as OpenAI defines them; an engine
     # without one answers 400, which reaches the client as the engine's own reason.
-    passthrough = frozenset(
-        {
-            "tools",
-            "tool_choice",
-            "parallel_tool_calls",
-            "response_format",
-            "logprobs",
-            "top_logprobs",
-            "logit_bias",
-            "n",
-        }
-    )
+    passthrough = frozenset(PASSTHROUGH)
 
     async def stream(self, request: EngineRequest) -> AsyncIterator[Delta]:
         body = orjson.dumps(_body(request, stream=True))
@@ -64,19 +53,9 @@ class OpenAICompatibleAdapter(EngineAdapter):
             ) as response:
                 if response.status != 200:
                     raise _status_error(response.status, await response.read())
-                # Whatever arrived in one read is parsed in one go: a fast engine's deltas reach
-                # the activity back to back, which publishes them as one event (coalescing).
-                pending = b""
                 raw = bool(request.extra)
-                async for data in response.content.iter_any():
-                    lines = (pending + data).split(b"\n")
-                    pending = lines.pop()
-                    for line in lines:
-                        delta = _parse_line(line, raw)
-                        if delta is not None:
-                            yield delta
-                if pending:
-                    delta = _parse_line(pending, raw)
+                async for line in sse_lines(response):
+                    delta = _parse_line(line, raw)
                     if delta is not None:
                         yield delta
         except (aiohttp.ClientError, TimeoutError) as error:
@@ -138,6 +117,20 @@ class OpenAICompatibleAdapter(EngineAdapter):
                 return response.status == 200
         except (aiohttp.ClientError, TimeoutError, EngineError):
             return False
+
+
+async def sse_lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """The lines of a server-sent event stream. Whatever arrived in one read is split in one go:
+    a fast engine's deltas reach the activity back to back, which publishes them as one event
+    (coalescing); a line cut between reads waits for its end."""
+    pending = b""
+    async for data in response.content.iter_any():
+        lines = (pending + data).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            yield line
+    if pending:
+        yield pending
 
 
 def headers(target: Target) -> dict[str, str]:

@@ -57,6 +57,7 @@ from tiller.worker.adapters.openai_compatible import (
     engine_timeout,
     headers,
     message,
+    sse_lines,
     transport_error,
     usage_of,
 )
@@ -313,16 +314,8 @@ def _finish(reason: Any) -> str:
 
 async def _events(response: aiohttp.ClientResponse, param: str) -> AsyncIterator[dict[str, Any]]:
     """The JSON data of each server-sent event; an error event is raised, classified."""
-    pending = b""
-    async for data in response.content.iter_any():
-        lines = (pending + data).split(b"\n")
-        pending = lines.pop()
-        for line in lines:
-            event = _parse_line(line, param)
-            if event is not None:
-                yield event
-    if pending:
-        event = _parse_line(pending, param)
+    async for line in sse_lines(response):
+        event = _parse_line(line, param)
         if event is not None:
             yield event
 

@@ -35,16 +35,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tiller.worker.shared import SAMPLING_FIELDS
+
 # Sampling fields of a request that may be sent as an input tensor.
-SAMPLING_INPUTS = (
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "seed",
-    "presence_penalty",
-    "frequency_penalty",
-    "stop",
-)
+SAMPLING_INPUTS = SAMPLING_FIELDS
 INPUT_FIELDS = ("prompt", *SAMPLING_INPUTS, "stream", "sampling_parameters")
 OUTPUT_FIELDS = ("text", "embedding", "completion_tokens", "prompt_tokens")
 STREAM_OUTPUTS = ("delta", "cumulative")
