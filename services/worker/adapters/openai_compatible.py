@@ -108,15 +108,18 @@ class OpenAICompatibleAdapter(EngineAdapter):
         return Embeddings(vectors, usage.prompt_tokens)
 
     async def health(self, target: Target) -> bool:
-        try:
-            async with self.resources.http.get(
-                f"{target.endpoint}/models",
-                headers=headers(target),
-                timeout=aiohttp.ClientTimeout(total=2.0),
-            ) as response:
-                return response.status == 200
-        except (aiohttp.ClientError, TimeoutError, EngineError):
-            return False
+        return await answers_get(self.resources.http, f"{target.endpoint}/models", target)
+
+
+async def answers_get(http: aiohttp.ClientSession, url: str, target: Target) -> bool:
+    """Whether GET `url` (with the deployment's key) answers 200 within 2 s: a health check."""
+    try:
+        async with http.get(
+            url, headers=headers(target), timeout=aiohttp.ClientTimeout(total=2.0)
+        ) as response:
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError, EngineError):
+        return False
 
 
 async def sse_lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:

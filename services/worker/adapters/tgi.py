@@ -54,6 +54,7 @@ from tiller.common.errors import (
 )
 from tiller.worker.adapters.base import Completion, Delta, EngineAdapter, EngineRequest
 from tiller.worker.adapters.openai_compatible import (
+    answers_get,
     engine_timeout,
     headers,
     message,
@@ -164,15 +165,7 @@ class TGIAdapter(EngineAdapter):
         return Completion(text, finish, usage, choices=choices)
 
     async def health(self, target: Target) -> bool:
-        try:
-            async with self.resources.http.get(
-                f"{_base(target)}/health",
-                headers=headers(target),
-                timeout=aiohttp.ClientTimeout(total=2.0),
-            ) as response:
-                return response.status == 200
-        except (aiohttp.ClientError, TimeoutError, EngineError):
-            return False
+        return await answers_get(self.resources.http, f"{_base(target)}/health", target)
 
 
 # --- requests --------------------------------------------------------------------------------
