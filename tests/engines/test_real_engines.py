@@ -343,7 +343,7 @@ def test_a_client_that_leaves_aborts_the_request_in_vllm(
     client: openai.OpenAI, engines: Engines
 ) -> None:
     """vLLM counts every token it generates (aborted requests are not in its success counts):
-    once the request is gone from its running set, it must have stopped far short of max_tokens."""
+    once the request is gone from its running set, it must have stopped short of max_tokens."""
 
     def metric(name: str) -> float:
         metrics = urllib.request.urlopen(engines.vllm.url.removesuffix("/v1") + "/metrics")
@@ -356,7 +356,7 @@ def test_a_client_that_leaves_aborts_the_request_in_vllm(
     stream = client.chat.completions.create(
         model="vllm-tiny-alone",
         messages=[{"role": "user", "content": "go on"}],
-        max_tokens=480,  # about 2 s on this CPU: still generating when the client leaves
+        max_tokens=4000,  # seconds on this CPU: still generating when the client leaves
         stream=True,
     )
     next(iter(stream))
@@ -368,9 +368,9 @@ def test_a_client_that_leaves_aborts_the_request_in_vllm(
         time.sleep(0.02)
     generated = metric("vllm:generation_tokens_total") - before
     print(
-        f"\nvLLM stopped {time.monotonic() - left:.2f} s after the client left: {generated:.0f} of 480 tokens"
+        f"\nvLLM stopped {time.monotonic() - left:.2f} s after the client left: {generated:.0f} of 4000 tokens"
     )
-    assert generated < 480
+    assert generated < 4000
 
 
 def test_a_killed_vllm_is_retried_then_the_fallback_answers(

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 SEED = 0
 VOCAB = 1000
-MAX_POSITIONS = 512
+MAX_POSITIONS = 4096  # long answers: a test must still be generating when its client leaves
 DONE = ".tiny-llama-complete"
 
 # Plain-text roles, one turn per line block, each closed by the EOS token. The final message's

@@ -38,7 +38,7 @@ CACHE = Path(os.environ.get("TILLER_ENGINE_CACHE", Path.home() / ".cache" / "til
 _BUILDER = hashlib.sha256((HERE / "tiny_llama.py").read_bytes()).hexdigest()[:12]
 DEFAULT_MODEL_DIR = CACHE / f"tiny-llama-{_BUILDER}"
 MODEL_NAME = "tiny-llama"
-MAX_MODEL_LEN = 512
+MAX_MODEL_LEN = 4096
 # One runner per server: generation (chat, completions, tools) or pooling (embeddings).
 GENERATION_ARGS = (
     # Tool calls as <tool_call>{json}</tool_call>; the parser needs no special tokens.
