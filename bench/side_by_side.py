@@ -339,7 +339,7 @@ async def make_key(redis_url: str) -> str:
 
     redis = Redis.from_url(redis_url)
     try:
-        created = await KeyStore(redis, "tiller:").create(
+        created = await KeyStore(redis, "tiller:").issue(
             "bench", role="member", rpm=10_000_000, concurrency=100_000
         )
     finally:

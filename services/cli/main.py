@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from tiller.cli import admin
+
 
 def _service(module: str) -> Callable[[], None]:
     def run() -> None:
@@ -40,7 +42,10 @@ def main(argv: list[str] | None = None) -> None:
     up.add_argument("--models", help="models.yaml to serve (default: the demo model)")
     for name, (help_text, _) in SERVICES.items():
         commands.add_parser(name, help=f"run {help_text} (settings from the environment)")
+    admin.add_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in ("keys", "teams", "usage"):
+        sys.exit(admin.run(args))
     if args.command == "up":
         from tiller.cli.up import run_up
 

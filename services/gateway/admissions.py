@@ -28,9 +28,8 @@ class Admitter:
         self._pending: list[_Waiting] = []
         self._sender: asyncio.Task[None] | None = None
 
-    async def admit(self, api_key: str, request_id: str, model: str) -> quota_pb2.Admission:
+    async def admit(self, request: quota_pb2.AdmitRequest) -> quota_pb2.Admission:
         """The admission, or the TillerError quota refused it with."""
-        request = quota_pb2.AdmitRequest(api_key=api_key, request_id=request_id, model=model)
         future: asyncio.Future[quota_pb2.Admission] = asyncio.get_running_loop().create_future()
         self._pending.append((request, future))
         if self._sender is None or self._sender.done():

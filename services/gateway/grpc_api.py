@@ -15,7 +15,8 @@ import grpc
 from tiller.common import events
 from tiller.common.errors import ServiceUnavailable, TillerError
 from tiller.common.grpc_server import translate_errors
-from tiller.gateway.http_api import PRIORITY_HEADER, bearer_key, requested_priority
+from tiller.common.model_access import model_allowed
+from tiller.gateway.callers import PRIORITY_HEADER, bearer_key, requested_priority
 from tiller.gateway.inference import Call, Inference, result_of
 from tiller.gateway.protocol import ChatRequest, parse_chat, parse_completion, parse_embeddings
 from tiller.protos.inference.v1 import inference_pb2, inference_pb2_grpc
@@ -96,12 +97,13 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         self, request: inference_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.ListModelsResponse:
         metadata = dict(context.invocation_metadata() or ())
-        await self.inference.authenticate(bearer_key(metadata.get("authorization")))
+        principal = await self.inference.authenticate(bearer_key(metadata.get("authorization")))
         listing = await self.inference.list_models()
         return inference_pb2.ListModelsResponse(
             models=[
                 inference_pb2.Model(id=name, owned_by=m.owned_by, created=m.created)
                 for m in listing.models
+                if model_allowed(principal.models, m.id, *m.aliases)
                 for name in (m.id, *m.aliases)
             ]
         )

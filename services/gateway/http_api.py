@@ -19,16 +19,22 @@ from starlette.routing import Route
 from tiller.common import events
 from tiller.common.errors import (
     AnswerUnreadable,
-    AuthenticationFailed,
     InvalidRequest,
     NotFound,
-    PayloadTooLarge,
+    PermissionDenied,
     ServiceUnavailable,
     TillerError,
 )
-from tiller.common.priorities import HIGHEST_PRIORITY, LOWEST_PRIORITY
-from tiller.gateway import shapes
+from tiller.common.model_access import model_allowed
+from tiller.gateway import admin_api, shapes
 from tiller.gateway.background import QUEUED, Record
+from tiller.gateway.callers import (
+    PRIORITY_HEADER,
+    JSONResponse,
+    bearer_key,
+    read_json,
+    requested_priority,
+)
 from tiller.gateway.inference import Call, Inference, result_of
 from tiller.gateway.protocol import (
     ChatRequest,
@@ -39,60 +45,13 @@ from tiller.gateway.protocol import (
 
 log = logging.getLogger(__name__)
 SSE_PING_SECONDS = 15
-PRIORITY_HEADER = "x-tiller-priority"
 LAST_EVENT_ID = re.compile(r"^(0|\d{1,20}-\d{1,20})$")
 MAX_STREAM_ID_PART = 2**64 - 1  # Redis refuses larger stream id parts
-
-
-class JSONResponse(Response):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
 
 
 def _inference(request: Request) -> Inference:
     inference: Inference = request.app.state.inference
     return inference
-
-
-def bearer_key(authorization: str | None) -> str:
-    scheme, _, key = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise AuthenticationFailed(
-            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'."
-        )
-    return key.strip()
-
-
-def requested_priority(value: str | None) -> int | None:
-    """The `x-tiller-priority` header: a caller may put its request behind its key's class."""
-    if value is None:
-        return None
-    if not value.strip().isdigit() or not HIGHEST_PRIORITY <= int(value) <= LOWEST_PRIORITY:
-        raise InvalidRequest(
-            f"The {PRIORITY_HEADER} header must be a whole number from {HIGHEST_PRIORITY} "
-            f"(first) to {LOWEST_PRIORITY} (last).",
-            param=PRIORITY_HEADER,
-        )
-    return int(value)
-
-
-async def read_json(request: Request, limit: int) -> Any:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
-    body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > limit:
-            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest(
-            "We could not parse the JSON body of your request. The body must be valid JSON."
-        ) from None
 
 
 async def chat_completions(request: Request) -> Response:
@@ -336,11 +295,12 @@ async def _just_done() -> AsyncIterator[ServerSentEvent]:
 
 async def list_models(request: Request) -> Response:
     inference = _inference(request)
-    await inference.authenticate(bearer_key(request.headers.get("authorization")))
+    principal = await inference.authenticate(bearer_key(request.headers.get("authorization")))
     listing = await inference.list_models()
     data = [
         shapes.model_object(name, m.created, m.owned_by)
         for m in listing.models
+        if model_allowed(principal.models, m.id, *m.aliases)
         for name in (m.id, *m.aliases)
     ]
     return JSONResponse({"object": "list", "data": data})
@@ -348,11 +308,17 @@ async def list_models(request: Request) -> Response:
 
 async def retrieve_model(request: Request) -> Response:
     inference = _inference(request)
-    await inference.authenticate(bearer_key(request.headers.get("authorization")))
+    principal = await inference.authenticate(bearer_key(request.headers.get("authorization")))
     name = request.path_params["model"]
     listing = await inference.list_models()
     for m in listing.models:
         if name == m.id or name in m.aliases:
+            if not model_allowed(principal.models, m.id, *m.aliases):
+                raise PermissionDenied(
+                    f"This key may not use the model `{name}`: it is not among the key's "
+                    "allowed models.",
+                    param="model",
+                )
             return JSONResponse(shapes.model_object(name, m.created, m.owned_by))
     raise NotFound(f"The model `{name}` does not exist.", param="model")
 
@@ -407,6 +373,7 @@ def create_app(inference: Inference) -> Starlette:
             Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            *admin_api.ROUTES,
         ],
         exception_handlers={TillerError: _tiller_error, HTTPException: _http_error},
     )

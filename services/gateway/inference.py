@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from temporalio.service import RPCError
 
 from tiller.common import events
-from tiller.common.errors import AnswerUnreadable, ServiceUnavailable, TillerError
+from tiller.common.errors import AnswerUnreadable, ModelNotFound, ServiceUnavailable, TillerError
 from tiller.common.priorities import DEFAULT_PRIORITY
 from tiller.gateway import executions
 from tiller.gateway.admissions import Admitter
@@ -31,6 +31,7 @@ from tiller.gateway.background import BackgroundRequests, Record
 from tiller.gateway.executions import Execution
 from tiller.gateway.leases import LeaseKeeper
 from tiller.gateway.protocol import ChatRequest
+from tiller.gateway.reservations import reservation
 from tiller.gateway.routes import RouteCache
 from tiller.gateway.settings import GatewaySettings
 from tiller.gateway.settlement import Settler
@@ -107,11 +108,28 @@ class Inference:
         """
         kind = "cmpl" if chat.prompt is not None else "embd" if chat.inputs else "chatcmpl"
         request_id = f"{kind}-{uuid.uuid4().hex}"
-        admission = await self.admitter.admit(api_key, request_id, chat.model)
+        try:
+            route = await self.routes.get(chat.model)
+        except ModelNotFound:
+            await self.authenticate(api_key)  # a bad key hears that first, not which models exist
+            raise
+        sampling = with_defaults(chat.sampling, route.defaults)
+        limits = route.limits
+        admission = await self.admitter.admit(
+            quota_pb2.AdmitRequest(
+                api_key=api_key,
+                request_id=request_id,
+                model=chat.model,
+                served_model=route.model,
+                reserve_tokens=reservation(chat, sampling, self.settings.default_reserve_tokens),
+                model_limits=quota_pb2.Limits(
+                    rpm=limits.rpm, tpm=limits.tpm, concurrency=limits.concurrency
+                ),
+            )
+        )
         key_id = admission.principal.key_id
         queue_class = max(admission.principal.priority or DEFAULT_PRIORITY, priority or 0)
         try:
-            route = await self.routes.get(chat.model)
             request = _activity_input(request_id, chat, route, self.settings.key_prefix)
             execution = await self._start(request, queue_class)
         except BaseException:
@@ -312,12 +330,16 @@ class Call:
         await self.execution.cancel()
 
     def headers(self) -> dict[str, str]:
-        limit = self.admission.requests
+        """x-request-id, and OpenAI's x-ratelimit-* for the tightest limits that apply."""
         headers = {"x-request-id": self.request_id}
-        if limit.limit:
-            headers["x-ratelimit-limit-requests"] = str(limit.limit)
-            headers["x-ratelimit-remaining-requests"] = str(limit.remaining)
-            headers["x-ratelimit-reset-requests"] = duration(limit.reset_seconds)
+        for kind, limit in (
+            ("requests", self.admission.requests),
+            ("tokens", self.admission.tokens),
+        ):
+            if limit.limit:
+                headers[f"x-ratelimit-limit-{kind}"] = str(limit.limit)
+                headers[f"x-ratelimit-remaining-{kind}"] = str(limit.remaining)
+                headers[f"x-ratelimit-reset-{kind}"] = duration(limit.reset_seconds)
         return headers
 
 

@@ -26,6 +26,9 @@ class GatewaySettings:
     start_timeout_seconds: float = 30.0
     # With no event for this long, check that the request's activity is still alive.
     idle_check_seconds: float = 5.0
+    # Tokens reserved for the answer of a request that sets no max_tokens (and whose model has
+    # no default): what tokens-per-minute limits and budgets count until the engine's real count.
+    default_reserve_tokens: int = 1024
     # How long a route from the router is reused; 0 asks the router on every request.
     route_cache_seconds: float = 2.0
     # How long a background request's record (status, result) stays readable after it ends.

@@ -1,18 +1,28 @@
-"""API keys: issued once in plain text, stored only as their SHA-256.
+"""API keys and teams: issued once in plain text, stored only as their SHA-256, with metadata.
 
 Keys are 256 random bits, so a plain hash is as strong as a slow one here and keeps every check
-one Redis lookup. All of one key's Redis entries share a hash tag, so the admission script
-touches a single slot in Redis Cluster too. The key id (the first 16 hex digits of the hash) is
-what logs, usage and leases name.
+one Redis lookup. The key id (the first 16 hex digits of the hash) is what logs, usage, leases
+and the admin API name; the key itself is shown once, at creation (or rotation).
+
+A key's record holds who it is for (name, owner, team), its role, the models it may use (glob
+patterns; none means all), its own limits (requests and tokens per minute, concurrent requests,
+tokens per day and per month; 0 = none), its queue priority class and an optional expiry. A
+team's record holds the same limits, shared by its keys.
+
+Every quota entry lives under one Redis hash tag (`{quota}`), so one Lua script can check and
+count a key, its team and its model atomically, in Redis Cluster too (one slot).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -21,7 +31,10 @@ from tiller.common.redis_text import text
 
 KEY_PREFIX = "tk-"
 ROLES = ("admin", "member", "viewer")
+LIMITS = ("rpm", "tpm", "concurrency", "tokens_per_day", "tokens_per_month")
 _KEY_ID = re.compile(r"^[0-9a-f]{16}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
+_MODEL_GLOB = re.compile(r"^[A-Za-z0-9._:/*?-]{1,128}$")
 
 
 def new_key() -> str:
@@ -40,34 +53,93 @@ def valid_key_id(key_id: str) -> bool:
     return bool(_KEY_ID.match(key_id))
 
 
+def lua_pattern(glob: str) -> str:
+    """A model glob (`llama-*`, `gpt-?`) as an anchored Lua pattern, for the admission script."""
+    out = []
+    for char in glob:
+        if char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        elif char in "^$()%.[]+-":
+            out.append("%" + char)
+        else:
+            out.append(char)
+    return "^" + "".join(out) + "$"
+
+
 @dataclass(frozen=True)
-class KeyLayout:
-    """Where one key's entries live in Redis."""
+class Limits:
+    """Per minute, at once, per day and per month; 0 = no limit."""
 
-    prefix: str
+    rpm: int = 0
+    tpm: int = 0
+    concurrency: int = 0
+    tokens_per_day: int = 0
+    tokens_per_month: int = 0
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any]) -> Limits:
+        values = {}
+        for name in LIMITS:
+            value = data.get(name) or 0
+            if isinstance(value, bytes | str):
+                value = int(text(value) or 0)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a whole number, 0 or more")
+            values[name] = value
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """What an admin says about a key: everything but its secret and its bookkeeping."""
+
+    name: str
+    role: str = "member"
+    owner: str = ""
+    team: str = ""
+    models: tuple[str, ...] = ()  # glob patterns of model names or aliases; () = every model
+    limits: Limits = field(default_factory=Limits)
+    priority: int = DEFAULT_PRIORITY
+    expires_at: int = 0  # unix seconds; 0 = never
+
+    def check(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(
+                "name: 1-128 letters, digits and ._:@/- (starting with one of the first two)"
+            )
+        if self.role not in ROLES:
+            raise ValueError(f"role: one of {', '.join(ROLES)}")
+        if self.team and not _NAME.match(self.team):
+            raise ValueError("team: 1-128 letters, digits and ._:@/-")
+        if len(self.owner) > 256:
+            raise ValueError("owner: at most 256 characters")
+        for pattern in self.models:
+            if not _MODEL_GLOB.match(pattern):
+                raise ValueError(f"models: {pattern!r} is not a model name or glob pattern")
+        if not HIGHEST_PRIORITY <= self.priority <= LOWEST_PRIORITY:
+            raise ValueError(f"priority: {HIGHEST_PRIORITY} (first) to {LOWEST_PRIORITY}")
+        if self.expires_at < 0:
+            raise ValueError("expires_at: unix seconds, or 0 for never")
+
+
+@dataclass(frozen=True)
+class KeyRecord:
     key_id: str
+    spec: KeySpec
+    created: int
+    revoked: bool = False
 
     @property
-    def _base(self) -> str:
-        return f"{self.prefix}{{{self.key_id}}}"
+    def expired(self) -> bool:
+        return bool(self.spec.expires_at) and self.spec.expires_at <= time.time()
 
-    def record(self, full_digest: str) -> str:
-        return f"{self._base}:key:{full_digest}"
-
-    @property
-    def requests(self) -> str:
-        return f"{self._base}:rpm"
-
-    @property
-    def leases(self) -> str:
-        return f"{self._base}:leases"
-
-    def usage(self, day: str) -> str:
-        return f"{self._base}:usage:{day}"
-
-    def settled(self, request_id: str) -> str:
-        """Marks a request as settled, so settling it again changes nothing."""
-        return f"{self._base}:settled:{request_id}"
+    def public(self) -> dict[str, Any]:
+        """What the admin API shows of a key: never the key, nor its hash."""
+        spec = asdict(self.spec)
+        spec["models"] = list(self.spec.models)
+        return {"id": self.key_id, **spec, "created": self.created, "revoked": self.revoked}
 
 
 @dataclass(frozen=True)
@@ -76,51 +148,170 @@ class NewKey:
     key_id: str
 
 
+@dataclass(frozen=True)
+class QuotaLayout:
+    """Where quota entries live in Redis: all in one hash slot (`{quota}`)."""
+
+    prefix: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}{{quota}}:"
+
+    def record(self, full_digest: str) -> str:
+        return f"{self.base}key:{full_digest}"
+
+    def by_id(self, key_id: str) -> str:
+        return f"{self.base}id:{key_id}"
+
+    @property
+    def keys(self) -> str:
+        return f"{self.base}keys"
+
+    def team(self, name: str) -> str:
+        return f"{self.base}team:{name}"
+
+    @property
+    def teams(self) -> str:
+        return f"{self.base}teams"
+
+    def usage(self, day: str) -> str:
+        return f"{self.base}usage:{day}"
+
+
 class KeyStore:
     def __init__(self, redis: Redis, prefix: str) -> None:
-        self.redis, self.prefix = redis, prefix
+        self.redis, self.layout = redis, QuotaLayout(prefix)
 
-    def layout(self, key_id: str) -> KeyLayout:
-        return KeyLayout(self.prefix, key_id)
-
-    async def create(
-        self,
-        name: str,
-        role: str = "member",
-        rpm: int = 0,
-        concurrency: int = 0,
-        api_key: str | None = None,
-        priority: int = DEFAULT_PRIORITY,
-    ) -> NewKey:
-        if role not in ROLES:
-            raise ValueError(f"role must be one of {', '.join(ROLES)}")
-        if not HIGHEST_PRIORITY <= priority <= LOWEST_PRIORITY:
-            raise ValueError(f"priority must be {HIGHEST_PRIORITY} (first) to {LOWEST_PRIORITY}")
+    async def create(self, spec: KeySpec, api_key: str | None = None) -> NewKey:
+        spec.check()
+        if spec.team and not await self.redis.exists(self.layout.team(spec.team)):
+            raise LookupError(f"team: no team {spec.team!r} (create it first)")
         api_key = api_key or new_key()
         full = digest(api_key)
         key_id = full[:16]
-        await self.redis.hset(
-            self.layout(key_id).record(full),
-            mapping={
-                "id": key_id,
-                "name": name,
-                "role": role,
-                "rpm": rpm,
-                "concurrency": concurrency,
-                "priority": priority,
-                "created": int(time.time()),
-                "revoked": 0,
-            },
-        )
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.layout.record(full), mapping=_record_fields(key_id, spec))  # type: ignore[arg-type]
+            pipe.set(self.layout.by_id(key_id), full)
+            pipe.sadd(self.layout.keys, key_id)
+            await pipe.execute()
         return NewKey(api_key, key_id)
+
+    async def issue(
+        self, name: str, *, role: str = "member", priority: int = DEFAULT_PRIORITY, **limits: int
+    ) -> NewKey:
+        """A key with just these settings (every model, no team, no expiry)."""
+        return await self.create(
+            KeySpec(name, role=role, priority=priority, limits=Limits.of(limits))
+        )
+
+    async def get(self, key_id: str) -> KeyRecord:
+        full = await self._digest(key_id)
+        raw: dict[bytes, bytes] = await self.redis.hgetall(self.layout.record(full))  # type: ignore[assignment]
+        return _record(raw)
+
+    async def list(self) -> list[KeyRecord]:
+        ids = sorted(text(i) for i in await self.redis.smembers(self.layout.keys))
+        records = []
+        for key_id in ids:
+            try:
+                records.append(await self.get(key_id))
+            except LookupError:
+                continue  # removed meanwhile
+        return records
+
+    async def revoke(self, key_id: str) -> KeyRecord:
+        """Refused by every replica from the next request on: the record itself says so."""
+        full = await self._digest(key_id)
+        await self.redis.hset(self.layout.record(full), "revoked", 1)
+        return await self.get(key_id)
+
+    async def rotate(self, key_id: str) -> tuple[NewKey, KeyRecord]:
+        """A new key with the same metadata; the old one is revoked in the same step."""
+        old = await self.get(key_id)
+        api_key = new_key()
+        full, old_full = digest(api_key), await self._digest(key_id)
+        new_id = full[:16]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.layout.record(full), mapping=_record_fields(new_id, old.spec))  # type: ignore[arg-type]
+            pipe.set(self.layout.by_id(new_id), full)
+            pipe.sadd(self.layout.keys, new_id)
+            pipe.hset(self.layout.record(old_full), "revoked", 1)
+            await pipe.execute()
+        return NewKey(api_key, new_id), await self.get(new_id)
+
+    async def put_team(self, name: str, limits: Limits) -> None:
+        if not _NAME.match(name):
+            raise ValueError("team: 1-128 letters, digits and ._:@/-")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            fields_: dict[str, str | int] = {"name": name, **asdict(limits)}
+            pipe.hset(self.layout.team(name), mapping=fields_)  # type: ignore[arg-type]
+            pipe.sadd(self.layout.teams, name)
+            await pipe.execute()
+
+    async def teams(self) -> dict[str, Limits]:
+        names = sorted(text(n) for n in await self.redis.smembers(self.layout.teams))
+        found = {}
+        for name in names:
+            data = await self.redis.hgetall(self.layout.team(name))
+            if data:
+                found[name] = Limits.of({text(k): v for k, v in data.items()})
+        return found
 
     async def install_bootstrap_admin(self, api_key: str, rpm: int) -> str:
         """Make `api_key` the admin key from the environment, retiring the previous one."""
-        marker = f"{self.prefix}bootstrap-admin"
+        marker = f"{self.layout.base}bootstrap-admin"
         previous = await self.redis.get(marker)
-        created = await self.create("bootstrap admin", role="admin", rpm=rpm, api_key=api_key)
+        spec = KeySpec("bootstrap-admin", role="admin", limits=Limits(rpm=rpm))
+        created = await self.create(spec, api_key=api_key)
         full, old = digest(api_key), text(previous)
         if old and old != full:
-            await self.redis.delete(self.layout(old[:16]).record(old))
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self.layout.record(old), self.layout.by_id(old[:16]))
+                pipe.srem(self.layout.keys, old[:16])
+                await pipe.execute()
         await self.redis.set(marker, full)
         return created.key_id
+
+    async def _digest(self, key_id: str) -> str:
+        if not valid_key_id(key_id):
+            raise LookupError(f"no key {key_id!r}")
+        full = text(await self.redis.get(self.layout.by_id(key_id)))
+        if not full:
+            raise LookupError(f"no key {key_id!r}")
+        return full
+
+
+def _record_fields(key_id: str, spec: KeySpec) -> dict[str, str | int]:
+    return {
+        "id": key_id,
+        "name": spec.name,
+        "owner": spec.owner,
+        "team": spec.team,
+        "role": spec.role,
+        "models": json.dumps(list(spec.models)),
+        # The same patterns for the admission script (Lua has no glob): one per line.
+        "models_lua": "\n".join(lua_pattern(p) for p in spec.models),
+        **asdict(spec.limits),
+        "priority": spec.priority,
+        "expires_at": spec.expires_at,
+        "created": int(time.time()),
+        "revoked": 0,
+    }
+
+
+def _record(raw: Mapping[bytes, bytes]) -> KeyRecord:
+    if not raw:
+        raise LookupError("no such key")
+    data = {text(k): text(v) for k, v in raw.items()}
+    spec = KeySpec(
+        name=data.get("name", ""),
+        role=data.get("role", "member"),
+        owner=data.get("owner", ""),
+        team=data.get("team", ""),
+        models=tuple(json.loads(data.get("models") or "[]")),
+        limits=Limits.of(data),
+        priority=int(data.get("priority") or DEFAULT_PRIORITY),
+        expires_at=int(data.get("expires_at") or 0),
+    )
+    return KeyRecord(data["id"], spec, int(data.get("created") or 0), data.get("revoked") == "1")

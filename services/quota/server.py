@@ -36,6 +36,7 @@ def create_server(settings: QuotaSettings, redis: Redis) -> GrpcServer:
     service = QuotaService(
         Admission(redis, settings.key_prefix, settings.lease_ttl_seconds),
         Ledger(redis, settings.key_prefix),
+        KeyStore(redis, settings.key_prefix),
     )
     return GrpcServer(
         settings.address,

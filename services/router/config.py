@@ -91,6 +91,14 @@ class DefaultsFile(_Strict):
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
 
 
+class LimitsFile(_Strict):
+    """The model's own limits, shared by every key that uses it (0 = none)."""
+
+    rpm: Annotated[int, Field(ge=0)] = 0
+    tpm: Annotated[int, Field(ge=0)] = 0
+    concurrency: Annotated[int, Field(ge=0)] = 0
+
+
 class ModelFile(_Strict):
     aliases: list[Annotated[str, Field(pattern=NAME)]] = []
     owned_by: str = "tiller"
@@ -107,6 +115,7 @@ class ModelFile(_Strict):
     defaults: DefaultsFile = DefaultsFile()
     # The system message of a request that has none of its own.
     system_prompt: Annotated[str, Field(min_length=1, max_length=32_768)] | None = None
+    limits: LimitsFile = LimitsFile()
 
 
 class ModelsFile(_Strict):

@@ -28,6 +28,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
             queue_timeout_seconds=model.queue_timeout_seconds,
             defaults=router_pb2.SamplingDefaults(**model.defaults.model_dump(exclude_none=True)),
             system_prompt=model.system_prompt or "",
+            limits=router_pb2.ModelLimits(**model.limits.model_dump()),
             retry=router_pb2.RetryPolicy(
                 max_attempts=model.retry.max_attempts,
                 initial_interval_seconds=model.retry.initial_interval_seconds,

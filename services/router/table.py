@@ -50,6 +50,7 @@ class Model:
     fallbacks: tuple[str, ...]  # canonical names of the models tried after this one
     defaults: config.DefaultsFile
     system_prompt: str | None
+    limits: config.LimitsFile
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ def _model(name: str, spec: config.ModelFile, created: int, fallbacks: tuple[str
         fallbacks=fallbacks,
         defaults=spec.defaults,
         system_prompt=spec.system_prompt,
+        limits=spec.limits,
     )
 
 

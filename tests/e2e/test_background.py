@@ -36,7 +36,7 @@ def body(content: str = WORDS, **extra: object) -> dict[str, object]:
 
 async def new_key(stack: Stack, name: str, concurrency: int = 0) -> str:
     redis = Redis.from_url(stack.redis_url)
-    key = await KeyStore(redis, "tiller:").create(name, concurrency=concurrency)
+    key = await KeyStore(redis, "tiller:").issue(name, concurrency=concurrency)
     await redis.aclose()
     return key.api_key
 

@@ -81,7 +81,7 @@ async def test_over_the_rpm_limit_is_429_with_retry_after(
     stack: Stack, http: httpx.AsyncClient
 ) -> None:
     redis = Redis.from_url(stack.redis_url)
-    key = await KeyStore(redis, "tiller:").create("limited", rpm=2)
+    key = await KeyStore(redis, "tiller:").issue("limited", rpm=2)
     await redis.aclose()
     headers = {"authorization": f"Bearer {key.api_key}"}
     body = {"model": "demo", "messages": HELLO}

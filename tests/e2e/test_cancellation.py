@@ -19,7 +19,7 @@ LONG = [{"role": "user", "content": "word " * 3000}]  # about 3 s of streaming a
 
 async def test_disconnect_cancels_the_activity_and_releases_the_lease(stack: Stack) -> None:
     redis = Redis.from_url(stack.redis_url)
-    key = await KeyStore(redis, "tiller:").create("one-at-a-time", concurrency=1)
+    key = await KeyStore(redis, "tiller:").issue("one-at-a-time", concurrency=1)
     await redis.aclose()
     headers = {"authorization": f"Bearer {key.api_key}"}
     body = {"model": "demo", "messages": LONG, "stream": True}

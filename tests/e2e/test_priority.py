@@ -17,8 +17,8 @@ LONG = [{"role": "user", "content": "word " * 3000}]  # about 3 s at 1 ms a toke
 async def test_high_priority_requests_overtake_queued_low_priority_ones(stack: Stack) -> None:
     redis = Redis.from_url(stack.redis_url)
     store = KeyStore(redis, "tiller:")
-    high = await store.create("interactive", priority=1)
-    low = await store.create("batch")  # the default class, 3; its requests ask for 5
+    high = await store.issue("interactive", priority=1)
+    low = await store.issue("batch")  # the default class, 3; its requests ask for 5
     await redis.aclose()
     finished: list[str] = []
 

@@ -22,7 +22,7 @@ def one_at_a_time_key(stack: OwnStack) -> str:
 
     async def create() -> str:
         redis = Redis.from_url(stack.env["TILLER_REDIS_URL"])
-        key = await KeyStore(redis, "tiller:").create("one-slot", concurrency=1)
+        key = await KeyStore(redis, "tiller:").issue("one-slot", concurrency=1)
         await redis.aclose()
         return key.api_key
 

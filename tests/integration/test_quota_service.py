@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import pytest
@@ -18,9 +20,10 @@ from tiller.gateway.admissions import Admitter
 from tiller.gateway.leases import LeaseKeeper
 from tiller.gateway.settlement import Settler
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
-from tiller.quota.keys import KeyLayout, KeyStore, digest
+from tiller.quota.keys import KeyStore, QuotaLayout, digest
 from tiller.quota.server import create_server
 from tiller.quota.settings import QuotaSettings
+from tiller.quota.usage import Ledger, UsageRow
 
 
 @dataclass
@@ -39,6 +42,14 @@ class Quota:
             return admission
         except grpc.aio.AioRpcError as error:
             raise TillerError.from_grpc(error) from None
+
+    async def usage(self, key_id: str) -> list[UsageRow]:
+        today = time.strftime("%Y%m%d", time.gmtime())
+        return await Ledger(self.redis, self.prefix).usage([today], key_id)
+
+
+def ask(api_key: str, request_id: str, model: str = "demo", **extra: Any) -> quota_pb2.AdmitRequest:
+    return quota_pb2.AdmitRequest(api_key=api_key, request_id=request_id, model=model, **extra)
 
 
 @pytest.fixture
@@ -65,7 +76,7 @@ async def stored_values(redis: Redis, prefix: str) -> list[bytes]:
 
 
 async def test_keys_are_stored_only_as_hashes(quota: Quota) -> None:
-    new = await quota.store.create("alice", rpm=10)
+    new = await quota.store.issue("alice", rpm=10)
     admission = await quota.admit(new.api_key)
     assert admission.principal.name == "alice" and admission.principal.role == "member"
     stored = b" ".join(await stored_values(quota.redis, quota.prefix))
@@ -84,7 +95,7 @@ async def test_unknown_and_missing_keys_are_unauthenticated(quota: Quota) -> Non
 
 
 async def test_rpm_limit_holds_exactly_under_concurrency(quota: Quota) -> None:
-    new = await quota.store.create("bursty", rpm=5)
+    new = await quota.store.issue("bursty", rpm=5)
     outcomes = await asyncio.gather(
         *(quota.admit(new.api_key) for _ in range(30)), return_exceptions=True
     )
@@ -98,7 +109,7 @@ async def test_rpm_limit_holds_exactly_under_concurrency(quota: Quota) -> None:
 
 
 async def test_concurrency_leases_are_taken_and_released(quota: Quota) -> None:
-    new = await quota.store.create("parallel", concurrency=2)
+    new = await quota.store.issue("parallel", concurrency=2)
     await quota.admit(new.api_key, "r1")
     await quota.admit(new.api_key, "r2")
     with pytest.raises(RateLimited, match="concurrent"):
@@ -115,14 +126,13 @@ async def test_concurrency_leases_are_taken_and_released(quota: Quota) -> None:
     await quota.stub.Settle(quota_pb2.SettleRequest(settlements=[failed, done]), timeout=5)
     await quota.admit(new.api_key, "r4")
     await quota.admit(new.api_key, "r5")
-    usage_keys = [k async for k in quota.redis.scan_iter(match=f"{quota.prefix}*usage*")]
-    usage = await quota.redis.hgetall(usage_keys[0])
-    assert usage[b"demo:prompt_tokens"] == b"3" and usage[b"demo:completion_tokens"] == b"4"
-    assert usage[b"demo:requests"] == b"1"
+    (row,) = await quota.usage(new.key_id)
+    assert row.model == "demo"
+    assert row.counts == {"requests": 1, "prompt_tokens": 3, "completion_tokens": 4}
 
 
 async def test_a_settlement_with_a_bad_key_id_writes_nothing(quota: Quota) -> None:
-    new = await quota.store.create("careful", concurrency=1)
+    new = await quota.store.issue("careful", concurrency=1)
     await quota.admit(new.api_key, "r1")
     good = quota_pb2.Settlement(key_id=new.key_id, request_id="r1")
     bad = quota_pb2.Settlement(key_id="not a key id", request_id="r2")
@@ -164,7 +174,7 @@ async def test_redis_down_fails_closed() -> None:
 
 
 async def test_a_batch_settles_first_then_admits_each_request_on_its_own(quota: Quota) -> None:
-    new = await quota.store.create("batched", concurrency=1)
+    new = await quota.store.issue("batched", concurrency=1)
     await quota.admit(new.api_key, "held")
 
     def admit(api_key: str, request_id: str) -> quota_pb2.AdmitRequest:
@@ -191,51 +201,49 @@ async def test_a_batch_settles_first_then_admits_each_request_on_its_own(quota: 
 
 
 async def test_an_admission_whose_caller_left_gives_its_lease_back(quota: Quota) -> None:
-    new = await quota.store.create("impatient", concurrency=1)
+    new = await quota.store.issue("impatient", concurrency=1)
     settler = Settler(quota.stub, timeout_seconds=5)
     admitter = Admitter(quota.stub, settler, timeout_seconds=5)
-    waiting = asyncio.create_task(admitter.admit(new.api_key, "gone", "demo"))
+    waiting = asyncio.create_task(admitter.admit(ask(new.api_key, "gone")))
     await asyncio.sleep(0)  # the batch is on its way
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
     # The admission landed after the caller left, and was settled.
     await asyncio.wait_for(settler.drain(), 10)
-    admitted = await asyncio.wait_for(admitter.admit(new.api_key, "next", "demo"), 10)
+    admitted = await asyncio.wait_for(admitter.admit(ask(new.api_key, "next")), 10)
     assert admitted.principal.key_id == new.key_id
 
 
 async def test_the_admission_carries_the_key_priority_class(quota: Quota) -> None:
-    urgent = await quota.store.create("urgent", priority=1)
+    urgent = await quota.store.issue("urgent", priority=1)
     assert (await quota.admit(urgent.api_key)).principal.priority == 1
-    plain = await quota.store.create("plain")
+    plain = await quota.store.issue("plain")
     assert (await quota.admit(plain.api_key)).principal.priority == 3
     with pytest.raises(ValueError, match="priority"):
-        await quota.store.create("impossible", priority=9)
+        await quota.store.issue("impossible", priority=9)
 
 
 async def test_admission_survives_redis_forgetting_its_script(quota: Quota) -> None:
-    new = await quota.store.create("after-a-restart", concurrency=5)
+    new = await quota.store.issue("after-a-restart", concurrency=5)
     await quota.admit(new.api_key, "before")
     await quota.redis.script_flush()  # as a Redis restart without persistence would
     assert (await quota.admit(new.api_key, "after")).principal.key_id == new.key_id
-    leases = await quota.redis.zrange(KeyLayout(quota.prefix, new.key_id).leases, 0, -1)
+    held = f"{QuotaLayout(quota.prefix).base}conc:k:{new.key_id}"
+    leases = await quota.redis.zrange(held, 0, -1)
     assert sorted(leases) == [b"after", b"before"]  # admitted once each, not twice
 
 
 async def test_settling_twice_counts_the_usage_once(quota: Quota) -> None:
-    new = await quota.store.create("resent", concurrency=1)
+    new = await quota.store.issue("resent", concurrency=1)
     await quota.admit(new.api_key, "once")
     done = quota_pb2.Settlement(
         key_id=new.key_id, request_id="once", model="demo", completed=True, completion_tokens=7
     )
     for _ in range(2):  # a gateway resends a settlement whose first call seemed to fail
         await quota.stub.Settle(quota_pb2.SettleRequest(settlements=[done]), timeout=5)
-    usage_keys = [
-        k async for k in quota.redis.scan_iter(match=f"{quota.prefix}{{{new.key_id}}}*usage*")
-    ]
-    usage = await quota.redis.hgetall(usage_keys[0])
-    assert usage[b"demo:requests"] == b"1" and usage[b"demo:completion_tokens"] == b"7"
+    (row,) = await quota.usage(new.key_id)
+    assert row.counts == {"requests": 1, "prompt_tokens": 0, "completion_tokens": 7}
 
 
 class FailsFirst:
@@ -257,7 +265,7 @@ class FailsFirst:
 
 
 async def test_a_settlement_that_failed_is_sent_again(quota: Quota) -> None:
-    new = await quota.store.create("retried", concurrency=1)
+    new = await quota.store.issue("retried", concurrency=1)
     await quota.admit(new.api_key, "held")
     flaky = FailsFirst(quota.stub)
     settler = Settler(flaky, timeout_seconds=5)  # type: ignore[arg-type]
@@ -284,7 +292,7 @@ async def test_a_renewed_lease_stays_and_an_abandoned_one_lapses(stack: Stack) -
     try:
         async with channel(settings.address) as ch:
             quota = Quota(quota_pb2_grpc.QuotaStub(ch), KeyStore(redis, prefix), redis, prefix)
-            new = await quota.store.create("long-answer", concurrency=1)
+            new = await quota.store.issue("long-answer", concurrency=1)
             await quota.admit(new.api_key, "long")
             keeper = LeaseKeeper(quota.stub, timeout_seconds=5)
             keeper.hold("long", new.key_id)

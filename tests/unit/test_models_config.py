@@ -141,3 +141,13 @@ def test_a_grpc_endpoint_is_host_and_port() -> None:
     broken = source.replace("text_input", "''")
     with pytest.raises(ConfigError, match=r"deployments\[0\]\.options: inputs\.prompt: "):
         parse(broken)
+
+
+def test_model_access_patterns_match_names_or_aliases() -> None:
+    from tiller.common.model_access import model_allowed
+    from tiller.quota.keys import lua_pattern
+
+    assert model_allowed([], "anything")
+    assert model_allowed(["llama-*"], "llama-3b") and not model_allowed(["llama-*"], "mistral")
+    assert model_allowed(["demo-latest"], "demo", "demo-latest")  # an alias is enough
+    assert lua_pattern("llama-3.?b*") == "^llama%-3%..b.*$"

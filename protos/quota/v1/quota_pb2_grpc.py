@@ -59,6 +59,46 @@ class QuotaStub:
                 request_serializer=quota_dot_v1_dot_quota__pb2.RenewLeasesRequest.SerializeToString,
                 response_deserializer=quota_dot_v1_dot_quota__pb2.RenewLeasesResponse.FromString,
                 _registered_method=True)
+        self.CreateKey = channel.unary_unary(
+                '/tiller.quota.v1.Quota/CreateKey',
+                request_serializer=quota_dot_v1_dot_quota__pb2.CreateKeyRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.CreatedKey.FromString,
+                _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/tiller.quota.v1.Quota/ListKeys',
+                request_serializer=quota_dot_v1_dot_quota__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.ListKeysResponse.FromString,
+                _registered_method=True)
+        self.GetKey = channel.unary_unary(
+                '/tiller.quota.v1.Quota/GetKey',
+                request_serializer=quota_dot_v1_dot_quota__pb2.KeyRef.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.KeyInfo.FromString,
+                _registered_method=True)
+        self.RevokeKey = channel.unary_unary(
+                '/tiller.quota.v1.Quota/RevokeKey',
+                request_serializer=quota_dot_v1_dot_quota__pb2.KeyRef.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.KeyInfo.FromString,
+                _registered_method=True)
+        self.RotateKey = channel.unary_unary(
+                '/tiller.quota.v1.Quota/RotateKey',
+                request_serializer=quota_dot_v1_dot_quota__pb2.KeyRef.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.CreatedKey.FromString,
+                _registered_method=True)
+        self.PutTeam = channel.unary_unary(
+                '/tiller.quota.v1.Quota/PutTeam',
+                request_serializer=quota_dot_v1_dot_quota__pb2.Team.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.Team.FromString,
+                _registered_method=True)
+        self.ListTeams = channel.unary_unary(
+                '/tiller.quota.v1.Quota/ListTeams',
+                request_serializer=quota_dot_v1_dot_quota__pb2.ListTeamsRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.ListTeamsResponse.FromString,
+                _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/tiller.quota.v1.Quota/GetUsage',
+                request_serializer=quota_dot_v1_dot_quota__pb2.UsageRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.UsageResponse.FromString,
+                _registered_method=True)
 
 
 class QuotaServicer:
@@ -107,6 +147,59 @@ class QuotaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateKey(self, request, context):
+        """Key administration (the gateway's /admin API calls these for an admin key). A new or
+        rotated key's secret is in the reply once and stored nowhere.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetKey(self, request, context):
+        """NOT_FOUND for an unknown id
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateKey(self, request, context):
+        """a new key, same metadata; the old one revoked
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutTeam(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTeams(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsage(self, request, context):
+        """The usage ledger over UTC days: of one key (key_id set), or of all.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QuotaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +227,46 @@ def add_QuotaServicer_to_server(servicer, server):
                     servicer.RenewLeases,
                     request_deserializer=quota_dot_v1_dot_quota__pb2.RenewLeasesRequest.FromString,
                     response_serializer=quota_dot_v1_dot_quota__pb2.RenewLeasesResponse.SerializeToString,
+            ),
+            'CreateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateKey,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.CreateKeyRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.CreatedKey.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.ListKeysRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.ListKeysResponse.SerializeToString,
+            ),
+            'GetKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKey,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.KeyRef.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.KeyInfo.SerializeToString,
+            ),
+            'RevokeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeKey,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.KeyRef.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.KeyInfo.SerializeToString,
+            ),
+            'RotateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateKey,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.KeyRef.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.CreatedKey.SerializeToString,
+            ),
+            'PutTeam': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutTeam,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.Team.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.Team.SerializeToString,
+            ),
+            'ListTeams': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTeams,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.ListTeamsRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.ListTeamsResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.UsageRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.UsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -271,6 +404,222 @@ class Quota:
             '/tiller.quota.v1.Quota/RenewLeases',
             quota_dot_v1_dot_quota__pb2.RenewLeasesRequest.SerializeToString,
             quota_dot_v1_dot_quota__pb2.RenewLeasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiller.quota.v1.Quota/CreateKey',
+            quota_dot_v1_dot_quota__pb2.CreateKeyRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.CreatedKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiller.quota.v1.Quota/ListKeys',
+            quota_dot_v1_dot_quota__pb2.ListKeysRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.ListKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiller.quota.v1.Quota/GetKey',
+            quota_dot_v1_dot_quota__pb2.KeyRef.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.KeyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiller.quota.v1.Quota/RevokeKey',
+            quota_dot_v1_dot_quota__pb2.KeyRef.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.KeyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiller.quota.v1.Quota/RotateKey',
+            quota_dot_v1_dot_quota__pb2.KeyRef.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.CreatedKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutTeam(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiller.quota.v1.Quota/PutTeam',
+            quota_dot_v1_dot_quota__pb2.Team.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.Team.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTeams(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiller.quota.v1.Quota/ListTeams',
+            quota_dot_v1_dot_quota__pb2.ListTeamsRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.ListTeamsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiller.quota.v1.Quota/GetUsage',
+            quota_dot_v1_dot_quota__pb2.UsageRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.UsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,234 @@
+"""Key, team and usage administration over REST (`/admin/...`, admin role only), and a key's own
+usage (`GET /v1/usage`, any role). Quota owns the data; these handlers check the caller's role,
+validate the body and forward to quota's gRPC administration calls.
+
+    POST   /admin/keys                  create: the key is in the reply once, never again
+    GET    /admin/keys                  list (never a key, nor its hash)
+    GET    /admin/keys/{id}             show
+    POST   /admin/keys/{id}/rotate      a new key with the same metadata; the old one revoked
+    POST   /admin/keys/{id}/revoke      (or DELETE /admin/keys/{id}) refused everywhere at once
+    GET    /admin/teams                 list teams and their limits
+    PUT    /admin/teams/{name}          create or change a team's limits
+    GET    /admin/usage?from=&to=&key_id=   the ledger by day, key, team and model, with totals
+    GET    /v1/usage?from=&to=          the caller's own
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tiller.common.errors import InvalidRequest, PermissionDenied
+from tiller.gateway.callers import JSONResponse, bearer_key, read_json
+from tiller.gateway.inference import Inference
+from tiller.gateway.upstreams import rpc
+from tiller.protos.quota.v1 import quota_pb2
+
+LIMIT_FIELDS = ("rpm", "tpm", "concurrency", "tokens_per_day", "tokens_per_month")
+SPEC_FIELDS = ("name", "role", "owner", "team", "models", "limits", "priority", "expires_at")
+ADMIN_BODY_BYTES = 64 * 1024
+
+
+def _inference(request: Request) -> Inference:
+    inference: Inference = request.app.state.inference
+    return inference
+
+
+async def _caller(request: Request, role: str | None = None) -> quota_pb2.Principal:
+    """The key's principal; PermissionDenied unless it has `role` (admin has every role)."""
+    principal = await _inference(request).authenticate(
+        bearer_key(request.headers.get("authorization"))
+    )
+    if role is not None and principal.role not in (role, "admin"):
+        raise PermissionDenied(
+            f"This endpoint needs the {role} role; this key has the {principal.role} role."
+        )
+    return principal
+
+
+async def _quota_call(request: Request, method: str, message: Any) -> Any:
+    inference = _inference(request)
+    call = getattr(inference.up.quota, method)
+    return await rpc(call(message, timeout=inference.settings.rpc_timeout_seconds))
+
+
+def _key(info: quota_pb2.KeyInfo) -> dict[str, Any]:
+    spec = info.spec
+    return {
+        "id": info.id,
+        "object": "api_key",
+        "name": spec.name,
+        "role": spec.role,
+        "owner": spec.owner,
+        "team": spec.team,
+        "models": list(spec.models),
+        "limits": _limits_json(spec.limits),
+        "priority": spec.priority,
+        "expires_at": spec.expires_at or None,
+        "created": info.created,
+        "revoked": info.revoked,
+        "expired": info.expired,
+    }
+
+
+def _limits_json(limits: quota_pb2.Limits) -> dict[str, int]:
+    return {name: getattr(limits, name) for name in LIMIT_FIELDS}
+
+
+def _limits(data: Any, param: str) -> quota_pb2.Limits:
+    if data is None:
+        return quota_pb2.Limits()
+    if not isinstance(data, dict):
+        raise InvalidRequest(
+            f"'{param}' must be an object of {', '.join(LIMIT_FIELDS)}.", param=param
+        )
+    for name, value in data.items():
+        if name not in LIMIT_FIELDS:
+            raise InvalidRequest(
+                f"Unknown limit '{name}' (known: {', '.join(LIMIT_FIELDS)}).",
+                param=f"{param}.{name}",
+            )
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InvalidRequest(
+                f"'{param}.{name}' must be a whole number, 0 or more (0 = no limit).",
+                param=f"{param}.{name}",
+            )
+    return quota_pb2.Limits(**data)
+
+
+def _spec(data: Any) -> quota_pb2.KeySpec:
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    for name in data:
+        if name not in SPEC_FIELDS:
+            raise InvalidRequest(f"Unrecognized request argument supplied: {name}", param=name)
+    for name in ("name", "role", "owner", "team"):
+        if name in data and not isinstance(data[name], str):
+            raise InvalidRequest(f"'{name}' must be a string.", param=name)
+    models = data.get("models") or []
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        raise InvalidRequest(
+            "'models' must be an array of model names or patterns.", param="models"
+        )
+    for name in ("priority", "expires_at"):
+        value = data.get(name) or 0
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidRequest(f"'{name}' must be an integer.", param=name)
+    if not data.get("name"):
+        raise InvalidRequest("Missing required parameter: 'name'.", param="name")
+    return quota_pb2.KeySpec(
+        name=data["name"],
+        role=data.get("role") or "member",
+        owner=data.get("owner") or "",
+        team=data.get("team") or "",
+        models=models,
+        limits=_limits(data.get("limits"), "limits"),
+        priority=data.get("priority") or 0,
+        expires_at=data.get("expires_at") or 0,
+    )
+
+
+async def create_key(request: Request) -> Response:
+    await _caller(request, "admin")
+    spec = _spec(await read_json(request, ADMIN_BODY_BYTES))
+    created = await _quota_call(request, "CreateKey", quota_pb2.CreateKeyRequest(spec=spec))
+    return JSONResponse({"key": created.api_key, **_key(created.key)}, status_code=201)
+
+
+async def list_keys(request: Request) -> Response:
+    await _caller(request, "admin")
+    reply = await _quota_call(request, "ListKeys", quota_pb2.ListKeysRequest())
+    return JSONResponse({"object": "list", "data": [_key(k) for k in reply.keys]})
+
+
+async def show_key(request: Request) -> Response:
+    await _caller(request, "admin")
+    ref = quota_pb2.KeyRef(id=request.path_params["key_id"])
+    return JSONResponse(_key(await _quota_call(request, "GetKey", ref)))
+
+
+async def revoke_key(request: Request) -> Response:
+    await _caller(request, "admin")
+    ref = quota_pb2.KeyRef(id=request.path_params["key_id"])
+    return JSONResponse(_key(await _quota_call(request, "RevokeKey", ref)))
+
+
+async def rotate_key(request: Request) -> Response:
+    await _caller(request, "admin")
+    ref = quota_pb2.KeyRef(id=request.path_params["key_id"])
+    created = await _quota_call(request, "RotateKey", ref)
+    return JSONResponse({"key": created.api_key, **_key(created.key)}, status_code=201)
+
+
+async def list_teams(request: Request) -> Response:
+    await _caller(request, "admin")
+    reply = await _quota_call(request, "ListTeams", quota_pb2.ListTeamsRequest())
+    data = [{"name": t.name, "limits": _limits_json(t.limits)} for t in reply.teams]
+    return JSONResponse({"object": "list", "data": data})
+
+
+async def put_team(request: Request) -> Response:
+    await _caller(request, "admin")
+    body = await read_json(request, ADMIN_BODY_BYTES)
+    if not isinstance(body, dict) or set(body) - {"limits"}:
+        raise InvalidRequest('The body is {"limits": {...}}.', param="limits")
+    team = quota_pb2.Team(
+        name=request.path_params["name"], limits=_limits(body.get("limits"), "limits")
+    )
+    await _quota_call(request, "PutTeam", team)
+    return JSONResponse({"name": team.name, "limits": _limits_json(team.limits)})
+
+
+async def admin_usage(request: Request) -> Response:
+    await _caller(request, "admin")
+    key_id = request.query_params.get("key_id", "")
+    return JSONResponse(await _usage(request, key_id))
+
+
+async def own_usage(request: Request) -> Response:
+    principal = await _caller(request)  # any role: a viewer reads its own usage
+    return JSONResponse(await _usage(request, principal.key_id))
+
+
+async def _usage(request: Request, key_id: str) -> dict[str, Any]:
+    query = quota_pb2.UsageRequest(
+        key_id=key_id,
+        from_day=request.query_params.get("from", "").replace("-", ""),
+        to_day=request.query_params.get("to", "").replace("-", ""),
+    )
+    reply = await _quota_call(request, "GetUsage", query)
+    rows = [
+        {
+            "day": r.day,
+            "key_id": r.key_id,
+            "team": r.team or None,
+            "model": r.model,
+            "requests": r.requests,
+            "prompt_tokens": r.prompt_tokens,
+            "completion_tokens": r.completion_tokens,
+            "total_tokens": r.prompt_tokens + r.completion_tokens,
+        }
+        for r in reply.rows
+    ]
+    totals = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    for row in rows:
+        for measure in totals:
+            totals[measure] += int(row[measure] or 0)
+    return {"object": "usage", "data": rows, "totals": totals}
+
+
+ROUTES = [
+    Route("/admin/keys", create_key, methods=["POST"]),
+    Route("/admin/keys", list_keys, methods=["GET"]),
+    Route("/admin/keys/{key_id}", show_key, methods=["GET"]),
+    Route("/admin/keys/{key_id}", revoke_key, methods=["DELETE"]),
+    Route("/admin/keys/{key_id}/revoke", revoke_key, methods=["POST"]),
+    Route("/admin/keys/{key_id}/rotate", rotate_key, methods=["POST"]),
+    Route("/admin/teams", list_teams, methods=["GET"]),
+    Route("/admin/teams/{name}", put_team, methods=["PUT"]),
+    Route("/admin/usage", admin_usage, methods=["GET"]),
+    Route("/v1/usage", own_usage, methods=["GET"]),
+]
