@@ -40,12 +40,40 @@ def _error(message: str, status: int, code: str | None = None) -> Response:
     return _json(body, status)
 
 
+class InFlight:
+    """How many answers the engine is writing now, and the most it has written at once: tests
+    read it (GET /stats) to check that a concurrency limit held."""
+
+    def __init__(self) -> None:
+        self.now = self.peak = 0
+
+    def __enter__(self) -> None:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+
+    def __exit__(self, *_: object) -> None:
+        self.now -= 1
+
+    async def around(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        with self:
+            async for chunk in chunks:
+                yield chunk
+
+
 def create_app(settings: DemoSettings) -> Starlette:
+    in_flight = InFlight()
     delay = settings.token_delay_ms / 1000
     first_delay = settings.first_token_delay_ms / 1000
 
     async def health(request: Request) -> Response:
         return Response(status_code=200)
+
+    async def stats(request: Request) -> Response:
+        return _json({"in_flight": in_flight.now, "peak": in_flight.peak})
+
+    async def reset_stats(request: Request) -> Response:
+        in_flight.peak = in_flight.now
+        return _json({"in_flight": in_flight.now, "peak": in_flight.peak})
 
     async def models(request: Request) -> Response:
         data = [
@@ -103,8 +131,9 @@ def create_app(settings: DemoSettings) -> Starlette:
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             chunks = _chunks(body, meta, tokens, finish, usage if include_usage else None, legacy)
-            return StreamingResponse(chunks, media_type="text/event-stream")
-        await asyncio.sleep(first_delay + delay * len(tokens))
+            return StreamingResponse(in_flight.around(chunks), media_type="text/event-stream")
+        with in_flight:
+            await asyncio.sleep(first_delay + delay * len(tokens))
         kind = "text_completion" if legacy else "chat.completion"
         written = choices.whole(body, tokens, finish, legacy)
         return _json({**meta, "object": kind, "choices": written, "usage": usage})
@@ -181,6 +210,8 @@ def create_app(settings: DemoSettings) -> Starlette:
     return Starlette(
         routes=[
             Route("/health", health),
+            Route("/stats", stats, methods=["GET"]),
+            Route("/stats/reset", reset_stats, methods=["POST"]),
             Route("/v1/models", models),
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),
