@@ -22,7 +22,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.support import Stack, chunks_of, free_port, start_service, stop_service, wait_for
-from tiller.quota.keys import KeyStore
+from tiller.quota.keys import KeySpec, KeyStore, Limits
 
 
 @dataclass
@@ -64,7 +64,9 @@ def replicas(stack: Stack) -> Iterator[Replicas]:
 async def new_key(stack: Stack, name: str, **limits: int) -> str:
     redis = Redis.from_url(stack.redis_url)
     try:
-        return (await KeyStore(redis, "tiller:").issue(name, **limits)).api_key
+        return (
+            await KeyStore(redis, "tiller:").create(KeySpec(name, limits=Limits(**limits)))
+        ).api_key
     finally:
         await redis.aclose()
 
