@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -179,3 +180,24 @@ async def test_a_concurrency_limit_is_never_exceeded(
         f"{stats['peak']}, {refused} refusals"
     )
     assert stats["peak"] == 4  # reached, never exceeded
+
+
+async def test_a_revoked_key_is_refused_by_the_other_gateway_at_once(
+    stack: Stack, clients: list[httpx.AsyncClient]
+) -> None:
+    first, second = clients
+    admin = {"authorization": f"Bearer {stack.admin_key}"}
+    root = str(first.base_url).removesuffix("/").removesuffix("/v1")
+    created = (
+        await first.post(f"{root}/admin/keys", json={"name": "short-lived"}, headers=admin)
+    ).json()
+    headers = {"authorization": f"Bearer {created['key']}"}
+    body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    assert (await second.post("/chat/completions", json=body, headers=headers)).status_code == 200
+    revoked = await first.post(f"{root}/admin/keys/{created['id']}/revoke", headers=admin)
+    assert revoked.status_code == 200
+    started = time.monotonic()
+    refused = await second.post("/chat/completions", json=body, headers=headers)
+    elapsed = time.monotonic() - started
+    print(f"\nrevoked through one gateway, refused by the other {elapsed * 1000:.0f} ms later")
+    assert refused.status_code == 401 and elapsed < 1.0

@@ -112,3 +112,29 @@ async def test_embed_gives_the_rest_vectors(
         await stub.Embed(inference_pb2.EmbedRequest(model="demo"), metadata=auth(stack))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "input" in (caught.value.details() or "")
+
+
+async def test_grpc_callers_meet_the_same_gatekeeping(
+    stack: Stack, stub: inference_pb2_grpc.InferenceStub
+) -> None:
+    from redis.asyncio import Redis
+
+    from tiller.quota.keys import KeySpec, KeyStore, Limits
+
+    redis = Redis.from_url(stack.redis_url)
+    try:
+        store = KeyStore(redis, "tiller:")
+        scoped = await store.create(KeySpec("grpc-scoped", models=("single",)))
+        limited = await store.create(KeySpec("grpc-limited", limits=Limits(rpm=1)))
+    finally:
+        await redis.aclose()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Generate(REQUEST, metadata=(("authorization", f"Bearer {scoped.api_key}"),))
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "may not use the model `demo`" in (caught.value.details() or "")
+    as_limited = (("authorization", f"Bearer {limited.api_key}"),)
+    await stub.Generate(REQUEST, metadata=as_limited, timeout=30)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Generate(REQUEST, metadata=as_limited, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "requests per minute of this key: limit 1" in (caught.value.details() or "")
