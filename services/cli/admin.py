@@ -48,7 +48,9 @@ def add_commands(commands: Any) -> None:
     for action in ("show", "rotate", "revoke"):
         actions.add_parser(action).add_argument("id")
     team_actions = teams.add_subparsers(dest="action", required=True)
-    put = team_actions.add_parser("put", help="create a team or change its limits")
+    put = team_actions.add_parser(
+        "put", help="create a team or set its limits (all of them: a limit not given is 0, none)"
+    )
     put.add_argument("name")
     _limit_options(put)
     team_actions.add_parser("list")

@@ -91,7 +91,7 @@ def _limits(data: Any, param: str) -> quota_pb2.Limits:
                 f"Unknown limit '{name}' (known: {', '.join(LIMIT_FIELDS)}).",
                 param=f"{param}.{name}",
             )
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**62:
             raise InvalidRequest(
                 f"'{param}.{name}' must be a whole number, 0 or more (0 = no limit).",
                 param=f"{param}.{name}",
@@ -113,10 +113,10 @@ def _spec(data: Any) -> quota_pb2.KeySpec:
         raise InvalidRequest(
             "'models' must be an array of model names or patterns.", param="models"
         )
-    for name in ("priority", "expires_at"):
+    for name, top in (("priority", 5), ("expires_at", 2**62)):
         value = data.get(name) or 0
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise InvalidRequest(f"'{name}' must be an integer.", param=name)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
+            raise InvalidRequest(f"'{name}' must be an integer from 0 to {top}.", param=name)
     if not data.get("name"):
         raise InvalidRequest("Missing required parameter: 'name'.", param="name")
     return quota_pb2.KeySpec(

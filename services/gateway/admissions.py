@@ -16,6 +16,7 @@ import grpc
 from tiller.common.errors import TillerError
 from tiller.gateway.settlement import MAX_BATCH, Settler
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
+from tiller.quota.keys import key_id_of
 
 _Waiting = tuple[quota_pb2.AdmitRequest, "asyncio.Future[quota_pb2.Admission]"]
 
@@ -34,7 +35,14 @@ class Admitter:
         self._pending.append((request, future))
         if self._sender is None or self._sender.done():
             self._sender = asyncio.get_running_loop().create_task(self._send())
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # Admitted just as the caller left (the answer landed, the caller never resumed):
+            # give the lease back.
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self._release(future.result().principal.key_id, request.request_id)
+            raise
 
     async def _send(self) -> None:
         while self._pending:
@@ -52,12 +60,19 @@ class Admitter:
                 if settlements:
                     self.settler.failed(settlements, error)
                 failure = TillerError.from_grpc(error)
-                for _, future in batch:
+                for request, future in batch:
                     if not future.done():
                         future.set_exception(failure)
+                    # Quota may have admitted it before the call failed (a timeout): release
+                    # what it may hold, or its lease and reservation would outlive the request.
+                    if request.api_key:
+                        self._release(key_id_of(request.api_key), request.request_id)
                 continue
             for (request, future), outcome in zip(batch, reply.outcomes, strict=True):
                 self._resolve(request, future, outcome)
+
+    def _release(self, key_id: str, request_id: str) -> None:
+        self.settler.settle(quota_pb2.Settlement(key_id=key_id, request_id=request_id))
 
     def _resolve(
         self,
@@ -69,10 +84,6 @@ class Admitter:
             if not future.done():
                 future.set_exception(TillerError.from_status(outcome.error))
         elif future.done():  # the caller left while we asked: give the lease back
-            self.settler.settle(
-                quota_pb2.Settlement(
-                    key_id=outcome.admission.principal.key_id, request_id=request.request_id
-                )
-            )
+            self._release(outcome.admission.principal.key_id, request.request_id)
         else:
             future.set_result(outcome.admission)

@@ -103,8 +103,8 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
             models=[
                 inference_pb2.Model(id=name, owned_by=m.owned_by, created=m.created)
                 for m in listing.models
-                if model_allowed(principal.models, m.id, *m.aliases)
                 for name in (m.id, *m.aliases)
+                if model_allowed(principal.models, m.id, name)
             ]
         )
 
@@ -131,6 +131,7 @@ async def _chunks(call: Call) -> AsyncIterator[inference_pb2.GenerateChunk]:
     try:
         async for event in call.answer():
             if event.kind == events.DELTA:
+                call.sent(event)
                 yield inference_pb2.GenerateChunk(
                     id=call.request_id, model=call.model, delta=event.data["text"]
                 )

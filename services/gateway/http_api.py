@@ -179,12 +179,14 @@ async def _sse(
                 # Pass-through parameters: the engine's choices (tool calls, logprobs, several
                 # choices), one chunk each; the event id on the last, for Last-Event-ID.
                 streamed = engines_own = True
+                call.sent(event)
                 *firsts, last = event.data["c"]
                 for choices in firsts:
                     yield ServerSentEvent(own_chunk(choices))
                 yield ServerSentEvent(own_chunk(last), id=event.id)
             elif event.kind == events.DELTA:
                 streamed = True
+                call.sent(event)
                 yield ServerSentEvent(piece(event.data["text"]), id=event.id)
             elif event.kind == events.DONE:
                 result = result_of(event)
@@ -300,8 +302,8 @@ async def list_models(request: Request) -> Response:
     data = [
         shapes.model_object(name, m.created, m.owned_by)
         for m in listing.models
-        if model_allowed(principal.models, m.id, *m.aliases)
         for name in (m.id, *m.aliases)
+        if model_allowed(principal.models, m.id, name)  # as admission checks it
     ]
     return JSONResponse({"object": "list", "data": data})
 
@@ -313,7 +315,7 @@ async def retrieve_model(request: Request) -> Response:
     listing = await inference.list_models()
     for m in listing.models:
         if name == m.id or name in m.aliases:
-            if not model_allowed(principal.models, m.id, *m.aliases):
+            if not model_allowed(principal.models, m.id, name):
                 raise PermissionDenied(
                     f"This key may not use the model `{name}`: it is not among the key's "
                     "allowed models.",

@@ -23,6 +23,7 @@ from temporalio.service import RPCError
 
 from tiller.common import events
 from tiller.common.errors import AnswerUnreadable, ModelNotFound, ServiceUnavailable, TillerError
+from tiller.common.model_access import model_allowed
 from tiller.common.priorities import DEFAULT_PRIORITY
 from tiller.gateway import executions
 from tiller.gateway.admissions import Admitter
@@ -31,7 +32,7 @@ from tiller.gateway.background import BackgroundRequests, Record
 from tiller.gateway.executions import Execution
 from tiller.gateway.leases import LeaseKeeper
 from tiller.gateway.protocol import ChatRequest
-from tiller.gateway.reservations import reservation
+from tiller.gateway.reservations import prompt_tokens, reservation
 from tiller.gateway.routes import RouteCache
 from tiller.gateway.settings import GatewaySettings
 from tiller.gateway.settlement import Settler
@@ -129,6 +130,11 @@ class Inference:
         )
         key_id = admission.principal.key_id
         queue_class = max(admission.principal.priority or DEFAULT_PRIORITY, priority or 0)
+        if admission.principal.models:  # fall back only to models this key may use too
+            allowed = [
+                d for d in route.fallbacks if model_allowed(admission.principal.models, d.model)
+            ]
+            route = _with_fallbacks(route, allowed)
         try:
             request = _activity_input(request_id, chat, route, self.settings.key_prefix)
             execution = await self._start(request, queue_class)
@@ -144,6 +150,7 @@ class Inference:
             execution,
             request.events_key,
             queue_timeout=request.queue_timeout_seconds,
+            prompt_estimate=prompt_tokens(chat),
         )
 
     async def _start(self, request: InferenceInput, priority: int) -> Execution:
@@ -214,6 +221,7 @@ class Call:
         created: int | None = None,
         holds_lease: bool = True,
         queue_timeout: float = math.inf,  # unknown (a request taken up again): the usual checks
+        prompt_estimate: int = 0,
     ) -> None:
         self.inference = inference
         self.request_id = request_id
@@ -224,6 +232,10 @@ class Call:
         self.events_key = events_key
         self.created = int(time.time()) if created is None else created
         self.queue_timeout = queue_timeout
+        # What a client that leaves mid-stream is charged: the prompt's estimate and the tokens
+        # it was sent (engine chunks, one token each), not nothing.
+        self.prompt_estimate = prompt_estimate
+        self.sent_tokens = 0
         self._settled = False
         if holds_lease:
             inference.leases.hold(request_id, key_id)
@@ -299,7 +311,14 @@ class Call:
         if self._settled:
             return
         self.inference.spawn(self.stop())
-        self.release()
+        if self.sent_tokens:
+            self.complete(Usage(self.prompt_estimate, self.sent_tokens))
+        else:
+            self.release()
+
+    def sent(self, event: events.Event) -> None:
+        """A delta event went to the client: it counts if the client leaves before the end."""
+        self.sent_tokens += int(event.data.get("n", 1))
 
     def release(self) -> None:
         """The request ended without an answer to charge: release its lease."""
@@ -341,6 +360,16 @@ class Call:
                 headers[f"x-ratelimit-remaining-{kind}"] = str(limit.remaining)
                 headers[f"x-ratelimit-reset-{kind}"] = duration(limit.reset_seconds)
         return headers
+
+
+def _with_fallbacks(
+    route: router_pb2.Route, fallbacks: list[router_pb2.Deployment]
+) -> router_pb2.Route:
+    narrowed = router_pb2.Route()
+    narrowed.CopyFrom(route)  # the cached route stays as it is
+    del narrowed.fallbacks[:]
+    narrowed.fallbacks.extend(fallbacks)
+    return narrowed
 
 
 def result_of(event: events.Event) -> InferenceResult:

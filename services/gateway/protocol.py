@@ -123,8 +123,8 @@ class ChatCompletionRequest(_Strict):
     messages: Annotated[list[ChatMessageIn], Field(min_length=1)]
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] | None = None
@@ -150,6 +150,8 @@ class ChatCompletionRequest(_Strict):
         return stop_list(value)
 
 
+# No engine writes more than this in one answer; quota counts tokens in 64-bit integers.
+MAX_TOKENS = 2**31 - 1
 # Choices per request (`n`): each is a whole answer the engine writes and the client is billed.
 MAX_CHOICES = 8
 
@@ -171,7 +173,7 @@ class CompletionRequest(_Strict):
     prompt: Any
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] | None = None

@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import calendar
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from tiller.common.errors import (
     AuthenticationFailed,
     InvalidRequest,
     PermissionDenied,
     RateLimited,
+    ServiceUnavailable,
     TillerError,
 )
 from tiller.common.priorities import DEFAULT_PRIORITY, HIGHEST_PRIORITY, LOWEST_PRIORITY
@@ -36,6 +39,7 @@ from tiller.common.redis_text import text
 from tiller.quota.keys import QuotaLayout, digest
 from tiller.quota.scripts import BatchScript
 
+log = logging.getLogger(__name__)
 WINDOW_MS = 60_000
 # A request's reservation record outlives any request (usage.py settles and deletes it).
 RESERVATION_TTL_SECONDS = 2 * 86_400
@@ -67,6 +71,7 @@ if patterns ~= '' then
   if not allowed then return {5, 'model'} end
 end
 local base, id = ARGV[1], ARGV[2]
+-- Counts are written as the strings they came as (a Lua number may print as 1e+15).
 local window, ttl, reserve = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[7])
 local function n(v) return tonumber(v or '0') or 0 end
 local scopes = {{'k:' .. r['id'], n(r['rpm']), n(r['tpm']), n(r['concurrency']),
@@ -98,6 +103,7 @@ for _, s in ipairs(scopes) do
       redis.call('DECRBY', sum, n(redis.call('HGET', v, member)))
       redis.call('HDEL', v, member)
     end
+    if n(redis.call('GET', sum)) < 0 then redis.call('SET', sum, 0, 'KEEPTTL') end
     redis.call('ZREMRANGEBYSCORE', k, '-inf', now - window)
     if n(redis.call('GET', sum)) + reserve > s[3] then
       local oldest = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
@@ -136,8 +142,8 @@ for _, s in ipairs(scopes) do
   if s[3] > 0 then
     local k, v, sum = base .. 'tpm:' .. name, base .. 'tpmv:' .. name, base .. 'tpms:' .. name
     redis.call('ZADD', k, now, id)
-    redis.call('HSET', v, id, reserve)
-    local used = redis.call('INCRBY', sum, reserve)
+    redis.call('HSET', v, id, ARGV[7])
+    local used = redis.call('INCRBY', sum, ARGV[7])
     for _, key in ipairs({k, v, sum}) do redis.call('PEXPIRE', key, window) end
     local left = s[3] - used
     if tr < 0 or left < tr then
@@ -153,18 +159,18 @@ for _, s in ipairs(scopes) do
   if string.sub(name, 1, 2) ~= 'm:' then
     local d, m = base .. 'spend:' .. name .. ':d:' .. day, base .. 'spend:' .. name .. ':m:'
     m = m .. month
-    redis.call('INCRBY', d, reserve)
+    redis.call('INCRBY', d, ARGV[7])
     redis.call('EXPIRE', d, 3 * 86400)
-    redis.call('INCRBY', m, reserve)
+    redis.call('INCRBY', m, ARGV[7])
     redis.call('EXPIRE', m, 40 * 86400)
   end
 end
 local resv = base .. 'resv:' .. id
-redis.call('HSET', resv, 'key', r['id'], 'team', team, 'model', model, 'tokens', reserve,
+redis.call('HSET', resv, 'key', r['id'], 'team', team, 'model', model, 'tokens', ARGV[7],
   'day', day, 'month', month)
 redis.call('EXPIRE', resv, ARGV[15])
 return {1, r['id'], r['name'] or '', r['role'] or '', r['priority'] or '', team,
-  rl, math.max(rr, 0), rt, tl, math.max(tr, 0), tt}
+  rl, math.max(rr, 0), rt, tl, math.max(tr, 0), tt, r['models'] or '[]'}
 """
 
 _UNKNOWN, _ADMITTED, _OVER, _BUSY, _ROLE, _MODEL, _TOO_LARGE, _BUDGET = 0, 1, 2, 3, 4, 5, 6, 7
@@ -273,8 +279,12 @@ class Admission:
                 str(month_left),
                 str(RESERVATION_TTL_SECONDS),
             )
-        replies = await self._script.run(list(calls.values()))
+        replies = await self._script.run(list(calls.values()), raise_errors=False)
         for position, reply in zip(calls, replies, strict=True):
+            if isinstance(reply, RedisError):  # this call alone failed (the others stand)
+                log.error("admission script failed", extra={"error": type(reply).__name__})
+                results[position] = ServiceUnavailable("Admission failed; request refused.")
+                continue
             try:
                 results[position] = _admitted(reply, asks[position])
             except TillerError as error:
@@ -287,7 +297,8 @@ def _admitted(reply: list[Any], ask: Ask) -> Admitted:
     outcome = int(reply[0])
     if outcome == _ADMITTED:
         key_id, name, role = (text(part) for part in reply[1:4])
-        principal = Principal(key_id, name, role, _priority(reply[4]), text(reply[5]))
+        patterns = tuple(json.loads(text(reply[12]) or "[]"))
+        principal = Principal(key_id, name, role, _priority(reply[4]), text(reply[5]), patterns)
         requests = Window(int(reply[6]), int(reply[7]), int(reply[8]) / 1000)
         tokens = Window(int(reply[9]), int(reply[10]), int(reply[11]) / 1000)
         return Admitted(principal, requests, tokens)

@@ -35,6 +35,7 @@ LIMITS = ("rpm", "tpm", "concurrency", "tokens_per_day", "tokens_per_month")
 _KEY_ID = re.compile(r"^[0-9a-f]{16}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
 _MODEL_GLOB = re.compile(r"^[A-Za-z0-9._:/*?-]{1,128}$")
+MAX_WILDCARDS = 4
 
 
 def new_key() -> str:
@@ -118,6 +119,9 @@ class KeySpec:
         for pattern in self.models:
             if not _MODEL_GLOB.match(pattern):
                 raise ValueError(f"models: {pattern!r} is not a model name or glob pattern")
+            # Lua's matcher backtracks: a few wildcards keep every admission cheap.
+            if pattern.count("*") + pattern.count("?") > MAX_WILDCARDS:
+                raise ValueError(f"models: {pattern!r} has more than {MAX_WILDCARDS} wildcards")
         if not HIGHEST_PRIORITY <= self.priority <= LOWEST_PRIORITY:
             raise ValueError(f"priority: {HIGHEST_PRIORITY} (first) to {LOWEST_PRIORITY}")
         if self.expires_at < 0:
@@ -229,6 +233,8 @@ class KeyStore:
     async def rotate(self, key_id: str) -> tuple[NewKey, KeyRecord]:
         """A new key with the same metadata; the old one is revoked in the same step."""
         old = await self.get(key_id)
+        if old.revoked:
+            raise ValueError(f"id: key {key_id} is revoked; create a new one instead")
         api_key = new_key()
         full, old_full = digest(api_key), await self._digest(key_id)
         new_id = full[:16]

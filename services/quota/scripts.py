@@ -18,8 +18,9 @@ class BatchScript:
         self.redis, self.source, self.keys = redis, source, keys
         self.sha = redis.register_script(source).sha
 
-    async def run(self, calls: list[tuple[str, ...]]) -> list[Any]:
-        """One reply per call (keys first, then args); raises the first error a call got."""
+    async def run(self, calls: list[tuple[str, ...]], raise_errors: bool = True) -> list[Any]:
+        """One reply per call (keys first, then args). A call's error is raised (the first),
+        or with `raise_errors` false left in its place, so one bad call sinks no other."""
         replies: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for attempt in range(2):
@@ -35,6 +36,6 @@ class BatchScript:
             if not todo:
                 break
         for reply in replies:
-            if isinstance(reply, Exception):
+            if raise_errors and isinstance(reply, Exception):
                 raise reply
         return replies

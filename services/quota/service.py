@@ -20,6 +20,9 @@ from tiller.quota.usage import Ledger
 
 T = TypeVar("T")
 MAX_USAGE_DAYS = 366
+# The most one request reserves (8 choices of 2^31 tokens, and a prompt): far from overflowing
+# Redis's 64-bit counters, and exact in Lua's doubles.
+MAX_RESERVATION = 2**40
 
 
 class QuotaService(quota_pb2_grpc.QuotaServicer):
@@ -172,7 +175,7 @@ def _ask(request: quota_pb2.AdmitRequest) -> Ask:
         request.request_id,
         model=request.served_model or request.model,
         requested=request.model,
-        reserve_tokens=request.reserve_tokens,
+        reserve_tokens=min(max(request.reserve_tokens, 0), MAX_RESERVATION),
         model_rpm=limits.rpm,
         model_tpm=limits.tpm,
         model_concurrency=limits.concurrency,

@@ -115,7 +115,18 @@ async def test_a_client_killed_mid_stream_gives_its_slot_back_at_once(
     kill(client)
     killed = time.monotonic()
     assert wait_for(lambda: admitted(stack.base_url, key), timeout=5, interval=0.05)
-    print(f"\nclient SIGKILLed mid-stream: slot back after {time.monotonic() - killed:.2f} s")
+    back = time.monotonic() - killed
+
+    def charged() -> int:
+        usage = httpx.get(f"{stack.base_url}/usage", headers={"authorization": f"Bearer {key}"})
+        return int(usage.json()["totals"]["completion_tokens"])
+
+    # What it was sent before it left is charged (the one-token request after it adds 1).
+    assert wait_for(lambda: charged() > 1, timeout=5)
+    print(
+        f"\nclient SIGKILLed mid-stream: slot back after {back:.2f} s; "
+        f"charged {charged() - 1} tokens it was sent"
+    )
 
 
 async def test_a_gateway_killed_mid_request_frees_its_slot_within_the_lease_ttl(

@@ -168,6 +168,8 @@ async def test_expired_revoked_and_rotated_keys(quota: Quota) -> None:
     new, record = await quota.store.rotate(old.key_id)
     with pytest.raises(AuthenticationFailed):
         await quota.admit(old.api_key)
+    with pytest.raises(ValueError, match="revoked"):  # a revoked key cannot come back
+        await quota.store.rotate(old.key_id)
     admitted = await quota.admit(new.api_key)
     assert record.spec.models == ("demo",) and admitted.requests.limit == 7
 

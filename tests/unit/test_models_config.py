@@ -151,3 +151,11 @@ def test_model_access_patterns_match_names_or_aliases() -> None:
     assert model_allowed(["llama-*"], "llama-3b") and not model_allowed(["llama-*"], "mistral")
     assert model_allowed(["demo-latest"], "demo", "demo-latest")  # an alias is enough
     assert lua_pattern("llama-3.?b*") == "^llama%-3%..b.*$"
+
+
+def test_a_key_pattern_with_too_many_wildcards_is_refused() -> None:
+    from tiller.quota.keys import KeySpec
+
+    KeySpec("ok", models=("llama-*-?b*",)).check()
+    with pytest.raises(ValueError, match="more than 4 wildcards"):
+        KeySpec("slow", models=("*a*a*a*a*b",)).check()

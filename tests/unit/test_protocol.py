@@ -84,6 +84,7 @@ def test_text_content_parts_are_joined() -> None:
         ),
         (body(stop=["a", "b", "c", "d", "e"]), "stop", "up to 4 strings"),
         (body(n=9), "n", "Invalid 'n'"),
+        (body(max_tokens=2**63), "max_tokens", "Invalid 'max_tokens'"),
         (body(colour="blue"), "colour", "Unrecognized request argument supplied: colour"),
         (body(tools=[{"type": "function"}]), "tools[0].function", "Missing required parameter"),
         (body(tools=[]), "tools", "Invalid 'tools'"),
