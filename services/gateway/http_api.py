@@ -11,6 +11,7 @@ import orjson
 from redis.exceptions import RedisError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -118,11 +119,24 @@ async def _generate(
         call.abandon()
         raise
     answer = _with_first(first, stream)
-    return _event_source(_sse(call, chat.include_usage, answer, legacy=legacy), call.headers())
+    events_ = _sse(call, chat.include_usage, answer, legacy=legacy)
+
+    async def ended() -> None:
+        # After the response, however it ended: a client gone before the stream began never
+        # ran _sse's own `finally`, and its lease would be renewed for good. A no-op otherwise.
+        call.abandon()
+
+    return _event_source(events_, call.headers(), BackgroundTask(ended))
 
 
-def _event_source(events_: AsyncIterator[ServerSentEvent], headers: dict[str, str]) -> Response:
-    return EventSourceResponse(events_, headers=headers, ping=SSE_PING_SECONDS, sep="\n")
+def _event_source(
+    events_: AsyncIterator[ServerSentEvent],
+    headers: dict[str, str],
+    background: BackgroundTask | None = None,
+) -> Response:
+    return EventSourceResponse(
+        events_, headers=headers, ping=SSE_PING_SECONDS, sep="\n", background=background
+    )
 
 
 async def _in_background(inference: Inference, call: Call, chat: ChatRequest) -> Response:
