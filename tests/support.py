@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -325,3 +326,49 @@ def text_of(lines: list[str]) -> str:
         if (chunk := chunks_of(line)) is not None
         for choice in chunk.get("choices") or []
     )
+
+
+@dataclass
+class Replica:
+    """A quota and a gateway on it, beside the stack's, on the stack's Redis and Temporal."""
+
+    url: str  # the gateway's base URL (no /v1)
+    quota: subprocess.Popen[bytes]
+    gateway: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        stop_service(self.gateway)
+        stop_service(self.quota)
+
+
+def start_replica(stack: Stack, name: str, **quota_settings: str) -> Replica:
+    """A second quota and gateway (`name` names their logs); returns once the gateway is ready."""
+    logs = stack.data_dir / "logs"
+    quota_port, gateway_port, grpc_port = free_port(), free_port(), free_port()
+    quota = start_service(
+        stack,
+        "tiller.quota",
+        logs / f"quota-{name}.log",
+        TILLER_QUOTA_PORT=str(quota_port),
+        **quota_settings,
+    )
+    gateway = start_service(
+        stack,
+        "tiller.gateway",
+        logs / f"gateway-{name}.log",
+        TILLER_QUOTA_ADDRESS=f"127.0.0.1:{quota_port}",
+        TILLER_GATEWAY_PORT=str(gateway_port),
+        TILLER_GATEWAY_GRPC_PORT=str(grpc_port),
+    )
+    replica = Replica(f"http://127.0.0.1:{gateway_port}", quota, gateway)
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{replica.url}/readyz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    if not wait_for(ready, timeout=60):
+        replica.stop()
+        raise RuntimeError(f"the {name} gateway did not become ready")
+    return replica

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from tests.support import Stack, chunks_of, free_port, start_service, stop_service, wait_for
+from tests.support import Stack, chunks_of, start_replica
 from tiller.quota.keys import KeySpec, KeyStore, Limits
 
 
@@ -33,33 +33,11 @@ class Replicas:
 
 @pytest.fixture(scope="module")
 def replicas(stack: Stack) -> Iterator[Replicas]:
-    logs = stack.data_dir / "logs"
-    quota_port, gateway_port, grpc_port = free_port(), free_port(), free_port()
-    quota = start_service(
-        stack, "tiller.quota", logs / "quota-2.log", TILLER_QUOTA_PORT=str(quota_port)
-    )
-    gateway = start_service(
-        stack,
-        "tiller.gateway",
-        logs / "gateway-2.log",
-        TILLER_QUOTA_ADDRESS=f"127.0.0.1:{quota_port}",
-        TILLER_GATEWAY_PORT=str(gateway_port),
-        TILLER_GATEWAY_GRPC_PORT=str(grpc_port),
-    )
-    second = f"http://127.0.0.1:{gateway_port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{second}/readyz").status_code == 200
-        except httpx.HTTPError:
-            return False
-
+    second = start_replica(stack, "2")
     try:
-        assert wait_for(ready, timeout=60), "the second gateway did not become ready"
-        yield Replicas([f"http://127.0.0.1:{stack.gateway_port}", second])
+        yield Replicas([f"http://127.0.0.1:{stack.gateway_port}", second.url])
     finally:
-        stop_service(gateway)
-        stop_service(quota)
+        second.stop()
 
 
 async def new_key(stack: Stack, name: str, **limits: int) -> str:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from tests.support import ROOT, Stack, free_port, start_service, stop_service, wait_for
+from tests.support import ROOT, Stack, start_replica, wait_for
 from tiller.quota.keys import KeyStore
 
 LEASE_TTL_SECONDS = 3.0
@@ -73,37 +73,13 @@ def kill(process: subprocess.Popen[str]) -> None:
 @pytest.fixture(scope="module")
 def short_leases(stack: Stack) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A quota with 3 s leases and a gateway of its own on it (the test kills the gateway)."""
-    logs = stack.data_dir / "logs"
-    quota_port, gateway_port, grpc_port = free_port(), free_port(), free_port()
-    quota = start_service(
-        stack,
-        "tiller.quota",
-        logs / "quota-short-leases.log",
-        TILLER_QUOTA_PORT=str(quota_port),
-        TILLER_QUOTA_LEASE_TTL_SECONDS=str(LEASE_TTL_SECONDS),
+    replica = start_replica(
+        stack, "short-leases", TILLER_QUOTA_LEASE_TTL_SECONDS=str(LEASE_TTL_SECONDS)
     )
-    gateway = start_service(
-        stack,
-        "tiller.gateway",
-        logs / "gateway-short-leases.log",
-        TILLER_QUOTA_ADDRESS=f"127.0.0.1:{quota_port}",
-        TILLER_GATEWAY_PORT=str(gateway_port),
-        TILLER_GATEWAY_GRPC_PORT=str(grpc_port),
-    )
-    url = f"http://127.0.0.1:{gateway_port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{url}/readyz").status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        assert wait_for(ready, timeout=60), "the gateway did not become ready"
-        yield f"{url}/v1", gateway
+        yield f"{replica.url}/v1", replica.gateway
     finally:
-        stop_service(gateway)
-        stop_service(quota)
+        replica.stop()
 
 
 async def test_a_client_killed_mid_stream_gives_its_slot_back_at_once(
