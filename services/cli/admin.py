@@ -24,18 +24,25 @@ from typing import Any
 import httpx
 
 LIMITS = ("rpm", "tpm", "concurrency", "tokens_per_day", "tokens_per_month")
+ENVIRONMENT = ("TILLER_URL", "TILLER_ADMIN_KEY")  # what these commands read
 
 
 def add_commands(commands: Any) -> None:
     """The keys, teams and usage subcommands, on the `tiller` parser."""
+    # --url and --admin-key go anywhere: before or after the action.
+    gateway = argparse.ArgumentParser(add_help=False)
+    gateway.add_argument("--url", default=os.environ.get("TILLER_URL", "http://127.0.0.1:8080"))
+    gateway.add_argument("--admin-key", default=os.environ.get("TILLER_ADMIN_KEY"))
+    shared = {"parents": [gateway]}
     keys = commands.add_parser("keys", help="create, list, show, rotate and revoke API keys")
     teams = commands.add_parser("teams", help="teams and their shared limits")
-    usage = commands.add_parser("usage", help="the usage ledger (tokens by key, team, model)")
-    for parser in (keys, teams, usage):
-        parser.add_argument("--url", default=os.environ.get("TILLER_URL", "http://127.0.0.1:8080"))
-        parser.add_argument("--admin-key", default=os.environ.get("TILLER_ADMIN_KEY"))
+    usage = commands.add_parser(
+        "usage", help="the usage ledger (tokens by key, team, model)", **shared
+    )
     actions = keys.add_subparsers(dest="action", required=True)
-    create = actions.add_parser("create", help="a new key: printed once, stored as a hash")
+    create = actions.add_parser(
+        "create", help="a new key: printed once, stored as a hash", **shared
+    )
     create.add_argument("name")
     create.add_argument("--role", choices=("admin", "member", "viewer"), default="member")
     create.add_argument("--team", default="")
@@ -44,16 +51,18 @@ def add_commands(commands: Any) -> None:
     create.add_argument("--priority", type=int, default=0)
     create.add_argument("--expires-in-days", type=float, default=0)
     _limit_options(create)
-    actions.add_parser("list")
+    actions.add_parser("list", **shared)
     for action in ("show", "rotate", "revoke"):
-        actions.add_parser(action).add_argument("id")
+        actions.add_parser(action, **shared).add_argument("id")
     team_actions = teams.add_subparsers(dest="action", required=True)
     put = team_actions.add_parser(
-        "put", help="create a team or set its limits (all of them: a limit not given is 0, none)"
+        "put",
+        help="create a team or set its limits (all of them: a limit not given is 0, none)",
+        **shared,
     )
     put.add_argument("name")
     _limit_options(put)
-    team_actions.add_parser("list")
+    team_actions.add_parser("list", **shared)
     usage.add_argument("--from", dest="from_day", default="")
     usage.add_argument("--to", dest="to_day", default="")
     usage.add_argument("--key", default="")
@@ -76,7 +85,12 @@ def run(args: argparse.Namespace) -> int:
     except httpx.HTTPError as error:
         print(f"tiller: cannot reach the gateway at {args.url}: {error}", file=sys.stderr)
         return 1
-    print(json.dumps(reply.json(), indent=2))
+    try:
+        print(json.dumps(reply.json(), indent=2))
+    except ValueError:  # not JSON: a proxy's error page, say
+        print(
+            f"tiller: the gateway answered {reply.status_code}: {reply.text[:200]}", file=sys.stderr
+        )
     return 0 if reply.is_success else 1
 
 

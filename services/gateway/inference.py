@@ -1,6 +1,6 @@
 """One inference request through the gateway, shared by the REST and gRPC front doors.
 
-admit (quota) -> resolve (router) -> start its run (Temporal) -> read the answer's events
+resolve (router) -> admit (quota) -> start its run (Temporal) -> read the answer's events
 (Redis) -> settle it with quota (usage, lease). Every admitted request ends in exactly one
 of `complete` or `abandon`, so no concurrency lease is left behind.
 """

@@ -234,10 +234,10 @@ def _days(first: str, last: str) -> list[str]:
         start = datetime.datetime.strptime(first, "%Y%m%d").date() if first else today
         end = datetime.datetime.strptime(last, "%Y%m%d").date() if last else start
     except ValueError:
-        raise InvalidRequest("days are YYYYMMDD", param="from_day") from None
+        raise InvalidRequest("days are YYYY-MM-DD or YYYYMMDD", param="from") from None
     count = (end - start).days + 1
     if not 1 <= count <= MAX_USAGE_DAYS:
-        raise InvalidRequest(f"1 to {MAX_USAGE_DAYS} days, in order", param="to_day")
+        raise InvalidRequest(f"1 to {MAX_USAGE_DAYS} days, in order", param="to")
     return [(start + datetime.timedelta(days=i)).strftime("%Y%m%d") for i in range(count)]
 
 

@@ -1,7 +1,7 @@
 """models.yaml, step one: the strict file model and its validation.
 
 Unknown keys are rejected, and every error names the file, the line and the key path, e.g.
-`models.yaml:14: models.demo.deployments[0].adapter: unknown adapter 'vlm' (known: openai, vllm)`.
+`models.yaml:14: models.demo.deployments[0].adapter: unknown adapter 'vlm' (known: openai, …)`.
 `table.py` compiles the validated file into the routing table the service answers from.
 """
 

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from tests.support import service_env_names
+from tiller.cli import admin
 from tiller.cli.up import UpSettings
 from tiller.common.settings import env_names
 from tiller.router.config import parse
@@ -21,7 +22,7 @@ def test_every_setting_is_documented() -> None:
     documented = set(
         re.findall(r"`(TILLER_[A-Z_]*[A-Z])`", (ROOT / "docs/configuration.md").read_text())
     )
-    read = service_env_names() | env_names(UpSettings, "TILLER_UP_")
+    read = service_env_names() | env_names(UpSettings, "TILLER_UP_") | set(admin.ENVIRONMENT)
     assert not read - documented, f"undocumented: {sorted(read - documented)}"
     assert not documented - read, f"documented but not read: {sorted(documented - read)}"
 
