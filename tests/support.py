@@ -16,6 +16,10 @@ from typing import Any
 
 import httpx
 import orjson
+from temporalio.client import Client
+
+from tiller.common.payload_codec import PayloadKeys, new_key_line
+from tiller.common.temporal import sealed_converter
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 180
@@ -82,6 +86,8 @@ class Stack:
     def temporal_address(self) -> str:
         return f"127.0.0.1:{self.temporal_port}"
 
+
+TEST_PAYLOAD_KEYS = new_key_line("test-1")
 
 TEST_MODELS = """\
 models:
@@ -207,6 +213,8 @@ def stack_env(data_dir: Path, **overrides: str) -> tuple[dict[str, str], dict[st
             "TILLER_DEMO_FAILING_MODELS": "failing",
             "TILLER_DEMO_BREAKING_MODELS": "breaking",
             "TILLER_ADMIN_KEY": "tk-test-" + secrets.token_urlsafe(16),
+            # Every service and every extra one a test starts seals payloads with this key.
+            "TILLER_PAYLOAD_KEYS": TEST_PAYLOAD_KEYS,
         }
     )
     env.update(overrides)
@@ -256,6 +264,12 @@ def stop_up(process: subprocess.Popen[str]) -> int:
     except subprocess.TimeoutExpired:
         process.kill()
         raise
+
+
+async def temporal_client(stack: Stack) -> Client:
+    """A Temporal client that opens the stack's sealed payloads (TEST_PAYLOAD_KEYS)."""
+    keys = PayloadKeys.parse(TEST_PAYLOAD_KEYS)
+    return await Client.connect(stack.temporal_address, data_converter=sealed_converter(keys))
 
 
 def wait_for(predicate: object, timeout: float = 10.0, interval: float = 0.05) -> bool:

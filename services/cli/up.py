@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tiller.cli.processes import Child, UpError, check_ports_free, find_binary, stop_all
 from tiller.cli.readiness import wait_ready
+from tiller.common.payload_codec import new_key_line
 from tiller.common.settings import SettingsError, load
 from tiller.demo_engine.settings import DemoSettings
 from tiller.gateway.settings import GatewaySettings
@@ -119,6 +120,16 @@ class Stack:
         return ports
 
 
+def _payload_keys_file(data: Path) -> Path:
+    """The key that seals Temporal payloads, made once and kept beside Temporal's database (its
+    history is unreadable without it)."""
+    path = data / "payload-keys"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(new_key_line("local-1") + "\n")
+    return path
+
+
 def _service_env(stack: Stack, models_file: Path) -> dict[str, str]:
     """The environment every service child gets: the caller's, plus how to find each other.
     Only quota gets the admin key."""
@@ -127,6 +138,8 @@ def _service_env(stack: Stack, models_file: Path) -> dict[str, str]:
         for k, v in os.environ.items()
         if k not in ("TILLER_ADMIN_KEY", "TILLER_QUOTA_ADMIN_KEY")
     }
+    if not (env.get("TILLER_PAYLOAD_KEYS") or env.get("TILLER_PAYLOAD_KEYS_FILE")):
+        env["TILLER_PAYLOAD_KEYS_FILE"] = str(_payload_keys_file(stack.data))
     env.update(
         {
             "TILLER_REDIS_URL": stack.redis_url,

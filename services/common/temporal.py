@@ -3,22 +3,48 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
+import temporalio.converter
 from temporalio.client import Client
 from temporalio.service import RPCError
 
 from tiller.common.lifecycle import StartupError
+from tiller.common.payload_codec import AesGcmCodec, PayloadKeyError, PayloadKeys
 
 log = logging.getLogger(__name__)
 
 
-async def connect(address: str, namespace: str, wait_seconds: float) -> Client:
+def sealed_converter(keys: PayloadKeys) -> temporalio.converter.DataConverter:
+    """Temporal's default converter, with every payload sealed by `keys`."""
+    return dataclasses.replace(
+        temporalio.converter.DataConverter.default, payload_codec=AesGcmCodec(keys)
+    )
+
+
+def payload_keys(inline: str | None, path: str | None) -> PayloadKeys:
+    """The service's payload keys; a service that talks to Temporal does not start without."""
+    try:
+        keys = PayloadKeys.load(inline, path)
+    except PayloadKeyError as error:
+        raise StartupError(f"payload keys: {error}") from None
+    if keys is None:
+        raise StartupError(
+            "set TILLER_PAYLOAD_KEYS or TILLER_PAYLOAD_KEYS_FILE: Temporal payloads are "
+            "encrypted and there is no key (tiller up makes one)"
+        )
+    return keys
+
+
+async def connect(address: str, namespace: str, wait_seconds: float, keys: PayloadKeys) -> Client:
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
-            return await Client.connect(address, namespace=namespace)
+            return await Client.connect(
+                address, namespace=namespace, data_converter=sealed_converter(keys)
+            )
         except (RuntimeError, RPCError) as error:
             if time.monotonic() > deadline:
                 raise StartupError(

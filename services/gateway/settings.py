@@ -16,6 +16,9 @@ class GatewaySettings:
     quota_address: str = shared("TILLER_QUOTA_ADDRESS", "127.0.0.1:50053")
     temporal_address: str = shared("TILLER_TEMPORAL_ADDRESS", "127.0.0.1:7233")
     temporal_namespace: str = shared("TILLER_TEMPORAL_NAMESPACE", "default")
+    # Keys that seal every Temporal payload (common/payload_codec.py): one of the two is needed.
+    payload_keys: str | None = shared("TILLER_PAYLOAD_KEYS", None)
+    payload_keys_file: str | None = shared("TILLER_PAYLOAD_KEYS_FILE", None)
     redis_url: str = shared("TILLER_REDIS_URL", "redis://127.0.0.1:6379/0")
     key_prefix: str = shared("TILLER_KEY_PREFIX", "tiller:")
     max_body_bytes: int = 4 * 1024 * 1024

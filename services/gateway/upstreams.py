@@ -35,7 +35,10 @@ class Upstreams:
         router_channel = channel(settings.router_address)
         quota_channel = channel(settings.quota_address)
         client = await temporal.connect(
-            settings.temporal_address, settings.temporal_namespace, settings.dependency_wait_seconds
+            settings.temporal_address,
+            settings.temporal_namespace,
+            settings.dependency_wait_seconds,
+            temporal.payload_keys(settings.payload_keys, settings.payload_keys_file),
         )
         redis = redis_client.connect(
             settings.redis_url,

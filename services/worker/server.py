@@ -126,7 +126,10 @@ def build_workers(
 async def serve(settings: WorkerSettings) -> None:
     limits, version = await task_queue_limits(settings)
     client = await temporal.connect(
-        settings.temporal_address, settings.temporal_namespace, settings.dependency_wait_seconds
+        settings.temporal_address,
+        settings.temporal_namespace,
+        settings.dependency_wait_seconds,
+        temporal.payload_keys(settings.payload_keys, settings.payload_keys_file),
     )
     redis = redis_client.connect(settings.redis_url, wait_seconds=10.0)
     # Pooled keep-alive connections to every engine, no cap (each deployment's

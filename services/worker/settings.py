@@ -11,6 +11,9 @@ PREFIX = "TILLER_WORKER_"
 class WorkerSettings:
     temporal_address: str = shared("TILLER_TEMPORAL_ADDRESS", "127.0.0.1:7233")
     temporal_namespace: str = shared("TILLER_TEMPORAL_NAMESPACE", "default")
+    # Keys that seal every Temporal payload (common/payload_codec.py): one of the two is needed.
+    payload_keys: str | None = shared("TILLER_PAYLOAD_KEYS", None)
+    payload_keys_file: str | None = shared("TILLER_PAYLOAD_KEYS_FILE", None)
     redis_url: str = shared("TILLER_REDIS_URL", "redis://127.0.0.1:6379/0")
     router_address: str = shared("TILLER_ROUTER_ADDRESS", "127.0.0.1:50052")
     # Prefix of Tiller's Redis keys and channels (the gateway's cancel signals).

@@ -9,9 +9,9 @@ import time
 
 import httpx
 from redis.asyncio import Redis
-from temporalio.client import ActivityExecutionStatus, Client
+from temporalio.client import ActivityExecutionStatus
 
-from tests.support import Stack
+from tests.support import Stack, temporal_client
 from tiller.quota.keys import KeyStore
 
 LONG = [{"role": "user", "content": "word " * 3000}]  # about 3 s of streaming at 1 ms a token
@@ -46,7 +46,7 @@ async def test_disconnect_cancels_the_activity_and_releases_the_lease(stack: Sta
             await asyncio.sleep(0.2)
         assert again.status_code == 200, again.text
 
-    handle = (await Client.connect(stack.temporal_address)).get_activity_handle(request_id)
+    handle = (await temporal_client(stack)).get_activity_handle(request_id)
     deadline = time.monotonic() + 20
     while (status := (await handle.describe()).status) == ActivityExecutionStatus.RUNNING:
         assert time.monotonic() < deadline, "the activity was not cancelled"

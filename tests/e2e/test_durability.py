@@ -19,7 +19,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from tests.support import Stack, chunks_of, start_service, stop_service, text_of
+from tests.support import Stack, chunks_of, start_service, stop_service, temporal_client, text_of
 from tiller.common import events
 
 
@@ -45,7 +45,7 @@ async def durable_workers(stack: Stack) -> AsyncIterator[list[subprocess.Popen[b
 
 
 async def pollers(stack: Stack, queue: str, count: int) -> None:
-    client = await Client.connect(stack.temporal_address)
+    client = await temporal_client(stack)
     deadline = time.monotonic() + 60
     while True:
         reply = await client.workflow_service.describe_task_queue(
@@ -69,7 +69,7 @@ async def test_a_worker_stopped_mid_answer_loses_nothing(
     expected = f"You said: {words}"
     body = {"model": "durable", "messages": [{"role": "user", "content": words}], "stream": True}
     headers = {"authorization": f"Bearer {stack.admin_key}"}
-    temporal = await Client.connect(stack.temporal_address)
+    temporal = await temporal_client(stack)
     received: list[str] = []
     killed = None
     async with (
@@ -140,7 +140,7 @@ async def steps(temporal: Client, workflow_id: str) -> tuple[list[str], list[int
 
 async def test_failing_deployments_fail_over_to_the_fallback_model(stack: Stack) -> None:
     headers = {"authorization": f"Bearer {stack.admin_key}"}
-    temporal = await Client.connect(stack.temporal_address)
+    temporal = await temporal_client(stack)
     async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=60) as http:
         plain, streamed = await asyncio.gather(
             ask(http, "failover", "still there?"), ask(http, "failover", "streaming?", True)
@@ -186,7 +186,7 @@ async def test_a_stream_broken_where_it_cannot_resume_is_continued_on_the_next_d
     assert streamed.status_code == 200
     text = text_of(streamed.text.splitlines())
     assert text == f"You said: {words}", text[-200:]
-    temporal = await Client.connect(stack.temporal_address)
+    temporal = await temporal_client(stack)
     queues, _ = await steps(temporal, streamed.headers["x-request-id"])
     print(f"\nbroken mid-stream on test.breaking, continued on: {queues}; text whole")
     assert queues == ["test.breaking", "test.demo"]

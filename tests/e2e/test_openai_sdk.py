@@ -8,9 +8,9 @@ import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
-from temporalio.client import ActivityExecutionStatus, Client
+from temporalio.client import ActivityExecutionStatus
 
-from tests.support import Stack
+from tests.support import Stack, temporal_client
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ async def test_the_request_id_is_the_activity_id(stack: Stack) -> None:
         )
     request_id = response.headers["x-request-id"]
     assert response.json()["id"] == request_id
-    temporal = await Client.connect(stack.temporal_address)
+    temporal = await temporal_client(stack)
     handle = temporal.get_activity_handle(request_id)
     # The answer is sent as soon as the activity publishes it; the activity closes just after.
     assert (await handle.result())["text"] == response.json()["choices"][0]["message"]["content"]

@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 from temporalio.client import ActivityFailureError, Client
 
-from tests.support import Stack, closed_port
+from tests.support import Stack, closed_port, temporal_client
 from tiller.common import events
 from tiller.common.errors import (
     ContextLengthExceeded,
@@ -91,7 +91,7 @@ class Env:
 
 @pytest.fixture
 async def env(stack: Stack) -> AsyncIterator[Env]:
-    client = await Client.connect(stack.temporal_address)
+    client = await temporal_client(stack)
     redis = Redis.from_url(stack.redis_url)
     http = aiohttp.ClientSession()
     adapters = Adapters(AdapterResources(http))

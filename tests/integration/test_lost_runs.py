@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from tests.support import Stack
+from tests.support import TEST_PAYLOAD_KEYS, Stack
 from tiller.common import events
 from tiller.common.errors import InternalError
 from tiller.gateway.background import QUEUED, Record
@@ -30,6 +30,7 @@ async def inference(stack: Stack) -> AsyncIterator[Inference]:
         quota_address=f"127.0.0.1:{stack.quota_port}",
         key_prefix="test-lost:",
         idle_check_seconds=0.5,
+        payload_keys=TEST_PAYLOAD_KEYS,
     )
     upstreams = await Upstreams.connect(settings)
     gateway = Inference(upstreams, settings)
