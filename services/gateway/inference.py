@@ -151,6 +151,8 @@ class Inference:
             request.events_key,
             queue_timeout=request.queue_timeout_seconds,
             prompt_estimate=prompt_tokens(chat),
+            # Embeddings and the engine's own choices come back in the Redis done event only.
+            only_in_stream=chat.inputs is not None or bool(chat.extra),
         )
 
     async def _start(self, request: InferenceInput, priority: int) -> Execution:
@@ -222,6 +224,7 @@ class Call:
         holds_lease: bool = True,
         queue_timeout: float = math.inf,  # unknown (a request taken up again): the usual checks
         prompt_estimate: int = 0,
+        only_in_stream: bool = False,
     ) -> None:
         self.inference = inference
         self.request_id = request_id
@@ -235,6 +238,7 @@ class Call:
         # What a client that leaves mid-stream is charged: the prompt's estimate and the tokens
         # it was sent (engine chunks, one token each), not nothing.
         self.prompt_estimate = prompt_estimate
+        self.only_in_stream = only_in_stream
         self.sent_tokens = 0
         self._settled = False
         if holds_lease:
@@ -298,6 +302,10 @@ class Call:
             return late
         if unknown is not None:
             raise unknown
+        if self.only_in_stream:
+            # Temporal's copy of the result lacks the vectors or the engine's choices (they
+            # would overflow its payloads): better no answer than a text-only one.
+            raise ServiceUnavailable("The answer could not be read; try again.")
         result = await self.execution.result()
         return [events.Event(after, events.DONE, {"result": dataclasses.asdict(result)})]
 
