@@ -115,6 +115,7 @@ class Inference:
             await self.authenticate(api_key)  # a bad key hears that first, not which models exist
             raise
         sampling = with_defaults(chat.sampling, route.defaults)
+        prompt = prompt_tokens(chat)
         limits = route.limits
         admission = await self.admitter.admit(
             quota_pb2.AdmitRequest(
@@ -122,7 +123,9 @@ class Inference:
                 request_id=request_id,
                 model=chat.model,
                 served_model=route.model,
-                reserve_tokens=reservation(chat, sampling, self.settings.default_reserve_tokens),
+                reserve_tokens=reservation(
+                    chat, sampling, prompt, self.settings.default_reserve_tokens
+                ),
                 model_limits=quota_pb2.Limits(
                     rpm=limits.rpm, tpm=limits.tpm, concurrency=limits.concurrency
                 ),
@@ -150,7 +153,7 @@ class Inference:
             execution,
             request.events_key,
             queue_timeout=request.queue_timeout_seconds,
-            prompt_estimate=prompt_tokens(chat),
+            prompt_estimate=prompt,
             # Embeddings and the engine's own choices come back in the Redis done event only.
             only_in_stream=chat.inputs is not None or bool(chat.extra),
         )

@@ -33,9 +33,9 @@ def prompt_tokens(chat: ChatRequest) -> int:
     return math.ceil(characters / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(chat.messages)
 
 
-def reservation(chat: ChatRequest, sampling: Sampling, default_completion: int) -> int:
-    """Tokens to reserve: the prompt's estimate plus every choice's cap."""
+def reservation(chat: ChatRequest, sampling: Sampling, prompt: int, default_completion: int) -> int:
+    """Tokens to reserve: the prompt's estimate (`prompt_tokens`) plus every choice's cap."""
     if chat.inputs is not None:
-        return prompt_tokens(chat)
+        return prompt
     choices = int(chat.extra.get("n") or 1)
-    return prompt_tokens(chat) + (sampling.max_tokens or default_completion) * choices
+    return prompt + (sampling.max_tokens or default_completion) * choices
