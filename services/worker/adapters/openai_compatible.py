@@ -63,17 +63,7 @@ class OpenAICompatibleAdapter(EngineAdapter):
 
     async def _post(self, request: EngineRequest, url: str, body: dict[str, Any]) -> bytes:
         """One whole-answer call; the body of a 200, else the classified error."""
-        try:
-            async with self.resources.http.post(
-                url,
-                data=orjson.dumps(body),
-                headers=headers(request.target),
-                timeout=engine_timeout(request.timeout_seconds),
-            ) as response:
-                content = await response.read()
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise transport_error(error, request.target) from None
+        status, content, _ = await post_json(self.resources.http, request, url, body)
         if status != 200:
             raise _status_error(status, content)
         return content
@@ -109,6 +99,24 @@ class OpenAICompatibleAdapter(EngineAdapter):
 
     async def health(self, target: Target) -> bool:
         return await answers_get(self.resources.http, f"{target.endpoint}/models", target)
+
+
+async def post_json(
+    http: aiohttp.ClientSession, request: EngineRequest, url: str, body: dict[str, Any]
+) -> tuple[int, bytes, dict[str, str]]:
+    """POST a JSON body with the deployment's key and the attempt's timeout: the status, body
+    and headers (names lower-cased) of the answer, or the transport failure classified."""
+    try:
+        async with http.post(
+            url,
+            data=orjson.dumps(body),
+            headers=headers(request.target),
+            timeout=engine_timeout(request.timeout_seconds),
+        ) as response:
+            answer_headers = {k.lower(): v for k, v in response.headers.items()}
+            return response.status, await response.read(), answer_headers
+    except (aiohttp.ClientError, TimeoutError) as error:
+        raise transport_error(error, request.target) from None
 
 
 async def answers_get(http: aiohttp.ClientSession, url: str, target: Target) -> bool:

@@ -58,6 +58,7 @@ from tiller.worker.adapters.openai_compatible import (
     engine_timeout,
     headers,
     message,
+    post_json,
     sse_lines,
     transport_error,
     usage_of,
@@ -126,18 +127,8 @@ class TGIAdapter(EngineAdapter):
     async def predict(self, request: EngineRequest) -> Completion:
         chat = request.prompt is None
         url, body = _chat(request, stream=False) if chat else _generate(request, stream=False)
-        try:
-            async with self.resources.http.post(
-                url,
-                data=orjson.dumps(body),
-                headers=headers(request.target),
-                timeout=engine_timeout(request.timeout_seconds),
-            ) as response:
-                content = await response.read()
-                status = response.status
-                prompt_tokens = response.headers.get("x-prompt-tokens")
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise transport_error(error, request.target) from None
+        status, content, answer_headers = await post_json(self.resources.http, request, url, body)
+        prompt_tokens = answer_headers.get("x-prompt-tokens")
         if status != 200:
             raise _status_error(status, content, _param(request))
         try:
