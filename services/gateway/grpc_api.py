@@ -129,7 +129,6 @@ async def _chunks(call: Call) -> AsyncIterator[inference_pb2.GenerateChunk]:
     try:
         async for event in call.answer():
             if event.kind == events.DELTA:
-                call.sent(event)
                 yield inference_pb2.GenerateChunk(
                     id=call.request_id, model=call.model, delta=event.data["text"]
                 )

@@ -187,14 +187,12 @@ async def _sse(
                 # Pass-through parameters: the engine's choices (tool calls, logprobs, several
                 # choices), one chunk each; the event id on the last, for Last-Event-ID.
                 streamed = engines_own = True
-                call.sent(event)
                 *firsts, last = event.data["c"]
                 for choices in firsts:
                     yield ServerSentEvent(own_chunk(choices))
                 yield ServerSentEvent(own_chunk(last), id=event.id)
             elif event.kind == events.DELTA:
                 streamed = True
-                call.sent(event)
                 yield ServerSentEvent(piece(event.data["text"]), id=event.id)
             elif event.kind == events.DONE:
                 result = result_of(event)

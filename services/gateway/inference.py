@@ -275,6 +275,8 @@ class Call:
                     raise AnswerUnreadable() from None
                 for event in events.coalesce(batch):
                     after = event.id
+                    if event.kind == events.DELTA:  # what the caller is handed, it is charged
+                        self.sent_tokens += int(event.data.get("n", 1))
                     yield event
                     if event.terminal:
                         return
@@ -326,10 +328,6 @@ class Call:
             self.complete(Usage(self.prompt_estimate, self.sent_tokens))
         else:
             self.release()
-
-    def sent(self, event: events.Event) -> None:
-        """A delta event went to the client: it counts if the client leaves before the end."""
-        self.sent_tokens += int(event.data.get("n", 1))
 
     def release(self) -> None:
         """The request ended without an answer to charge: release its lease."""
