@@ -1,0 +1,119 @@
+"""The built-in detectors and custom recognizers, one behaviour per test (the labelled corpus,
+tests/pii/corpus.jsonl, measures them as a whole: test_pii_corpus.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tiller.common.pii import checks
+from tiller.common.pii.recognizers import RecognizerSpec
+from tiller.common.pii.scanner import Scanner
+
+SCANNER = Scanner()
+
+
+def found(text: str, scanner: Scanner = SCANNER) -> list[tuple[str, str]]:
+    return [(f.type, text[f.start : f.end]) for f in scanner.find(text)]
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "010-1234-5678",
+        "010 1234 5678",
+        "01012345678",
+        "010.1234.5678",
+        "(010)1234-5678",
+        "+82 10-1234-5678",
+        "+821012345678",
+        "(02) 1234-5678",
+        "02-123-4567",
+        "031-123-4567",
+        "070-1234-5678",
+        "+1 650-253-0000",
+        "+44 20 7946 0958",
+        "+81 3-1234-5678",
+    ],
+)
+def test_phone_numbers_in_the_forms_people_type(number: str) -> None:
+    assert found(f"연락처: {number}로 전화 주세요") == [("PHONE", number)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2024-01-15", "20240115", "주문번호 202401-1234-567890", "계좌 110-123-456789", "12:30:45"],
+)
+def test_dates_orders_and_accounts_are_not_phone_numbers(text: str) -> None:
+    assert found(text) == []
+
+
+def test_resident_numbers_need_a_real_birth_date() -> None:
+    assert found("주민번호 991332-1234567") == []  # month 13
+    assert found("주민번호 990230-1234567") == []  # 30 February
+    assert [t for t, _ in found("주민번호 900101-1234567")] == ["KR_RRN"]
+
+
+def test_a_check_digit_makes_a_bare_number_a_registration_number() -> None:
+    valid = _with_check_digit("900101123456", foreigner=False)
+    assert checks.registration_checksum(valid)
+    assert found(f"no {valid} here") == [("KR_RRN", valid)]
+    wrong = valid[:-1] + str((int(valid[-1]) + 1) % 10)
+    # Without a check digit (numbers since October 2020 have none) a bare run of 13 digits is
+    # an order number, unless a context word says otherwise; written with its dash it counts.
+    assert found(f"order {wrong} shipped") == []
+    assert found(f"주민등록번호 {wrong}") == [("KR_RRN", wrong)]
+    assert found(f"주문 {wrong[:6]}-{wrong[6:]}") == [("KR_RRN", f"{wrong[:6]}-{wrong[6:]}")]
+
+
+def test_foreigner_numbers_have_their_own_type() -> None:
+    number = _with_check_digit("850315512345", foreigner=True)
+    assert found(f"외국인등록번호 {number[:6]}-{number[6:]}") == [
+        ("KR_FRN", f"{number[:6]}-{number[6:]}")
+    ]
+
+
+def test_cards_pass_luhn_and_belong_to_an_issuer() -> None:
+    assert found("visa 4111 1111 1111 1111.") == [("CARD", "4111 1111 1111 1111")]
+    assert found("amex 3782-822463-10005") == [("CARD", "3782-822463-10005")]
+    assert found("bad 4111 1111 1111 1112") == []  # Luhn fails
+    assert found("id 0000000000000000") == []  # passes Luhn, no issuer starts with 0
+
+
+def test_emails_end_where_korean_text_begins() -> None:
+    assert found("메일은 kim.min-su+tiller@mail.example.co.kr으로 보내주세요.") == [
+        ("EMAIL", "kim.min-su+tiller@mail.example.co.kr")
+    ]
+    assert found("@app.route('/x') and a@b") == []
+
+
+def test_ip_addresses_but_not_versions() -> None:
+    assert found("from 10.0.0.1:8080 and [2001:db8::1]:443") == [
+        ("IP", "10.0.0.1"),
+        ("IP", "2001:db8::1"),
+    ]
+    assert found("version 4.3.2.1, v1.2.3.4, 1.2.3.4.5, 256.1.1.1, 00:1A:2B:3C:4D:5E") == []
+
+
+def test_custom_recognizers_with_a_validator_and_context_words() -> None:
+    scanner = Scanner(
+        [
+            RecognizerSpec(type="EMPLOYEE_ID", pattern=r"E\d{6}", context=("사번",), score=0.3),
+            RecognizerSpec(type="IBAN", pattern=r"[A-Z]{2}\d{2}[A-Z0-9]{11,30}", validator="iban"),
+        ]
+    )
+    assert found("사번 E123456 입니다", scanner) == [("EMPLOYEE_ID", "E123456")]
+    assert found("ticket E123456", scanner) == []  # below the threshold without context
+    assert found("pay GB82WEST12345698765432 now", scanner) == [("IBAN", "GB82WEST12345698765432")]
+    assert found("pay GB82WEST12345698765433 now", scanner) == []  # mod-97 fails
+
+
+def test_only_the_types_asked_for() -> None:
+    text = "kim@example.com 010-1234-5678"
+    assert [f.type for f in SCANNER.find(text, ["PHONE"])] == ["PHONE"]
+
+
+def _with_check_digit(first12: str, foreigner: bool) -> str:
+    total = sum(
+        int(d) * w for d, w in zip(first12, (2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5), strict=True)
+    )
+    return first12 + str(((13 if foreigner else 11) - total % 11) % 10)
