@@ -4,6 +4,7 @@ gateway's admin API (`/admin/...`) with an admin key.
     tiller keys create NAME [--role member] [--team T] [--owner O] [--model PATTERN ...]
                             [--rpm N] [--tpm N] [--concurrency N] [--tokens-per-day N]
                             [--tokens-per-month N] [--priority 1-5] [--expires-in-days D]
+                            [--pii MODE[:TYPE,...]]
     tiller keys list | show ID | rotate ID | revoke ID
     tiller teams put NAME [--rpm N] [--tpm N] ... | teams list
     tiller usage [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--key ID]
@@ -50,6 +51,12 @@ def add_commands(commands: Any) -> None:
     create.add_argument("--model", action="append", default=[], help="allowed model or pattern")
     create.add_argument("--priority", type=int, default=0)
     create.add_argument("--expires-in-days", type=float, default=0)
+    create.add_argument(
+        "--pii",
+        default="",
+        metavar="MODE[:TYPE,...]",
+        help="the key's own PII policy (off, mask, mask+restore, block), e.g. block:CARD,KR_RRN",
+    )
     _limit_options(create)
     actions.add_parser("list", **shared)
     for action in ("show", "rotate", "revoke"):
@@ -115,6 +122,9 @@ def _request(args: argparse.Namespace) -> tuple[str, str, Any, dict[str, str]]:
             "priority": args.priority,
             "expires_at": expires,
         }
+        if args.pii:
+            mode, _, types = args.pii.partition(":")
+            body["pii"] = {"mode": mode, "types": [t for t in types.split(",") if t]}
         return "POST", "/admin/keys", body, {}
     if args.action == "list":
         return "GET", "/admin/keys", None, {}

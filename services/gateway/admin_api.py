@@ -28,7 +28,7 @@ from tiller.gateway.upstreams import rpc
 from tiller.protos.quota.v1 import quota_pb2
 
 LIMIT_FIELDS = ("rpm", "tpm", "concurrency", "tokens_per_day", "tokens_per_month")
-SPEC_FIELDS = ("name", "role", "owner", "team", "models", "limits", "priority", "expires_at")
+SPEC_FIELDS = ("name", "role", "owner", "team", "models", "limits", "priority", "expires_at", "pii")
 ADMIN_BODY_BYTES = 64 * 1024
 
 
@@ -68,6 +68,9 @@ def _key(info: quota_pb2.KeyInfo) -> dict[str, Any]:
         "limits": _limits_json(spec.limits),
         "priority": spec.priority,
         "expires_at": spec.expires_at or None,
+        "pii": {"mode": spec.pii_policy, "types": list(spec.pii_types)}
+        if spec.pii_policy
+        else None,
         "created": info.created,
         "revoked": info.revoked,
         "expired": info.expired,
@@ -119,6 +122,7 @@ def _spec(data: Any) -> quota_pb2.KeySpec:
             raise InvalidRequest(f"'{name}' must be an integer from 0 to {top}.", param=name)
     if not data.get("name"):
         raise InvalidRequest("Missing required parameter: 'name'.", param="name")
+    pii_mode, pii_types = _pii(data.get("pii"))
     return quota_pb2.KeySpec(
         name=data["name"],
         role=data.get("role") or "member",
@@ -128,7 +132,29 @@ def _spec(data: Any) -> quota_pb2.KeySpec:
         limits=_limits(data.get("limits"), "limits"),
         priority=data.get("priority") or 0,
         expires_at=data.get("expires_at") or 0,
+        pii_policy=pii_mode,
+        pii_types=pii_types,
     )
+
+
+def _pii(data: Any) -> tuple[str, list[str]]:
+    """A key's PII policy: "mask", or {"mode": "block", "types": ["CARD"]}; null for none."""
+    if data is None:
+        return "", []
+    if isinstance(data, str):
+        data = {"mode": data}
+    mode, types = (data.get("mode"), data.get("types") or []) if isinstance(data, dict) else (0, 0)
+    if (
+        not isinstance(mode, str)
+        or not isinstance(types, list)
+        or not all(isinstance(t, str) for t in types)
+        or set(data) - {"mode", "types"}
+    ):
+        raise InvalidRequest(
+            "'pii' must be a mode or an object with 'mode' and optional 'types' (type names).",
+            param="pii",
+        )
+    return mode, types
 
 
 async def create_key(request: Request) -> Response:

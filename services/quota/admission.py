@@ -36,7 +36,7 @@ from tiller.common.errors import (
 )
 from tiller.common.priorities import DEFAULT_PRIORITY, HIGHEST_PRIORITY, LOWEST_PRIORITY
 from tiller.common.redis_text import text
-from tiller.quota.keys import QuotaLayout, digest
+from tiller.quota.keys import QuotaLayout, digest, split_types
 from tiller.quota.scripts import BatchScript
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,8 @@ redis.call('HSET', resv, 'key', r['id'], 'team', team, 'model', model, 'tokens',
   'day', day, 'month', month)
 redis.call('EXPIRE', resv, ARGV[15])
 return {1, r['id'], r['name'] or '', r['role'] or '', r['priority'] or '', team,
-  rl, math.max(rr, 0), rt, tl, math.max(tr, 0), tt, r['models'] or '[]'}
+  rl, math.max(rr, 0), rt, tl, math.max(tr, 0), tt, r['models'] or '[]',
+  r['pii_policy'] or '', r['pii_types'] or ''}
 """
 
 _UNKNOWN, _ADMITTED, _OVER, _BUSY, _ROLE, _MODEL, _TOO_LARGE, _BUDGET = 0, 1, 2, 3, 4, 5, 6, 7
@@ -185,6 +186,8 @@ class Principal:
     priority: int = DEFAULT_PRIORITY
     team: str = ""
     models: tuple[str, ...] = ()  # glob patterns; () = every model
+    pii_policy: str = ""  # the key's own PII policy ("" = none) and its types (() = all)
+    pii_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -225,10 +228,19 @@ class Admission:
 
     async def authenticate(self, api_key: str) -> Principal:
         full = _digest_or_fail(api_key)
-        revoked, expires, key_id, name, role, priority, team, models = await self.redis.hmget(
-            self.layout.record(full),
-            ["revoked", "expires_at", "id", "name", "role", "priority", "team", "models"],
-        )
+        fields = ["revoked", "expires_at", "id", "name", "role", "priority", "team", "models"]
+        (
+            revoked,
+            expires,
+            key_id,
+            name,
+            role,
+            priority,
+            team,
+            models,
+            pii,
+            pii_types,
+        ) = await self.redis.hmget(self.layout.record(full), [*fields, "pii_policy", "pii_types"])
         if revoked != b"0":
             raise AuthenticationFailed()
         expires_at = int(text(expires) or 0)
@@ -236,7 +248,14 @@ class Admission:
             raise AuthenticationFailed("The API key has expired.")
         patterns = tuple(json.loads(text(models) or "[]"))
         return Principal(
-            text(key_id), text(name), text(role), _priority(priority), text(team), patterns
+            text(key_id),
+            text(name),
+            text(role),
+            _priority(priority),
+            text(team),
+            patterns,
+            text(pii),
+            split_types(text(pii_types)),
         )
 
     async def admit(self, ask: Ask) -> Admitted:
@@ -298,7 +317,16 @@ def _admitted(reply: list[Any], ask: Ask) -> Admitted:
     if outcome == _ADMITTED:
         key_id, name, role = (text(part) for part in reply[1:4])
         patterns = tuple(json.loads(text(reply[12]) or "[]"))
-        principal = Principal(key_id, name, role, _priority(reply[4]), text(reply[5]), patterns)
+        principal = Principal(
+            key_id,
+            name,
+            role,
+            _priority(reply[4]),
+            text(reply[5]),
+            patterns,
+            text(reply[13]),
+            split_types(text(reply[14])),
+        )
         requests = Window(int(reply[6]), int(reply[7]), int(reply[8]) / 1000)
         tokens = Window(int(reply[9]), int(reply[10]), int(reply[11]) / 1000)
         return Admitted(principal, requests, tokens)

@@ -6,8 +6,9 @@ and the admin API name; the key itself is shown once, at creation (or rotation).
 
 A key's record holds who it is for (name, owner, team), its role, the models it may use (glob
 patterns; none means all), its own limits (requests and tokens per minute, concurrent requests,
-tokens per day and per month; 0 = none), its queue priority class and an optional expiry. A
-team's record holds the same limits, shared by its keys.
+tokens per day and per month; 0 = none), its queue priority class, an optional expiry and an
+optional PII policy of its own (on top of each model's). A team's record holds the same
+limits, shared by its keys.
 
 Every quota entry lives under one Redis hash tag (`{quota}`), so one Lua script can check and
 count a key, its team and its model atomically, in Redis Cluster too (one slot).
@@ -26,6 +27,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from tiller.common.pii.policy import MODES as PII_MODES
+from tiller.common.pii.recognizers import TYPE_NAME
 from tiller.common.priorities import DEFAULT_PRIORITY, HIGHEST_PRIORITY, LOWEST_PRIORITY
 from tiller.common.redis_text import text
 
@@ -36,6 +39,11 @@ _KEY_ID = re.compile(r"^[0-9a-f]{16}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
 _MODEL_GLOB = re.compile(r"^[A-Za-z0-9._:/*?-]{1,128}$")
 MAX_WILDCARDS = 4
+
+
+def split_types(joined: str) -> tuple[str, ...]:
+    """A key record's PII types (comma-joined)."""
+    return tuple(t for t in joined.split(",") if t)
 
 
 def new_key() -> str:
@@ -104,6 +112,10 @@ class KeySpec:
     limits: Limits = field(default_factory=Limits)
     priority: int = DEFAULT_PRIORITY
     expires_at: int = 0  # unix seconds; 0 = never
+    # The key's own PII policy, on top of each model's (the stricter applies per type):
+    # "" (none of its own), off, mask, mask+restore or block; for pii_types (() = every type).
+    pii_policy: str = ""
+    pii_types: tuple[str, ...] = ()
 
     def check(self) -> None:
         if not _NAME.match(self.name):
@@ -126,6 +138,13 @@ class KeySpec:
             raise ValueError(f"priority: {HIGHEST_PRIORITY} (first) to {LOWEST_PRIORITY}")
         if self.expires_at < 0:
             raise ValueError("expires_at: unix seconds, or 0 for never")
+        if self.pii_policy not in ("", *PII_MODES):
+            raise ValueError(f"pii: one of {', '.join(PII_MODES)}")
+        if self.pii_types and not self.pii_policy:
+            raise ValueError("pii: types need a mode")
+        for type_ in self.pii_types:
+            if not re.match(TYPE_NAME, type_):
+                raise ValueError(f"pii: {type_!r} is not a PII type name (e.g. EMAIL, KR_RRN)")
 
 
 @dataclass(frozen=True)
@@ -301,6 +320,8 @@ def _record_fields(key_id: str, spec: KeySpec) -> dict[str, str | int]:
         **asdict(spec.limits),
         "priority": spec.priority,
         "expires_at": spec.expires_at,
+        "pii_policy": spec.pii_policy,
+        "pii_types": ",".join(spec.pii_types),
         "created": int(time.time()),
         "revoked": 0,
     }
@@ -319,5 +340,7 @@ def _record(raw: Mapping[bytes, bytes]) -> KeyRecord:
         limits=Limits.of(data),
         priority=int(data.get("priority") or DEFAULT_PRIORITY),
         expires_at=int(data.get("expires_at") or 0),
+        pii_policy=data.get("pii_policy", ""),
+        pii_types=split_types(data.get("pii_types", "")),
     )
     return KeyRecord(data["id"], spec, int(data.get("created") or 0), data.get("revoked") == "1")

@@ -196,6 +196,8 @@ def _spec(spec: quota_pb2.KeySpec) -> KeySpec:
         limits=limits,
         priority=spec.priority or DEFAULT_PRIORITY,
         expires_at=spec.expires_at,
+        pii_policy=spec.pii_policy,
+        pii_types=tuple(spec.pii_types),
     )
 
 
@@ -220,6 +222,8 @@ def _key_info(record: KeyRecord) -> quota_pb2.KeyInfo:
             limits=_limits_pb(spec.limits),
             priority=spec.priority,
             expires_at=spec.expires_at,
+            pii_policy=spec.pii_policy,
+            pii_types=list(spec.pii_types),
         ),
         created=record.created,
         revoked=record.revoked,
@@ -263,4 +267,6 @@ def _principal(p: Principal) -> quota_pb2.Principal:
         priority=p.priority,
         team=p.team,
         models=list(p.models),
+        pii_policy=p.pii_policy,
+        pii_types=list(p.pii_types),
     )

@@ -13,14 +13,18 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from tiller.common.paths import key_path
+from tiller.common.pii.findings import BUILT_IN_TYPES, DEFAULT_MIN_SCORE
+from tiller.common.pii.recognizers import RecognizerSpec
 from tiller.worker.adapters import KINDS, check_endpoint, check_options
 from tiller.worker.shared import HEARTBEAT_TIMEOUT_SECONDS, QUEUE_TIMEOUT_SECONDS
 
@@ -99,6 +103,36 @@ class LimitsFile(_Strict):
     concurrency: Annotated[int, Field(ge=0)] = 0
 
 
+class PiiPolicyFile(_Strict):
+    """`mask`, or `{mode: block, types: [CARD, KR_RRN]}` (no types: every type)."""
+
+    mode: Literal["off", "mask", "mask+restore", "block"]
+    types: list[str] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _just_a_mode(cls, value: Any) -> Any:
+        if value is False:  # YAML 1.1 reads a bare `off` as false
+            value = "off"
+        return {"mode": value} if isinstance(value, str) else value
+
+
+def _as_list(value: Any) -> Any:
+    return value if isinstance(value, list) else [value]
+
+
+# A policy, or several (`[mask, {mode: block, types: [CARD]}]`: per type the strictest applies).
+PiiPolicies = Annotated[list[PiiPolicyFile], Field(min_length=1), BeforeValidator(_as_list)]
+
+
+class PiiFile(_Strict):
+    """The file's top-level `pii`: the policy of models that set none, and how to detect."""
+
+    policy: PiiPolicies = [PiiPolicyFile(mode="mask")]
+    min_score: Annotated[float, Field(ge=0, le=1)] = DEFAULT_MIN_SCORE
+    recognizers: list[RecognizerSpec] = []
+
+
 class ModelFile(_Strict):
     aliases: list[Annotated[str, Field(pattern=NAME)]] = []
     owned_by: str = "tiller"
@@ -116,10 +150,13 @@ class ModelFile(_Strict):
     # The system message of a request that has none of its own.
     system_prompt: Annotated[str, Field(min_length=1, max_length=32_768)] | None = None
     limits: LimitsFile = LimitsFile()
+    # What the gateway does with personal data in requests to this model (unset: `pii.policy`).
+    pii: PiiPolicies | None = None
 
 
 class ModelsFile(_Strict):
     models: Annotated[dict[Annotated[str, Field(pattern=NAME)], ModelFile], Field(min_length=1)]
+    pii: PiiFile = PiiFile()
 
 
 def load(path: Path) -> ModelsFile:
@@ -156,6 +193,7 @@ def parse(text: str, source: str = "models.yaml") -> ModelsFile:
     except ValidationError as error:
         raise ConfigError(_describe(error, node, source)) from None
     _check_names(parsed, node, source)
+    _check_pii_types(parsed, node, source)
     return parsed
 
 
@@ -208,6 +246,33 @@ def _check_names(parsed: ModelsFile, root: yaml.Node | None, source: str) -> Non
             if problem:
                 raise ConfigError(f"{source}:{_line(root, where)}: {key_path(where)}: {problem}")
             targets.add(str(target))
+
+
+def _check_pii_types(parsed: ModelsFile, root: yaml.Node | None, source: str) -> None:
+    """Policies name built-in types or the file's own recognizers' types."""
+    known = (*BUILT_IN_TYPES, *(r.type for r in parsed.pii.recognizers))
+    policies: list[tuple[tuple[str | int, ...], PiiPolicyFile]] = [
+        *_each_policy(("pii", "policy"), parsed.pii.policy),
+        *(
+            placed
+            for name, model in parsed.models.items()
+            for placed in _each_policy(("models", name, "pii"), model.pii)
+        ),
+    ]
+    for where, policy in policies:
+        for index, type_ in enumerate(policy.types):
+            if type_ not in known:
+                loc = (*where, "types", index)
+                raise ConfigError(
+                    f"{source}:{_line(root, loc)}: {key_path(loc)}: unknown PII type "
+                    f"{type_!r} (known: {', '.join(known)})"
+                )
+
+
+def _each_policy(
+    where: tuple[str | int, ...], policies: list[PiiPolicyFile] | None
+) -> list[tuple[tuple[str | int, ...], PiiPolicyFile]]:
+    return [((*where, index), p) for index, p in enumerate(policies or [])]
 
 
 def _line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int:

@@ -36,6 +36,14 @@ class RouterService(router_pb2_grpc.RouterServicer):
                 maximum_interval_seconds=model.retry.maximum_interval_seconds,
             ),
             config_version=self.table.version,
+            pii=router_pb2.PiiSettings(
+                policies=[
+                    router_pb2.PiiPolicy(mode=p.mode, types=p.types)
+                    for p in self.table.pii_policies(model)
+                ],
+                min_score=self.table.pii.min_score,
+                recognizers_json=self.table.pii.recognizers_json,
+            ),
         )
 
     @translate_errors

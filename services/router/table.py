@@ -11,6 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from tiller.common.errors import ModelNotFound
+from tiller.common.pii.findings import DEFAULT_MIN_SCORE
 from tiller.router import config
 from tiller.worker.shared import FAILOVER_TASK_QUEUE
 
@@ -51,6 +52,15 @@ class Model:
     defaults: config.DefaultsFile
     system_prompt: str | None
     limits: config.LimitsFile
+    pii: tuple[config.PiiPolicyFile, ...]  # its own, or the file's default
+
+
+@dataclass(frozen=True, slots=True)
+class PiiDetection:
+    """How the gateway finds personal data: the same for every model."""
+
+    min_score: float
+    recognizers_json: str  # the custom recognizers, as JSON ("" = none)
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,7 @@ class RoutingTable:
     version: int  # derived from the file's bytes: equal files, equal versions
     models: Mapping[str, Model]
     names: Mapping[str, Model]  # every model name and alias
+    pii: PiiDetection = PiiDetection(DEFAULT_MIN_SCORE, "")
 
     def resolve(self, name: str) -> Model:
         try:
@@ -67,6 +78,12 @@ class RoutingTable:
                 f"The model `{name}` does not exist or you do not have access to it.",
                 param="model",
             ) from None
+
+    def pii_policies(self, model: Model) -> tuple[config.PiiPolicyFile, ...]:
+        """The policies a request to `model` is under: its own, and its fallback models' (they
+        may see the request too), without repeats."""
+        policies = [*model.pii, *(p for name in model.fallbacks for p in self.models[name].pii)]
+        return tuple(p for i, p in enumerate(policies) if p not in policies[:i])
 
     def fallback_deployments(self, model: Model) -> tuple[Deployment, ...]:
         """The deployments of `model`'s fallback models, in the order they are tried."""
@@ -91,7 +108,7 @@ def compile_models(
     for name, spec in parsed.models.items():
         canonical.update((alias, name) for alias in spec.aliases)
     models = {
-        name: _model(name, spec, created, tuple(canonical[f] for f in spec.fallbacks))
+        name: _model(name, spec, created, tuple(canonical[f] for f in spec.fallbacks), parsed.pii)
         for name, spec in parsed.models.items()
     }
     _check_shared_queues(models)
@@ -100,10 +117,20 @@ def compile_models(
     for model in models.values():
         names.update((alias, model) for alias in model.aliases)
     version = int.from_bytes(hashlib.sha256(source).digest()[:7], "big")
-    return RoutingTable(version, MappingProxyType(models), MappingProxyType(names))
+    recognizers = [r.model_dump(exclude_defaults=True) for r in parsed.pii.recognizers]
+    pii = PiiDetection(
+        parsed.pii.min_score, json.dumps(recognizers, ensure_ascii=False) if recognizers else ""
+    )
+    return RoutingTable(version, MappingProxyType(models), MappingProxyType(names), pii)
 
 
-def _model(name: str, spec: config.ModelFile, created: int, fallbacks: tuple[str, ...]) -> Model:
+def _model(
+    name: str,
+    spec: config.ModelFile,
+    created: int,
+    fallbacks: tuple[str, ...],
+    pii: config.PiiFile,
+) -> Model:
     deployments = tuple(
         Deployment(
             name=d.name or f"{name}-{i}",
@@ -133,6 +160,7 @@ def _model(name: str, spec: config.ModelFile, created: int, fallbacks: tuple[str
         defaults=spec.defaults,
         system_prompt=spec.system_prompt,
         limits=spec.limits,
+        pii=tuple(spec.pii if spec.pii is not None else pii.policy),
     )
 
 

@@ -14,20 +14,24 @@ class AuthenticateRequest(_message.Message):
     def __init__(self, api_key: _Optional[str] = ...) -> None: ...
 
 class Principal(_message.Message):
-    __slots__ = ("key_id", "name", "role", "priority", "team", "models")
+    __slots__ = ("key_id", "name", "role", "priority", "team", "models", "pii_policy", "pii_types")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     TEAM_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    PII_POLICY_FIELD_NUMBER: _ClassVar[int]
+    PII_TYPES_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     name: str
     role: str
     priority: int
     team: str
     models: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, key_id: _Optional[str] = ..., name: _Optional[str] = ..., role: _Optional[str] = ..., priority: _Optional[int] = ..., team: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ...) -> None: ...
+    pii_policy: str
+    pii_types: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, key_id: _Optional[str] = ..., name: _Optional[str] = ..., role: _Optional[str] = ..., priority: _Optional[int] = ..., team: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., pii_policy: _Optional[str] = ..., pii_types: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AdmitRequest(_message.Message):
     __slots__ = ("api_key", "request_id", "model", "served_model", "reserve_tokens", "model_limits")
@@ -148,7 +152,7 @@ class RenewLeasesResponse(_message.Message):
     def __init__(self, ttl_seconds: _Optional[float] = ...) -> None: ...
 
 class KeySpec(_message.Message):
-    __slots__ = ("name", "role", "owner", "team", "models", "limits", "priority", "expires_at")
+    __slots__ = ("name", "role", "owner", "team", "models", "limits", "priority", "expires_at", "pii_policy", "pii_types")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +161,8 @@ class KeySpec(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    PII_POLICY_FIELD_NUMBER: _ClassVar[int]
+    PII_TYPES_FIELD_NUMBER: _ClassVar[int]
     name: str
     role: str
     owner: str
@@ -165,7 +171,9 @@ class KeySpec(_message.Message):
     limits: Limits
     priority: int
     expires_at: int
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., owner: _Optional[str] = ..., team: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., priority: _Optional[int] = ..., expires_at: _Optional[int] = ...) -> None: ...
+    pii_policy: str
+    pii_types: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., owner: _Optional[str] = ..., team: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., priority: _Optional[int] = ..., expires_at: _Optional[int] = ..., pii_policy: _Optional[str] = ..., pii_types: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateKeyRequest(_message.Message):
     __slots__ = ("spec",)

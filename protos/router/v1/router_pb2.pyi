@@ -47,7 +47,7 @@ class Deployment(_message.Message):
     def __init__(self, name: _Optional[str] = ..., adapter: _Optional[str] = ..., endpoint: _Optional[str] = ..., engine_model: _Optional[str] = ..., task_queue: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., model: _Optional[str] = ..., resume: _Optional[bool] = ..., options_json: _Optional[str] = ...) -> None: ...
 
 class Route(_message.Message):
-    __slots__ = ("model", "requested", "deployments", "timeout_seconds", "retry", "config_version", "fallbacks", "heartbeat_timeout_seconds", "queue_timeout_seconds", "defaults", "system_prompt", "limits")
+    __slots__ = ("model", "requested", "deployments", "timeout_seconds", "retry", "config_version", "fallbacks", "heartbeat_timeout_seconds", "queue_timeout_seconds", "defaults", "system_prompt", "limits", "pii")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,7 @@ class Route(_message.Message):
     DEFAULTS_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    PII_FIELD_NUMBER: _ClassVar[int]
     model: str
     requested: str
     deployments: _containers.RepeatedCompositeFieldContainer[Deployment]
@@ -72,7 +73,26 @@ class Route(_message.Message):
     defaults: SamplingDefaults
     system_prompt: str
     limits: ModelLimits
-    def __init__(self, model: _Optional[str] = ..., requested: _Optional[str] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., timeout_seconds: _Optional[float] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., config_version: _Optional[int] = ..., fallbacks: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., heartbeat_timeout_seconds: _Optional[float] = ..., queue_timeout_seconds: _Optional[float] = ..., defaults: _Optional[_Union[SamplingDefaults, _Mapping]] = ..., system_prompt: _Optional[str] = ..., limits: _Optional[_Union[ModelLimits, _Mapping]] = ...) -> None: ...
+    pii: PiiSettings
+    def __init__(self, model: _Optional[str] = ..., requested: _Optional[str] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., timeout_seconds: _Optional[float] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., config_version: _Optional[int] = ..., fallbacks: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., heartbeat_timeout_seconds: _Optional[float] = ..., queue_timeout_seconds: _Optional[float] = ..., defaults: _Optional[_Union[SamplingDefaults, _Mapping]] = ..., system_prompt: _Optional[str] = ..., limits: _Optional[_Union[ModelLimits, _Mapping]] = ..., pii: _Optional[_Union[PiiSettings, _Mapping]] = ...) -> None: ...
+
+class PiiSettings(_message.Message):
+    __slots__ = ("policies", "min_score", "recognizers_json")
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    RECOGNIZERS_JSON_FIELD_NUMBER: _ClassVar[int]
+    policies: _containers.RepeatedCompositeFieldContainer[PiiPolicy]
+    min_score: float
+    recognizers_json: str
+    def __init__(self, policies: _Optional[_Iterable[_Union[PiiPolicy, _Mapping]]] = ..., min_score: _Optional[float] = ..., recognizers_json: _Optional[str] = ...) -> None: ...
+
+class PiiPolicy(_message.Message):
+    __slots__ = ("mode", "types")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    TYPES_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    types: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, mode: _Optional[str] = ..., types: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelLimits(_message.Message):
     __slots__ = ("rpm", "tpm", "concurrency")

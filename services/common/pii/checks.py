@@ -11,11 +11,11 @@ import ipaddress
 import re
 from collections.abc import Callable
 
-DIGITS = re.compile(r"\d")
+_NOT_DIGITS = re.compile(r"\D+")
 
 
 def digits(value: str) -> str:
-    return "".join(DIGITS.findall(value))
+    return _NOT_DIGITS.sub("", value)
 
 
 def luhn(value: str) -> bool:
@@ -51,13 +51,16 @@ _CARD_RANGES: tuple[tuple[int, int, tuple[int, ...]], ...] = (
 )
 
 
+# Every issuer prefix, as text, with the lengths its numbers have.
+_CARD_PREFIXES: dict[str, tuple[int, ...]] = {
+    str(prefix): lengths for low, high, lengths in _CARD_RANGES for prefix in range(low, high + 1)
+}
+_PREFIX_WIDTHS = sorted({len(p) for p in _CARD_PREFIXES})
+
+
 def card_issuer(value: str) -> bool:
     number = digits(value)
-    for low, high, lengths in _CARD_RANGES:
-        width = len(str(low))
-        if len(number) in lengths and low <= int(number[:width]) <= high:
-            return True
-    return False
+    return any(len(number) in _CARD_PREFIXES.get(number[:width], ()) for width in _PREFIX_WIDTHS)
 
 
 def card(value: str) -> bool:

@@ -30,9 +30,15 @@ def has_context(text: str, start: int, end: int, words: tuple[str, ...], window:
 def resolve(findings: list[Finding]) -> list[Finding]:
     """Non-overlapping findings in text order: where two overlap, the surer one (then the
     longer, then the earlier) wins."""
-    ranked = sorted(findings, key=lambda f: (-f.score, f.start - f.end, f.start))
     kept: list[Finding] = []
-    for finding in ranked:
-        if all(finding.end <= k.start or finding.start >= k.end for k in kept):
-            kept.append(finding)
-    return sorted(kept, key=lambda f: f.start)
+    for finding in sorted(findings, key=lambda f: (f.start, f.end)):
+        if kept and finding.start < kept[-1].end:
+            if _rank(finding) < _rank(kept[-1]):
+                kept[-1] = finding  # it starts after the one before the last ended
+            continue
+        kept.append(finding)
+    return kept
+
+
+def _rank(finding: Finding) -> tuple[float, int, int]:
+    return (-finding.score, finding.start - finding.end, finding.start)

@@ -32,7 +32,8 @@ class Redaction:
     def __init__(self, scanner: Scanner, policies: Policies) -> None:
         self.scanner = scanner
         self.policies = policies
-        self.watched = policies.watched(scanner.types)
+        self.modes = {t: policies.mode_for(t) for t in scanner.types}
+        self.watched = tuple(t for t, mode in self.modes.items() if mode != OFF)
         self.counts: Counter[str] = Counter()  # findings by type, for logs and metrics
         self.vault: dict[str, str] = {}  # placeholder -> original (mask+restore types only)
         self._placeholders: dict[tuple[str, str], str] = {}
@@ -50,7 +51,7 @@ class Redaction:
             findings = self.scanner.find(text, self.watched) if self.watched else []
             self._found[text] = findings
             for finding in findings:
-                if self.policies.mode_for(finding.type) == BLOCK:
+                if self.modes[finding.type] == BLOCK:
                     blocked.add(finding.type)
         if blocked:
             raise Blocked(sorted(blocked))
@@ -82,12 +83,6 @@ class Redaction:
             if placeholder not in self._taken:
                 break
         self._placeholders[(type_, value)] = placeholder
-        if self.policies.mode_for(type_) == MASK_RESTORE:
+        if self.modes[type_] == MASK_RESTORE:
             self.vault[placeholder] = value
         return placeholder
-
-    @property
-    def active(self) -> bool:
-        return self.policies.active and any(
-            self.policies.mode_for(t) != OFF for t in self.scanner.types
-        )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 
-from tiller.common.pii.detectors import BUILT_IN
+from tiller.common.pii.detectors import BUILT_IN, numeric_windows
 from tiller.common.pii.findings import BUILT_IN_TYPES, DEFAULT_MIN_SCORE, Finding, resolve
 from tiller.common.pii.recognizers import Recognizer, RecognizerSpec
 
@@ -23,11 +23,23 @@ class Scanner:
         if not wanted or not text:
             return []
         found: list[Finding] = []
-        ran: set[Callable[[str], Iterator[Finding]]] = set()
-        for type_, detect in BUILT_IN.items():
-            if type_ in wanted and detect not in ran:  # one detector may find two types
-                ran.add(detect)
+        windows: list[tuple[int, int]] | None = None
+        for detect, types_found, numeric in BUILT_IN:
+            if not types_found & wanted:
+                continue
+            if not numeric:
                 found.extend(detect(text))
+                continue
+            if windows is None:
+                windows = numeric_windows(text)
+            for start, end in windows:
+                if start == 0 and end == len(text):
+                    found.extend(detect(text))
+                    continue
+                found.extend(
+                    Finding(f.type, f.start + start, f.end + start, f.score)
+                    for f in detect(text[start:end])
+                )
         for recognizer in self.custom:
             if recognizer.type in wanted:
                 found.extend(recognizer.find(text))
