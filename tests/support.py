@@ -171,6 +171,33 @@ models:
         endpoint: http://127.0.0.1:{demo_port}/v1
         engine_model: demo
         task_queue: test.unserved
+  private:  # personal data masked for the engine, the originals restored for the caller
+    pii: mask+restore
+    deployments:
+      - name: private-local
+        adapter: openai
+        endpoint: http://127.0.0.1:{demo_port}/v1
+        engine_model: demo
+        task_queue: test.demo
+        max_concurrency: 64
+  guarded:  # refuses resident numbers and cards outright; masks the rest (the default)
+    pii: [mask, {{mode: block, types: [KR_RRN, KR_FRN, CARD]}}]
+    deployments:
+      - name: guarded-local
+        adapter: openai
+        endpoint: http://127.0.0.1:{demo_port}/v1
+        engine_model: demo
+        task_queue: test.demo
+        max_concurrency: 64
+  raw:  # no masking: the engine sees what the caller sent
+    pii: off
+    deployments:
+      - name: raw-local
+        adapter: openai
+        endpoint: http://127.0.0.1:{demo_port}/v1
+        engine_model: demo
+        task_queue: test.demo
+        max_concurrency: 64
   all-down:
     retry: {{max_attempts: 2, initial_interval_seconds: 0.1, maximum_interval_seconds: 0.2}}
     timeout_seconds: 5
@@ -212,6 +239,7 @@ def stack_env(data_dir: Path, **overrides: str) -> tuple[dict[str, str], dict[st
             "TILLER_DEMO_SERVED_MODELS": "demo,breaking",
             "TILLER_DEMO_FAILING_MODELS": "failing",
             "TILLER_DEMO_BREAKING_MODELS": "breaking",
+            "TILLER_DEMO_RECORD_REQUESTS": "256",  # GET /received: what the engine was sent
             "TILLER_ADMIN_KEY": "tk-test-" + secrets.token_urlsafe(16),
             # Every service and every extra one a test starts seals payloads with this key.
             "TILLER_PAYLOAD_KEYS": TEST_PAYLOAD_KEYS,

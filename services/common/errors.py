@@ -193,6 +193,12 @@ class ContextLengthExceeded(InvalidRequest):
     openai_code = "context_length_exceeded"
 
 
+class PiiDetected(InvalidRequest):
+    """A policy blocks the personal data the request carries; the message names its types."""
+
+    openai_code = "pii_detected"
+
+
 class AuthenticationFailed(TillerError):
     http_status = 401
     grpc_code = grpc.StatusCode.UNAUTHENTICATED

@@ -8,6 +8,7 @@ answers deterministically, with a configurable delay per token.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 import uuid
@@ -62,6 +63,22 @@ class InFlight:
 
 def create_app(settings: DemoSettings) -> Starlette:
     in_flight = InFlight()
+    received: collections.deque[dict[str, Any]] = collections.deque(
+        maxlen=settings.record_requests or 1
+    )
+
+    def record(path: str, body: Any) -> None:
+        if settings.record_requests:
+            received.append({"path": path, "body": body})
+
+    async def show_received(request: Request) -> Response:
+        """What the engine was sent, oldest first (with TILLER_DEMO_RECORD_REQUESTS set)."""
+        return _json({"data": list(received)})
+
+    async def clear_received(request: Request) -> Response:
+        received.clear()
+        return Response(status_code=204)
+
     delay = settings.token_delay_ms / 1000
     first_delay = settings.first_token_delay_ms / 1000
 
@@ -100,6 +117,7 @@ def create_app(settings: DemoSettings) -> Starlette:
                 messages = body["messages"]
         except (orjson.JSONDecodeError, KeyError, TypeError, IndexError):
             return _error(f"body must be JSON with {'prompt' if legacy else 'messages'!r}", 400)
+        record(request.url.path, body)
         if body.get("model") in settings.failing_models:
             return _error("The engine failed (a failing model of the demo engine).", 500)
         if body.get("model") not in settings.served_models:
@@ -187,6 +205,7 @@ def create_app(settings: DemoSettings) -> Starlette:
             given = body["input"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return _error("body must be JSON with 'input'", 400)
+        record(request.url.path, body)
         texts = [given] if isinstance(given, str) else given
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             return _error("'input' must be a string or an array of strings", 400)
@@ -212,6 +231,8 @@ def create_app(settings: DemoSettings) -> Starlette:
             Route("/health", health),
             Route("/stats", stats, methods=["GET"]),
             Route("/stats/reset", reset_stats, methods=["POST"]),
+            Route("/received", show_received, methods=["GET"]),
+            Route("/received", clear_received, methods=["DELETE"]),
             Route("/v1/models", models),
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),

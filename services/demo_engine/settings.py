@@ -21,6 +21,9 @@ class DemoSettings:
     token_delay_ms: float = 15.0  # between streamed tokens, like a real engine's decode step
     first_token_delay_ms: float = 0.0
     max_context_tokens: int = 4096  # longer prompts get vLLM's 400 context-length error
+    # Keep the last N request bodies in memory, readable at GET /received: tests check exactly
+    # what an engine was sent (PII masking). 0 (the default): nothing is kept.
+    record_requests: int = 0
     log_level: str = "warning"
 
     @classmethod

@@ -27,7 +27,7 @@ from tiller.common.errors import (
     TillerError,
 )
 from tiller.common.model_access import model_allowed
-from tiller.gateway import admin_api, shapes
+from tiller.gateway import admin_api, metrics, shapes
 from tiller.gateway.background import QUEUED, Record
 from tiller.gateway.callers import (
     PRIORITY_HEADER,
@@ -381,6 +381,7 @@ def create_app(inference: Inference) -> Starlette:
             Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics.metrics, methods=["GET"]),
             *admin_api.ROUTES,
         ],
         exception_handlers={TillerError: _tiller_error, HTTPException: _http_error},

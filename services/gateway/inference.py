@@ -22,7 +22,13 @@ from redis.exceptions import RedisError
 from temporalio.service import RPCError
 
 from tiller.common import events
-from tiller.common.errors import AnswerUnreadable, ModelNotFound, ServiceUnavailable, TillerError
+from tiller.common.errors import (
+    AnswerUnreadable,
+    InvalidRequest,
+    ModelNotFound,
+    ServiceUnavailable,
+    TillerError,
+)
 from tiller.common.model_access import model_allowed
 from tiller.common.priorities import DEFAULT_PRIORITY
 from tiller.gateway import executions
@@ -31,8 +37,10 @@ from tiller.gateway.answers import AnswerHub
 from tiller.gateway.background import BackgroundRequests, Record
 from tiller.gateway.executions import Execution
 from tiller.gateway.leases import LeaseKeeper
+from tiller.gateway.masking import Masking
 from tiller.gateway.protocol import ChatRequest
 from tiller.gateway.reservations import prompt_tokens, reservation
+from tiller.gateway.restoring import AnswerRestorer
 from tiller.gateway.routes import RouteCache
 from tiller.gateway.settings import GatewaySettings
 from tiller.gateway.settlement import Settler
@@ -71,6 +79,7 @@ class Inference:
             block_ms=int(settings.idle_check_seconds * 1000),
         )
         self.leases = LeaseKeeper(upstreams.quota, settings.rpc_timeout_seconds)
+        self.masking = Masking()
         self.background = BackgroundRequests(
             self,
             upstreams.redis,
@@ -102,7 +111,8 @@ class Inference:
         )
 
     async def begin(self, api_key: str, chat: ChatRequest, priority: int | None = None) -> Call:
-        """Admit, route and start the request's activity; raises TillerError if any step refuses.
+        """Route, admit, mask and start the request's activity; raises TillerError if any step
+        refuses.
 
         The request queues in its priority class: the key's, or a later one if the caller asks
         (`priority`, 1 first .. 5 last); a caller cannot move ahead of its key's class.
@@ -139,6 +149,15 @@ class Inference:
             ]
             route = _with_fallbacks(route, allowed)
         try:
+            # Before anything is stored or sent: the engine, Temporal and Redis see placeholders.
+            chat, vault = await self.masking.mask_soon(chat, route, admission.principal)
+            if vault and chat.background:
+                raise InvalidRequest(
+                    "'background' is not supported when personal data is masked and restored "
+                    "(a mask+restore PII policy): the originals are kept only for the life of "
+                    "the connection.",
+                    param="background",
+                )
             request = _activity_input(request_id, chat, route, self.settings.key_prefix)
             execution = await self._start(request, queue_class)
         except BaseException:
@@ -156,6 +175,7 @@ class Inference:
             prompt_estimate=prompt,
             # Embeddings and the engine's own choices come back in the Redis done event only.
             only_in_stream=chat.inputs is not None or bool(chat.extra),
+            restore=vault,
         )
 
     async def _start(self, request: InferenceInput, priority: int) -> Execution:
@@ -228,6 +248,7 @@ class Call:
         queue_timeout: float = math.inf,  # unknown (a request taken up again): the usual checks
         prompt_estimate: int = 0,
         only_in_stream: bool = False,
+        restore: dict[str, str] | None = None,
     ) -> None:
         self.inference = inference
         self.request_id = request_id
@@ -242,6 +263,8 @@ class Call:
         # it was sent (engine chunks, one token each), not nothing.
         self.prompt_estimate = prompt_estimate
         self.only_in_stream = only_in_stream
+        # mask+restore: placeholders and the caller's values, to put back in the answer.
+        self.restorer = AnswerRestorer(restore) if restore else None
         self.sent_tokens = 0
         self._settled = False
         if holds_lease:
@@ -273,7 +296,8 @@ class Call:
                         reread = reread or bool(batch)
                 except RedisError:
                     raise AnswerUnreadable() from None
-                for event in events.coalesce(batch):
+                batch = events.coalesce(batch)
+                for event in self.restorer.restore(batch) if self.restorer else batch:
                     after = event.id
                     if event.kind == events.DELTA:  # what the caller is handed, it is charged
                         self.sent_tokens += int(event.data.get("n", 1))

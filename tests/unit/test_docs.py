@@ -7,11 +7,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from tests.support import service_env_names
 from tiller.cli import admin
 from tiller.cli.up import UpSettings
 from tiller.common.settings import env_names
-from tiller.router.config import parse
+from tiller.router.config import ConfigError, parse
 from tiller.router.table import compile_models
 from tiller.worker.adapters import KINDS
 
@@ -48,3 +50,16 @@ def test_every_models_yaml_example_in_the_docs_is_valid() -> None:
         table = compile_models(parse(example, "docs/models.md"), example.encode())
         adapters |= {d.adapter for m in table.models.values() for d in m.deployments}
     assert adapters == KINDS
+
+
+def test_the_pii_guides_models_yaml_is_valid() -> None:
+    """docs/pii.md's models.yaml compiles as written, with the errors it quotes."""
+    text = (ROOT / "docs/pii.md").read_text()
+    [example] = re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)
+    table = compile_models(parse(example, "models.yaml"), example.encode())
+    assert [p.mode for p in table.pii_policies(table.resolve("hosted"))] == ["mask", "block"]
+    broken = example.replace("CARD, EMPLOYEE_ID]", "CARD, EMPLOYEE_NO]")
+    with pytest.raises(ConfigError) as error:
+        parse(broken, "models.yaml")
+    quoted = " ".join(text.split("Errors name the line: `")[1].split("`.")[0].split())
+    assert str(error.value) == quoted

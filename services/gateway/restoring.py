@@ -1,0 +1,133 @@
+"""mask+restore on the way out: the answer's events with placeholders turned back into the
+caller's own values, in the text, in the engine's own choices (content, tool-call arguments,
+legacy text) and in the final result.
+
+Each stream of text (the answer; each choice's content; each tool call's arguments) has its own
+restorer, which holds back a tail that may be the start of a placeholder. A choice's held text
+goes out with its finish_reason; the answer's, just before the done event.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from tiller.common import events
+from tiller.common.pii.restoring import Restorer
+
+
+class AnswerRestorer:
+    def __init__(self, vault: dict[str, str]) -> None:
+        self.vault = vault
+        self.text = Restorer(vault)
+        self.parts: dict[tuple[int, str, int], Restorer] = {}
+        self.engines_own = False  # the engine's choices carry the answer (pass-through)
+
+    def restore(self, batch: Iterable[events.Event]) -> Iterator[events.Event]:
+        for event in batch:
+            if event.kind == events.DELTA:
+                delta = self._delta(event)
+                if delta.data["text"] or "c" in delta.data:  # not all of it held back
+                    yield delta
+            elif event.kind == events.DONE:
+                held = self.text.flush()
+                if self.engines_own:  # the choices hold the same text: theirs goes out
+                    if leftovers := self._flush_all():
+                        yield events.Event(
+                            event.id, events.DELTA, {"text": "", "n": 0, "c": [leftovers]}
+                        )
+                elif held:
+                    yield events.Event(event.id, events.DELTA, {"text": held, "n": 0})
+                yield events.Event(event.id, events.DONE, self._done(event.data))
+            else:
+                yield event
+
+    def _delta(self, event: events.Event) -> events.Event:
+        data = dict(event.data)  # events may be shared by several readers: copy, never mutate
+        data["text"] = self.text.feed(data.get("text", ""))
+        if "c" in data:
+            self.engines_own = True
+            data["c"] = [[self._choice(c) for c in copy.deepcopy(chunk)] for chunk in data["c"]]
+        return events.Event(event.id, events.DELTA, data)
+
+    def _restorer(self, index: int, part: str, call: int = 0) -> Restorer:
+        key = (index, part, call)
+        restorer = self.parts.get(key)
+        if restorer is None:
+            restorer = self.parts[key] = Restorer(self.vault, json_string=part == "arguments")
+        return restorer
+
+    def _choice(self, choice: dict[str, Any]) -> dict[str, Any]:
+        index = int(choice.get("index", 0))
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            if isinstance(delta.get("content"), str):
+                delta["content"] = self._restorer(index, "content").feed(delta["content"])
+            for call in delta.get("tool_calls") or ():
+                function = call.get("function") or {}
+                if isinstance(function.get("arguments"), str):
+                    restorer = self._restorer(index, "arguments", int(call.get("index", 0)))
+                    function["arguments"] = restorer.feed(function["arguments"])
+        elif isinstance(choice.get("text"), str):  # a legacy completion's choice
+            choice["text"] = self._restorer(index, "text").feed(choice["text"])
+        if choice.get("finish_reason"):
+            self._flush_into(choice, index)
+        return choice
+
+    def _flush_into(self, choice: dict[str, Any], index: int) -> None:
+        """Send what the choice's restorers still hold with its last chunk."""
+        for (owner, part, call), restorer in list(self.parts.items()):
+            if owner != index:
+                continue
+            held = restorer.flush()
+            del self.parts[(owner, part, call)]
+            if not held:
+                continue
+            if part == "text":
+                choice["text"] = choice.get("text", "") + held
+                continue
+            delta = choice.setdefault("delta", {})
+            if part == "content":
+                delta["content"] = (delta.get("content") or "") + held
+                continue
+            calls = delta.setdefault("tool_calls", [])
+            same = next((c for c in calls if int(c.get("index", 0)) == call), None)
+            if same is None:
+                calls.append({"index": call, "function": {"arguments": held}})
+            else:
+                function = same.setdefault("function", {})
+                function["arguments"] = (function.get("arguments") or "") + held
+
+    def _flush_all(self) -> list[dict[str, Any]]:
+        """Choices that never finished: what their restorers hold, as one chunk."""
+        chunk: list[dict[str, Any]] = []
+        for index in sorted({owner for owner, _, _ in self.parts}):
+            legacy = any(part == "text" for owner, part, _ in self.parts if owner == index)
+            choice: dict[str, Any] = {"index": index} if legacy else {"index": index, "delta": {}}
+            self._flush_into(choice, index)
+            if choice.get("text") or choice.get("delta"):
+                chunk.append(choice)
+        return chunk
+
+    def _done(self, data: dict[str, Any]) -> dict[str, Any]:
+        result = dict(data.get("result") or {})
+        whole = Restorer(self.vault).whole
+        arguments = Restorer(self.vault, json_string=True).whole
+        if isinstance(result.get("text"), str):
+            result["text"] = whole(result["text"])
+        if result.get("choices"):
+            result["choices"] = copy.deepcopy(result["choices"])
+            for choice in result["choices"]:
+                if isinstance(choice.get("text"), str):
+                    choice["text"] = whole(choice["text"])
+                message = choice.get("message")
+                if not isinstance(message, dict):
+                    continue
+                if isinstance(message.get("content"), str):
+                    message["content"] = whole(message["content"])
+                for call in message.get("tool_calls") or ():
+                    function = call.get("function") or {}
+                    if isinstance(function.get("arguments"), str):
+                        function["arguments"] = arguments(function["arguments"])
+        return {**data, "result": result}
