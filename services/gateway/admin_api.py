@@ -32,14 +32,14 @@ SPEC_FIELDS = ("name", "role", "owner", "team", "models", "limits", "priority", 
 ADMIN_BODY_BYTES = 64 * 1024
 
 
-def _inference(request: Request) -> Inference:
+def inference_of(request: Request) -> Inference:
     inference: Inference = request.app.state.inference
     return inference
 
 
-async def _caller(request: Request, role: str | None = None) -> quota_pb2.Principal:
+async def caller_with_role(request: Request, role: str | None = None) -> quota_pb2.Principal:
     """The key's principal; PermissionDenied unless it has `role` (admin has every role)."""
-    principal = await _inference(request).authenticate(
+    principal = await inference_of(request).authenticate(
         bearer_key(request.headers.get("authorization"))
     )
     if role is not None and principal.role not in (role, "admin"):
@@ -50,7 +50,7 @@ async def _caller(request: Request, role: str | None = None) -> quota_pb2.Princi
 
 
 async def _quota_call(request: Request, method: str, message: Any) -> Any:
-    inference = _inference(request)
+    inference = inference_of(request)
     call = getattr(inference.up.quota, method)
     return await rpc(call(message, timeout=inference.settings.rpc_timeout_seconds))
 
@@ -158,46 +158,46 @@ def _pii(data: Any) -> tuple[str, list[str]]:
 
 
 async def create_key(request: Request) -> Response:
-    await _caller(request, "admin")
+    await caller_with_role(request, "admin")
     spec = _spec(await read_json(request, ADMIN_BODY_BYTES))
     created = await _quota_call(request, "CreateKey", quota_pb2.CreateKeyRequest(spec=spec))
     return JSONResponse({"key": created.api_key, **_key(created.key)}, status_code=201)
 
 
 async def list_keys(request: Request) -> Response:
-    await _caller(request, "admin")
+    await caller_with_role(request, "admin")
     reply = await _quota_call(request, "ListKeys", quota_pb2.ListKeysRequest())
     return JSONResponse({"object": "list", "data": [_key(k) for k in reply.keys]})
 
 
 async def show_key(request: Request) -> Response:
-    await _caller(request, "admin")
+    await caller_with_role(request, "admin")
     ref = quota_pb2.KeyRef(id=request.path_params["key_id"])
     return JSONResponse(_key(await _quota_call(request, "GetKey", ref)))
 
 
 async def revoke_key(request: Request) -> Response:
-    await _caller(request, "admin")
+    await caller_with_role(request, "admin")
     ref = quota_pb2.KeyRef(id=request.path_params["key_id"])
     return JSONResponse(_key(await _quota_call(request, "RevokeKey", ref)))
 
 
 async def rotate_key(request: Request) -> Response:
-    await _caller(request, "admin")
+    await caller_with_role(request, "admin")
     ref = quota_pb2.KeyRef(id=request.path_params["key_id"])
     created = await _quota_call(request, "RotateKey", ref)
     return JSONResponse({"key": created.api_key, **_key(created.key)}, status_code=201)
 
 
 async def list_teams(request: Request) -> Response:
-    await _caller(request, "admin")
+    await caller_with_role(request, "admin")
     reply = await _quota_call(request, "ListTeams", quota_pb2.ListTeamsRequest())
     data = [{"name": t.name, "limits": _limits_json(t.limits)} for t in reply.teams]
     return JSONResponse({"object": "list", "data": data})
 
 
 async def put_team(request: Request) -> Response:
-    await _caller(request, "admin")
+    await caller_with_role(request, "admin")
     body = await read_json(request, ADMIN_BODY_BYTES)
     if not isinstance(body, dict) or set(body) - {"limits"}:
         raise InvalidRequest('The body is {"limits": {...}}.', param="limits")
@@ -209,13 +209,13 @@ async def put_team(request: Request) -> Response:
 
 
 async def admin_usage(request: Request) -> Response:
-    await _caller(request, "admin")
+    await caller_with_role(request, "admin")
     key_id = request.query_params.get("key_id", "")
     return JSONResponse(await _usage(request, key_id))
 
 
 async def own_usage(request: Request) -> Response:
-    principal = await _caller(request)  # any role: a viewer reads its own usage
+    principal = await caller_with_role(request)  # any role: a viewer reads its own usage
     return JSONResponse(await _usage(request, principal.key_id))
 
 

@@ -27,7 +27,7 @@ from tiller.common.errors import (
     TillerError,
 )
 from tiller.common.model_access import model_allowed
-from tiller.gateway import admin_api, metrics, shapes
+from tiller.gateway import admin_api, codec_api, metrics, shapes
 from tiller.gateway.background import QUEUED, Record
 from tiller.gateway.callers import (
     PRIORITY_HEADER,
@@ -383,6 +383,7 @@ def create_app(inference: Inference) -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics.metrics, methods=["GET"]),
             *admin_api.ROUTES,
+            *codec_api.ROUTES,
         ],
         exception_handlers={TillerError: _tiller_error, HTTPException: _http_error},
     )
