@@ -170,6 +170,13 @@ def test_a_keys_policy_adds_to_the_models(
     assert created.status_code == 201, created.text
     assert created.json()["pii"] == {"mode": "block", "types": ["EMAIL"]}
     key = created.json()["key"]
+    for bad in ("hide", {"mode": "mask", "types": ["e-mail"]}, {"mode": 3}):
+        refused = httpx.post(
+            f"http://127.0.0.1:{stack.gateway_port}/admin/keys",
+            json={"name": "bad-pii", "pii": bad},
+            headers=admin,
+        )
+        assert refused.status_code == 400 and "pii" in refused.json()["error"]["message"]
     with openai.OpenAI(base_url=stack.base_url, api_key=key, max_retries=0) as own:
         with pytest.raises(openai.BadRequestError, match="EMAIL"):
             chat(own, "raw")  # the model masks nothing; the key blocks email
