@@ -160,6 +160,13 @@ def _pii(data: Any) -> tuple[str, list[str]]:
 async def create_key(request: Request) -> Response:
     await caller_with_role(request, "admin")
     spec = _spec(await read_json(request, ADMIN_BODY_BYTES))
+    if spec.pii_types:  # the types models.yaml knows, not just well-formed names
+        known = (await inference_of(request).list_models()).pii_types
+        if unknown := [t for t in spec.pii_types if t not in known]:
+            raise InvalidRequest(
+                f"'pii' names unknown types: {', '.join(unknown)} (known: {', '.join(known)}).",
+                param="pii",
+            )
     created = await _quota_call(request, "CreateKey", quota_pb2.CreateKeyRequest(spec=spec))
     return JSONResponse({"key": created.api_key, **_key(created.key)}, status_code=201)
 

@@ -5,8 +5,9 @@ sealed (common/payload_codec.py); these open it (and seal, for a payload typed i
       --codec-endpoint http://127.0.0.1:8080/admin/codec --codec-auth "Bearer $TILLER_ADMIN_KEY"
 
 POST /admin/codec/decode and /admin/codec/encode take and return `{"payloads": [...]}` in
-protobuf JSON (Temporal's `Payloads`). Payloads are never logged. What they open is already
-PII-masked (pii.md): the prompt's personal data is not in Temporal even sealed.
+protobuf JSON (Temporal's `Payloads`). Payloads are never logged. Under a masking policy
+(pii.md) what they open holds placeholders: the prompt's personal data is not in Temporal even
+sealed.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """PII masking at the edge: every text the engine will see is masked before the request is
 started, so neither Temporal, Redis nor the engine gets the originals.
 
-The texts: message contents (content parts arrive joined), assistant tool-call arguments,
-a legacy `prompt`, embeddings inputs. The policies come from the route (the model's and its
-fallbacks', models.yaml) and the key; see common/pii/policy.py. Logs and metrics hold counts
+The texts: message contents (content parts arrive joined) and names, assistant tool-call
+arguments, a legacy `prompt`, embeddings inputs. The policies come from the route (the model's
+and its fallbacks', models.yaml) and the key; see common/pii/policy.py. Logs and metrics hold counts
 by type, never values.
 """
 
@@ -20,7 +20,7 @@ from tiller.common.errors import PiiDetected
 from tiller.common.pii.policy import MASK, Policies, Policy
 from tiller.common.pii.recognizers import RecognizerSpec
 from tiller.common.pii.redaction import Blocked, Redaction
-from tiller.common.pii.scanner import Scanner
+from tiller.common.pii.scanner import Scanner, ascii_forms
 from tiller.gateway import metrics
 from tiller.gateway.protocol import ChatRequest
 from tiller.protos.quota.v1 import quota_pb2
@@ -40,6 +40,7 @@ class Masking:
 
     def __init__(self) -> None:
         self._scanners: dict[tuple[float, str], Scanner] = {}
+        ascii_forms("\uff10")  # builds its table (0.1 s) now, not in the first request
 
     def scanner(self, settings: router_pb2.PiiSettings) -> Scanner:
         key = (settings.min_score, settings.recognizers_json)
@@ -128,4 +129,5 @@ def _message(message: Message, change: Callable[[str], str]) -> Message:
             for c in calls
         ]
     content = change(message.content) if message.content is not None else None
-    return dataclasses.replace(message, content=content, tool_calls=calls)
+    name = change(message.name) if message.name else message.name  # engines see it too
+    return dataclasses.replace(message, content=content, name=name, tool_calls=calls)

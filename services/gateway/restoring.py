@@ -23,13 +23,19 @@ class AnswerRestorer:
         self.text = Restorer(vault)
         self.parts: dict[tuple[int, str, int], Restorer] = {}
         self.engines_own = False  # the engine's choices carry the answer (pass-through)
+        self.unsent = 0  # tokens of deltas held back whole: they go out with the next one
 
     def restore(self, batch: Iterable[events.Event]) -> Iterator[events.Event]:
         for event in batch:
             if event.kind == events.DELTA:
                 delta = self._delta(event)
                 if delta.data["text"] or "c" in delta.data:  # not all of it held back
+                    if self.unsent:
+                        n = int(delta.data.get("n", 1)) + self.unsent
+                        delta.data["n"], self.unsent = n, 0
                     yield delta
+                else:
+                    self.unsent += int(event.data.get("n", 1))
             elif event.kind == events.DONE:
                 held = self.text.flush()
                 if self.engines_own:  # the choices hold the same text: theirs goes out
@@ -38,7 +44,8 @@ class AnswerRestorer:
                             event.id, events.DELTA, {"text": "", "n": 0, "c": [leftovers]}
                         )
                 elif held:
-                    yield events.Event(event.id, events.DELTA, {"text": held, "n": 0})
+                    yield events.Event(event.id, events.DELTA, {"text": held, "n": self.unsent})
+                    self.unsent = 0
                 yield events.Event(event.id, events.DONE, self._done(event.data))
             else:
                 yield event

@@ -114,6 +114,8 @@ class PiiPolicyFile(_Strict):
     def _just_a_mode(cls, value: Any) -> Any:
         if value is False:  # YAML 1.1 reads a bare `off` as false
             value = "off"
+        if isinstance(value, dict) and value.get("mode") is False:
+            value = {**value, "mode": "off"}
         return {"mode": value} if isinstance(value, str) else value
 
 

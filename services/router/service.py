@@ -53,6 +53,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
         return router_pb2.ListModelsResponse(
             models=[_model_info(m) for m in self.table.models.values()],
             config_version=self.table.version,
+            pii_types=self.table.pii.types,
         )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from tiller.common.errors import ModelNotFound
-from tiller.common.pii.findings import DEFAULT_MIN_SCORE
+from tiller.common.pii.findings import BUILT_IN_TYPES, DEFAULT_MIN_SCORE
 from tiller.router import config
 from tiller.worker.shared import FAILOVER_TASK_QUEUE
 
@@ -61,6 +61,7 @@ class PiiDetection:
 
     min_score: float
     recognizers_json: str  # the custom recognizers, as JSON ("" = none)
+    types: tuple[str, ...] = BUILT_IN_TYPES  # the built-in ones and the recognizers'
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,9 @@ def compile_models(
     version = int.from_bytes(hashlib.sha256(source).digest()[:7], "big")
     recognizers = [r.model_dump(exclude_defaults=True) for r in parsed.pii.recognizers]
     pii = PiiDetection(
-        parsed.pii.min_score, json.dumps(recognizers, ensure_ascii=False) if recognizers else ""
+        parsed.pii.min_score,
+        json.dumps(recognizers, ensure_ascii=False) if recognizers else "",
+        (*BUILT_IN_TYPES, *dict.fromkeys(r.type for r in parsed.pii.recognizers)),
     )
     return RoutingTable(version, MappingProxyType(models), MappingProxyType(names), pii)
 

@@ -112,7 +112,11 @@ def test_every_text_the_engine_sees_is_masked(
         model="demo",
         messages=[
             {"role": "system", "content": f"Escalate to {EMAIL}."},
-            {"role": "user", "content": [{"type": "text", "text": f"my card {CARD}"}]},
+            {
+                "role": "user",
+                "name": EMAIL,  # the engine sees a message's name too
+                "content": [{"type": "text", "text": f"my card {CARD}"}],
+            },
             {
                 "role": "assistant",
                 "content": None,
@@ -170,7 +174,7 @@ def test_a_keys_policy_adds_to_the_models(
     assert created.status_code == 201, created.text
     assert created.json()["pii"] == {"mode": "block", "types": ["EMAIL"]}
     key = created.json()["key"]
-    for bad in ("hide", {"mode": "mask", "types": ["e-mail"]}, {"mode": 3}):
+    for bad in ("hide", {"mode": "mask", "types": ["CRAD"]}, {"mode": 3}):
         refused = httpx.post(
             f"http://127.0.0.1:{stack.gateway_port}/admin/keys",
             json={"name": "bad-pii", "pii": bad},

@@ -81,3 +81,10 @@ def test_errors_name_the_line_and_field(yaml: str, expected: str) -> None:
     with pytest.raises(ConfigError) as error:
         parse(yaml)
     assert expected in str(error.value)
+
+
+def test_off_in_a_mapping_reads_as_off() -> None:
+    text = FILE.format(extra="").replace("pii: off", "pii: {mode: off, types: [IP]}")
+    routes = compile_models(parse(text), text.encode(), created=1)
+    assert routes.pii_policies(routes.resolve("local"))[0].mode == "off"
+    assert "EMPLOYEE_ID" in routes.pii.types

@@ -117,3 +117,71 @@ def _with_check_digit(first12: str, foreigner: bool) -> str:
         int(d) * w for d, w in zip(first12, (2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5), strict=True)
     )
     return first12 + str(((13 if foreigner else 11) - total % 11) % 10)
+
+
+@pytest.mark.parametrize(
+    ("text", "card"),
+    [
+        ("4111 1111 1111 1111 12/26", "4111 1111 1111 1111"),
+        ("4111111111111111 123", "4111111111111111"),
+        ("5500 0000 0000 0004 05/27", "5500 0000 0000 0004"),
+        ("4111 1111 1111 1111 123", "4111 1111 1111 1111"),
+    ],
+)
+def test_a_card_followed_by_its_expiry_or_code(text: str, card: str) -> None:
+    assert found(text) == [("CARD", card)]
+
+
+def test_two_cards_in_a_row_but_not_a_longer_grouped_number() -> None:
+    assert [v for _, v in found("card 4111111111111111 5500000000000004")] == [
+        "4111111111111111",
+        "5500000000000004",
+    ]
+    assert found("Reference 4111 1111 1111 1111 1111") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("+82 10-1234-5678 3시 이후 연락", "+82 10-1234-5678"),
+        ("Call +1 650-253-0000 9am-5pm", "+1 650-253-0000"),
+        ("전화 010 1234 5678 3시", "010 1234 5678"),
+        ("(010) 1234-5678 2번", "(010) 1234-5678"),
+        ("(+82) 10-1234-5678", "(+82) 10-1234-5678"),
+        ("+33 1 42 68 53 00", "+33 1 42 68 53 00"),
+    ],
+)
+def test_a_phone_number_followed_by_other_numbers(text: str, number: str) -> None:
+    assert found(text) == [("PHONE", number)]
+
+
+def test_a_list_of_numbers_is_read_one_by_one() -> None:
+    numbers = ["010-1234-5678", "02-123-4567", "010-9876-5432", "031-123-4567"]
+    assert [v for _, v in found(" ".join(numbers))] == numbers
+
+
+@pytest.mark.parametrize(
+    ("text", "type_"),
+    [
+        ("\uff10\uff11\uff10-\uff11\uff12\uff13\uff14-\uff15\uff16\uff17\uff18", "PHONE"),
+        ("\u0660\u0661\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668", "PHONE"),
+        ("\uff11\uff19\uff12.\uff11\uff16\uff18.\uff10.\uff11", "IP"),
+        ("kim\uff20example.com", "EMAIL"),
+    ],
+)
+def test_digits_of_other_scripts_and_fullwidth_forms(text: str, type_: str) -> None:
+    assert found(text) == [(type_, text)]
+
+
+def test_overlapping_findings_are_masked_whole_and_block_sees_both() -> None:
+    scanner = Scanner([RecognizerSpec(type="EMPLOYEE_ID", pattern=r"\d{6}", context=("사번",))])
+    text = "사번 123456, 메일 hong123456@corp.co.kr"
+    [_, merged] = scanner.find(text)
+    assert text[merged.start : merged.end] == "hong123456@corp.co.kr"  # no part left out
+    assert merged.type == "EMPLOYEE_ID" and merged.covers == {"EMAIL"}
+
+
+def test_text_built_to_be_slow_stays_cheap() -> None:
+    """A budget bounds the phone search; this checks it stops, not how fast (no timing)."""
+    text = "00 " * 40_000
+    assert SCANNER.find(text) == []

@@ -95,6 +95,7 @@ def test_streamed_text_and_the_result_are_restored() -> None:
     out = list(restorer.restore(batch))
     texts = [e.data["text"] for e in out if e.kind == events.DELTA]
     assert texts == ["Write to ", "kim@example.com."]  # the held piece sent nothing alone
+    assert [e.data["n"] for e in out if e.kind == events.DELTA] == [1, 2]  # its token is not lost
     assert out[-1].data["result"]["text"] == "Write to kim@example.com."
     assert batch[0].data["text"] == "Write to <EMA"  # shared events are not changed
 
@@ -117,3 +118,15 @@ def test_tool_call_arguments_streamed_in_pieces_are_restored() -> None:
         for c in choice["delta"].get("tool_calls", [])
     )
     assert json.loads(arguments) == {"number": "010-1234-5678"}
+
+
+def test_block_applies_to_a_type_merged_into_another() -> None:
+    from tiller.common.pii.recognizers import RecognizerSpec
+
+    scanner = Scanner([RecognizerSpec(type="EMPLOYEE_ID", pattern=r"\d{6}", context=("사번",))])
+    redaction = Redaction(
+        scanner, Policies((Policy("mask"), Policy("block", frozenset({"EMAIL"}))))
+    )
+    with pytest.raises(Blocked) as blocked:
+        redaction.check(["사번 123456, 메일 hong123456@corp.co.kr"])
+    assert blocked.value.types == ["EMAIL"]

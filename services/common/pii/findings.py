@@ -17,6 +17,9 @@ class Finding:
     start: int
     end: int
     score: float
+    # Types of findings that overlapped this one and were merged into it (its span covers
+    # theirs): a `block` policy on any of them still refuses the request.
+    covers: frozenset[str] = frozenset()
 
 
 def has_context(text: str, start: int, end: int, words: tuple[str, ...], window: int) -> bool:
@@ -28,16 +31,27 @@ def has_context(text: str, start: int, end: int, words: tuple[str, ...], window:
 
 
 def resolve(findings: list[Finding]) -> list[Finding]:
-    """Non-overlapping findings in text order: where two overlap, the surer one (then the
-    longer, then the earlier) wins."""
+    """Non-overlapping findings in text order. Where two overlap they become one, spanning
+    both (no part of either is left unmasked), of the surer one's type (then the longer's,
+    then the earlier's)."""
     kept: list[Finding] = []
     for finding in sorted(findings, key=lambda f: (f.start, f.end)):
         if kept and finding.start < kept[-1].end:
-            if _rank(finding) < _rank(kept[-1]):
-                kept[-1] = finding  # it starts after the one before the last ended
+            kept[-1] = _merge(kept[-1], finding)
             continue
         kept.append(finding)
     return kept
+
+
+def _merge(one: Finding, other: Finding) -> Finding:
+    winner, loser = (other, one) if _rank(other) < _rank(one) else (one, other)
+    return Finding(
+        winner.type,
+        min(one.start, other.start),
+        max(one.end, other.end),
+        winner.score,
+        (winner.covers | loser.covers | {loser.type}) - {winner.type},
+    )
 
 
 def _rank(finding: Finding) -> tuple[float, int, int]:

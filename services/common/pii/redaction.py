@@ -51,8 +51,9 @@ class Redaction:
             findings = self.scanner.find(text, self.watched) if self.watched else []
             self._found[text] = findings
             for finding in findings:
-                if self.modes[finding.type] == BLOCK:
-                    blocked.add(finding.type)
+                for type_ in (finding.type, *finding.covers):
+                    if self.modes.get(type_) == BLOCK:
+                        blocked.add(type_)
         if blocked:
             raise Blocked(sorted(blocked))
 

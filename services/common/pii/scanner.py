@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import re
+import sys
+import unicodedata
 from collections.abc import Iterable
 
 from tiller.common.pii.detectors import BUILT_IN, numeric_windows
@@ -22,6 +26,7 @@ class Scanner:
         wanted = set(self.types if types is None else types)
         if not wanted or not text:
             return []
+        original, text = text, ascii_forms(text)
         found: list[Finding] = []
         windows: list[tuple[int, int]] | None = None
         for detect, types_found, numeric in BUILT_IN:
@@ -42,5 +47,39 @@ class Scanner:
                 )
         for recognizer in self.custom:
             if recognizer.type in wanted:
-                found.extend(recognizer.find(text))
+                found.extend(recognizer.find(original))
         return resolve([f for f in found if f.type in wanted and f.score >= self.min_score])
+
+
+def ascii_forms(text: str) -> str:
+    """`text` with other scripts' digits (fullwidth, Arabic-Indic, ...), fullwidth ASCII (the
+    at sign, hyphen and full stop too) and other dashes as their ASCII forms, one character for
+    one, so spans stay those of `text`: the built-in detectors read 010-1234-5678 however it is
+    typed."""
+    if text.isascii() or not _other_forms().search(text):
+        return text
+    return text.translate(_ascii_table())
+
+
+@functools.cache
+def _other_forms() -> re.Pattern[str]:
+    ranges: list[list[int]] = []
+    for code in sorted(_ascii_table()):
+        if ranges and code == ranges[-1][1] + 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return re.compile("[" + "".join(f"{chr(a)}-{chr(b)}" for a, b in ranges) + "]")
+
+
+@functools.cache
+def _ascii_table() -> dict[int, str]:
+    table: dict[int, str] = {}
+    for code in range(128, sys.maxunicode + 1):
+        digit = unicodedata.decimal(chr(code), None)
+        if digit is not None:
+            table[code] = str(digit)
+    table.update({code: chr(code - 0xFEE0) for code in range(0xFF01, 0xFF5F)})  # fullwidth
+    table.update(dict.fromkeys((0x2010, 0x2011, 0x2012, 0x2013, 0x2014, 0x2212, 0xFE63), "-"))
+    table[0x3000] = " "  # ideographic space
+    return table
