@@ -38,15 +38,18 @@ def stream_until_killed(stack: OwnStack, key: str, part: str) -> tuple[list[str]
     killed_at = 0.0
     body = {"model": "demo", "messages": [{"role": "user", "content": WORDS}], "stream": True}
     headers = {"authorization": f"Bearer {key}"}
+    received = 0  # characters of text so far, counted as they come: the client keeps pace
     with httpx.stream(
         "POST", f"{stack.base_url}/chat/completions", json=body, headers=headers, timeout=60
     ) as response:
         assert response.status_code == 200, response.read()
         for line in response.iter_lines():
             lines.append(line)
-            if not killed_at and len(text_of(lines)) > len(WORDS) // 3:
-                stack.kill(part)
-                killed_at = time.monotonic()
+            if not killed_at:
+                received += len(text_of([line]))
+                if received > len(WORDS) // 3:
+                    stack.kill(part)
+                    killed_at = time.monotonic()
     return lines, killed_at, time.monotonic() - killed_at
 
 
