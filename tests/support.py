@@ -220,6 +220,10 @@ def stack_env(data_dir: Path, **overrides: str) -> tuple[dict[str, str], dict[st
             "temporal",
             "temporal_ui",
             "demo",
+            "router_metrics",
+            "quota_metrics",
+            "worker_metrics",
+            "worker_sdk_metrics",
         )
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("TILLER_")}
@@ -234,6 +238,10 @@ def stack_env(data_dir: Path, **overrides: str) -> tuple[dict[str, str], dict[st
             "TILLER_ROUTER_PORT": str(ports["router"]),
             "TILLER_QUOTA_PORT": str(ports["quota"]),
             "TILLER_DEMO_PORT": str(ports["demo"]),
+            "TILLER_UP_ROUTER_METRICS_PORT": str(ports["router_metrics"]),
+            "TILLER_UP_QUOTA_METRICS_PORT": str(ports["quota_metrics"]),
+            "TILLER_UP_WORKER_METRICS_PORT": str(ports["worker_metrics"]),
+            "TILLER_UP_WORKER_SDK_METRICS_PORT": str(ports["worker_sdk_metrics"]),
             "TILLER_DEMO_TOKEN_DELAY_MS": "1",
             "TILLER_DEMO_LOG_LEVEL": "info",  # the cancellation test reads its "stream aborted"
             "TILLER_DEMO_SERVED_MODELS": "demo,breaking",

@@ -28,11 +28,15 @@ LIMITS = ("rpm", "tpm", "concurrency", "tokens_per_day", "tokens_per_month")
 ENVIRONMENT = ("TILLER_URL", "TILLER_ADMIN_KEY")  # what these commands read
 
 
+def default_url() -> str:
+    return os.environ.get("TILLER_URL", "http://127.0.0.1:8080")
+
+
 def add_commands(commands: Any) -> None:
     """The keys, teams and usage subcommands, on the `tiller` parser."""
     # --url and --admin-key go anywhere: before or after the action.
     gateway = argparse.ArgumentParser(add_help=False)
-    gateway.add_argument("--url", default=os.environ.get("TILLER_URL", "http://127.0.0.1:8080"))
+    gateway.add_argument("--url", default=default_url())
     gateway.add_argument("--admin-key", default=os.environ.get("TILLER_ADMIN_KEY"))
     shared = {"parents": [gateway]}
     keys = commands.add_parser("keys", help="create, list, show, rotate and revoke API keys")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from tiller.cli import admin
+from tiller.cli import admin, status
 
 
 def _service(module: str) -> Callable[[], None]:
@@ -43,9 +43,12 @@ def main(argv: list[str] | None = None) -> None:
     for name, (help_text, _) in SERVICES.items():
         commands.add_parser(name, help=f"run {help_text} (settings from the environment)")
     admin.add_commands(commands)
+    status.add_command(commands)
     args = parser.parse_args(argv)
     if args.command in ("keys", "teams", "usage"):
         sys.exit(admin.run(args))
+    if args.command == "status":
+        sys.exit(status.run(args, admin.default_url()))
     if args.command == "up":
         from tiller.cli.up import run_up
 

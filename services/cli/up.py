@@ -67,6 +67,12 @@ class UpSettings:
     start_timeout_seconds: float = 120.0
     stop_timeout_seconds: float = 15.0
     demo_engine: bool = True
+    # GET /metrics of the services without an HTTP port of their own (0: not served); the
+    # gateway serves its own at /metrics, and a value set for a service itself wins.
+    router_metrics_port: int = 9101
+    quota_metrics_port: int = 9102
+    worker_metrics_port: int = 9103
+    worker_sdk_metrics_port: int = 9104
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,21 @@ class Stack:
         ]
         if self.up.demo_engine:
             ports.append((HOST, self.demo.port, "demo engine, TILLER_DEMO_PORT"))
+        for variable, port in self.metrics_ports().items():
+            if port:
+                ports.append((HOST, port, f"metrics, {variable}"))
         return ports
+
+    def metrics_ports(self) -> dict[str, int]:
+        """Where router, quota and worker serve /metrics: a port set for the service itself
+        wins over tiller up's (TILLER_UP_*_METRICS_PORT)."""
+        mine = {
+            "TILLER_ROUTER_METRICS_PORT": self.up.router_metrics_port,
+            "TILLER_QUOTA_METRICS_PORT": self.up.quota_metrics_port,
+            "TILLER_WORKER_METRICS_PORT": self.up.worker_metrics_port,
+            "TILLER_WORKER_SDK_METRICS_PORT": self.up.worker_sdk_metrics_port,
+        }
+        return {k: int(os.environ.get(k) or v) for k, v in mine.items()}
 
 
 def _payload_keys_file(data: Path) -> Path:
@@ -151,7 +171,9 @@ def _service_env(stack: Stack, models_file: Path) -> dict[str, str]:
             "TILLER_ROUTER_HOST": HOST,
             "TILLER_QUOTA_HOST": HOST,
             "TILLER_DEMO_HOST": HOST,
+            "TILLER_WORKER_METRICS_HOST": HOST,
             "PYTHONUNBUFFERED": "1",
+            **{k: str(v) for k, v in stack.metrics_ports().items()},
         }
     )
     return env
@@ -248,6 +270,11 @@ def _banner(stack: Stack, children: list[Child]) -> str:
         """    -d '{"model": "demo", "messages": [{"role": "user", "content": "Hello Tiller"}]}'"""
     )
     pids = ", ".join(f"{c.name}={c.pid}" for c in children)
+    metrics = ", ".join(
+        f"{name.removeprefix('TILLER_').removesuffix('_METRICS_PORT').lower()} :{port}"
+        for name, port in stack.metrics_ports().items()
+        if port
+    )
     return (
         "Tiller is up.\n"
         f"  Gateway (OpenAI-compatible): {base}/v1\n"
@@ -255,6 +282,7 @@ def _banner(stack: Stack, children: list[Child]) -> str:
         f"  Temporal UI:                 http://{HOST}:{stack.up.temporal_ui_port}\n"
         f"  Admin key:                   {stack.admin_key}"
         f"{key_note if stack.admin_key_generated else ''}\n"
+        f"  Metrics:                     {base}/metrics; {metrics} (or: tiller status)\n"
         f"  Logs:                        {stack.data / 'logs'}\n"
         f"  Processes:                   {pids}\n\n"
         f"Try it:\n  {curl}\n\n"

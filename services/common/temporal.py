@@ -9,6 +9,7 @@ import time
 
 import temporalio.converter
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
 
 from tiller.common.lifecycle import StartupError
@@ -38,12 +39,21 @@ def payload_keys(inline: str | None, path: str | None) -> PayloadKeys:
     return keys
 
 
-async def connect(address: str, namespace: str, wait_seconds: float, keys: PayloadKeys) -> Client:
+async def connect(
+    address: str,
+    namespace: str,
+    wait_seconds: float,
+    keys: PayloadKeys,
+    runtime: Runtime | None = None,
+) -> Client:
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
             return await Client.connect(
-                address, namespace=namespace, data_converter=sealed_converter(keys)
+                address,
+                namespace=namespace,
+                data_converter=sealed_converter(keys),
+                runtime=runtime or Runtime.default(),
             )
         except (RuntimeError, RPCError) as error:
             if time.monotonic() > deadline:
@@ -52,3 +62,16 @@ async def connect(address: str, namespace: str, wait_seconds: float, keys: Paylo
                 ) from None
             log.info("waiting for Temporal", extra={"address": address})
             await asyncio.sleep(0.5)
+
+
+def metrics_runtime(host: str, port: int) -> Runtime | None:
+    """A Temporal runtime that serves the SDK's own metrics (worker polls, task slots, activity
+    latencies) for Prometheus on host:port; None for port 0."""
+    if not port:
+        return None
+    try:
+        return Runtime(
+            telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"{host}:{port}"))
+        )
+    except Exception as error:  # the core SDK reports a taken port as a plain exception
+        raise StartupError(f"cannot serve Temporal SDK metrics on {host}:{port}: {error}") from None

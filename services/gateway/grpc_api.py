@@ -18,6 +18,7 @@ from tiller.common.grpc_server import translate_errors
 from tiller.common.model_access import model_allowed
 from tiller.gateway.callers import PRIORITY_HEADER, bearer_key, requested_priority
 from tiller.gateway.inference import Call, Inference, result_of
+from tiller.gateway.metrics import recorded_rpc
 from tiller.gateway.protocol import ChatRequest, parse_chat, parse_completion, parse_embeddings
 from tiller.protos.inference.v1 import inference_pb2, inference_pb2_grpc
 from tiller.worker.shared import Usage
@@ -42,6 +43,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         return call
 
     @translate_errors
+    @recorded_rpc
     async def Generate(
         self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.GenerateResponse:
@@ -49,6 +51,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         return await _whole(call)
 
     @translate_errors
+    @recorded_rpc
     async def GenerateStream(
         self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[inference_pb2.GenerateChunk]:
@@ -57,6 +60,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
             yield chunk
 
     @translate_errors
+    @recorded_rpc
     async def Complete(
         self, request: inference_pb2.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.GenerateResponse:
@@ -64,6 +68,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         return await _whole(call)
 
     @translate_errors
+    @recorded_rpc
     async def CompleteStream(
         self, request: inference_pb2.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[inference_pb2.GenerateChunk]:
@@ -72,6 +77,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
             yield chunk
 
     @translate_errors
+    @recorded_rpc
     async def Embed(
         self, request: inference_pb2.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.EmbedResponse:

@@ -13,6 +13,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -386,6 +387,7 @@ def create_app(inference: Inference) -> Starlette:
             *codec_api.ROUTES,
         ],
         exception_handlers={TillerError: _tiller_error, HTTPException: _http_error},
+        middleware=[Middleware(metrics.RecordRequests)],
     )
     app.state.inference = inference
     return app

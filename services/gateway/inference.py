@@ -31,10 +31,11 @@ from tiller.common.errors import (
 )
 from tiller.common.model_access import model_allowed
 from tiller.common.priorities import DEFAULT_PRIORITY
-from tiller.gateway import executions
+from tiller.gateway import executions, metrics
 from tiller.gateway.admissions import Admitter
 from tiller.gateway.answers import AnswerHub
 from tiller.gateway.background import BackgroundRequests, Record
+from tiller.gateway.backlog import BacklogWatch
 from tiller.gateway.executions import Execution
 from tiller.gateway.leases import LeaseKeeper
 from tiller.gateway.masking import Masking
@@ -80,6 +81,9 @@ class Inference:
         )
         self.leases = LeaseKeeper(upstreams.quota, settings.rpc_timeout_seconds)
         self.masking = Masking()
+        self.backlog = BacklogWatch(
+            upstreams.temporal, self.list_models, settings.backlog_poll_seconds
+        )
         self.background = BackgroundRequests(
             self,
             upstreams.redis,
@@ -119,11 +123,16 @@ class Inference:
         """
         kind = "cmpl" if chat.prompt is not None else "embd" if chat.inputs else "chatcmpl"
         request_id = f"{kind}-{uuid.uuid4().hex}"
+        record = metrics.CURRENT.get()
+        if record is not None:
+            record.model, record.stream = chat.model, chat.stream
         try:
             route = await self.routes.get(chat.model)
         except ModelNotFound:
             await self.authenticate(api_key)  # a bad key hears that first, not which models exist
             raise
+        if record is not None:
+            record.model = route.model
         sampling = with_defaults(chat.sampling, route.defaults)
         prompt = prompt_tokens(chat)
         limits = route.limits
@@ -142,6 +151,8 @@ class Inference:
             )
         )
         key_id = admission.principal.key_id
+        if record is not None:
+            record.key, record.team = key_id, admission.principal.team
         queue_class = max(admission.principal.priority or DEFAULT_PRIORITY, priority or 0)
         if admission.principal.models:  # fall back only to models this key may use too
             allowed = [
@@ -176,6 +187,7 @@ class Inference:
             # Embeddings and the engine's own choices come back in the Redis done event only.
             only_in_stream=chat.inputs is not None or bool(chat.extra),
             restore=vault,
+            record=record,
         )
 
     async def _start(self, request: InferenceInput, priority: int) -> Execution:
@@ -193,6 +205,7 @@ class Inference:
         """Start the gateway's own background work (needs the running loop)."""
         self.leases.start()
         self.background.start()
+        self.backlog.start()
 
     def attach(self, record: Record, owner: bool = False) -> Call:
         """A background request, taken up again from its record (any gateway can). The `owner`
@@ -226,6 +239,7 @@ class Inference:
         await asyncio.wait_for(self.settler.drain(), self.settings.shutdown_grace_seconds)
 
     async def close(self) -> None:
+        await self.backlog.close()
         await self.leases.close()
         await self.background.close()
         await self.hub.close()
@@ -249,6 +263,7 @@ class Call:
         prompt_estimate: int = 0,
         only_in_stream: bool = False,
         restore: dict[str, str] | None = None,
+        record: metrics.RequestRecord | None = None,
     ) -> None:
         self.inference = inference
         self.request_id = request_id
@@ -266,9 +281,13 @@ class Call:
         # mask+restore: placeholders and the caller's values, to put back in the answer.
         self.restorer = AnswerRestorer(restore) if restore else None
         self.sent_tokens = 0
+        self.record = record
         self._settled = False
+        # Counted in flight from its start (begin) to its settlement, on this gateway.
+        self._in_flight = holds_lease
         if holds_lease:
             inference.leases.hold(request_id, key_id)
+            metrics.IN_FLIGHT.labels(model).inc()
 
     async def answer(self, after: str = "0") -> AsyncGenerator[events.Event, None]:
         """The answer's events in order, ending with its terminal event.
@@ -301,6 +320,11 @@ class Call:
                     after = event.id
                     if event.kind == events.DELTA:  # what the caller is handed, it is charged
                         self.sent_tokens += int(event.data.get("n", 1))
+                        if self.record is not None:
+                            self.record.token()
+                    elif event.kind == events.ERROR:
+                        reason = str(event.data["error"].get("reason", "error"))
+                        metrics.ANSWER_ERRORS.labels(self.model, reason).inc()
                     yield event
                     if event.terminal:
                         return
@@ -362,8 +386,13 @@ class Call:
         """This request's settlement (with usage if it was answered), marked as settled here."""
         self._settled = True
         self.inference.leases.drop(self.request_id)
+        if self._in_flight:
+            self._in_flight = False
+            metrics.IN_FLIGHT.labels(self.model).dec()
         if usage is None:
             return quota_pb2.Settlement(key_id=self.key_id, request_id=self.request_id)
+        metrics.TOKENS.labels(self.model, "prompt").inc(usage.prompt_tokens)
+        metrics.TOKENS.labels(self.model, "completion").inc(usage.completion_tokens)
         return quota_pb2.Settlement(
             key_id=self.key_id,
             request_id=self.request_id,

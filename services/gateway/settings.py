@@ -34,6 +34,8 @@ class GatewaySettings:
     default_reserve_tokens: int = 1024
     # How long a route from the router is reused; 0 asks the router on every request.
     route_cache_seconds: float = 2.0
+    # How often each deployment's task-queue backlog is asked of Temporal for /metrics (0: off).
+    backlog_poll_seconds: float = 5.0
     # How long a background request's record (status, result) stays readable after it ends.
     background_ttl_seconds: int = 86400
     # A gateway watching a background request renews its claim this often (x 1/3); if it

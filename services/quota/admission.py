@@ -36,6 +36,7 @@ from tiller.common.errors import (
 )
 from tiller.common.priorities import DEFAULT_PRIORITY, HIGHEST_PRIORITY, LOWEST_PRIORITY
 from tiller.common.redis_text import text
+from tiller.quota import metrics
 from tiller.quota.keys import QuotaLayout, digest, split_types
 from tiller.quota.scripts import BatchScript
 
@@ -176,6 +177,19 @@ return {1, r['id'], r['name'] or '', r['role'] or '', r['priority'] or '', team,
 
 _UNKNOWN, _ADMITTED, _OVER, _BUSY, _ROLE, _MODEL, _TOO_LARGE, _BUDGET = 0, 1, 2, 3, 4, 5, 6, 7
 _SCOPES = {"k": "key", "t": "team", "m": "model"}
+_REFUSALS = {
+    _OVER: "rate_limited",
+    _BUSY: "concurrency",
+    _BUDGET: "budget",
+    _TOO_LARGE: "too_large",
+}
+_LIMIT_NAMES = {
+    "requests": "rpm",
+    "tokens": "tpm",
+    "concurrent requests": "concurrency",
+    "tokens per day": "tokens_per_day",
+    "tokens per month": "tokens_per_month",
+}
 
 
 @dataclass(frozen=True)
@@ -329,10 +343,14 @@ def _admitted(reply: list[Any], ask: Ask) -> Admitted:
         )
         requests = Window(int(reply[6]), int(reply[7]), int(reply[8]) / 1000)
         tokens = Window(int(reply[9]), int(reply[10]), int(reply[11]) / 1000)
+        metrics.ADMISSIONS.labels("admitted", "", "").inc()
         return Admitted(principal, requests, tokens)
     if outcome in (_OVER, _BUSY, _BUDGET, _TOO_LARGE):
         scope, _, owner = text(reply[1]).partition(":")
         what, limit = text(reply[2]), int(reply[3])
+        metrics.ADMISSIONS.labels(
+            _REFUSALS[outcome], _SCOPES.get(scope, scope), _LIMIT_NAMES.get(what, what)
+        ).inc()
         whose = f"{_SCOPES.get(scope, scope)} {owner!r}" if scope != "k" else "this key"
         if outcome == _OVER:
             message = f"Rate limit reached for {what} per minute of {whose}: limit {limit}."
@@ -347,6 +365,10 @@ def _admitted(reply: list[Any], ask: Ask) -> Admitted:
                 param="max_tokens",
             )
         raise RateLimited(message, retry_after=max(int(reply[4]), 0) / 1000)
+    if outcome in (_ROLE, _MODEL):
+        metrics.ADMISSIONS.labels("forbidden", "key", "").inc()
+    else:
+        metrics.ADMISSIONS.labels("unauthenticated", "", "").inc()
     if outcome == _ROLE:
         raise PermissionDenied(
             "This key has the viewer role, which may read usage and models but not run "

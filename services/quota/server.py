@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 from tiller.common import redis_client
 from tiller.common.grpc_server import GrpcServer
 from tiller.common.lifecycle import StartupError, run_service, stop_event
+from tiller.common.metrics import serve_metrics
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
 from tiller.quota.admission import Admission
 from tiller.quota.keys import KeyStore
@@ -47,6 +48,7 @@ def create_server(settings: QuotaSettings, redis: Redis) -> GrpcServer:
 
 async def serve(settings: QuotaSettings) -> None:
     redis = connect_redis(settings)
+    serve_metrics(settings.host, settings.metrics_port)
     try:
         if settings.admin_key:
             await _install_admin(KeyStore(redis, settings.key_prefix), settings)

@@ -20,6 +20,7 @@ class QuotaSettings:
     # does every third of this): the most a dead gateway's requests keep their slots.
     lease_ttl_seconds: float = 60.0
     redis_timeout_seconds: float = 2.0
+    metrics_port: int = 0  # GET /metrics (Prometheus) on this port; 0: not served
     log_level: str = "info"
 
     @property

@@ -15,7 +15,7 @@ import logging
 import signal
 from pathlib import Path
 
-from tiller.router import config
+from tiller.router import config, metrics
 from tiller.router.config import ConfigError
 from tiller.router.service import RouterService
 from tiller.router.table import compile_source
@@ -65,6 +65,8 @@ class Reloader:
         if table.version == self.service.table.version:
             return False  # unchanged
         self.service.table = table
+        metrics.RELOADS.labels("applied").inc()
+        metrics.serving(table)
         log.info(
             "routing table reloaded", extra={"models": len(table.models), "version": table.version}
         )
@@ -72,6 +74,7 @@ class Reloader:
 
     def _refuse(self, digest: bytes | None, error: ConfigError) -> bool:
         if digest is None or digest != self._refused:
+            metrics.RELOADS.labels("refused").inc()
             log.error(
                 "models file refused; still serving the last good one",
                 extra={"version": self.service.table.version, "error": str(error)},

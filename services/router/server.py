@@ -9,7 +9,9 @@ from pathlib import Path
 
 from tiller.common.grpc_server import GrpcServer
 from tiller.common.lifecycle import StartupError, run_service, stop_event
+from tiller.common.metrics import serve_metrics
 from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
+from tiller.router import metrics
 from tiller.router.config import ConfigError
 from tiller.router.reload import Reloader
 from tiller.router.service import RouterService
@@ -25,6 +27,7 @@ def create_server(settings: RouterSettings) -> tuple[GrpcServer, RouterService]:
     except ConfigError as error:
         raise StartupError(f"invalid models file:\n{error}") from None
     log.info("routing table loaded", extra={"models": len(table.models), "version": table.version})
+    metrics.serving(table)
     service = RouterService(table)
     server = GrpcServer(
         settings.address,
@@ -36,6 +39,7 @@ def create_server(settings: RouterSettings) -> tuple[GrpcServer, RouterService]:
 
 async def serve(settings: RouterSettings) -> None:
     server, service = create_server(settings)
+    serve_metrics(settings.host, settings.metrics_port)
     watching = None
     if settings.reload_seconds > 0:
         reloader = Reloader(Path(settings.models_file), service, settings.reload_seconds)

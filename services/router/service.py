@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import grpc
 
+from tiller.common.errors import ModelNotFound
 from tiller.common.grpc_server import translate_errors
 from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
+from tiller.router import metrics
 from tiller.router.table import Deployment, Model, RoutingTable
 
 
@@ -17,7 +19,12 @@ class RouterService(router_pb2_grpc.RouterServicer):
     async def Resolve(
         self, request: router_pb2.ResolveRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.Route:
-        model = self.table.resolve(request.model)
+        try:
+            model = self.table.resolve(request.model)
+        except ModelNotFound:
+            metrics.RESOLVES.labels("not_found").inc()
+            raise
+        metrics.RESOLVES.labels("found").inc()
         return router_pb2.Route(
             model=model.name,
             requested=request.model,

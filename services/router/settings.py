@@ -14,6 +14,7 @@ class RouterSettings:
     models_file: str = "models.yaml"
     # How often the file is checked for changes (SIGHUP checks at once); 0 turns reloading off.
     reload_seconds: float = 1.0
+    metrics_port: int = 0  # GET /metrics (Prometheus) on this port; 0: not served
     log_level: str = "info"
 
     @property

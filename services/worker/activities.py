@@ -34,6 +34,7 @@ from tiller.common.errors import (
     ServiceUnavailable,
     TillerError,
 )
+from tiller.worker import metrics
 from tiller.worker.adapters import Adapters
 from tiller.worker.adapters.base import Completion, EngineRequest
 from tiller.worker.cancels import CancelSignals
@@ -69,7 +70,14 @@ class InferenceActivities:
         """One attempt. Input and result travel as plain JSON objects (InferenceInput and
         InferenceResult): decoding them by hand costs a fraction of the SDK's typed conversion."""
         request = InferenceInput.from_dict(payload)
-        fence = request.target_index * FENCE_STRIDE + activity.info().attempt
+        number = activity.info().attempt
+        with metrics.attempt(
+            request.model, request.target.deployment, number, request.target_index > 0
+        ):
+            return await self._generate(request, number)
+
+    async def _generate(self, request: InferenceInput, number: int) -> dict[str, Any]:
+        fence = request.target_index * FENCE_STRIDE + number
         live_ttl = int(request_bound_seconds(request)) + self.event_ttl
         writer = events.EventWriter(
             self.redis, request.events_key, self.event_ttl, fence, live_ttl_seconds=live_ttl
@@ -86,7 +94,7 @@ class InferenceActivities:
             # Temporal gave this attempt up (no heartbeat in time) and a later one took over;
             # what this one would report is discarded, and it must not publish anything.
             log.warning("attempt superseded by a later one", extra={"fence": fence})
-            raise ServiceUnavailable("Superseded by a later attempt.").to_application_error(
+            raise ServiceUnavailable(metrics.SUPERSEDED).to_application_error(
                 non_retryable=True
             ) from None
         finally:

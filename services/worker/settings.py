@@ -29,6 +29,11 @@ class WorkerSettings:
     dependency_wait_seconds: float = 60.0
     # How long a stopping worker lets running attempts finish before Temporal moves them.
     shutdown_grace_seconds: float = 10.0
+    # GET /metrics (Prometheus): Tiller's on metrics_port, Temporal's SDK worker metrics on
+    # sdk_metrics_port (0: not served).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
+    sdk_metrics_port: int = 0
     log_level: str = "info"
 
     @classmethod

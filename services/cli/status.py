@@ -1,0 +1,128 @@
+"""`tiller status`: the stack at a glance, from one gateway's /readyz and /metrics.
+
+    tiller status [--url URL] [--interval SECONDS]
+
+Prints whether the gateway's dependencies answer (router, quota, Redis, Temporal), then per
+model and task queue: workers polling, backlog and its oldest wait (Temporal's), requests in
+flight on this gateway, and, from two samples `--interval` apart, requests per second, the
+share that failed (5xx, and 4xx apart) and tokens per second. The rates and in-flight counts are
+this gateway's; backlog and workers are Temporal's, the same from any gateway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+
+@dataclass
+class Sample:
+    at: float
+    values: dict[str, list[tuple[dict[str, str], float]]] = field(default_factory=dict)
+
+    def series(self, name: str) -> list[tuple[dict[str, str], float]]:
+        return self.values.get(name, [])
+
+    def total(self, name: str, **match: str) -> float:
+        return sum(
+            v
+            for labels, v in self.series(name)
+            if all(labels.get(k) == x for k, x in match.items())
+        )
+
+
+def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    status = commands.add_parser("status", help="the stack at a glance: services, backlog, rates")
+    status.add_argument("--url", default=None, help="the gateway (default $TILLER_URL)")
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between samples")
+
+
+def sample(http: httpx.Client) -> Sample:
+    text = http.get("/metrics").raise_for_status().text
+    taken = Sample(time.monotonic())
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            taken.values.setdefault(s.name, []).append((dict(s.labels), s.value))
+    return taken
+
+
+def run(args: argparse.Namespace, default_url: str) -> int:
+    url = args.url or default_url
+    try:
+        with httpx.Client(base_url=url, timeout=10) as http:
+            ready = http.get("/readyz").json()
+            first = sample(http)
+            time.sleep(max(0.0, args.interval))
+            second = sample(http)
+    except (httpx.HTTPError, ValueError) as error:
+        print(f"tiller status: cannot read the gateway at {url}: {error}", file=sys.stderr)
+        return 1
+    print(report(url, ready, first, second))
+    return 0 if ready.get("ready") else 1
+
+
+def report(url: str, ready: dict[str, object], first: Sample, second: Sample) -> str:
+    checks = ready.get("checks") or {}
+    assert isinstance(checks, dict)
+    parts = ["gateway up", *(f"{name} {'up' if ok else 'DOWN'}" for name, ok in checks.items())]
+    lines = [f"Tiller at {url}", "services:  " + " · ".join(parts)]
+    seconds = max(second.at - first.at, 1e-9)
+    queues: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for labels, _ in second.series("tiller_queue_info"):
+        queues[labels["task_queue"]].append((labels["model"], labels["deployment"]))
+
+    def gauge(name: str, queue: str) -> float:
+        return second.total(name, task_queue=queue)
+
+    def rate(name: str, **match: str) -> float:
+        return (second.total(name, **match) - first.total(name, **match)) / seconds
+
+    header = (
+        f"{'model':<16} {'deployment':<18} {'task queue':<18} {'workers':>7} {'backlog':>7} "
+        f"{'oldest':>7} {'in flight':>9} {'req/s':>6} {'5xx':>6} {'4xx':>6} {'tok/s':>7}"
+    )
+    lines += ["", header]
+    for queue in sorted(queues):
+        for model, deployment in sorted(queues[queue]):
+            total = rate("tiller_requests_total", model=model)
+            failed = sum(
+                rate("tiller_requests_total", model=model, status=str(code))
+                for code in _statuses(second, model)
+                if code >= 500
+            )
+            refused = sum(
+                rate("tiller_requests_total", model=model, status=str(code))
+                for code in _statuses(second, model)
+                if 400 <= code < 500
+            )
+            tokens = rate("tiller_tokens_total", model=model)
+            lines.append(
+                f"{model:<16} {deployment:<18} {queue:<18} "
+                f"{int(gauge('tiller_queue_pollers', queue)):>7} "
+                f"{int(gauge('tiller_queue_backlog', queue)):>7} "
+                f"{gauge('tiller_queue_backlog_age_seconds', queue):>6.1f}s "
+                f"{int(second.total('tiller_requests_in_flight', model=model)):>9} "
+                f"{total:>6.1f} {_share(failed, total):>6} {_share(refused, total):>6} "
+                f"{tokens:>7.0f}"
+            )
+    if not queues:
+        lines.append("(no task queues yet: the gateway polls Temporal every few seconds)")
+    return "\n".join(lines)
+
+
+def _statuses(sample: Sample, model: str) -> set[int]:
+    return {
+        int(labels["status"])
+        for labels, _ in sample.series("tiller_requests_total")
+        if labels.get("model") == model and labels.get("status", "").isdigit()
+    }
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f}%" if whole > 0 else "-"
