@@ -1,4 +1,5 @@
-"""A grpc.aio server with the standard health service and a graceful stop."""
+"""A grpc.aio server with the standard health service, server reflection (grpcurl and
+grpc_cli list and call it without the .proto files) and a graceful stop."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from tiller.common.errors import TillerError
 from tiller.common.lifecycle import StartupError
@@ -32,6 +34,9 @@ class GrpcServer:
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names = ["", *service_names]
+        reflection.enable_server_reflection(
+            [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
 
     async def start(self) -> None:
         host, _, port_text = self.address.rpartition(":")
@@ -47,10 +52,14 @@ class GrpcServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("grpc server listening", extra={"address": self.address})
 
-    async def stop(self, grace: float = 5.0) -> None:
-        """Report NOT_SERVING first so balancers move away, then finish in-flight calls."""
+    async def not_serving(self) -> None:
+        """Tell health checks (and clients balancing on them) to move away."""
         for name in self.service_names:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Report NOT_SERVING first so balancers move away, then finish in-flight calls."""
+        await self.not_serving()
         await self.server.stop(grace)
 
     async def serve_until(self, stop: asyncio.Event, grace: float = 5.0) -> None:

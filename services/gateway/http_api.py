@@ -338,6 +338,8 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     inference = _inference(request)
+    if inference.draining:  # stopping: balancers should send new requests elsewhere
+        return JSONResponse({"ready": False, "draining": True, "checks": {}}, status_code=503)
     checks = await inference.up.readiness(limit=1.0)
     ready = all(checks.values())
     if not ready:

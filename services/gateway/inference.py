@@ -81,6 +81,7 @@ class Inference:
         )
         self.leases = LeaseKeeper(upstreams.quota, settings.rpc_timeout_seconds)
         self.masking = Masking()
+        self.draining = False  # SIGTERM: /readyz answers 503 while open requests finish
         self.backlog = BacklogWatch(
             upstreams.temporal, self.list_models, settings.backlog_poll_seconds
         )

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from collections.abc import Generator
 
 import uvicorn
+from sse_starlette.sse import AppStatus
 
 from tiller.common.grpc_server import GrpcServer
 from tiller.common.lifecycle import run_service, stop_event
@@ -15,6 +19,10 @@ from tiller.gateway.inference import Inference
 from tiller.gateway.settings import GatewaySettings
 from tiller.gateway.upstreams import Upstreams
 from tiller.protos.inference.v1 import inference_pb2, inference_pb2_grpc
+
+log = logging.getLogger(__name__)
+# SIGTERM must not end open streams at once (sse-starlette's default): drain() decides.
+AppStatus.enable_automatic_graceful_drain = False
 
 
 async def serve(settings: GatewaySettings) -> None:
@@ -28,13 +36,13 @@ async def serve(settings: GatewaySettings) -> None:
         lambda s: inference_pb2_grpc.add_InferenceServicer_to_server(service, s),
         [inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name],
     )
-    http = uvicorn.Server(
+    http = _Server(
         uvicorn.Config(
             create_app(inference),
             log_level="warning",
             access_log=False,
             lifespan="off",
-            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 1,
         )
     )
     stop = stop_event()
@@ -44,13 +52,48 @@ async def serve(settings: GatewaySettings) -> None:
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait([serving, stopped], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
-        http.should_exit = True
-        await serving
-        await grpc_server.stop(settings.shutdown_grace_seconds)
+        await drain(settings, inference, grpc_server, http, serving)
         await inference.drain()
     finally:
         await inference.close()
         await upstreams.close()
+
+
+async def drain(
+    settings: GatewaySettings,
+    inference: Inference,
+    grpc_server: GrpcServer,
+    http: uvicorn.Server,
+    serving: asyncio.Task[None],
+) -> None:
+    """SIGTERM: not ready first (balancers move away) while still serving for drain_seconds;
+    then no new connections, and open requests and streams get the grace to finish."""
+    inference.draining = True
+    await grpc_server.not_serving()
+    log.info("draining", extra={"drain_seconds": settings.drain_seconds})
+    if not serving.done():
+        await asyncio.sleep(settings.drain_seconds)
+    http.should_exit = True  # uvicorn stops accepting and waits for open requests
+    grace = settings.shutdown_grace_seconds
+    # Streams still open at the end of the grace are ended (sse-starlette closes them).
+    ending = asyncio.get_running_loop().call_later(grace, _end_streams)
+    try:
+        await asyncio.gather(serving, grpc_server.stop(grace))
+    finally:
+        ending.cancel()
+
+
+def _end_streams() -> None:
+    log.warning("grace over: ending the streams still open")
+    AppStatus.should_exit = True
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus its own signal handlers: SIGTERM is the gateway's (drain above)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
 
 
 def main() -> None:

@@ -41,7 +41,11 @@ class GatewaySettings:
     # A gateway watching a background request renews its claim this often (x 1/3); if it
     # stops, another gateway takes the request over within this long.
     background_lease_seconds: float = 30.0
-    shutdown_grace_seconds: float = 10.0
+    # On SIGTERM: report not ready (/readyz 503, gRPC health NOT_SERVING) but keep serving for
+    # drain_seconds, so load balancers move away; then stop accepting, and give open requests
+    # and streams shutdown_grace_seconds to finish before they are cut.
+    drain_seconds: float = 0.0
+    shutdown_grace_seconds: float = 30.0
     dependency_wait_seconds: float = 60.0
     log_level: str = "info"
 
