@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from tiller.cli import admin, status
+from tiller.cli import admin, healthcheck, status
 
 
 def _service(module: str) -> Callable[[], None]:
@@ -44,9 +44,12 @@ def main(argv: list[str] | None = None) -> None:
         commands.add_parser(name, help=f"run {help_text} (settings from the environment)")
     admin.add_commands(commands)
     status.add_command(commands)
+    healthcheck.add_command(commands)
     args = parser.parse_args(argv)
     if args.command in ("keys", "teams", "usage"):
         sys.exit(admin.run(args))
+    if args.command == "healthcheck":
+        sys.exit(healthcheck.run(args))
     if args.command == "status":
         sys.exit(status.run(args, admin.default_url()))
     if args.command == "up":

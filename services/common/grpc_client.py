@@ -14,6 +14,8 @@ import json
 
 import grpc
 
+from tiller.common import tracing
+
 # Round-robin over the replicas whose health service says SERVING.
 SERVICE_CONFIG = json.dumps(
     {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
@@ -51,4 +53,6 @@ def target(address: str) -> str:
 
 
 def channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(target(address), options=CHANNEL_OPTIONS)
+    return grpc.aio.insecure_channel(
+        target(address), options=CHANNEL_OPTIONS, interceptors=tracing.client_interceptors()
+    )

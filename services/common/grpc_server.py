@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tiller.common import tracing
 from tiller.common.errors import TillerError
 from tiller.common.lifecycle import StartupError
 from tiller.common.net import bind
@@ -29,7 +30,9 @@ class GrpcServer:
         service_names: Sequence[str],
     ) -> None:
         self.address = address
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.server = grpc.aio.server(
+            options=[("grpc.so_reuseport", 0)], interceptors=tracing.server_interceptors()
+        )
         register(self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-from tiller.common import logs
+from tiller.common import logs, tracing
 from tiller.common.settings import SettingsError
 
 
@@ -40,7 +40,11 @@ def run_service(
     try:
         settings = load_settings()
         logs.configure(name, settings.log_level)
-        _run(serve(settings))
+        tracing.configure(name)
+        try:
+            _run(serve(settings))
+        finally:
+            tracing.shutdown()
     except (StartupError, SettingsError) as error:
         print(f"tiller {name}: {error}", file=sys.stderr)
         sys.exit(1)

@@ -12,6 +12,7 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
 
+from tiller.common import tracing
 from tiller.common.lifecycle import StartupError
 from tiller.common.payload_codec import AesGcmCodec, PayloadKeyError, PayloadKeys
 
@@ -54,6 +55,7 @@ async def connect(
                 namespace=namespace,
                 data_converter=sealed_converter(keys),
                 runtime=runtime or Runtime.default(),
+                interceptors=tracing.temporal_interceptors(),
             )
         except (RuntimeError, RPCError) as error:
             if time.monotonic() > deadline:

@@ -18,10 +18,11 @@ import uuid
 from collections.abc import AsyncGenerator, Coroutine
 from typing import Any
 
+from opentelemetry import trace
 from redis.exceptions import RedisError
 from temporalio.service import RPCError
 
-from tiller.common import events
+from tiller.common import events, logs
 from tiller.common.errors import (
     AnswerUnreadable,
     InvalidRequest,
@@ -127,6 +128,10 @@ class Inference:
         record = metrics.CURRENT.get()
         if record is not None:
             record.model, record.stream = chat.model, chat.stream
+        logs.REQUEST_ID.set(request_id)
+        span = trace.get_current_span()
+        span.set_attribute("tiller.request_id", request_id)
+        span.set_attribute("tiller.model", chat.model)
         try:
             route = await self.routes.get(chat.model)
         except ModelNotFound:
@@ -152,6 +157,7 @@ class Inference:
             )
         )
         key_id = admission.principal.key_id
+        span.set_attribute("tiller.key_id", key_id)
         if record is not None:
             record.key, record.team = key_id, admission.principal.team
         queue_class = max(admission.principal.priority or DEFAULT_PRIORITY, priority or 0)

@@ -17,11 +17,15 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tiller.common import tracing
 from tiller.common.errors import TillerError
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -123,6 +127,7 @@ class RequestRecord:
 
 
 CURRENT: ContextVar[RequestRecord | None] = ContextVar("tiller_request", default=None)
+TRACER = tracing.tracer("tiller.gateway")
 INFERENCE_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 
 
@@ -145,6 +150,11 @@ class RecordRequests:
         token = CURRENT.set(record)
         status = 0
         finished = False
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        span = TRACER.start_span(
+            f"POST {scope['path']}", context=tracing.extract(headers), kind=SpanKind.SERVER
+        )
+        attached = otel_context.attach(trace.set_span_in_context(span))
 
         async def recording_send(message: Message) -> None:
             nonlocal status, finished
@@ -166,6 +176,9 @@ class RecordRequests:
         finally:
             if not finished:
                 record.finish(status or 499)
+            span.set_attribute("http.response.status_code", status or 499)
+            span.end()
+            otel_context.detach(attached)
             CURRENT.reset(token)
 
 

@@ -20,12 +20,13 @@ import logging
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
+from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from tiller.common import events
+from tiller.common import events, logs, tracing
 from tiller.common.errors import (
     Cancelled,
     EngineFailedMidStream,
@@ -48,6 +49,7 @@ from tiller.worker.shared import (
 )
 
 log = logging.getLogger(__name__)
+TRACER = tracing.tracer("tiller.worker")
 
 
 class InferenceActivities:
@@ -71,6 +73,7 @@ class InferenceActivities:
         InferenceResult): decoding them by hand costs a fraction of the SDK's typed conversion."""
         request = InferenceInput.from_dict(payload)
         number = activity.info().attempt
+        logs.REQUEST_ID.set(request.request_id)
         with metrics.attempt(
             request.model, request.target.deployment, number, request.target_index > 0
         ):
@@ -122,9 +125,19 @@ class InferenceActivities:
                     raise _mid_stream(request, later)
                 published.any = delivered.any
             async with _heartbeating(self._beat_interval(request)):
-                completion = await self._unless_client_left(
-                    request.request_id, self._run(request, writer, published, delivered)
-                )
+                with TRACER.start_as_current_span(
+                    f"engine {request.target.deployment}",
+                    kind=SpanKind.CLIENT,
+                    attributes={
+                        "tiller.request_id": request.request_id,
+                        "tiller.deployment": request.target.deployment,
+                        "tiller.adapter": request.target.adapter,
+                        "tiller.attempt": writer.fence,
+                    },
+                ):
+                    completion = await self._unless_client_left(
+                        request.request_id, self._run(request, writer, published, delivered)
+                    )
             result = InferenceResult(
                 completion.text,
                 completion.finish_reason,

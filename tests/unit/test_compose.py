@@ -1,6 +1,7 @@
 """compose.yaml, checked statically (no Docker engine runs here): the services and commands
 exist, every setting it passes is one the code reads, Temporal gets the dispatch settings
-`tiller up` uses, and only the gateway publishes host ports (the others scale freely)."""
+`tiller up` uses, only the nginx edge (and the Temporal UI) publish host ports, so every Tiller
+service scales freely, and every service has a healthcheck."""
 
 from __future__ import annotations
 
@@ -47,7 +48,26 @@ def test_temporal_gets_the_settings_tiller_up_uses() -> None:
     assert pragmas == set(TEMPORAL_SQLITE_PRAGMAS)
 
 
-def test_only_the_gateway_publishes_host_ports() -> None:
+def test_only_the_edge_publishes_host_ports_so_every_tiller_service_scales() -> None:
     services = compose()["services"]
-    publishing = {name for name in TILLER_SERVICES if services[name].get("ports")}
-    assert publishing == {"gateway"}
+    publishing = {name for name, spec in services.items() if spec.get("ports")}
+    assert publishing == {"nginx", "temporal"}  # the edge, and the Temporal UI
+
+
+def test_the_edge_mounts_the_proxy_config_the_nginx_test_streams_through() -> None:
+    volumes = compose()["services"]["nginx"]["volumes"]
+    sources = {v.split(":")[0] for v in volumes}
+    assert {"./deploy/nginx/tiller.conf", "./deploy/nginx/proxy.conf"} <= sources
+    for source in sources - {"./deploy/nginx/certs"}:
+        assert (ROOT / source).is_file(), source
+    conf = (ROOT / "deploy/nginx/tiller.conf").read_text()
+    assert "include /etc/nginx/tiller/proxy.conf;" in conf
+    assert "proxy_buffering off;" in (ROOT / "deploy/nginx/proxy.conf").read_text()
+
+
+def test_every_service_has_a_healthcheck_tiller_answers() -> None:
+    services = compose()["services"]
+    for name in ("gateway", "router", "quota", "worker"):
+        test = services[name]["healthcheck"]["test"]
+        assert test[:3] == ["CMD", "tiller", "healthcheck"], name
+        assert test[3] in ("grpc", "http")

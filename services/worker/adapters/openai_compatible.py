@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from tiller.common import tracing
 from tiller.common.errors import (
     ContextLengthExceeded,
     EngineError,
@@ -147,7 +148,9 @@ async def sse_lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
 def headers(target: Target) -> dict[str, str]:
     """JSON, and the deployment's API key (options.api_key_env / api_key_file) if it has one."""
     key = api_key(target.options)
-    return _JSON if key is None else {**_JSON, "authorization": f"Bearer {key}"}
+    sent = dict(_JSON) if key is None else {**_JSON, "authorization": f"Bearer {key}"}
+    tracing.inject(sent)  # the engine joins the request's trace (vLLM and TGI read traceparent)
+    return sent
 
 
 def _url(request: EngineRequest) -> str:
