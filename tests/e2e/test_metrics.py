@@ -83,7 +83,7 @@ def test_router_quota_and_worker_serve_their_own(stack: Stack) -> None:
     worker = scrape(f"http://127.0.0.1:{port['WORKER_METRICS']}/metrics")
     assert value(worker, "tiller_engine_attempts_total", deployment="demo-local", outcome="ok") >= 1
     sdk = httpx.get(f"http://127.0.0.1:{port['WORKER_SDK_METRICS']}/metrics", timeout=10).text
-    assert "temporal_" in sdk  # the SDK's worker metrics (polls, slots, task latencies)
+    assert "temporal_worker_task_slots_available" in sdk  # the SDK's own (the dashboard reads it)
 
 
 def test_rate_limit_rejections_are_counted_by_limit(stack: Stack) -> None:
