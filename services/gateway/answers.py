@@ -24,7 +24,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from tiller.common import events
+from tiller.common import events, redis_client
 from tiller.common.errors import AnswerUnreadable
 from tiller.common.redis_text import text
 
@@ -81,12 +81,7 @@ class AnswerHub:
     def __init__(self, redis_url: str, redis: Redis, prefix: str, block_ms: int) -> None:
         self.redis = redis  # the shared pool: wake-ups
         # The reader's own connection, blocked in XREAD most of the time.
-        self.reader = Redis.from_url(
-            redis_url,
-            single_connection_client=True,
-            socket_connect_timeout=2.0,
-            socket_timeout=block_ms / 1000 + 5.0,
-        )
+        self.reader = redis_client.single(redis_url, socket_timeout=block_ms / 1000 + 5.0)
         self.block_ms = block_ms
         self.wake_key = f"{prefix}gateway-wake:{uuid.uuid4().hex}".encode()
         self._wake_after = "0"
