@@ -126,8 +126,8 @@ class Inference:
         kind = "cmpl" if chat.prompt is not None else "embd" if chat.inputs else "chatcmpl"
         request_id = f"{kind}-{uuid.uuid4().hex}"
         record = metrics.CURRENT.get()
-        if record is not None:
-            record.model, record.stream = chat.model, chat.stream
+        if record is not None:  # the model label waits for the route: callers name anything
+            record.stream = chat.stream
         logs.REQUEST_ID.set(request_id)
         span = trace.get_current_span()
         span.set_attribute("tiller.request_id", request_id)

@@ -168,10 +168,15 @@ class RecordRequests:
 
         try:
             await self.app(scope, receive, recording_send)
-        except BaseException:
+        except asyncio.CancelledError:
             if not finished:
                 finished = True
-                record.finish(status or 499)  # the caller left (or the server failed)
+                record.finish(status or 499)  # the caller left
+            raise
+        except Exception:
+            if not finished:
+                finished = True
+                record.finish(500)
             raise
         finally:
             if not finished:

@@ -106,12 +106,16 @@ def test_one_request_through_logs_metrics_and_one_trace(tmp_path: Path, receiver
         assert reply.status_code == 200, reply.text
         request_id = reply.headers["x-request-id"]
         services = {"tiller-gateway", "tiller-quota", "tiller-router", "tiller-worker"}
-        assert wait_for(
-            lambda: services <= {s["service"] for s in receiver.of(trace_id)}, timeout=20
-        ), f"spans of the trace: {receiver.of(trace_id)}"
+
+        def whole() -> bool:  # every service's spans in, and each span's parent (one tree)
+            spans = receiver.of(trace_id)
+            ids = {s["id"] for s in spans} | {parent}
+            return services <= {s["service"] for s in spans} and all(
+                s["parent"] in ids for s in spans
+            )
+
+        assert wait_for(whole, timeout=30), f"spans of the trace: {receiver.of(trace_id)}"
         spans = receiver.of(trace_id)
-        ids = {s["id"] for s in spans} | {parent}
-        assert all(s["parent"] in ids for s in spans)  # one tree, rooted in the caller's span
         engine = next(s for s in spans if s["name"].startswith("engine "))
         assert engine["attributes"]["tiller.request_id"] == request_id
         print(f"\ntrace {trace_id} (request {request_id}):")

@@ -29,7 +29,7 @@ def sentinel(tmp_path: Path) -> Iterator[tuple[str, int, int]]:
         "sentinel down-after-milliseconds tiller 1000\n"
         "sentinel failover-timeout tiller 5000\n"
     )
-    common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
     processes = [
         subprocess.Popen([binary, "--port", str(master), *common], stdout=subprocess.DEVNULL),
         subprocess.Popen(
