@@ -57,12 +57,17 @@ class Masking:
         self, chat: ChatRequest, route: router_pb2.Route, principal: quota_pb2.Principal
     ) -> tuple[ChatRequest, dict[str, str]]:
         """`mask`, in a thread for a long request."""
-        if sum(len(t) for t in texts(chat)) < IN_THREAD_CHARACTERS:
-            return self.mask(chat, route, principal)
-        return await asyncio.to_thread(self.mask, chat, route, principal)
+        found = texts(chat)  # walked once: for the size here and the scan in mask()
+        if sum(len(t) for t in found) < IN_THREAD_CHARACTERS:
+            return self.mask(chat, route, principal, found)
+        return await asyncio.to_thread(self.mask, chat, route, principal, found)
 
     def mask(
-        self, chat: ChatRequest, route: router_pb2.Route, principal: quota_pb2.Principal
+        self,
+        chat: ChatRequest,
+        route: router_pb2.Route,
+        principal: quota_pb2.Principal,
+        found: list[str] | None = None,
     ) -> tuple[ChatRequest, dict[str, str]]:
         """The request with its personal data masked, and the placeholders to restore in the
         answer (mask+restore); raises PiiDetected when a policy blocks what it carries."""
@@ -81,7 +86,7 @@ class Masking:
             return chat, {}
         redaction = Redaction(self.scanner(route.pii), policies)
         try:
-            redaction.check(texts(chat))
+            redaction.check(texts(chat) if found is None else found)
         except Blocked as blocked:
             metrics.PII_BLOCKED.inc()
             log.info("request blocked for personal data", extra={"pii_types": blocked.types})
