@@ -337,9 +337,16 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """Ready for traffic: not draining and (unless `?deps=0`) every dependency answers.
+
+    `deps=0` is for balancers of many gateways (Kubernetes): a dependency all gateways share
+    (Redis, Temporal) going away must not take every gateway out of the balancer, where callers
+    would see connections refused instead of this gateway's clear 503 errors."""
     inference = _inference(request)
     if inference.draining:  # stopping: balancers should send new requests elsewhere
         return JSONResponse({"ready": False, "draining": True, "checks": {}}, status_code=503)
+    if request.query_params.get("deps") in ("0", "false"):
+        return JSONResponse({"ready": True, "checks": {}})
     checks = await inference.up.readiness(limit=1.0)
     ready = all(checks.values())
     if not ready:

@@ -84,6 +84,12 @@ def test_redis_restart_mid_stream_fails_cleanly_and_frees_the_slot(
     assert errors and errors[0]["type"] and "unavailable" in errors[0]["message"]
     assert lines[-1] == "data: [DONE]" or "data: [DONE]" in lines[-3:]
     assert ended_after < 10  # a clear error, promptly; not a hang
+    # Readiness says Redis is away; `deps=0` (the balancer's probe in deploy/k8s) does not take
+    # the gateway out for a dependency every gateway shares.
+    ready = httpx.get(f"{own_stack.base_url.removesuffix('/v1')}/readyz", timeout=10)
+    assert ready.status_code == 503 and ready.json()["checks"]["redis"] is False
+    alone = httpx.get(f"{own_stack.base_url.removesuffix('/v1')}/readyz?deps=0", timeout=10)
+    assert alone.status_code == 200
     own_stack.start("redis")  # back, with its append-only file
     again = admitted_again(own_stack, key, timeout=60)
     print(f"the key's one slot was free again {again:.2f} s after Redis restarted")

@@ -55,7 +55,7 @@ def test_every_container_runs_tiller_with_settings_it_reads() -> None:
 def test_probes_use_what_each_service_serves() -> None:
     deployments = of_kind("Deployment")
     gateway = deployments["gateway"]["spec"]["template"]["spec"]["containers"][0]
-    assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz?deps=0"
     assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
     for name, port in (("router", 50052), ("quota", 50053)):
         container = deployments[name]["spec"]["template"]["spec"]["containers"][0]
@@ -73,8 +73,9 @@ def test_services_select_pods_and_router_and_quota_are_headless() -> None:
         assert any(selector.items() <= labels.items() for labels in pods.values()), name
     assert services["router"]["spec"]["clusterIP"] == "None"
     assert services["quota"]["spec"]["clusterIP"] == "None"
-    assert settings()["TILLER_ROUTER_ADDRESS"].startswith("router.")
-    assert settings()["TILLER_QUOTA_ADDRESS"].startswith("quota.")
+    # Short names: the manifests apply to whatever namespace `kubectl -n` picks.
+    assert settings()["TILLER_ROUTER_ADDRESS"] == "router:50052"
+    assert settings()["TILLER_QUOTA_ADDRESS"] == "quota:50053"
 
 
 def test_each_worker_pool_scales_on_the_queue_it_polls() -> None:
@@ -97,6 +98,9 @@ def test_each_worker_pool_scales_on_the_queue_it_polls() -> None:
         assert meta["queueTypes"] == "activity"  # requests are activities
         assert meta["endpoint"] == settings()["TILLER_TEMPORAL_ADDRESS"]
         assert int(meta["targetQueueSize"]) > 0
+        # The backlog reads 0 while a pool keeps up: scale-down must wait well past a stream.
+        behavior = scaler["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+        assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 300
 
 
 def test_gateways_scale_with_an_hpa() -> None:
