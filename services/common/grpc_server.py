@@ -22,16 +22,30 @@ from tiller.common.net import bind
 log = logging.getLogger(__name__)
 
 
+# A client's connection is closed (GOAWAY) after about this long, so clients re-resolve the
+# service's address and spread over replicas added since they connected; calls still running get
+# the grace, and the client's next call opens a new connection. gRPC adds ±10 % jitter.
+CONNECTION_AGE_SECONDS = 120.0
+CONNECTION_AGE_GRACE_SECONDS = 30.0
+
+
 class GrpcServer:
     def __init__(
         self,
         address: str,
         register: Callable[[grpc.aio.Server], None],
         service_names: Sequence[str],
+        connection_age: float = CONNECTION_AGE_SECONDS,
+        connection_age_grace: float = CONNECTION_AGE_GRACE_SECONDS,
     ) -> None:
         self.address = address
         self.server = grpc.aio.server(
-            options=[("grpc.so_reuseport", 0)], interceptors=tracing.server_interceptors()
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_connection_age_ms", int(connection_age * 1000)),
+                ("grpc.max_connection_age_grace_ms", int(connection_age_grace * 1000)),
+            ],
+            interceptors=tracing.server_interceptors(),
         )
         register(self.server)
         self.health = health.aio.HealthServicer()

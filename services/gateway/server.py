@@ -35,6 +35,8 @@ async def serve(settings: GatewaySettings) -> None:
         settings.grpc_address,
         lambda s: inference_pb2_grpc.add_InferenceServicer_to_server(service, s),
         [inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name],
+        # Answers stream for minutes: a connection past its age keeps running streams an hour.
+        connection_age_grace=3600.0,
     )
     http = _Server(
         uvicorn.Config(

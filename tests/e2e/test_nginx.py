@@ -1,6 +1,7 @@
 """The edge: a real nginx with deploy/nginx/proxy.conf, terminating TLS in front of the gateway,
 passes server-sent events through unbuffered: the first token reaches the client long before
-the engine has written the last. Needs Debian's nginx (`apt-get install nginx-light`; CI
+the engine has written the last; with deploy/nginx/grpc.conf it passes the Inference gRPC
+service over TLS, streams included; it keeps the gateway's /metrics inside. Needs Debian's nginx (`apt-get install nginx-light`; CI
 installs it); without it the test is skipped, saying so."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 from cryptography import x509
@@ -21,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.support import ROOT, Stack, chunks_of, free_port, wait_for
+from tiller.protos.inference.v1 import inference_pb2, inference_pb2_grpc
 
 NGINX = shutil.which("nginx") or next(
     (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
@@ -59,10 +62,11 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def edge(stack: Stack, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """nginx on a free port, TLS on, in front of the stack's gateway; its URL and CA file."""
+def edge(stack: Stack, tmp_path: Path) -> Iterator[tuple[str, Path, int]]:
+    """nginx on free ports, TLS on, in front of the stack's gateway: its URL, CA file and
+    gRPC port."""
     crt, key = self_signed(tmp_path)
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     conf = tmp_path / "nginx.conf"
     conf.write_text(
         f"""
@@ -81,6 +85,13 @@ http {{
         ssl_certificate_key {key};
         include {ROOT / "deploy/nginx/proxy.conf"};
     }}
+    upstream tiller_gateways_grpc {{ server 127.0.0.1:{stack.grpc_port}; keepalive 4; }}
+    server {{
+        listen 127.0.0.1:{grpc_port} ssl http2;
+        ssl_certificate {crt};
+        ssl_certificate_key {key};
+        include {ROOT / "deploy/nginx/grpc.conf"};
+    }}
 }}
 """
     )
@@ -89,7 +100,7 @@ http {{
     try:
         context = ssl.create_default_context(cafile=str(crt))
         assert wait_for(lambda: _up(url, context), timeout=10), (tmp_path / "error.log").read_text()
-        yield url, crt
+        yield url, crt, grpc_port
     finally:
         process.terminate()
         process.wait(10)
@@ -102,8 +113,8 @@ def _up(url: str, context: ssl.SSLContext) -> bool:
         return False
 
 
-def test_a_stream_is_not_buffered_through_nginx(stack: Stack, edge: tuple[str, Path]) -> None:
-    url, crt = edge
+def test_a_stream_is_not_buffered_through_nginx(stack: Stack, edge: tuple[str, Path, int]) -> None:
+    url, crt, _ = edge
     context = ssl.create_default_context(cafile=str(crt))
     body = {"model": "demo", "messages": [{"role": "user", "content": WORDS}], "stream": True}
     headers = {"authorization": f"Bearer {stack.admin_key}"}
@@ -124,3 +135,29 @@ def test_a_stream_is_not_buffered_through_nginx(stack: Stack, edge: tuple[str, P
         f"\nthrough nginx (TLS): first token at {first:.3f} s, last at {last:.3f} s, {pieces} chunks"
     )
     assert pieces > 10 and first < last / 4  # it streamed: no buffer held the answer back
+
+
+async def test_grpc_streams_through_nginx_over_tls(
+    stack: Stack, edge: tuple[str, Path, int]
+) -> None:
+    _, crt, port = edge
+    credentials = grpc.ssl_channel_credentials(crt.read_bytes())
+    request = inference_pb2.GenerateRequest(
+        model="demo", messages=[inference_pb2.ChatMessage(role="user", content="through the edge")]
+    )
+    auth = (("authorization", f"Bearer {stack.admin_key}"),)
+    async with grpc.aio.secure_channel(f"localhost:{port}", credentials) as channel:
+        stub = inference_pb2_grpc.InferenceStub(channel)
+        chunks = [c async for c in stub.GenerateStream(request, metadata=auth, timeout=30)]
+        assert "".join(c.delta for c in chunks) == "You said: through the edge"
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.Generate(request, metadata=(("authorization", "Bearer nope"),), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED  # the gateway's own status
+
+
+def test_metrics_stay_inside(stack: Stack, edge: tuple[str, Path, int]) -> None:
+    url, crt, _ = edge
+    context = ssl.create_default_context(cafile=str(crt))
+    assert httpx.get(f"{url}/metrics", verify=context).status_code == 404
+    direct = httpx.get(f"http://127.0.0.1:{stack.gateway_port}/metrics")
+    assert direct.status_code == 200 and "tiller_requests" in direct.text

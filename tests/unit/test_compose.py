@@ -52,16 +52,23 @@ def test_only_the_edge_publishes_host_ports_so_every_tiller_service_scales() -> 
     services = compose()["services"]
     publishing = {name for name, spec in services.items() if spec.get("ports")}
     assert publishing == {"nginx", "temporal"}  # the edge, and the Temporal UI
+    # Plain HTTP and gRPC only on the host's loopback; TLS on every interface.
+    for published in services["nginx"]["ports"]:
+        host_port = int(published.split(":")[-2])
+        assert host_port in (8443, 50443) or published.startswith("127.0.0.1:"), published
 
 
 def test_the_edge_mounts_the_proxy_config_the_nginx_test_streams_through() -> None:
     volumes = compose()["services"]["nginx"]["volumes"]
     sources = {v.split(":")[0] for v in volumes}
-    assert {"./deploy/nginx/tiller.conf", "./deploy/nginx/proxy.conf"} <= sources
+    assert {
+        "./deploy/nginx/tiller.conf", "./deploy/nginx/proxy.conf", "./deploy/nginx/grpc.conf"
+    } <= sources  # fmt: skip
     for source in sources - {"./deploy/nginx/certs"}:
         assert (ROOT / source).is_file(), source
     conf = (ROOT / "deploy/nginx/tiller.conf").read_text()
     assert "include /etc/nginx/tiller/proxy.conf;" in conf
+    assert "include /etc/nginx/tiller/grpc.conf;" in conf
     assert "proxy_buffering off;" in (ROOT / "deploy/nginx/proxy.conf").read_text()
 
 
