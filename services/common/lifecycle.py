@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import signal
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol, TypeVar
 
 from tiller.common import logs, tracing
 from tiller.common.settings import SettingsError
@@ -22,6 +23,16 @@ S = TypeVar("S", bound=_HasLogLevel)
 
 class StartupError(RuntimeError):
     """A service cannot start (port taken, bad configuration); the message is for humans."""
+
+
+T = TypeVar("T")
+
+
+def service_task(work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """A task that serves the whole process (a batcher, a reader of many streams, a poller),
+    though a request happened to start it: it runs in a context of its own, so its logs and
+    spans carry no request's id or trace."""
+    return asyncio.get_running_loop().create_task(work, context=contextvars.Context())
 
 
 def stop_event() -> asyncio.Event:

@@ -14,6 +14,7 @@ import asyncio
 import grpc
 
 from tiller.common.errors import TillerError
+from tiller.common.lifecycle import service_task
 from tiller.gateway.settlement import MAX_BATCH, Settler
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
 from tiller.quota.keys import key_id_of
@@ -34,7 +35,7 @@ class Admitter:
         future: asyncio.Future[quota_pb2.Admission] = asyncio.get_running_loop().create_future()
         self._pending.append((request, future))
         if self._sender is None or self._sender.done():
-            self._sender = asyncio.get_running_loop().create_task(self._send())
+            self._sender = service_task(self._send())
         try:
             return await future
         except asyncio.CancelledError:

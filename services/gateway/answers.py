@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from tiller.common import events, redis_client
 from tiller.common.errors import AnswerUnreadable
+from tiller.common.lifecycle import service_task
 from tiller.common.redis_text import text
 
 log = logging.getLogger(__name__)
@@ -99,11 +100,11 @@ class AnswerHub:
         sub = Subscription(key.encode(), after)
         self._subs.setdefault(sub.key, []).append(sub)
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = service_task(self._run())
         self._has_work.set()
         if self._blocked and not self._woken:
             self._woken = True
-            wake = asyncio.get_running_loop().create_task(self._wake())
+            wake = service_task(self._wake())
             self._wakes.add(wake)
             wake.add_done_callback(self._wakes.discard)
         return sub

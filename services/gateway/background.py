@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 
 from tiller.common import backoff
 from tiller.common.errors import AnswerUnreadable, Cancelled, InternalError, TillerError
+from tiller.common.lifecycle import service_task
 from tiller.common.redis_text import text
 from tiller.gateway.executions import Kind
 from tiller.worker.shared import InferenceResult
@@ -130,7 +131,7 @@ class BackgroundRequests:
     def start(self) -> None:
         """Begin adopting unfinished requests whose gateway went away (at once, then often)."""
         if self._adopter is None:
-            self._adopter = asyncio.get_running_loop().create_task(self._adopt_forever())
+            self._adopter = service_task(self._adopt_forever())
 
     async def submit(self, call: Call, include_usage: bool) -> Record:
         """Record an admitted, started request as a background one and watch it."""
@@ -198,6 +199,7 @@ class BackgroundRequests:
             log.warning("background request left for another gateway to finish")
         finally:
             self.inference.leases.drop(record.request_id)  # settled, or left to another
+            call.let_go()
             keeper.cancel()
             with contextlib.suppress(RedisError):
                 await self._release(keys=[lease], args=[self.me])

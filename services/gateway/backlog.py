@@ -18,6 +18,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from tiller.common.lifecycle import service_task
 from tiller.gateway import metrics
 from tiller.protos.router.v1 import router_pb2
 
@@ -63,7 +64,7 @@ class BacklogWatch:
 
     def start(self) -> None:
         if self.interval > 0:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = service_task(self._run())
 
     async def close(self) -> None:
         if self._task is not None:

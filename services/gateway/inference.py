@@ -232,6 +232,7 @@ class Inference:
         )
         if owner:
             self.leases.hold(record.request_id, record.key_id, soon=True)
+            call.counts_errors = True
         return call
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -290,6 +291,9 @@ class Call:
         self.sent_tokens = 0
         self.record = record
         self._settled = False
+        # The gateway answering for it counts its errors; others only read (a client streaming
+        # a background request its watcher answers for).
+        self.counts_errors = holds_lease
         # Counted in flight from its start (begin) to its settlement, on this gateway.
         self._in_flight = holds_lease
         if holds_lease:
@@ -329,7 +333,7 @@ class Call:
                         self.sent_tokens += int(event.data.get("n", 1))
                         if self.record is not None:
                             self.record.token()
-                    elif event.kind == events.ERROR:
+                    elif event.kind == events.ERROR and self.counts_errors:
                         reason = str(event.data["error"].get("reason", "error"))
                         metrics.ANSWER_ERRORS.labels(self.model, reason).inc()
                     yield event
@@ -389,13 +393,17 @@ class Call:
         if not self._settled:
             self.inference.settler.settle(self.settlement(None))
 
+    def let_go(self) -> None:
+        """This gateway no longer answers for the request (settled, or left to another)."""
+        if self._in_flight:
+            self._in_flight = False
+            metrics.IN_FLIGHT.labels(self.model).dec()
+
     def settlement(self, usage: Usage | None) -> quota_pb2.Settlement:
         """This request's settlement (with usage if it was answered), marked as settled here."""
         self._settled = True
         self.inference.leases.drop(self.request_id)
-        if self._in_flight:
-            self._in_flight = False
-            metrics.IN_FLIGHT.labels(self.model).dec()
+        self.let_go()
         if usage is None:
             return quota_pb2.Settlement(key_id=self.key_id, request_id=self.request_id)
         metrics.TOKENS.labels(self.model, "prompt").inc(usage.prompt_tokens)

@@ -14,6 +14,7 @@ import logging
 
 import grpc
 
+from tiller.common.lifecycle import service_task
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class LeaseKeeper:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = service_task(self._run())
 
     async def close(self) -> None:
         if self._task is not None:

@@ -18,6 +18,7 @@ import time
 import grpc
 
 from tiller.common import backoff
+from tiller.common.lifecycle import service_task
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class Settler:
     def settle(self, settlement: quota_pb2.Settlement) -> None:
         self._pending.append(settlement)
         if self._sender is None or self._sender.done():
-            self._sender = asyncio.get_running_loop().create_task(self._send(HOLD_SECONDS))
+            self._sender = service_task(self._send(HOLD_SECONDS))
 
     async def send_now(self, settlement: quota_pb2.Settlement) -> None:
         """Settle one request now, on its own call; raises the call's error."""
@@ -61,7 +62,7 @@ class Settler:
         now = time.monotonic()
         self._failed.extend((now, s) for s in batch)
         if self._retrier is None or self._retrier.done():
-            self._retrier = asyncio.get_running_loop().create_task(self._retry())
+            self._retrier = service_task(self._retry())
 
     async def drain(self) -> None:
         """Send every queued settlement (shutdown); those quota cannot take now are lost."""

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from tests.e2e.test_metrics import scrape, value
 from tests.support import (
     Stack,
     chunks_of,
@@ -152,6 +153,31 @@ async def test_a_background_request_can_be_cancelled(stack: Stack) -> None:
         done = await poll_until_done(http, request_id)
     assert done["status"] == "cancelled", done
     assert done["error"]["code"] == "cancelled"  # type: ignore[index]
+
+
+async def test_a_failed_background_request_counts_one_error_however_many_read_it(
+    stack: Stack,
+) -> None:
+    metrics_url = f"http://127.0.0.1:{stack.gateway_port}/metrics"
+    errors, in_flight = "tiller_answer_errors_total", "tiller_requests_in_flight"
+    before = scrape(metrics_url)
+    headers = {"authorization": f"Bearer {stack.admin_key}"}
+    too_long = " ".join(["word"] * 5000)  # past the demo engine's context: its 400, not retried
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=30) as http:
+        submitted = await http.post("/chat/completions", json=body(too_long, background=True))
+        request_id = submitted.json()["id"]
+
+        async def read() -> list[str]:
+            async with http.stream("GET", f"/chat/completions/{request_id}/stream") as response:
+                return [line async for line in response.aiter_lines()]
+
+        # Two clients read it besides the gateway's own watcher.
+        for lines in await asyncio.gather(read(), read()):
+            assert any((c := chunks_of(line)) and "error" in c for line in lines), lines
+        assert (await poll_until_done(http, request_id))["status"] == "failed"
+    after = scrape(metrics_url)
+    assert value(after, errors, model="demo") - value(before, errors, model="demo") == 1
+    assert value(after, in_flight, model="demo") == 0
 
 
 @dataclass
