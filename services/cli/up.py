@@ -65,7 +65,8 @@ class UpSettings:
     temporal_bin: str = ""
     redis_bin: str = ""
     start_timeout_seconds: float = 120.0
-    stop_timeout_seconds: float = 15.0
+    # Past the gateway's grace for open streams (TILLER_GATEWAY_SHUTDOWN_GRACE_SECONDS, 30 s).
+    stop_timeout_seconds: float = 40.0
     demo_engine: bool = True
     # GET /metrics of the services without an HTTP port of their own (0: not served); the
     # gateway serves its own at /metrics, and a value set for a service itself wins.
