@@ -15,6 +15,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Tracer
 
 _ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -99,6 +100,10 @@ def inject(headers: MutableMapping[str, str]) -> None:
 
 
 def extract(headers: Mapping[str, str]) -> Any:
+    """The caller's trace context (`traceparent`) to continue; none while tracing is off, so
+    logs never show trace ids a caller made up."""
+    if not _enabled:
+        return Context()
     return propagate.extract(headers)
 
 

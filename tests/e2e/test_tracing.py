@@ -19,7 +19,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from tests.support import free_port, stack_env, start_up, stop_up, wait_for, wait_until_up
+from tests.support import (
+    Stack,
+    free_port,
+    stack_env,
+    start_up,
+    stop_up,
+    wait_for,
+    wait_until_up,
+)
 
 
 class Receiver:
@@ -144,3 +152,22 @@ def _print_tree(spans: list[dict[str, Any]], parent: str, indent: str) -> None:
     for span in sorted((s for s in spans if s["parent"] == parent), key=lambda s: s["name"]):
         print(f"{indent}{span['service']:<15} {span['name']}")
         _print_tree(spans, span["id"], indent + "  ")
+
+
+def test_with_tracing_off_logs_carry_no_trace_ids_a_caller_made_up(stack: Stack) -> None:
+    trace_id = secrets.token_hex(16)
+    headers = {
+        "authorization": f"Bearer {stack.admin_key}",
+        "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01",
+    }
+    body = {"model": "demo", "messages": [{"role": "user", "content": "mask kim@example.com"}]}
+    reply = httpx.post(f"{stack.base_url}/chat/completions", json=body, headers=headers, timeout=60)
+    assert reply.status_code == 200, reply.text
+    request_id = reply.headers["x-request-id"]
+
+    def logged() -> list[dict[str, object]]:
+        text = (stack.data_dir / "logs" / "gateway.log").read_text()
+        return [json.loads(line) for line in text.splitlines() if request_id in line]
+
+    assert wait_for(lambda: bool(logged()), timeout=10), "no log line with the request's id"
+    assert all("trace_id" not in entry for entry in logged()), logged()
