@@ -291,6 +291,22 @@ class AnswerUnreadable(ServiceUnavailable):
     default_message = "The answer stream is unavailable."
 
 
+class HandedOver(ServiceUnavailable):
+    """This gateway is stopping and its grace ran out: the request runs on, and any other
+    gateway answers for it as a background request (resume its stream by id)."""
+
+    openai_code = "handed_over"
+    default_message = "This gateway is stopping; the request goes on."
+
+    @classmethod
+    def of(cls, request_id: str) -> HandedOver:
+        return cls(
+            "This gateway is stopping; your request goes on. Resume its answer with GET "
+            f"/v1/chat/completions/{request_id}/stream (header Last-Event-ID: the id of the "
+            f"last event you received), or read it with GET /v1/chat/completions/{request_id}."
+        )
+
+
 class UpstreamTimeout(TillerError):
     http_status = 504
     grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED

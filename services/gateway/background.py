@@ -135,6 +135,20 @@ class BackgroundRequests:
 
     async def submit(self, call: Call, include_usage: bool) -> Record:
         """Record an admitted, started request as a background one and watch it."""
+        record = await self._write(call, include_usage, watched=True)
+        self._watch(call, record)
+        return record
+
+    async def record_for_adoption(self, call: Call) -> None:
+        """Record a request this gateway stops answering for (it is stopping): unwatched, so
+        another gateway adopts it at its next round."""
+        await self._write(call, call.include_usage, watched=False)
+
+    def stop_adopting(self) -> None:
+        if self._adopter is not None:
+            self._adopter.cancel()
+
+    async def _write(self, call: Call, include_usage: bool, watched: bool) -> Record:
         record = Record(
             request_id=call.request_id,
             key_id=call.key_id,
@@ -161,9 +175,10 @@ class BackgroundRequests:
             )
             pipe.expire(key, self.ttl)
             pipe.zadd(self.pending_key, {call.request_id: time.time()})
-            pipe.set(self._lease_key(call.request_id), self.me, px=self.lease_ms)
+            if watched:
+                pipe.set(self._lease_key(call.request_id), self.me, px=self.lease_ms)
             await pipe.execute()
-        self._watch(call, record)
+        call.in_background = True
         return record
 
     async def get(self, request_id: str) -> Record | None:
@@ -209,7 +224,7 @@ class BackgroundRequests:
         waits = backoff.delays()
         while True:
             try:
-                return await call.result()
+                return await call.result(caller=False)
             except AnswerUnreadable:
                 await asyncio.sleep(next(waits))  # it may still be running: read again
             except TillerError as error:

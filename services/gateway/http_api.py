@@ -93,6 +93,7 @@ async def _generate(
     priority = requested_priority(request.headers.get(PRIORITY_HEADER))
     chat = parse(await read_json(request, inference.settings.max_body_bytes))
     call = await inference.begin(api_key, chat, priority)
+    call.include_usage = chat.include_usage
     if chat.background:
         return await _in_background(inference, call, chat)
     try:

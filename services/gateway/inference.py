@@ -25,6 +25,7 @@ from temporalio.service import RPCError
 from tiller.common import events, logs
 from tiller.common.errors import (
     AnswerUnreadable,
+    HandedOver,
     InvalidRequest,
     ModelNotFound,
     ServiceUnavailable,
@@ -34,7 +35,7 @@ from tiller.common.model_access import model_allowed
 from tiller.common.priorities import DEFAULT_PRIORITY
 from tiller.gateway import executions, metrics
 from tiller.gateway.admissions import Admitter
-from tiller.gateway.answers import AnswerHub
+from tiller.gateway.answers import AnswerHub, Subscription
 from tiller.gateway.background import BackgroundRequests, Record
 from tiller.gateway.backlog import BacklogWatch
 from tiller.gateway.executions import Execution
@@ -83,6 +84,8 @@ class Inference:
         self.leases = LeaseKeeper(upstreams.quota, settings.rpc_timeout_seconds)
         self.masking = Masking()
         self.draining = False  # SIGTERM: /readyz answers 503 while open requests finish
+        # Callers waiting on an answer here (not background watchers): what a hand-over ends.
+        self.answering: dict[Subscription, Call] = {}
         self.backlog = BacklogWatch(
             upstreams.temporal, self.list_models, settings.backlog_poll_seconds
         )
@@ -241,6 +244,29 @@ class Inference:
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
 
+    async def hand_over(self) -> int:
+        """The grace ran out: every request still answered here goes on without this gateway.
+        Each owned one is recorded as a background request (no watcher: another gateway adopts
+        it, settles it, and lets its caller resume the stream by id); each caller is told so.
+        Requests whose answer needs this gateway's memory (mask+restore) are not handed over.
+        Returns how many callers were told."""
+        self.background.stop_adopting()
+        told = 0
+        for sub, call in list(self.answering.items()):
+            if call.restorer is not None:
+                continue
+            if not call.in_background and not call.handed_over:
+                if call.settled:
+                    continue
+                try:
+                    await self.background.record_for_adoption(call)
+                except RedisError:
+                    continue  # it ends with its stream, as before
+                call.hand_off()
+            sub.fail(HandedOver.of(call.request_id))
+            told += 1
+        return told
+
     async def drain(self) -> None:
         if self._cleanups:
             await asyncio.wait(set(self._cleanups), timeout=self.settings.shutdown_grace_seconds)
@@ -290,6 +316,9 @@ class Call:
         self.restorer = AnswerRestorer(restore) if restore else None
         self.sent_tokens = 0
         self.record = record
+        self.include_usage = False  # the caller asked for a usage chunk (a hand-over keeps it)
+        self.in_background = False  # recorded as a background request
+        self.handed_over = False  # another gateway answers for it now
         self._settled = False
         # The gateway answering for it counts its errors; others only read (a client streaming
         # a background request its watcher answers for).
@@ -300,12 +329,19 @@ class Call:
             inference.leases.hold(request_id, key_id)
             metrics.IN_FLIGHT.labels(model).inc()
 
-    async def answer(self, after: str = "0") -> AsyncGenerator[events.Event, None]:
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
+    async def answer(
+        self, after: str = "0", caller: bool = True
+    ) -> AsyncGenerator[events.Event, None]:
         """The answer's events in order, ending with its terminal event.
 
         When nothing arrives for a while, Temporal is asked whether the request still runs: a
         request that ended without publishing (timed out, terminated, its worker died on the last
         attempt) fails instead of hanging. `after` resumes after an event id (Last-Event-ID).
+        `caller`: a client waits on it (a hand-over tells it where to go), not a watcher.
         """
         idle = self.inference.settings.idle_check_seconds
         # Before anything arrives, check no later than the queue timeout: a request no worker
@@ -313,6 +349,8 @@ class Call:
         wait = min(idle, self.queue_timeout + 0.25) if after == "0" else idle
         hub = self.inference.hub
         sub = hub.subscribe(self.events_key, after)
+        if caller:
+            self.inference.answering[sub] = self
         reread = False
         try:
             while True:
@@ -340,10 +378,11 @@ class Call:
                     if event.terminal:
                         return
         finally:
+            self.inference.answering.pop(sub, None)
             hub.unsubscribe(sub)
 
-    async def result(self) -> InferenceResult:
-        async for event in self.answer():
+    async def result(self, caller: bool = True) -> InferenceResult:
+        async for event in self.answer(caller=caller):
             if event.kind == events.DONE:
                 return result_of(event)
             if event.kind == events.ERROR:
@@ -375,12 +414,12 @@ class Call:
 
     def complete(self, usage: Usage) -> None:
         """The answer was delivered: record its usage and release the lease."""
-        if not self._settled:
+        if not self._settled and not self.handed_over:
             self.inference.settler.settle(self.settlement(usage))
 
     def abandon(self) -> None:
         """The caller is gone or the request failed: stop any work left and release the lease."""
-        if self._settled:
+        if self._settled or self.handed_over:
             return
         self.inference.spawn(self.stop())
         if self.sent_tokens:
@@ -390,8 +429,15 @@ class Call:
 
     def release(self) -> None:
         """The request ended without an answer to charge: release its lease."""
-        if not self._settled:
+        if not self._settled and not self.handed_over:
             self.inference.settler.settle(self.settlement(None))
+
+    def hand_off(self) -> None:
+        """Another gateway answers for it from now on (recorded for adoption): this one stops
+        renewing its lease, and neither settles nor stops it."""
+        self.handed_over = True
+        self.inference.leases.drop(self.request_id)
+        self.let_go()
 
     def let_go(self) -> None:
         """This gateway no longer answers for the request (settled, or left to another)."""

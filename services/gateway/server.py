@@ -23,6 +23,8 @@ from tiller.protos.inference.v1 import inference_pb2, inference_pb2_grpc
 log = logging.getLogger(__name__)
 # SIGTERM must not end open streams at once (sse-starlette's default): drain() decides.
 AppStatus.enable_automatic_graceful_drain = False
+# After a hand-over, how long the callers told get to read that before their streams end.
+HAND_OVER_SECONDS = 1.0
 
 
 async def serve(settings: GatewaySettings) -> None:
@@ -44,7 +46,7 @@ async def serve(settings: GatewaySettings) -> None:
             log_level="warning",
             access_log=False,
             lifespan="off",
-            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 1,
+            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds + HAND_OVER_SECONDS) + 2,
         )
     )
     stop = stop_event()
@@ -69,7 +71,9 @@ async def drain(
     serving: asyncio.Task[None],
 ) -> None:
     """SIGTERM: not ready first (balancers move away) while still serving for drain_seconds;
-    then no new connections, and open requests and streams get the grace to finish."""
+    then no new connections, and open requests and streams get the grace to finish. Those
+    still open then are handed over: they run on, another gateway answers for them, and their
+    callers are told how to resume (Inference.hand_over)."""
     inference.draining = True
     await grpc_server.not_serving()
     log.info("draining", extra={"drain_seconds": settings.drain_seconds})
@@ -77,17 +81,19 @@ async def drain(
         await asyncio.sleep(settings.drain_seconds)
     http.should_exit = True  # uvicorn stops accepting and waits for open requests
     grace = settings.shutdown_grace_seconds
-    # Streams still open at the end of the grace are ended (sse-starlette closes them).
-    ending = asyncio.get_running_loop().call_later(grace, _end_streams)
+    ending = asyncio.create_task(_grace_over(inference, grace))
     try:
-        await asyncio.gather(serving, grpc_server.stop(grace))
+        await asyncio.gather(serving, grpc_server.stop(grace + HAND_OVER_SECONDS + 1))
     finally:
         ending.cancel()
 
 
-def _end_streams() -> None:
-    log.warning("grace over: ending the streams still open")
-    AppStatus.should_exit = True
+async def _grace_over(inference: Inference, grace: float) -> None:
+    await asyncio.sleep(grace)
+    told = await inference.hand_over()
+    log.warning("grace over: open requests handed over", extra={"handed_over": told})
+    await asyncio.sleep(HAND_OVER_SECONDS)  # their last events go out
+    AppStatus.should_exit = True  # sse-starlette ends any stream still open
 
 
 class _Server(uvicorn.Server):

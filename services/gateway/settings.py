@@ -43,7 +43,7 @@ class GatewaySettings:
     background_lease_seconds: float = 30.0
     # On SIGTERM: report not ready (/readyz 503, gRPC health NOT_SERVING) but keep serving for
     # drain_seconds, so load balancers move away; then stop accepting, and give open requests
-    # and streams shutdown_grace_seconds to finish before they are cut.
+    # and streams shutdown_grace_seconds to finish; then hand over what is still open.
     drain_seconds: float = 0.0
     shutdown_grace_seconds: float = 30.0
     dependency_wait_seconds: float = 60.0

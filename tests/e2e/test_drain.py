@@ -8,7 +8,7 @@ import threading
 
 import httpx
 
-from tests.support import Stack, free_port, start_service, text_of, wait_for
+from tests.support import Stack, chunks_of, free_port, start_service, text_of, wait_for
 
 WORDS = " ".join(f"w{i}" for i in range(1500))  # about 2 s of streaming at 1 ms a token
 
@@ -69,3 +69,86 @@ def _status(url: str) -> int:
         return httpx.get(url, timeout=2).status_code
     except httpx.HTTPError:
         return 0
+
+
+LONG = " ".join(f"w{i}" for i in range(3500))  # about 4 s of streaming: longer than the grace
+
+
+def test_requests_open_past_the_grace_are_handed_over_and_resume_elsewhere(stack: Stack) -> None:
+    port, grpc_port = free_port(), free_port()
+    gateway = start_service(
+        stack,
+        "tiller.gateway",
+        stack.data_dir / "logs" / "gateway-hand-over.log",
+        TILLER_GATEWAY_PORT=str(port),
+        TILLER_GATEWAY_GRPC_PORT=str(grpc_port),
+        TILLER_GATEWAY_SHUTDOWN_GRACE_SECONDS="1",
+    )
+    base = f"http://127.0.0.1:{port}"
+    headers = {"authorization": f"Bearer {stack.admin_key}"}
+    body = {"model": "demo", "messages": [{"role": "user", "content": LONG}]}
+    try:
+        assert wait_for(lambda: _status(f"{base}/readyz") == 200, timeout=60)
+        lines: list[str] = []
+        waited: list[httpx.Response] = []
+        started = threading.Event()
+
+        def stream() -> None:
+            with httpx.stream(
+                "POST",
+                f"{base}/v1/chat/completions",
+                json=body | {"stream": True},
+                headers=headers,
+                timeout=60,
+            ) as response:
+                for line in response.iter_lines():
+                    lines.append(line)
+                    started.set()
+
+        def wait() -> None:
+            waited.append(
+                httpx.post(f"{base}/v1/chat/completions", json=body, headers=headers, timeout=60)
+            )
+
+        readers = [threading.Thread(target=stream), threading.Thread(target=wait)]
+        for reader in readers:
+            reader.start()
+        assert started.wait(30)
+        gateway.send_signal(signal.SIGTERM)
+        for reader in readers:
+            reader.join(60)
+        assert gateway.wait(30) == 0
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
+            gateway.wait()
+    # The stream ended with word of where its answer goes on, after the text it had so far.
+    told = chunks_of([line for line in lines if line.startswith("data: {")][-1])
+    assert told is not None and told["error"]["code"] == "handed_over", lines[-3:]
+    request_id = told["error"]["message"].split("/v1/chat/completions/")[1].split("/")[0]
+    last_id = [line for line in lines if line.startswith("id: ")][-1].removeprefix("id: ")
+    # Another gateway (the stack's) goes on from the last event this client saw.
+    with httpx.stream(
+        "GET",
+        f"{stack.base_url}/chat/completions/{request_id}/stream",
+        headers=headers | {"last-event-id": last_id},
+        timeout=60,
+    ) as resumed:
+        assert resumed.status_code == 200
+        rest = list(resumed.iter_lines())
+    assert text_of(lines) + text_of(rest) == f"You said: {LONG}"
+    assert rest[-2:] == ["data: [DONE]", ""] or rest[-1] == "data: [DONE]"
+    # The caller that waited for a whole answer was told the same, and its result is kept.
+    (response,) = waited
+    assert response.status_code == 503 and response.json()["error"]["code"] == "handed_over"
+    waited_id = response.headers["x-request-id"]
+
+    def finished() -> dict[str, object] | None:
+        got = httpx.get(f"{stack.base_url}/chat/completions/{waited_id}", headers=headers)
+        found: dict[str, object] = got.json()
+        return found if found["status"] != "in_progress" else None
+
+    assert wait_for(lambda: finished() is not None, timeout=60)  # adopted, settled, recorded
+    done = finished()
+    assert done is not None and done["status"] == "completed", done
+    assert done["choices"][0]["message"]["content"] == f"You said: {LONG}"  # type: ignore[index]
