@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import httpx
@@ -73,9 +72,10 @@ def report(url: str, ready: dict[str, object], first: Sample, second: Sample) ->
     parts = ["gateway up", *(f"{name} {'up' if ok else 'DOWN'}" for name, ok in checks.items())]
     lines = [f"Tiller at {url}", "services:  " + " · ".join(parts)]
     seconds = max(second.at - first.at, 1e-9)
-    queues: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for labels, _ in second.series("tiller_queue_info"):
-        queues[labels["task_queue"]].append((labels["model"], labels["deployment"]))
+    rows = sorted(
+        (labels["model"], labels["deployment"], labels["task_queue"])
+        for labels, _ in second.series("tiller_queue_info")
+    )
 
     def gauge(name: str, queue: str) -> float:
         return second.total(name, task_queue=queue)
@@ -88,30 +88,36 @@ def report(url: str, ready: dict[str, object], first: Sample, second: Sample) ->
         f"{'oldest':>7} {'in flight':>9} {'req/s':>6} {'5xx':>6} {'4xx':>6} {'tok/s':>7}"
     )
     lines += ["", header]
-    for queue in sorted(queues):
-        for model, deployment in sorted(queues[queue]):
-            total = rate("tiller_requests_total", model=model)
-            failed = sum(
-                rate("tiller_requests_total", model=model, status=str(code))
-                for code in _statuses(second, model)
-                if code >= 500
-            )
-            refused = sum(
-                rate("tiller_requests_total", model=model, status=str(code))
-                for code in _statuses(second, model)
-                if 400 <= code < 500
-            )
-            tokens = rate("tiller_tokens_total", model=model)
-            lines.append(
-                f"{model:<16} {deployment:<18} {queue:<18} "
-                f"{int(gauge('tiller_queue_pollers', queue)):>7} "
-                f"{int(gauge('tiller_queue_backlog', queue)):>7} "
-                f"{gauge('tiller_queue_backlog_age_seconds', queue):>6.1f}s "
-                f"{int(second.total('tiller_requests_in_flight', model=model)):>9} "
-                f"{total:>6.1f} {_share(failed, total):>6} {_share(refused, total):>6} "
-                f"{tokens:>7.0f}"
-            )
-    if not queues:
+    shown: set[str] = set()
+    for model, deployment, queue in rows:
+        queue_part = (
+            f"{model:<16} {deployment:<18} {queue:<18} "
+            f"{int(gauge('tiller_queue_pollers', queue)):>7} "
+            f"{int(gauge('tiller_queue_backlog', queue)):>7} "
+            f"{gauge('tiller_queue_backlog_age_seconds', queue):>6.1f}s "
+        )
+        if model in shown:  # the model's own figures are on its first row only
+            lines.append(queue_part.rstrip())
+            continue
+        shown.add(model)
+        total = rate("tiller_requests_total", model=model)
+        failed = sum(
+            rate("tiller_requests_total", model=model, status=str(code))
+            for code in _statuses(second, model)
+            if code >= 500
+        )
+        refused = sum(
+            rate("tiller_requests_total", model=model, status=str(code))
+            for code in _statuses(second, model)
+            if 400 <= code < 500
+        )
+        tokens = rate("tiller_tokens_total", model=model)
+        lines.append(
+            queue_part + f"{int(second.total('tiller_requests_in_flight', model=model)):>9} "
+            f"{total:>6.1f} {_share(failed, total):>6} {_share(refused, total):>6} "
+            f"{tokens:>7.0f}"
+        )
+    if not rows:
         lines.append("(no task queues yet: the gateway polls Temporal every few seconds)")
     return "\n".join(lines)
 

@@ -135,3 +135,6 @@ def test_tiller_status(stack: Stack) -> None:
     assert "router up" in shown.stdout and "temporal up" in shown.stdout
     row = next(line for line in shown.stdout.splitlines() if line.startswith("demo "))
     assert "test.demo" in row
+    # A model with two deployments: a row per deployment, its own figures on the first only.
+    rows = [line.split() for line in shown.stdout.splitlines() if line.startswith("failover ")]
+    assert len(rows) == 2 and [len(r) for r in rows] == [11, 6], rows
