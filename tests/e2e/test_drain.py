@@ -4,6 +4,7 @@ time, then stops accepting, lets an open stream finish whole, and exits cleanly.
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 
 import httpx
@@ -13,18 +14,27 @@ from tests.support import Stack, chunks_of, free_port, start_service, text_of, w
 WORDS = " ".join(f"w{i}" for i in range(1500))  # about 2 s of streaming at 1 ms a token
 
 
-def test_sigterm_finishes_open_streams_and_turns_new_work_away(stack: Stack) -> None:
+def start_gateway(stack: Stack, name: str, **settings: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A gateway of the test's own beside the stack's: its process and base URL."""
     port, grpc_port = free_port(), free_port()
     gateway = start_service(
         stack,
         "tiller.gateway",
-        stack.data_dir / "logs" / "gateway-drain.log",
+        stack.data_dir / "logs" / f"gateway-{name}.log",
         TILLER_GATEWAY_PORT=str(port),
         TILLER_GATEWAY_GRPC_PORT=str(grpc_port),
+        **settings,
+    )
+    return gateway, f"http://127.0.0.1:{port}"
+
+
+def test_sigterm_finishes_open_streams_and_turns_new_work_away(stack: Stack) -> None:
+    gateway, base = start_gateway(
+        stack,
+        "drain",
         TILLER_GATEWAY_DRAIN_SECONDS="1",
         TILLER_GATEWAY_SHUTDOWN_GRACE_SECONDS="20",
     )
-    base = f"http://127.0.0.1:{port}"
     try:
         assert wait_for(lambda: _status(f"{base}/readyz") == 200, timeout=60)
         headers = {"authorization": f"Bearer {stack.admin_key}"}
@@ -75,16 +85,7 @@ LONG = " ".join(f"w{i}" for i in range(3500))  # about 4 s of streaming: longer 
 
 
 def test_requests_open_past_the_grace_are_handed_over_and_resume_elsewhere(stack: Stack) -> None:
-    port, grpc_port = free_port(), free_port()
-    gateway = start_service(
-        stack,
-        "tiller.gateway",
-        stack.data_dir / "logs" / "gateway-hand-over.log",
-        TILLER_GATEWAY_PORT=str(port),
-        TILLER_GATEWAY_GRPC_PORT=str(grpc_port),
-        TILLER_GATEWAY_SHUTDOWN_GRACE_SECONDS="1",
-    )
-    base = f"http://127.0.0.1:{port}"
+    gateway, base = start_gateway(stack, "hand-over", TILLER_GATEWAY_SHUTDOWN_GRACE_SECONDS="1")
     headers = {"authorization": f"Bearer {stack.admin_key}"}
     body = {"model": "demo", "messages": [{"role": "user", "content": LONG}]}
     try:
