@@ -10,10 +10,12 @@ deployment names and statuses, never a prompt, an answer or a key.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Tracer
@@ -105,6 +107,25 @@ def extract(headers: Mapping[str, str]) -> Any:
     if not _enabled:
         return Context()
     return propagate.extract(headers)
+
+
+def current_context() -> Any:
+    """The current trace context, to carry into work done later on a request's behalf (a
+    batched call); None while tracing is off."""
+    return otel_context.get_current() if _enabled else None
+
+
+@contextlib.contextmanager
+def continuing(context: Any) -> Iterator[None]:
+    """Run under a trace context captured by current_context() (None: as is)."""
+    if context is None:
+        yield
+        return
+    token = otel_context.attach(context)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def current_ids() -> tuple[str, str] | None:

@@ -10,16 +10,19 @@ gateway sends each admission at once.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 
+from tiller.common import tracing
 from tiller.common.errors import TillerError
 from tiller.common.lifecycle import service_task
 from tiller.gateway.settlement import MAX_BATCH, Settler
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
 from tiller.quota.keys import key_id_of
 
-_Waiting = tuple[quota_pb2.AdmitRequest, "asyncio.Future[quota_pb2.Admission]"]
+# A request, its caller's future, and its trace context (the batch's call joins the first's).
+_Waiting = tuple[quota_pb2.AdmitRequest, "asyncio.Future[quota_pb2.Admission]", Any]
 
 
 class Admitter:
@@ -33,7 +36,7 @@ class Admitter:
     async def admit(self, request: quota_pb2.AdmitRequest) -> quota_pb2.Admission:
         """The admission, or the TillerError quota refused it with."""
         future: asyncio.Future[quota_pb2.Admission] = asyncio.get_running_loop().create_future()
-        self._pending.append((request, future))
+        self._pending.append((request, future, tracing.current_context()))
         if self._sender is None or self._sender.done():
             self._sender = service_task(self._send())
         try:
@@ -51,17 +54,19 @@ class Admitter:
             del self._pending[:MAX_BATCH]
             settlements = self.settler.take()
             try:
-                reply = await self.quota.AdmitBatch(
-                    quota_pb2.AdmitBatchRequest(
-                        requests=[request for request, _ in batch], settle_first=settlements
-                    ),
-                    timeout=self.timeout,
-                )
+                with tracing.continuing(batch[0][2]):
+                    reply = await self.quota.AdmitBatch(
+                        quota_pb2.AdmitBatchRequest(
+                            requests=[request for request, _, _ in batch],
+                            settle_first=settlements,
+                        ),
+                        timeout=self.timeout,
+                    )
             except grpc.aio.AioRpcError as error:
                 if settlements:
                     self.settler.failed(settlements, error)
                 failure = TillerError.from_grpc(error)
-                for request, future in batch:
+                for request, future, _ in batch:
                     if not future.done():
                         future.set_exception(failure)
                     # Quota may have admitted it before the call failed (a timeout): release
@@ -69,7 +74,7 @@ class Admitter:
                     if request.api_key:
                         self._release(key_id_of(request.api_key), request.request_id)
                 continue
-            for (request, future), outcome in zip(batch, reply.outcomes, strict=True):
+            for (request, future, _), outcome in zip(batch, reply.outcomes, strict=True):
                 self._resolve(request, future, outcome)
 
     def _release(self, key_id: str, request_id: str) -> None:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import grpc
 
-from tiller.common import backoff
+from tiller.common import backoff, tracing
 from tiller.common.lifecycle import service_task
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
 
@@ -38,7 +39,8 @@ class Settler:
     def settle(self, settlement: quota_pb2.Settlement) -> None:
         self._pending.append(settlement)
         if self._sender is None or self._sender.done():
-            self._sender = service_task(self._send(HOLD_SECONDS))
+            # The call goes on the trace of the request that started it.
+            self._sender = service_task(self._send(HOLD_SECONDS, tracing.current_context()))
 
     async def send_now(self, settlement: quota_pb2.Settlement) -> None:
         """Settle one request now, on its own call; raises the call's error."""
@@ -74,16 +76,17 @@ class Settler:
         self._failed.clear()
         await self._send(0, retry=False)
 
-    async def _send(self, hold: float, retry: bool = True) -> None:
+    async def _send(self, hold: float, trace: Any = None, retry: bool = True) -> None:
         if hold:
             await asyncio.sleep(hold)
         while self._pending:
             batch = self._pending[:MAX_BATCH]
             del self._pending[:MAX_BATCH]
             try:
-                await self.quota.Settle(
-                    quota_pb2.SettleRequest(settlements=batch), timeout=self.timeout
-                )
+                with tracing.continuing(trace):
+                    await self.quota.Settle(
+                        quota_pb2.SettleRequest(settlements=batch), timeout=self.timeout
+                    )
             except grpc.aio.AioRpcError as error:
                 if retry:
                     self.failed(batch, error)
