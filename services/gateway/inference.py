@@ -233,6 +233,7 @@ class Inference:
             created=record.created,
             holds_lease=False,
         )
+        call.in_background = True  # recorded already: a hand-over only tells its reader
         if owner:
             self.leases.hold(record.request_id, record.key_id, soon=True)
             call.counts_errors = True

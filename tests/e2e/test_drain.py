@@ -153,3 +153,49 @@ def test_requests_open_past_the_grace_are_handed_over_and_resume_elsewhere(stack
     done = finished()
     assert done is not None and done["status"] == "completed", done
     assert done["choices"][0]["message"]["content"] == f"You said: {LONG}"  # type: ignore[index]
+
+
+def test_a_background_request_read_on_a_stopping_gateway_is_told_and_finishes_elsewhere(
+    stack: Stack,
+) -> None:
+    gateway, base = start_gateway(stack, "hand-over-bg", TILLER_GATEWAY_SHUTDOWN_GRACE_SECONDS="1")
+    headers = {"authorization": f"Bearer {stack.admin_key}"}
+    body = {"model": "demo", "messages": [{"role": "user", "content": LONG}], "background": True}
+    lines: list[str] = []
+    try:
+        assert wait_for(lambda: _status(f"{base}/readyz") == 200, timeout=60)
+        submitted = httpx.post(f"{base}/v1/chat/completions", json=body, headers=headers)
+        assert submitted.status_code == 202, submitted.text
+        request_id = submitted.json()["id"]
+        started = threading.Event()
+
+        def stream() -> None:  # a client reading it by id, on the gateway that watches it
+            url = f"{base}/v1/chat/completions/{request_id}/stream"
+            with httpx.stream("GET", url, headers=headers, timeout=60) as response:
+                for line in response.iter_lines():
+                    lines.append(line)
+                    started.set()
+
+        reader = threading.Thread(target=stream)
+        reader.start()
+        assert started.wait(30)
+        gateway.send_signal(signal.SIGTERM)
+        reader.join(60)
+        assert gateway.wait(30) == 0
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
+            gateway.wait()
+    told = chunks_of([line for line in lines if line.startswith("data: {")][-1])
+    assert told is not None and told["error"]["code"] == "handed_over", lines[-3:]
+
+    def record() -> dict[str, object]:
+        got = httpx.get(f"{stack.base_url}/chat/completions/{request_id}", headers=headers)
+        found: dict[str, object] = got.json()
+        return found
+
+    # Its watcher left with its gateway; the stack's gateway adopts it and records the end.
+    assert wait_for(lambda: record()["status"] != "in_progress", timeout=60)
+    done = record()
+    assert done["status"] == "completed", done
+    assert done["choices"][0]["message"]["content"] == f"You said: {LONG}"  # type: ignore[index]
