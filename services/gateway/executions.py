@@ -113,16 +113,6 @@ async def start(
         "rpc_timeout": timedelta(seconds=rpc_timeout),
         "priority": Priority(priority_key=priority),
     }
-    if not request.next_targets:
-        activity = await client.start_activity(
-            GENERATE_ACTIVITY,
-            request,
-            task_queue=request.target.task_queue,
-            result_type=InferenceResult,
-            **common,
-            **activity_options(request).as_kwargs(),
-        )
-        return ActivityExecution(activity)
     if request.pipeline:
         workflow = await client.start_workflow(
             pipeline_workflow(request.pipeline),
@@ -133,6 +123,16 @@ async def start(
             **common,
         )
         return WorkflowExecution(workflow)
+    if not request.next_targets:
+        activity = await client.start_activity(
+            GENERATE_ACTIVITY,
+            request,
+            task_queue=request.target.task_queue,
+            result_type=InferenceResult,
+            **common,
+            **activity_options(request).as_kwargs(),
+        )
+        return ActivityExecution(activity)
     workflow = await client.start_workflow(
         FAILOVER_WORKFLOW,
         dataclasses.asdict(request),

@@ -93,7 +93,11 @@ class Steps:
     async def route(self, model: str) -> StepRoute:
         if model not in self._routes:
             found = await workflow.execute_activity(
-                ROUTE_ACTIVITY, model, summary=f"route {model}", **OWN_ACTIVITY
+                ROUTE_ACTIVITY,
+                model,
+                activity_id=f"route@{model}",
+                summary=f"route {model}",
+                **OWN_ACTIVITY,
             )
             self._routes[model] = StepRoute.from_dict(found)
         return self._routes[model]
@@ -131,6 +135,7 @@ class Steps:
         await workflow.execute_activity(
             PUBLISH_ACTIVITY,
             {"events_key": self.request.events_key, "result": result},
+            activity_id="publish",
             summary="publish the answer",
             **OWN_ACTIVITY,
         )
@@ -143,6 +148,7 @@ class Steps:
         await workflow.execute_activity(
             PUBLISH_ACTIVITY,
             {"events_key": self.request.events_key, "error": error.to_dict()},
+            activity_id="publish-error",
             summary=f"publish the error: {error.reason}",
             **OWN_ACTIVITY,
         )

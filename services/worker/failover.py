@@ -49,6 +49,8 @@ async def run_plan(request: InferenceInput, summary: str | None = None) -> dict[
                 GENERATE_ACTIVITY,
                 dataclasses.asdict(step),
                 task_queue=target.task_queue,
+                # A pipeline's step: named in the history (`temporal workflow show`, the UI).
+                activity_id=summary and f"{summary}@{target.deployment}",
                 summary=summary and f"{summary}: {target.deployment}",
                 **activity_options(step).as_kwargs(),
             )
