@@ -63,3 +63,11 @@ def test_the_pii_guides_models_yaml_is_valid() -> None:
         parse(broken, "models.yaml")
     quoted = " ".join(text.split("Errors name the line: `")[1].split("`.")[0].split())
     assert str(error.value) == quoted
+
+
+def test_the_adapter_guide_shows_the_toy_adapter_and_its_test_as_they_are() -> None:
+    """docs/adapters.md's worked example is the code in tests/toy_adapter/, to the character."""
+    guide = (ROOT / "docs/adapters.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", guide, flags=re.DOTALL)
+    for name in ("engine.py", "adapter.py", "test_toy_adapter.py"):
+        assert (ROOT / "tests/toy_adapter" / name).read_text() in blocks, name
