@@ -246,6 +246,10 @@ models:
     pipeline:
       workflow: fan-out-merge
       options: {{models: [demo, broken], merge: demo}}
+  long-chats:
+    pipeline:
+      workflow: summarize-then-answer
+      options: {{summarize: demo, answer: reviewer}}
   approved:
     timeout_seconds: 120
     pipeline:

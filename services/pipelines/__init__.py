@@ -22,6 +22,7 @@ PIPELINES: dict[str, str] = {
     "draft-then-refine": "tiller.pipelines.draft_then_refine",
     "fan-out-merge": "tiller.pipelines.fan_out_merge",
     "human-approval": "tiller.pipelines.human_approval",
+    "summarize-then-answer": "tiller.pipelines.summarize_then_answer",
 }
 
 

@@ -54,8 +54,11 @@ def stream(client: openai.OpenAI, model: str, question: str) -> tuple[str, str, 
 async def step_history(stack: Stack, request_id: str) -> list[tuple[str, int, str]]:
     """The workflow's activities as its history has them: (activity id, attempt that
     finished, the last failure's message before it)."""
-    client = await temporal_client(stack)
-    history = await client.get_workflow_handle(request_id).fetch_history()
+    handle = (await temporal_client(stack)).get_workflow_handle(request_id)
+    # The client has the answer a moment before the workflow closes (the final step publishes
+    # it, then reports), and an activity's started event is written when it closes.
+    await handle.result()
+    history = await handle.fetch_history()
     scheduled: dict[int, str] = {}
     steps = []
     for event in history.events:
@@ -142,6 +145,33 @@ async def test_fan_out_asks_every_model_and_merges_their_answers(
     assert text == said(f"Question:\n{question}\n\nAnswer 1:\n{one}\n\nAnswer 2:\n{two}")
     ids = {s[0] for s in await step_history(stack, request_id)}
     assert {"ask-1@demo-local", "ask-2@reviewer-local", "merge@demo-local"} <= ids
+
+
+async def test_summarize_then_answer_gives_the_answer_model_the_summary_and_last_message(
+    stack: Stack, client: openai.OpenAI
+) -> None:
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": "Hello Ada."},
+        {"role": "user", "content": "What is my name?"},
+    ]
+    reply = await asyncio.to_thread(
+        client.chat.completions.with_raw_response.create, model="long-chats", messages=messages
+    )
+    assert reply.parse().choices[0].message.content == said("What is my name?")
+    ids = [s[0] for s in await step_history(stack, reply.headers["x-request-id"])]
+    assert ids == ["route@demo", "summarize@demo-local", "route@reviewer", "answer@reviewer-local"]
+    received = httpx.get(f"http://127.0.0.1:{stack.demo_port}/received").json()["data"]
+    answered = next(
+        r["body"]["messages"]
+        for r in reversed(received)
+        if r["body"]["messages"][-1]["content"] == "What is my name?"
+    )
+    summary = said("Summarize:\nuser: My name is Ada.\nassistant: Hello Ada.")
+    assert answered[0] == {
+        "role": "system",
+        "content": f"The conversation so far, summarized: {summary}",
+    }
 
 
 def test_a_step_that_fails_for_good_fails_the_request_with_its_error(

@@ -90,7 +90,9 @@ async def activity_ids(stack: PipelineStack, request_id: str) -> list[str]:
         stack.temporal_address,
         data_converter=sealed_converter(PayloadKeys.parse(stack.payload_keys)),
     )
-    history = await client.get_workflow_handle(request_id).fetch_history()
+    handle = client.get_workflow_handle(request_id)
+    await handle.result()  # closed: every step's events are written
+    history = await handle.fetch_history()
     return [
         e.activity_task_scheduled_event_attributes.activity_id
         for e in history.events

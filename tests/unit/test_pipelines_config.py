@@ -68,7 +68,7 @@ def test_a_pipeline_model_compiles_with_its_steps_by_canonical_name() -> None:
         (
             ("workflow: draft-then-refine", "workflow: draft-and-refine"),
             "models.yaml:14: models.careful.pipeline.workflow: unknown pipeline 'draft-and-refine' "
-            "(known: classify-then-generate, draft-then-refine, fan-out-merge, human-approval)",
+            "(known: classify-then-generate, draft-then-refine, fan-out-merge, human-approval, summarize-then-answer)",
         ),
         (
             ("default: general", "default: other"),
