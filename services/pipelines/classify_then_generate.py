@@ -29,7 +29,7 @@ from temporalio import workflow
 
 from tiller.pipelines.base import PipelineOptions
 from tiller.pipelines.steps import Steps
-from tiller.worker.shared import InferenceInput, Message, pipeline_workflow
+from tiller.worker.shared import Message, pipeline_workflow
 
 _WORD = re.compile(r"[\w-]+")
 
@@ -71,15 +71,14 @@ def label_of(answer: str, labels: list[str], default: str) -> str:
 class Workflow:
     @workflow.run
     async def run(self, payload: dict[str, Any]) -> dict[str, Any]:
-        request = InferenceInput.from_dict(payload)
-        options = Options.model_validate(request.pipeline_options)
-        steps = Steps(request)
+        steps = Steps(payload)
+        options = steps.options(Options)
         answer = await steps.collect(
             "classify", options.classifier, [Message("user", steps.question)]
         )
         label = label_of(answer, list(options.routes), options.default)
         route = options.routes[label]
-        messages = request.messages
+        messages = steps.messages
         if route.system:
             kept = [m for m in messages if m.role not in ("system", "developer")]
             messages = [Message("system", route.system), *kept]

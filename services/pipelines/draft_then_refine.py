@@ -21,7 +21,7 @@ from temporalio import workflow
 
 from tiller.pipelines.base import PipelineOptions
 from tiller.pipelines.steps import Steps
-from tiller.worker.shared import InferenceInput, Message, pipeline_workflow
+from tiller.worker.shared import Message, pipeline_workflow
 
 CRITIQUE = (
     "You review answers. List the mistakes, gaps and unclear parts of the draft answer below. "
@@ -47,10 +47,9 @@ class Options(PipelineOptions):
 class Workflow:
     @workflow.run
     async def run(self, payload: dict[str, Any]) -> dict[str, Any]:
-        request = InferenceInput.from_dict(payload)
-        options = Options.model_validate(request.pipeline_options)
-        steps = Steps(request)
-        draft = await steps.collect("draft", options.draft, request.messages)
+        steps = Steps(payload)
+        options = steps.options(Options)
+        draft = await steps.collect("draft", options.draft, steps.messages)
         question = steps.question
         critique = await steps.collect(
             "critique",

@@ -22,7 +22,7 @@ from temporalio import workflow
 
 from tiller.pipelines.base import PipelineOptions
 from tiller.pipelines.steps import Steps
-from tiller.worker.shared import InferenceInput, Message, pipeline_workflow
+from tiller.worker.shared import Message, pipeline_workflow
 
 MERGE = (
     "Several assistants answered the same question. Write one answer that keeps what they agree "
@@ -45,13 +45,12 @@ class Options(PipelineOptions):
 class Workflow:
     @workflow.run
     async def run(self, payload: dict[str, Any]) -> dict[str, Any]:
-        request = InferenceInput.from_dict(payload)
-        options = Options.model_validate(request.pipeline_options)
-        steps = Steps(request)
+        steps = Steps(payload)
+        options = steps.options(Options)
         # Workflow code may gather: Temporal records each step and replays them in order.
         answers = await asyncio.gather(
             *(
-                steps.collect(f"ask-{index}", model, request.messages)
+                steps.collect(f"ask-{index}", model, steps.messages)
                 for index, model in enumerate(options.models, 1)
             )
         )

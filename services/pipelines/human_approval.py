@@ -1,11 +1,12 @@
 """human-approval: a model drafts the answer, a person approves it before the client gets it.
 
 The draft model answers (step `draft`); the workflow then waits for an `approve` signal, up to
-`approval_timeout_seconds`. Meanwhile the client's request stays open (SSE keep-alive pings)
-and the reviewer reads the draft with the `draft` query. The signal's argument is a JSON object:
-`{"approved": true}` sends the draft as it is, `{"approved": true, "text": "..."}` sends the
-reviewer's edit instead, `{"approved": false, "reason": "..."}` refuses (the client gets a 403
-`not_approved` with the reason). No decision in time: a 504 `approval_timed_out`.
+`approval_timeout_seconds`. Meanwhile the client's request stays open with no response yet (the
+gateway answers with the first event) and the reviewer reads the draft with the `draft` query.
+The signal's argument is a JSON object: `{"approved": true}` sends the draft as it is,
+`{"approved": true, "text": "..."}` sends the reviewer's edit instead, `{"approved": false,
+"reason": "..."}` refuses (the client gets a 403 `not_approved` with the reason). No decision
+in time: a 504 `approval_timed_out`.
 
     temporal workflow query --workflow-id chatcmpl-… --name draft --codec-endpoint … --codec-auth …
     temporal workflow signal --workflow-id chatcmpl-… --name approve --input '{"approved": true}' \\
@@ -26,7 +27,7 @@ from temporalio import workflow
 from tiller.common.errors import ApprovalTimedOut, NotApproved
 from tiller.pipelines.base import PipelineOptions
 from tiller.pipelines.steps import Steps
-from tiller.worker.shared import InferenceInput, pipeline_workflow
+from tiller.worker.shared import pipeline_workflow
 
 
 class Options(PipelineOptions):
@@ -53,10 +54,9 @@ class Workflow:
 
     @workflow.run
     async def run(self, payload: dict[str, Any]) -> dict[str, Any]:
-        request = InferenceInput.from_dict(payload)
-        options = Options.model_validate(request.pipeline_options)
-        steps = Steps(request)
-        self.draft = await steps.collect("draft", options.draft, request.messages)
+        steps = Steps(payload)
+        options = steps.options(Options)
+        self.draft = await steps.collect("draft", options.draft, steps.messages)
         wait = timedelta(seconds=options.approval_timeout_seconds)
         try:
             await workflow.wait_condition(lambda: self.decision is not None, timeout=wait)

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from tiller.common.errors import Cancelled, TillerError
+from tiller.pipelines.base import PipelineOptions
 from tiller.worker.failover import run_plan
 from tiller.worker.routes import with_system_prompt
 from tiller.worker.shared import (
@@ -38,6 +39,8 @@ from tiller.worker.shared import (
     Target,
     Usage,
 )
+
+OptionsT = TypeVar("OptionsT", bound=PipelineOptions)
 
 # The pipeline's own small activities: a router call, a Redis append.
 OWN_ACTIVITY: dict[str, Any] = {
@@ -79,10 +82,20 @@ class StepRoute:
 
 
 class Steps:
-    def __init__(self, request: InferenceInput) -> None:
-        self.request = request
+    def __init__(self, payload: dict[str, Any]) -> None:
+        """The steps of one run, from the workflow's input (the gateway's InferenceInput)."""
+        self.request = InferenceInput.from_dict(payload)
         self.spent = Usage()  # what the steps so far used: charged with the final answer
         self._routes: dict[str, StepRoute] = {}
+
+    def options(self, model: type[OptionsT]) -> OptionsT:
+        """The pipeline's `options:` from models.yaml (validated there at load)."""
+        return model.model_validate(self.request.pipeline_options)
+
+    @property
+    def messages(self) -> list[Message]:
+        """The caller's messages (masked where a PII policy says so)."""
+        return self.request.messages
 
     @property
     def question(self) -> str:

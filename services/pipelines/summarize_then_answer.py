@@ -10,7 +10,7 @@ from temporalio import workflow
 
 from tiller.pipelines.base import PipelineOptions
 from tiller.pipelines.steps import Steps
-from tiller.worker.shared import InferenceInput, Message, pipeline_workflow
+from tiller.worker.shared import Message, pipeline_workflow
 
 
 class Options(PipelineOptions):  # strict: unknown options are refused at load
@@ -26,12 +26,11 @@ class Options(PipelineOptions):  # strict: unknown options are refused at load
 class Workflow:
     @workflow.run
     async def run(self, payload: dict[str, Any]) -> dict[str, Any]:
-        request = InferenceInput.from_dict(payload)
-        options = Options.model_validate(request.pipeline_options)
-        steps = Steps(request)
-        earlier = "\n".join(f"{m.role}: {m.content}" for m in request.messages[:-1])
+        steps = Steps(payload)
+        options = steps.options(Options)
+        earlier = "\n".join(f"{m.role}: {m.content}" for m in steps.messages[:-1])
         summary = await steps.collect(
             "summarize", options.summarize, [Message("user", f"Summarize:\n{earlier}")]
         )
         context = Message("system", f"The conversation so far, summarized: {summary}")
-        return await steps.answer("answer", options.answer, [context, request.messages[-1]])
+        return await steps.answer("answer", options.answer, [context, steps.messages[-1]])
