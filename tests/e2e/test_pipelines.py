@@ -4,6 +4,7 @@ in front, the steps on the demo engine behind, the steps' history read back from
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowExecutionStatus
 
 from tests.support import Stack, temporal_client, text_of
 from tiller.cli.processes import find_binary
@@ -294,3 +296,40 @@ async def test_a_rejected_or_unapproved_answer_is_an_error_for_the_client(
         )
     assert reply.status_code == 504, reply.text
     assert reply.json()["error"]["code"] == "approval_timed_out"
+
+
+async def test_a_pipeline_runs_in_the_background_and_is_fetched_by_id(stack: Stack) -> None:
+    headers = {"authorization": f"Bearer {stack.admin_key}"}
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=30) as http:
+        submitted = await http.post(
+            "/chat/completions",
+            json={"model": "panel", "messages": ask("Later?"), "background": True},
+        )
+        assert submitted.status_code == 202, submitted.text
+        url = f"/chat/completions/{submitted.json()['id']}"
+        for _ in range(150):
+            found = (await http.get(url)).json()
+            if found["status"] != "in_progress":
+                break
+            await asyncio.sleep(0.2)
+    assert found["status"] == "completed", found
+    one = said("Later?")
+    expected = said(f"Question:\nLater?\n\nAnswer 1:\n{one}\n\nAnswer 2:\n{one}")
+    assert found["choices"][0]["message"]["content"] == expected
+
+
+async def test_a_client_that_leaves_cancels_the_pipeline(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=90) as http:
+        reading = start_stream(http, stack, "approved", "Never mind")
+        request_id = await awaiting_approval(stack)
+        await draft_of(stack, request_id)
+        reading.cancel()  # the client hangs up while the pipeline waits for a reviewer
+        with contextlib.suppress(asyncio.CancelledError):
+            await reading
+    handle = (await temporal_client(stack)).get_workflow_handle(request_id)
+    for _ in range(100):
+        status = (await handle.describe()).status
+        if status != WorkflowExecutionStatus.RUNNING:
+            break
+        await asyncio.sleep(0.1)
+    assert status == WorkflowExecutionStatus.CANCELED
