@@ -200,6 +200,15 @@ async def test_a_pipeline_answers_over_grpc_too(stack: Stack) -> None:
 def test_a_pipeline_answers_chat_only(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="is a pipeline: it answers chat"):
         client.completions.create(model="careful", prompt="Hello")
+    with pytest.raises(openai.BadRequestError, match="is a pipeline: it answers chat") as caught:
+        client.embeddings.create(model="careful", input="Hello")
+    assert caught.value.param == "model"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="careful", messages=ask("Hi"), logprobs=True)
+    assert caught.value.param == "logprobs"
+    assert caught.value.message.endswith(
+        "'logprobs' is not supported by the pipeline model `careful`."
+    )
 
 
 def temporal_cli(stack: Stack, *args: str) -> str:
