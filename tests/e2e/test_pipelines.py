@@ -7,14 +7,17 @@ import asyncio
 import contextlib
 import json
 import subprocess
+import time
+import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 
 import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 
 from tests.support import Stack, temporal_client, text_of
 from tiller.cli.processes import find_binary
@@ -342,3 +345,20 @@ async def test_a_client_that_leaves_cancels_the_pipeline(stack: Stack) -> None:
             break
         await asyncio.sleep(0.1)
     assert status == WorkflowExecutionStatus.CANCELED
+
+
+async def test_a_bug_in_pipeline_code_fails_the_run_at_once(stack: Stack) -> None:
+    """An exception in workflow code (here: an input the pipeline cannot read) fails the run
+    instead of Temporal retrying its workflow task until the pipeline's timeout."""
+    client = await temporal_client(stack)
+    started = time.monotonic()
+    with pytest.raises(WorkflowFailureError) as caught:
+        await client.execute_workflow(
+            "tiller.pipeline.draft-then-refine",
+            {"request_id": "not-a-request"},
+            id=f"broken-{uuid.uuid4().hex}",
+            task_queue="tiller.pipelines",
+            execution_timeout=timedelta(seconds=60),
+        )
+    assert "KeyError" in str(caught.value.cause)
+    assert time.monotonic() - started < 10
