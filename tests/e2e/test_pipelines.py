@@ -16,6 +16,7 @@ import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
+from redis.asyncio import Redis
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 
@@ -24,6 +25,7 @@ from tiller.cli.processes import find_binary
 from tiller.common.grpc_client import channel
 from tiller.demo_engine.generation import text_tokens
 from tiller.protos.inference.v1 import inference_pb2, inference_pb2_grpc
+from tiller.quota.keys import KeySpec, KeyStore
 
 
 @pytest.fixture
@@ -362,3 +364,32 @@ async def test_a_bug_in_pipeline_code_fails_the_run_at_once(stack: Stack) -> Non
         )
     assert "KeyError" in str(caught.value.cause)
     assert time.monotonic() - started < 10
+
+
+async def test_keys_and_pii_apply_to_a_pipeline_as_to_any_model(stack: Stack) -> None:
+    redis = Redis.from_url(stack.redis_url)
+    store = KeyStore(redis, "tiller:")
+    allowed = await store.create(KeySpec("pipeline-only", models=("careful",)))
+    other = await store.create(KeySpec("demo-only", models=("demo",)))
+    await redis.aclose()
+    question = "Write to ada@example.com please"
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60) as http:
+
+        async def ask_as(key: str) -> httpx.Response:
+            return await http.post(
+                "/chat/completions",
+                json={"model": "careful", "messages": ask(question)},
+                headers={"authorization": f"Bearer {key}"},
+            )
+
+        refused = await ask_as(other.api_key)
+        answered = await ask_as(allowed.api_key)
+        received = (await http.get(f"http://127.0.0.1:{stack.demo_port}/received")).json()
+    assert refused.status_code == 403 and refused.json()["error"]["param"] == "model"
+    # A key for the pipeline may use it, whatever models its steps call.
+    assert answered.status_code == 200, answered.text
+    text = answered.json()["choices"][0]["message"]["content"]
+    assert "<EMAIL_1>" in text and "ada@example.com" not in text
+    # No step's engine saw the address.
+    sent = json.dumps([r["body"] for r in received["data"]])
+    assert "<EMAIL_1>" in sent and "ada@example.com" not in sent
