@@ -203,6 +203,62 @@ models:
     timeout_seconds: 5
     queue_timeout_seconds: 5
     deployments: *down
+  reviewer:  # a second demo model for pipelines: the demo engine under another system prompt
+    system_prompt: You review answers.
+    deployments:
+      - name: reviewer-local
+        adapter: openai
+        endpoint: http://127.0.0.1:{demo_port}/v1
+        engine_model: demo
+        task_queue: test.demo
+        max_concurrency: 64
+  flaky:  # its engine fails every other request (the first of two): one retry answers
+    retry: {{max_attempts: 3, initial_interval_seconds: 0.1, maximum_interval_seconds: 0.2}}
+    deployments:
+      - name: flaky-local
+        adapter: openai
+        endpoint: http://127.0.0.1:{demo_port}/v1
+        engine_model: flaky
+        task_queue: test.demo
+        max_concurrency: 64
+  careful:  # pipelines (services/pipelines/) over the demo engine
+    pipeline:
+      workflow: draft-then-refine
+      options: {{draft: demo, refine: reviewer}}
+  careful-flaky:
+    pipeline:
+      workflow: draft-then-refine
+      options: {{draft: flaky, refine: reviewer}}
+  helpdesk:  # the demo engine stands in for the classifier: it echoes, so a label in the
+    pipeline:  # question is the label it "answers" (the real Triton classifier: tests/engines)
+      workflow: classify-then-generate
+      options:
+        classifier: demo
+        default: general
+        routes:
+          code: {{model: reviewer, system: You are a senior engineer. Answer with code.}}
+          general: {{model: demo}}
+  panel:
+    pipeline:
+      workflow: fan-out-merge
+      options: {{models: [demo, reviewer], merge: demo}}
+  panel-down:  # one of its models cannot answer
+    pipeline:
+      workflow: fan-out-merge
+      options: {{models: [demo, broken], merge: demo}}
+  long-chats:
+    pipeline:
+      workflow: summarize-then-answer
+      options: {{summarize: demo, answer: reviewer}}
+  approved:
+    timeout_seconds: 120
+    pipeline:
+      workflow: human-approval
+      options: {{draft: demo, approval_timeout_seconds: 60}}
+  approved-quickly:
+    pipeline:
+      workflow: human-approval
+      options: {{draft: demo, approval_timeout_seconds: 1}}
 """
 # The stack's own worker: every queue but test.durable, whose workers the tests run themselves.
 STACK_TASK_QUEUES = "test.demo,test.single,test.broken,test.refused,test.failing,test.breaking"
@@ -244,7 +300,8 @@ def stack_env(data_dir: Path, **overrides: str) -> tuple[dict[str, str], dict[st
             "TILLER_UP_WORKER_SDK_METRICS_PORT": str(ports["worker_sdk_metrics"]),
             "TILLER_DEMO_TOKEN_DELAY_MS": "1",
             "TILLER_DEMO_LOG_LEVEL": "info",  # the cancellation test reads its "stream aborted"
-            "TILLER_DEMO_SERVED_MODELS": "demo,breaking",
+            "TILLER_DEMO_SERVED_MODELS": "demo,breaking,flaky",
+            "TILLER_DEMO_FLAKY_MODELS": "flaky",
             "TILLER_DEMO_FAILING_MODELS": "failing",
             "TILLER_DEMO_BREAKING_MODELS": "breaking",
             "TILLER_DEMO_RECORD_REQUESTS": "256",  # GET /received: what the engine was sent

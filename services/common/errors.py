@@ -314,6 +314,21 @@ class UpstreamTimeout(TillerError):
     default_message = "The request timed out."
 
 
+class NotApproved(PermissionDenied):
+    """A pipeline's reviewer rejected the answer (services/pipelines/human_approval.py)."""
+
+    openai_code = "not_approved"
+    default_message = "The answer was not approved."
+
+
+class ApprovalTimedOut(UpstreamTimeout):
+    """No reviewer decided within the pipeline's approval timeout."""
+
+    openai_code = "approval_timed_out"
+    retryable = False
+    default_message = "No reviewer approved the answer in time."
+
+
 class Cancelled(TillerError):
     http_status = 499
     grpc_code = grpc.StatusCode.CANCELLED

@@ -63,6 +63,7 @@ class InFlight:
 
 def create_app(settings: DemoSettings) -> Starlette:
     in_flight = InFlight()
+    flaky: collections.Counter[str] = collections.Counter()  # requests per flaky model
     received: collections.deque[dict[str, Any]] = collections.deque(
         maxlen=settings.record_requests or 1
     )
@@ -120,6 +121,10 @@ def create_app(settings: DemoSettings) -> Starlette:
         record(request.url.path, body)
         if body.get("model") in settings.failing_models:
             return _error("The engine failed (a failing model of the demo engine).", 500)
+        if body.get("model") in settings.flaky_models:
+            flaky[body["model"]] += 1
+            if flaky[body["model"]] % 2:
+                return _error("The engine failed once (a flaky model of the demo engine).", 500)
         if body.get("model") not in settings.served_models:
             return _error(
                 f"The model `{body.get('model')}` does not exist.", 404, "model_not_found"

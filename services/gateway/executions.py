@@ -1,7 +1,8 @@
 """A request's run in Temporal, whichever shape it has.
 
 A model with one deployment and no fallbacks runs as one standalone activity (the fast path);
-one with more deployments to try runs as the failover workflow (worker/failover.py). The gateway
+one with more deployments to try runs as the failover workflow (worker/failover.py), and a
+pipeline model as its pipeline's workflow (services/pipelines/). The gateway
 starts either, checks whether it still runs, reads its result and cancels it through this one
 interface. Both are found again from the request id alone (background requests).
 """
@@ -31,9 +32,11 @@ from tiller.worker.shared import (
     FAILOVER_TASK_QUEUE,
     FAILOVER_WORKFLOW,
     GENERATE_ACTIVITY,
+    PIPELINE_TASK_QUEUE,
     InferenceInput,
     InferenceResult,
     activity_options,
+    pipeline_workflow,
     request_bound_seconds,
 )
 
@@ -110,6 +113,16 @@ async def start(
         "rpc_timeout": timedelta(seconds=rpc_timeout),
         "priority": Priority(priority_key=priority),
     }
+    if request.pipeline:
+        workflow = await client.start_workflow(
+            pipeline_workflow(request.pipeline),
+            dataclasses.asdict(request),
+            task_queue=PIPELINE_TASK_QUEUE,
+            # A pipeline model's `timeout_seconds` bounds the whole pipeline.
+            execution_timeout=timedelta(seconds=request.timeout_seconds),
+            **common,
+        )
+        return WorkflowExecution(workflow)
     if not request.next_targets:
         activity = await client.start_activity(
             GENERATE_ACTIVITY,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 from redis.exceptions import RedisError
@@ -46,6 +47,7 @@ from tiller.gateway.protocol import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 SSE_PING_SECONDS = 15
 LAST_EVENT_ID = re.compile(r"^(0|\d{1,20}-\d{1,20})$")
 MAX_STREAM_ID_PART = 2**64 - 1  # Redis refuses larger stream id parts
@@ -98,19 +100,22 @@ async def _generate(
         return await _in_background(inference, call, chat)
     try:
         if not chat.stream:
-            result = await call.result()
+            result = await _unless_gone(request, call.result())
             call.complete(result.usage)
             shape = shapes.text_completion if legacy else shapes.completion
             body = shape(call.request_id, call.model, call.created, result)
             return JSONResponse(body, headers=call.headers())
         # Wait for the first event so an error before any token is a plain HTTP error.
         stream = call.answer()
-        first = await anext(stream)
+        first = await _unless_gone(request, anext(stream))
         if first.kind == events.ERROR:
             raise TillerError.from_dict(first.data["error"])
     except TillerError as error:
         call.abandon()
         return _error_response(error, {"x-request-id": call.request_id})
+    except ClientGone:
+        call.abandon()  # stops the engine (or the pipeline) at once
+        return Response(status_code=499)
     except BaseException:
         call.abandon()
         raise
@@ -123,6 +128,36 @@ async def _generate(
         call.abandon()
 
     return _event_source(events_, call.headers(), BackgroundTask(ended))
+
+
+class ClientGone(Exception):
+    """The caller hung up before its answer began."""
+
+
+async def _unless_gone(request: Request, work: Awaitable[T]) -> T:
+    """`work`, unless the caller hangs up first (ClientGone). An answer can be slow to begin (a
+    queue, a pipeline waiting for a reviewer); a caller that leaves meanwhile cancels it then,
+    not when the first event comes. (Once streaming, the SSE response notices by itself.)"""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_hung_up(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        gone.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    await asyncio.wait({task})
+    raise ClientGone()
+
+
+async def _hung_up(request: Request) -> None:
+    # The body has been read: what the server hands over next is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _event_source(

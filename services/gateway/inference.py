@@ -51,15 +51,13 @@ from tiller.gateway.shapes import duration
 from tiller.gateway.upstreams import Upstreams, rpc
 from tiller.protos.quota.v1 import quota_pb2
 from tiller.protos.router.v1 import router_pb2
+from tiller.worker.routes import retry_of, target_of, with_defaults, with_system_prompt
 from tiller.worker.shared import (
     HEARTBEAT_TIMEOUT_SECONDS,
+    PIPELINE_TASK_QUEUE,
     QUEUE_TIMEOUT_SECONDS,
-    SAMPLING_FIELDS,
     InferenceInput,
     InferenceResult,
-    Message,
-    Retry,
-    Sampling,
     Target,
     Usage,
 )
@@ -503,7 +501,12 @@ def result_of(event: events.Event) -> InferenceResult:
 def _activity_input(
     request_id: str, chat: ChatRequest, route: router_pb2.Route, prefix: str
 ) -> InferenceInput:
-    targets = [_target(d, route.model) for d in (*route.deployments, *route.fallbacks)]
+    targets = [target_of(d, route.model) for d in (*route.deployments, *route.fallbacks)]
+    pipeline = route.pipeline.workflow
+    if pipeline:
+        _pipeline_takes(chat, route.model)
+        # Names the pipeline only: its steps resolve their own models' deployments.
+        targets = [Target(f"pipeline:{pipeline}", "pipeline", "", "", PIPELINE_TASK_QUEUE)]
     if chat.prompt is not None or chat.inputs is not None or chat.extra:
         # A legacy completion is not continued after a mid-stream failure: only chat has a
         # way (continue_final_message) to ask an engine for exactly the rest of its answer,
@@ -527,47 +530,21 @@ def _activity_input(
         queue_timeout_seconds=route.queue_timeout_seconds or QUEUE_TIMEOUT_SECONDS,
         events_key=events.stream_key(prefix, request_id),
         timeout_seconds=route.timeout_seconds,
-        retry=Retry(
-            max_attempts=route.retry.max_attempts,
-            initial_interval_seconds=route.retry.initial_interval_seconds,
-            backoff_coefficient=route.retry.backoff_coefficient,
-            maximum_interval_seconds=route.retry.maximum_interval_seconds,
-        ),
+        retry=retry_of(route.retry),
+        pipeline=pipeline,
+        pipeline_options=json.loads(route.pipeline.options_json or "{}"),
     )
 
 
-def _target(deployment: router_pb2.Deployment, model: str) -> Target:
-    return Target(
-        deployment=deployment.name,
-        adapter=deployment.adapter,
-        endpoint=deployment.endpoint,
-        engine_model=deployment.engine_model,
-        task_queue=deployment.task_queue,
-        model=deployment.model or model,
-        # Only the same model may continue a partial answer; a fallback starts afresh (before
-        # the first token) or not at all.
-        resume=deployment.resume and (deployment.model or model) == model,
-        options=json.loads(deployment.options_json) if deployment.options_json else {},
-    )
-
-
-def with_defaults(sampling: Sampling, defaults: router_pb2.SamplingDefaults) -> Sampling:
-    """The request's sampling, with the model's defaults (models.yaml) where it set nothing."""
-    filled = {
-        name: getattr(defaults, name)
-        for name in DEFAULTABLE
-        if getattr(sampling, name) is None and defaults.HasField(name)
-    }
-    if not sampling.stop and defaults.stop:
-        filled["stop"] = list(defaults.stop)
-    return dataclasses.replace(sampling, **filled) if filled else sampling
-
-
-DEFAULTABLE = tuple(name for name in SAMPLING_FIELDS if name != "stop")  # stop is a list
-
-
-def with_system_prompt(messages: list[Message], system_prompt: str) -> list[Message]:
-    """The model's system prompt (models.yaml) first, unless the request brings its own."""
-    if not system_prompt or any(m.role in ("system", "developer") for m in messages):
-        return messages
-    return [Message("system", system_prompt), *messages]
+def _pipeline_takes(chat: ChatRequest, model: str) -> None:
+    """A pipeline answers chat messages; it has no single engine to pass anything else to."""
+    if chat.prompt is not None or chat.inputs is not None:
+        raise InvalidRequest(
+            f"The model `{model}` is a pipeline: it answers chat completions only.",
+            param="model",
+        )
+    if chat.extra:
+        name = sorted(chat.extra)[0]
+        raise InvalidRequest(
+            f"'{name}' is not supported by the pipeline model `{model}`.", param=name
+        )

@@ -25,6 +25,7 @@ from pydantic import (
 from tiller.common.paths import key_path
 from tiller.common.pii.findings import BUILT_IN_TYPES, DEFAULT_MIN_SCORE
 from tiller.common.pii.recognizers import RecognizerSpec
+from tiller.pipelines import PIPELINES, options_model
 from tiller.worker.adapters import KINDS, check_endpoint, check_options
 from tiller.worker.shared import HEARTBEAT_TIMEOUT_SECONDS, QUEUE_TIMEOUT_SECONDS
 
@@ -135,6 +136,43 @@ class PiiFile(_Strict):
     recognizers: list[RecognizerSpec] = []
 
 
+class PipelineFile(_Strict):
+    """A model answered by a Temporal workflow in services/pipelines/ instead of one engine."""
+
+    workflow: str
+    # The pipeline's own settings, checked by its `Options` model (the models it calls, …).
+    options: dict[str, Any] = {}
+
+    @field_validator("workflow")
+    @classmethod
+    def _known_pipeline(cls, value: str) -> str:
+        if value not in PIPELINES:
+            raise ValueError(f"unknown pipeline {value!r} (known: {', '.join(sorted(PIPELINES))})")
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        workflow = info.data.get("workflow")
+        if not workflow:
+            return value
+        try:
+            options_model(workflow).model_validate(value)
+        except ValidationError as error:
+            first = error.errors()[0]
+            message = first["msg"].removeprefix("Value error, ")
+            if first["type"] == "extra_forbidden":
+                message = "unknown field"
+            elif first["type"] == "missing":
+                message = "required field is missing"
+            where = key_path(first["loc"])
+            raise ValueError(f"{where}: {message}" if where else message) from None
+        return value
+
+    def named_models(self) -> dict[tuple[str | int, ...], str]:
+        return options_model(self.workflow).model_validate(self.options).named_models()
+
+
 class ModelFile(_Strict):
     aliases: list[Annotated[str, Field(pattern=NAME)]] = []
     owned_by: str = "tiller"
@@ -145,7 +183,9 @@ class ModelFile(_Strict):
     # deployment counts as failed (the next is tried; with none left the client gets a 503).
     queue_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = QUEUE_TIMEOUT_SECONDS
     retry: RetryFile = RetryFile()
-    deployments: Annotated[list[DeploymentFile], Field(min_length=1)]
+    # The engines that serve it, or (instead) the pipeline that answers it.
+    deployments: list[DeploymentFile] = []
+    pipeline: PipelineFile | None = None
     # Models (names or aliases) tried in order once every deployment of this one has failed.
     fallbacks: list[Annotated[str, Field(pattern=NAME)]] = []
     defaults: DefaultsFile = DefaultsFile()
@@ -154,6 +194,16 @@ class ModelFile(_Strict):
     limits: LimitsFile = LimitsFile()
     # What the gateway does with personal data in requests to this model (unset: `pii.policy`).
     pii: PiiPolicies | None = None
+
+    @model_validator(mode="after")
+    def _engines_or_pipeline(self) -> ModelFile:
+        if self.pipeline is None and not self.deployments:
+            raise ValueError("a model needs 'deployments' (at least one) or a 'pipeline'")
+        if self.pipeline is not None and self.deployments:
+            raise ValueError("a model has 'deployments' or a 'pipeline', not both")
+        if self.pipeline is not None and self.fallbacks:
+            raise ValueError("a pipeline model has no 'fallbacks' (its steps' models may)")
+        return self
 
 
 class ModelsFile(_Strict):
@@ -195,6 +245,7 @@ def parse(text: str, source: str = "models.yaml") -> ModelsFile:
     except ValidationError as error:
         raise ConfigError(_describe(error, node, source)) from None
     _check_names(parsed, node, source)
+    _check_pipelines(parsed, node, source)
     _check_pii_types(parsed, node, source)
     return parsed
 
@@ -248,6 +299,33 @@ def _check_names(parsed: ModelsFile, root: yaml.Node | None, source: str) -> Non
             if problem:
                 raise ConfigError(f"{source}:{_line(root, where)}: {key_path(where)}: {problem}")
             targets.add(str(target))
+
+
+def _check_pipelines(parsed: ModelsFile, root: yaml.Node | None, source: str) -> None:
+    """A pipeline calls engine models of this file, by name or alias; nothing calls a pipeline
+    in its place (a fallback has no deployments to try)."""
+    owner = {alias: name for name, model in parsed.models.items() for alias in model.aliases}
+    owner.update((name, name) for name in parsed.models)
+    for name, model in parsed.models.items():
+        for index, fallback in enumerate(model.fallbacks):
+            if parsed.models[owner[fallback]].pipeline is not None:
+                loc: tuple[str | int, ...] = ("models", name, "fallbacks", index)
+                raise ConfigError(
+                    f"{source}:{_line(root, loc)}: {key_path(loc)}: {fallback!r} is a pipeline; "
+                    "a fallback must be a model with deployments"
+                )
+        if model.pipeline is None:
+            continue
+        for where, step in model.pipeline.named_models().items():
+            loc = ("models", name, "pipeline", "options", *where)
+            target = owner.get(step)
+            problem = None
+            if target is None:
+                problem = f"{step!r} is not a model in this file"
+            elif parsed.models[target].pipeline is not None:
+                problem = f"{step!r} is a pipeline; a step calls a model with deployments"
+            if problem:
+                raise ConfigError(f"{source}:{_line(root, loc)}: {key_path(loc)}: {problem}")
 
 
 def _check_pii_types(parsed: ModelsFile, root: yaml.Node | None, source: str) -> None:

@@ -43,6 +43,11 @@ class RouterService(router_pb2_grpc.RouterServicer):
                 maximum_interval_seconds=model.retry.maximum_interval_seconds,
             ),
             config_version=self.table.version,
+            pipeline=router_pb2.Pipeline(
+                workflow=model.pipeline.workflow, options_json=model.pipeline.options_json
+            )
+            if model.pipeline
+            else None,
             pii=router_pb2.PiiSettings(
                 policies=[
                     router_pb2.PiiPolicy(mode=p.mode, types=p.types)

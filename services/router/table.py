@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -13,7 +14,7 @@ from types import MappingProxyType
 from tiller.common.errors import ModelNotFound
 from tiller.common.pii.findings import BUILT_IN_TYPES, DEFAULT_MIN_SCORE
 from tiller.router import config
-from tiller.worker.shared import FAILOVER_TASK_QUEUE
+from tiller.worker.shared import FAILOVER_TASK_QUEUE, PIPELINE_TASK_QUEUE
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,13 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class Pipeline:
+    workflow: str  # its registered name (services/pipelines/)
+    options_json: str  # its `options:`, as JSON
+    steps: tuple[str, ...]  # canonical names of the models it calls
+
+
+@dataclass(frozen=True, slots=True)
 class Model:
     name: str
     aliases: tuple[str, ...]
@@ -53,6 +61,7 @@ class Model:
     system_prompt: str | None
     limits: config.LimitsFile
     pii: tuple[config.PiiPolicyFile, ...]  # its own, or the file's default
+    pipeline: Pipeline | None = None  # set for a pipeline model (then no deployments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +90,10 @@ class RoutingTable:
             ) from None
 
     def pii_policies(self, model: Model) -> tuple[config.PiiPolicyFile, ...]:
-        """The policies a request to `model` is under: its own, and its fallback models' (they
-        may see the request too), without repeats."""
-        policies = [*model.pii, *(p for name in model.fallbacks for p in self.models[name].pii)]
+        """The policies a request to `model` is under: its own, and its fallback models' and its
+        pipeline steps' (they may see the request too), without repeats."""
+        others = (*model.fallbacks, *(model.pipeline.steps if model.pipeline else ()))
+        policies = [*model.pii, *(p for name in others for p in self.models[name].pii)]
         return tuple(p for i, p in enumerate(policies) if p not in policies[:i])
 
     def fallback_deployments(self, model: Model) -> tuple[Deployment, ...]:
@@ -112,6 +122,15 @@ def compile_models(
         name: _model(name, spec, created, tuple(canonical[f] for f in spec.fallbacks), parsed.pii)
         for name, spec in parsed.models.items()
     }
+    for name, spec in parsed.models.items():
+        if spec.pipeline is not None:
+            steps = tuple(
+                dict.fromkeys(canonical[m] for m in spec.pipeline.named_models().values())
+            )
+            pipeline = Pipeline(
+                spec.pipeline.workflow, json.dumps(spec.pipeline.options, sort_keys=True), steps
+            )
+            models[name] = dataclasses.replace(models[name], pipeline=pipeline)
     _check_shared_queues(models)
     _check_reserved_queues(models)
     names = dict(models)
@@ -184,9 +203,9 @@ def _check_shared_queues(models: dict[str, Model]) -> None:
 def _check_reserved_queues(models: dict[str, Model]) -> None:
     for model in models.values():
         for d in model.deployments:
-            if d.task_queue == FAILOVER_TASK_QUEUE:
+            if d.task_queue in (FAILOVER_TASK_QUEUE, PIPELINE_TASK_QUEUE):
                 raise config.ConfigError(
                     f"models.{model.name} deployment {d.name!r}: task queue {d.task_queue!r} is "
-                    "reserved for Tiller's failover workflow; name the deployment or its "
-                    "task_queue otherwise"
+                    "reserved for Tiller's failover and pipeline workflows; name the deployment "
+                    "or its task_queue otherwise"
                 )

@@ -138,10 +138,14 @@ class InferenceActivities:
                     completion = await self._unless_client_left(
                         request.request_id, self._run(request, writer, published, delivered)
                     )
+            spent = request.spent  # a pipeline's earlier steps: charged with this answer
             result = InferenceResult(
                 completion.text,
                 completion.finish_reason,
-                completion.usage,
+                Usage(
+                    completion.usage.prompt_tokens + spent.prompt_tokens,
+                    completion.usage.completion_tokens + spent.completion_tokens,
+                ),
                 request.target.deployment,
                 request.target.model or request.model,
                 completion.embeddings,

@@ -33,29 +33,36 @@ from tiller.worker.shared import (
 class FailoverWorkflow:
     @workflow.run
     async def run(self, payload: dict[str, Any]) -> dict[str, Any]:
-        request = InferenceInput.from_dict(payload)
-        targets = request.targets
-        for index, target in enumerate(targets):
-            step = dataclasses.replace(
-                request, target=target, next_targets=targets[index + 1 :], target_index=index
+        return await run_plan(InferenceInput.from_dict(payload))
+
+
+async def run_plan(request: InferenceInput, summary: str | None = None) -> dict[str, Any]:
+    """The request on each of its deployments in turn, from workflow code (this workflow's, or
+    a pipeline's step); the activity's result, or the failure of the last deployment tried."""
+    targets = request.targets
+    for index, target in enumerate(targets):
+        step = dataclasses.replace(
+            request, target=target, next_targets=targets[index + 1 :], target_index=index
+        )
+        try:
+            result: dict[str, Any] = await workflow.execute_activity(
+                GENERATE_ACTIVITY,
+                dataclasses.asdict(step),
+                task_queue=target.task_queue,
+                # A pipeline's step: named in the history (`temporal workflow show`, the UI).
+                activity_id=summary and f"{summary}@{target.deployment}",
+                summary=summary and f"{summary}: {target.deployment}",
+                **activity_options(step).as_kwargs(),
             )
-            try:
-                result: dict[str, Any] = await workflow.execute_activity(
-                    GENERATE_ACTIVITY,
-                    dataclasses.asdict(step),
-                    task_queue=target.task_queue,
-                    **activity_options(step).as_kwargs(),
+            return result
+        except ActivityError as failure:
+            if step.next_targets and another_deployment_may_help(failure):
+                workflow.logger.info(
+                    "deployment failed; trying the next", extra={"deployment": target.deployment}
                 )
-                return result
-            except ActivityError as failure:
-                if step.next_targets and another_deployment_may_help(failure):
-                    workflow.logger.info(
-                        "deployment failed; trying the next",
-                        extra={"deployment": target.deployment},
-                    )
-                    continue
-                raise
-        raise ApplicationError("no deployment to try", non_retryable=True)  # pragma: no cover
+                continue
+            raise
+    raise ApplicationError("no deployment to try", non_retryable=True)  # pragma: no cover
 
 
 def another_deployment_may_help(failure: ActivityError) -> bool:

@@ -1,6 +1,7 @@
 """Worker process: one Temporal worker per task queue, each bounded by its deployment's
 max_concurrency from models.yaml, sharing one Redis pool and one HTTP pool; and one on the
-failover queue that runs the workflows of models with more than one deployment to try. The
+failover queue that runs the workflows of models with more than one deployment to try, and one
+on the pipelines queue (pipeline models' workflows and their own activities). The activity
 queues follow models.yaml as it changes (pool.py)."""
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import grpc
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from tiller import pipelines
 from tiller.common import redis_client, temporal
 from tiller.common.grpc_client import channel
 from tiller.common.lifecycle import StartupError, run_service, stop_event
 from tiller.common.metrics import serve_metrics
+from tiller.pipelines.activities import PipelineActivities
 from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
 from tiller.worker.activities import InferenceActivities
 from tiller.worker.adapters import Adapters
@@ -26,7 +29,7 @@ from tiller.worker.cancels import CancelSignals
 from tiller.worker.failover import FailoverWorkflow
 from tiller.worker.pool import WorkerPool
 from tiller.worker.settings import WorkerSettings
-from tiller.worker.shared import FAILOVER_TASK_QUEUE
+from tiller.worker.shared import FAILOVER_TASK_QUEUE, PIPELINE_TASK_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,22 @@ def failover_worker(client: Client, grace: float) -> Worker:
     )
 
 
+def pipeline_worker(client: Client, activities: PipelineActivities, grace: float) -> Worker:
+    return Worker(
+        client,
+        task_queue=PIPELINE_TASK_QUEUE,
+        workflows=pipelines.workflows(),
+        activities=[activities.route, activities.publish],
+        # Pipelines are deterministic workflow code that call activities for every effect
+        # (docs/pipelines.md); like the failover workflow, they run unsandboxed.
+        workflow_runner=UnsandboxedWorkflowRunner(),
+        # A bug in a pipeline's code fails its request at once (the client gets a 500) instead
+        # of Temporal retrying the workflow task until the pipeline's timeout.
+        workflow_failure_exception_types=[Exception],
+        graceful_shutdown_timeout=timedelta(seconds=grace),
+    )
+
+
 def activity_worker(
     client: Client, activities: InferenceActivities, queue: str, limit: int, grace: float
 ) -> Worker:
@@ -148,6 +167,10 @@ async def serve(settings: WorkerSettings) -> None:
         settings.heartbeat_interval_seconds,
         cancels,
     )
+    router = channel(settings.router_address)
+    steps = PipelineActivities(
+        router_pb2_grpc.RouterStub(router), redis, settings.event_ttl_seconds
+    )
     grace = settings.shutdown_grace_seconds
     pool = WorkerPool(lambda queue, limit: activity_worker(client, activities, queue, limit, grace))
     stop = stop_event()
@@ -155,6 +178,7 @@ async def serve(settings: WorkerSettings) -> None:
     following = asyncio.create_task(follow_router(settings, pool, version))
     try:
         pool.add(failover_worker(client, grace))
+        pool.add(pipeline_worker(client, steps, grace))
         pool.apply(limits)
         stopped = asyncio.create_task(stop.wait())
         broken = asyncio.create_task(pool.broken.wait())
@@ -169,6 +193,7 @@ async def serve(settings: WorkerSettings) -> None:
         following.cancel()
         listening.cancel()
         await adapters.aclose()
+        await router.close()
         await http.close()
         await redis.aclose()
 

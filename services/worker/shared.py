@@ -19,6 +19,18 @@ GENERATE_ACTIVITY = "tiller.generate"
 FAILOVER_WORKFLOW = "tiller.failover"
 # Every worker polls this queue for failover workflows (they only start activities).
 FAILOVER_TASK_QUEUE = "tiller.failover"
+# Every worker polls this queue for pipeline workflows (services/pipelines/) and their own
+# small activities: resolving a step's model, publishing a fixed answer or a step's error.
+PIPELINE_TASK_QUEUE = "tiller.pipelines"
+ROUTE_ACTIVITY = "tiller.pipeline.route"
+PUBLISH_ACTIVITY = "tiller.pipeline.publish"
+
+
+def pipeline_workflow(name: str) -> str:
+    """The workflow type a pipeline (models.yaml `pipeline.workflow`) is registered under."""
+    return f"tiller.pipeline.{name}"
+
+
 # Attempts are numbered across deployments: fence = target index * this + attempt.
 FENCE_STRIDE = 100
 # Defaults of a model's `heartbeat_timeout_seconds` and `queue_timeout_seconds` (models.yaml).
@@ -107,6 +119,13 @@ class InferenceInput:
     inputs: list[str] | None = None  # embeddings of these texts; `messages` is empty
     # OpenAI parameters passed to the engine as given (tools, logprobs, n, response_format…).
     extra: dict[str, Any] = field(default_factory=dict)
+    # A pipeline model (models.yaml `pipeline:`): its workflow's registered name and options;
+    # `target` then only names the pipeline (its steps resolve their own models).
+    pipeline: str = ""
+    pipeline_options: dict[str, Any] = field(default_factory=dict)
+    # Tokens that earlier steps of a pipeline used: the final step adds them to the usage it
+    # reports, so the caller is charged for the whole pipeline.
+    spent: Usage = field(default_factory=lambda: Usage())
 
     @property
     def targets(self) -> list[Target]:
@@ -134,6 +153,9 @@ class InferenceInput:
             prompt=data.get("prompt"),
             inputs=data.get("inputs"),
             extra=data.get("extra") or {},
+            pipeline=data.get("pipeline") or "",
+            pipeline_options=data.get("pipeline_options") or {},
+            spent=Usage(**data["spent"]) if data.get("spent") else Usage(),
         )
 
 

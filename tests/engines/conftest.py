@@ -20,7 +20,7 @@ from tests.support import free_port
 HERE = Path(__file__).resolve().parent
 START_TIMEOUT = 120.0
 
-TIER = ["test_triton_adapter.py", "test_real_engines.py"]
+TIER = ["test_triton_adapter.py", "test_real_engines.py", "test_triton_pipeline.py"]
 collect_ignore = [] if os.environ.get("TILLER_ENGINE_TIER") else TIER
 
 

@@ -1,4 +1,4 @@
-"""A real Triton Inference Server (from the `nvidia-pytriton` wheel, on CPU) with three tiny,
+"""A real Triton Inference Server (from the `nvidia-pytriton` wheel, on CPU) with four tiny,
 deterministic models, for the Triton adapter's tests.
 
     python tests/engines/triton_server.py --grpc-port 8001 --http-port 8000
@@ -17,6 +17,9 @@ Models (every input is BYTES text or INT32; no tokenizer, a "token" is a whitesp
 - `tiny-stream` (decoupled): the same inputs; one response per word of that generation (each
   `text_output` is a word, with a space before every word but the first), then the final flag.
   TRITON_FAIL fails after the first word; TRITON_SLOW waits 0.5 s before each word.
+- `tiny-topic` (classic, no batching): `text_input` BYTES [1] -> `text_output` BYTES [1], a
+  topic label: `code`, `billing` or `general`, whichever TOPIC_WORDS' words the text has most of
+  (none: `general`). A tiny keyword classifier, for the classify-then-generate pipeline.
 - `tiny-embed` (classic, dynamic batching up to 4): `text_input` BYTES [-1, 1] -> `embedding`
   FP32 [-1, 8]: a unit vector derived from the SHA-256 of the text.
 """
@@ -39,6 +42,20 @@ import numpy as np
 
 EMBED_DIM = 8
 SLOW_SECONDS = 0.5
+
+
+TOPIC_WORDS = {
+    "code": {"python", "function", "error", "bug", "code", "compile", "typeerror", "exception"},
+    "billing": {"invoice", "charged", "refund", "payment", "bill", "subscription", "price"},
+}
+
+
+def topic(text: str) -> str:
+    """The label tiny-topic gives `text`."""
+    words = {w.strip(".,!?:;()'\"").lower() for w in text.split()}
+    labels = list(TOPIC_WORDS)
+    scores = np.array([len(words & TOPIC_WORDS[label]) for label in labels])
+    return labels[int(scores.argmax())] if scores.max() > 0 else "general"
 
 
 def generate(prompt: str, max_tokens: int | None) -> list[str]:
@@ -101,6 +118,10 @@ async def tiny_stream(requests: list[Any]) -> AsyncIterator[list[dict[str, np.nd
         yield [{"text_output": _bytes(word if index == 0 else " " + word)}]
 
 
+def tiny_topic(requests: list[Any]) -> list[dict[str, np.ndarray]]:
+    return [{"text_output": _bytes(topic(_text(request)))} for request in requests]
+
+
 def tiny_embed(requests: list[Any]) -> list[dict[str, np.ndarray]]:
     responses = []
     for request in requests:
@@ -161,6 +182,13 @@ def main() -> None:
         inputs=text_inputs,
         outputs=[Tensor(name="text_output", dtype=np.bytes_, shape=(1,))],
         config=ModelConfig(batching=False, decoupled=True),
+    )
+    triton.bind(
+        model_name="tiny-topic",
+        infer_func=tiny_topic,
+        inputs=[Tensor(name="text_input", dtype=np.bytes_, shape=(1,))],
+        outputs=[Tensor(name="text_output", dtype=np.bytes_, shape=(1,))],
+        config=ModelConfig(batching=False),
     )
     triton.bind(
         model_name="tiny-embed",

@@ -63,3 +63,23 @@ def test_the_pii_guides_models_yaml_is_valid() -> None:
         parse(broken, "models.yaml")
     quoted = " ".join(text.split("Errors name the line: `")[1].split("`.")[0].split())
     assert str(error.value) == quoted
+
+
+def test_the_adapter_guide_shows_the_toy_adapter_and_its_test_as_they_are() -> None:
+    """docs/adapters.md's worked example is the code in tests/toy_adapter/, to the character."""
+    guide = (ROOT / "docs/adapters.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", guide, flags=re.DOTALL)
+    for name in ("engine.py", "adapter.py", "test_toy_adapter.py"):
+        assert (ROOT / "tests/toy_adapter" / name).read_text() in blocks, name
+
+
+def test_the_pipelines_guide_runs_as_written() -> None:
+    """docs/pipelines.md's models.yaml examples and docs/pipelines.yaml compile; the pipeline it
+    shows whole is the shipped module, to the character."""
+    guide = (ROOT / "docs/pipelines.md").read_text()
+    for example in re.findall(r"```yaml\n(.*?)```", guide, flags=re.DOTALL):
+        compile_models(parse(example, "docs/pipelines.md"), example.encode())
+    tried = (ROOT / "docs/pipelines.yaml").read_text()
+    compile_models(parse(tried, "docs/pipelines.yaml"), tried.encode())
+    module = (ROOT / "services/pipelines/summarize_then_answer.py").read_text()
+    assert module in re.findall(r"```python\n(.*?)```", guide, flags=re.DOTALL)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tiller.gateway.inference import with_defaults, with_system_prompt
 from tiller.protos.router.v1 import router_pb2
 from tiller.router.config import ConfigError, parse
+from tiller.worker.routes import with_defaults, with_system_prompt
 from tiller.worker.shared import Message, Sampling
 
 

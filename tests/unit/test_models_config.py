@@ -91,7 +91,9 @@ def test_errors_name_the_line_and_the_key_path(edit: tuple[str, str], expected: 
 
 
 def test_missing_deployments_and_bad_yaml() -> None:
-    with pytest.raises(ConfigError, match=r"models.yaml:2: models.m.deployments: required field"):
+    with pytest.raises(
+        ConfigError, match=r"models.yaml:2: models.m: a model needs 'deployments' \(at least one\)"
+    ):
         parse("models:\n  m:\n    aliases: []\n")
     with pytest.raises(ConfigError, match=r"models.yaml:3: not valid YAML: found character '\\t'"):
         parse("models:\n  m:\n\t- x\n")

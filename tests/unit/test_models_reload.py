@@ -90,7 +90,7 @@ def test_a_file_that_is_not_text_or_takes_a_reserved_queue_is_refused(tmp_path: 
     models.write_bytes(ONE.encode() + b"# \xff\n")
     assert reloader.check() is False
     write(models, ONE.replace("tiller.demo", "tiller.failover"), 1)
-    with pytest.raises(ConfigError, match="reserved for Tiller's failover workflow"):
+    with pytest.raises(ConfigError, match="reserved for Tiller's failover and pipeline workflows"):
         compile_file(models)
     assert reloader.check() is False
     assert service.table.models["demo"].deployments[0].task_queue == "tiller.demo"

@@ -1,0 +1,56 @@
+"""A router `Route` in the worker's terms (Target, Sampling, Retry): the gateway builds a
+request's plan from it, and a pipeline's steps build theirs from their own model's route."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from tiller.protos.router.v1 import router_pb2
+from tiller.worker.shared import SAMPLING_FIELDS, Message, Retry, Sampling, Target
+
+
+def target_of(deployment: router_pb2.Deployment, model: str) -> Target:
+    return Target(
+        deployment=deployment.name,
+        adapter=deployment.adapter,
+        endpoint=deployment.endpoint,
+        engine_model=deployment.engine_model,
+        task_queue=deployment.task_queue,
+        model=deployment.model or model,
+        # Only the same model may continue a partial answer; a fallback starts afresh (before
+        # the first token) or not at all.
+        resume=deployment.resume and (deployment.model or model) == model,
+        options=json.loads(deployment.options_json) if deployment.options_json else {},
+    )
+
+
+def retry_of(policy: router_pb2.RetryPolicy) -> Retry:
+    return Retry(
+        max_attempts=policy.max_attempts,
+        initial_interval_seconds=policy.initial_interval_seconds,
+        backoff_coefficient=policy.backoff_coefficient,
+        maximum_interval_seconds=policy.maximum_interval_seconds,
+    )
+
+
+def with_defaults(sampling: Sampling, defaults: router_pb2.SamplingDefaults) -> Sampling:
+    """The request's sampling, with the model's defaults (models.yaml) where it set nothing."""
+    filled = {
+        name: getattr(defaults, name)
+        for name in DEFAULTABLE
+        if getattr(sampling, name) is None and defaults.HasField(name)
+    }
+    if not sampling.stop and defaults.stop:
+        filled["stop"] = list(defaults.stop)
+    return dataclasses.replace(sampling, **filled) if filled else sampling
+
+
+DEFAULTABLE = tuple(name for name in SAMPLING_FIELDS if name != "stop")  # stop is a list
+
+
+def with_system_prompt(messages: list[Message], system_prompt: str) -> list[Message]:
+    """The model's system prompt (models.yaml) first, unless the request brings its own."""
+    if not system_prompt or any(m.role in ("system", "developer") for m in messages):
+        return messages
+    return [Message("system", system_prompt), *messages]
