@@ -6,6 +6,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -84,49 +86,71 @@ def _status(url: str) -> int:
 LONG = " ".join(f"w{i}" for i in range(3500))  # about 4 s of streaming: longer than the grace
 
 
-def test_requests_open_past_the_grace_are_handed_over_and_resume_elsewhere(stack: Stack) -> None:
-    gateway, base = start_gateway(stack, "hand-over", TILLER_GATEWAY_SHUTDOWN_GRACE_SECONDS="1")
-    headers = {"authorization": f"Bearer {stack.admin_key}"}
-    body = {"model": "demo", "messages": [{"role": "user", "content": LONG}]}
+def stop_under_readers(
+    gateway: subprocess.Popen[bytes], started: threading.Event, *readers: Callable[[], None]
+) -> None:
+    """Run the readers, SIGTERM the gateway once the first line arrived, and wait for all."""
+    threads = [threading.Thread(target=reader) for reader in readers]
     try:
-        assert wait_for(lambda: _status(f"{base}/readyz") == 200, timeout=60)
-        lines: list[str] = []
-        waited: list[httpx.Response] = []
-        started = threading.Event()
-
-        def stream() -> None:
-            with httpx.stream(
-                "POST",
-                f"{base}/v1/chat/completions",
-                json=body | {"stream": True},
-                headers=headers,
-                timeout=60,
-            ) as response:
-                for line in response.iter_lines():
-                    lines.append(line)
-                    started.set()
-
-        def wait() -> None:
-            waited.append(
-                httpx.post(f"{base}/v1/chat/completions", json=body, headers=headers, timeout=60)
-            )
-
-        readers = [threading.Thread(target=stream), threading.Thread(target=wait)]
-        for reader in readers:
-            reader.start()
+        for thread in threads:
+            thread.start()
         assert started.wait(30)
         gateway.send_signal(signal.SIGTERM)
-        for reader in readers:
-            reader.join(60)
+        for thread in threads:
+            thread.join(60)
         assert gateway.wait(30) == 0
     finally:
         if gateway.poll() is None:
             gateway.kill()
             gateway.wait()
-    # The stream ended with word of where its answer goes on, after the text it had so far.
+
+
+def told_to_resume(lines: list[str]) -> dict[str, Any]:
+    """The stream's last chunk: the error that says the request goes on elsewhere."""
     told = chunks_of([line for line in lines if line.startswith("data: {")][-1])
     assert told is not None and told["error"]["code"] == "handed_over", lines[-3:]
-    request_id = told["error"]["message"].split("/v1/chat/completions/")[1].split("/")[0]
+    error: dict[str, Any] = told["error"]
+    return error
+
+
+def finished(stack: Stack, request_id: str, headers: dict[str, str]) -> dict[str, Any]:
+    """The request's record once another gateway adopted, settled and recorded it."""
+
+    def record() -> dict[str, Any]:
+        got = httpx.get(f"{stack.base_url}/chat/completions/{request_id}", headers=headers)
+        found: dict[str, Any] = got.json()
+        return found
+
+    assert wait_for(lambda: record()["status"] != "in_progress", timeout=60)
+    return record()
+
+
+def test_requests_open_past_the_grace_are_handed_over_and_resume_elsewhere(stack: Stack) -> None:
+    gateway, base = start_gateway(stack, "hand-over", TILLER_GATEWAY_SHUTDOWN_GRACE_SECONDS="1")
+    headers = {"authorization": f"Bearer {stack.admin_key}"}
+    body = {"model": "demo", "messages": [{"role": "user", "content": LONG}]}
+    assert wait_for(lambda: _status(f"{base}/readyz") == 200, timeout=60)
+    lines: list[str] = []
+    waited: list[httpx.Response] = []
+    started = threading.Event()
+
+    def stream() -> None:
+        url = f"{base}/v1/chat/completions"
+        body_ = body | {"stream": True}
+        with httpx.stream("POST", url, json=body_, headers=headers, timeout=60) as response:
+            for line in response.iter_lines():
+                lines.append(line)
+                started.set()
+
+    def wait() -> None:
+        waited.append(
+            httpx.post(f"{base}/v1/chat/completions", json=body, headers=headers, timeout=60)
+        )
+
+    stop_under_readers(gateway, started, stream, wait)
+    # The stream ended with word of where its answer goes on, after the text it had so far.
+    told = told_to_resume(lines)
+    request_id = told["message"].split("/v1/chat/completions/")[1].split("/")[0]
     last_id = [line for line in lines if line.startswith("id: ")][-1].removeprefix("id: ")
     # Another gateway (the stack's) goes on from the last event this client saw.
     with httpx.stream(
@@ -142,17 +166,9 @@ def test_requests_open_past_the_grace_are_handed_over_and_resume_elsewhere(stack
     # The caller that waited for a whole answer was told the same, and its result is kept.
     (response,) = waited
     assert response.status_code == 503 and response.json()["error"]["code"] == "handed_over"
-    waited_id = response.headers["x-request-id"]
-
-    def finished() -> dict[str, object] | None:
-        got = httpx.get(f"{stack.base_url}/chat/completions/{waited_id}", headers=headers)
-        found: dict[str, object] = got.json()
-        return found if found["status"] != "in_progress" else None
-
-    assert wait_for(lambda: finished() is not None, timeout=60)  # adopted, settled, recorded
-    done = finished()
-    assert done is not None and done["status"] == "completed", done
-    assert done["choices"][0]["message"]["content"] == f"You said: {LONG}"  # type: ignore[index]
+    done = finished(stack, response.headers["x-request-id"], headers)
+    assert done["status"] == "completed", done
+    assert done["choices"][0]["message"]["content"] == f"You said: {LONG}"
 
 
 def test_a_background_request_read_on_a_stopping_gateway_is_told_and_finishes_elsewhere(
@@ -161,41 +177,23 @@ def test_a_background_request_read_on_a_stopping_gateway_is_told_and_finishes_el
     gateway, base = start_gateway(stack, "hand-over-bg", TILLER_GATEWAY_SHUTDOWN_GRACE_SECONDS="1")
     headers = {"authorization": f"Bearer {stack.admin_key}"}
     body = {"model": "demo", "messages": [{"role": "user", "content": LONG}], "background": True}
+    assert wait_for(lambda: _status(f"{base}/readyz") == 200, timeout=60)
+    submitted = httpx.post(f"{base}/v1/chat/completions", json=body, headers=headers)
+    assert submitted.status_code == 202, submitted.text
+    request_id = submitted.json()["id"]
     lines: list[str] = []
-    try:
-        assert wait_for(lambda: _status(f"{base}/readyz") == 200, timeout=60)
-        submitted = httpx.post(f"{base}/v1/chat/completions", json=body, headers=headers)
-        assert submitted.status_code == 202, submitted.text
-        request_id = submitted.json()["id"]
-        started = threading.Event()
+    started = threading.Event()
 
-        def stream() -> None:  # a client reading it by id, on the gateway that watches it
-            url = f"{base}/v1/chat/completions/{request_id}/stream"
-            with httpx.stream("GET", url, headers=headers, timeout=60) as response:
-                for line in response.iter_lines():
-                    lines.append(line)
-                    started.set()
+    def stream() -> None:  # a client reading it by id, on the gateway that watches it
+        url = f"{base}/v1/chat/completions/{request_id}/stream"
+        with httpx.stream("GET", url, headers=headers, timeout=60) as response:
+            for line in response.iter_lines():
+                lines.append(line)
+                started.set()
 
-        reader = threading.Thread(target=stream)
-        reader.start()
-        assert started.wait(30)
-        gateway.send_signal(signal.SIGTERM)
-        reader.join(60)
-        assert gateway.wait(30) == 0
-    finally:
-        if gateway.poll() is None:
-            gateway.kill()
-            gateway.wait()
-    told = chunks_of([line for line in lines if line.startswith("data: {")][-1])
-    assert told is not None and told["error"]["code"] == "handed_over", lines[-3:]
-
-    def record() -> dict[str, object]:
-        got = httpx.get(f"{stack.base_url}/chat/completions/{request_id}", headers=headers)
-        found: dict[str, object] = got.json()
-        return found
-
+    stop_under_readers(gateway, started, stream)
+    told_to_resume(lines)
     # Its watcher left with its gateway; the stack's gateway adopts it and records the end.
-    assert wait_for(lambda: record()["status"] != "in_progress", timeout=60)
-    done = record()
+    done = finished(stack, request_id, headers)
     assert done["status"] == "completed", done
-    assert done["choices"][0]["message"]["content"] == f"You said: {LONG}"  # type: ignore[index]
+    assert done["choices"][0]["message"]["content"] == f"You said: {LONG}"
