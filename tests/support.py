@@ -246,6 +246,15 @@ models:
     pipeline:
       workflow: fan-out-merge
       options: {{models: [demo, broken], merge: demo}}
+  panel-twice:  # one model asked twice at once: its route is looked up once
+    pipeline:
+      workflow: fan-out-merge
+      options: {{models: [demo, demo], merge: demo}}
+  panel-all-down:  # both of its steps fail, together
+    timeout_seconds: 60
+    pipeline:
+      workflow: fan-out-merge
+      options: {{models: [broken, broken], merge: demo}}
   long-chats:
     pipeline:
       workflow: summarize-then-answer

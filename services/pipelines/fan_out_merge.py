@@ -14,7 +14,6 @@ from fewer models than configured would be a silent change.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from pydantic import Field
@@ -47,8 +46,8 @@ class Workflow:
     async def run(self, payload: dict[str, Any]) -> dict[str, Any]:
         steps = Steps(payload)
         options = steps.options(Options)
-        # Workflow code may gather: Temporal records each step and replays them in order.
-        answers = await asyncio.gather(
+        # Steps at once: Temporal records each and replays them in order.
+        answers = await steps.together(
             *(
                 steps.collect(f"ask-{index}", model, steps.messages)
                 for index, model in enumerate(options.models, 1)

@@ -15,7 +15,9 @@ is told at once, with the step's error.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -41,6 +43,7 @@ from tiller.worker.shared import (
 )
 
 OptionsT = TypeVar("OptionsT", bound=PipelineOptions)
+T = TypeVar("T")
 
 # The pipeline's own small activities: a router call, a Redis append.
 OWN_ACTIVITY: dict[str, Any] = {
@@ -86,7 +89,8 @@ class Steps:
         """The steps of one run, from the workflow's input (the gateway's InferenceInput)."""
         self.request = InferenceInput.from_dict(payload)
         self.spent = Usage()  # what the steps so far used: charged with the final answer
-        self._routes: dict[str, StepRoute] = {}
+        self._routes: dict[str, asyncio.Future[StepRoute]] = {}
+        self._told_failure = False
 
     def options(self, model: type[OptionsT]) -> OptionsT:
         """The pipeline's `options:` from models.yaml (validated there at load)."""
@@ -104,16 +108,32 @@ class Steps:
         return users[-1] if users else ""
 
     async def route(self, model: str) -> StepRoute:
+        # One lookup per model, shared by steps that ask at once (fan-out): Temporal refuses
+        # two running activities with one id, and would stall the run until its timeout.
         if model not in self._routes:
-            found = await workflow.execute_activity(
-                ROUTE_ACTIVITY,
-                model,
-                activity_id=f"route@{model}",
-                summary=f"route {model}",
-                **OWN_ACTIVITY,
-            )
-            self._routes[model] = StepRoute.from_dict(found)
-        return self._routes[model]
+            self._routes[model] = asyncio.ensure_future(self._resolve(model))
+        return await self._routes[model]
+
+    async def _resolve(self, model: str) -> StepRoute:
+        found = await workflow.execute_activity(
+            ROUTE_ACTIVITY,
+            model,
+            activity_id=f"route@{model}",
+            summary=f"route {model}",
+            **OWN_ACTIVITY,
+        )
+        return StepRoute.from_dict(found)
+
+    async def together(self, *steps: Awaitable[T]) -> list[T]:
+        """Steps run at once (fan-out), their results in order. The first to fail fails the
+        pipeline, and the others are cancelled (their engines stop) rather than left running."""
+        running = [asyncio.ensure_future(step) for step in steps]
+        try:
+            return list(await asyncio.gather(*running))
+        except BaseException:
+            for task in running:
+                task.cancel()
+            raise
 
     async def collect(self, name: str, model: str, messages: list[Message]) -> str:
         """An intermediate step: `model`'s whole answer to `messages`, for the workflow only."""
@@ -156,8 +176,9 @@ class Steps:
 
     async def fail(self, error: TillerError) -> None:
         """Tell the client the pipeline failed (a cancelled one has no client left to tell)."""
-        if isinstance(error, Cancelled):
-            return
+        if isinstance(error, Cancelled) or self._told_failure:
+            return  # told once: steps failing together would schedule one activity id twice
+        self._told_failure = True
         await workflow.execute_activity(
             PUBLISH_ACTIVITY,
             {"events_key": self.request.events_key, "error": error.to_dict()},

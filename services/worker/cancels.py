@@ -25,12 +25,21 @@ class CancelSignals:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis, self.channel = redis, events.cancel_channel(prefix)
         self._watched: dict[str, asyncio.Event] = {}
+        # Attempts of one request running here together (a pipeline's fan-out steps): the
+        # watch ends with the last of them.
+        self._watchers: dict[str, int] = {}
 
     def watch(self, request_id: str) -> asyncio.Event:
         """An event set when the gateway says this request's client left."""
+        self._watchers[request_id] = self._watchers.get(request_id, 0) + 1
         return self._watched.setdefault(request_id, asyncio.Event())
 
     def unwatch(self, request_id: str) -> None:
+        left = self._watchers.get(request_id, 0) - 1
+        if left > 0:
+            self._watchers[request_id] = left
+            return
+        self._watchers.pop(request_id, None)
         self._watched.pop(request_id, None)
 
     async def listen(self) -> None:

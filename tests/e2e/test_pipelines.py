@@ -190,6 +190,24 @@ def test_a_step_that_fails_for_good_fails_the_request_with_its_error(
     assert caught.value.response.headers["x-request-id"].startswith("chatcmpl-")
 
 
+async def test_fan_out_over_one_model_twice_answers(stack: Stack, client: openai.OpenAI) -> None:
+    text, request_id, _, _ = await asyncio.to_thread(stream, client, "panel-twice", "Twice?")
+    assert text.startswith(said("Question:\nTwice?"))
+    ids = [s[0] for s in await step_history(stack, request_id)]
+    assert ids.count("route@demo") == 1 and {"ask-1@demo-local", "ask-2@demo-local"} <= set(ids)
+
+
+def test_steps_failing_together_fail_the_request_at_once_with_their_error(
+    client: openai.OpenAI,
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="panel-all-down", messages=ask("nobody?"), timeout=60)
+    took = time.monotonic() - started
+    assert caught.value.status_code == 503, caught.value.message  # the steps' error...
+    assert took < 30, took  # ...promptly, not the pipeline's 60 s timeout
+
+
 async def test_a_pipeline_answers_over_grpc_too(stack: Stack) -> None:
     request = inference_pb2.GenerateRequest(
         model="panel", messages=[inference_pb2.ChatMessage(role="user", content="Hi")]

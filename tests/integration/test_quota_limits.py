@@ -150,9 +150,11 @@ async def test_roles_and_allowed_models(quota: Quota) -> None:
 
 
 async def test_expired_revoked_and_rotated_keys(quota: Quota) -> None:
-    soon = await quota.store.create(KeySpec("brief", expires_at=int(time.time()) + 1))
+    # At least a second ahead (int() of now+1 can be a hundredth of a second away), then past it.
+    expires_at = int(time.time()) + 2
+    soon = await quota.store.create(KeySpec("brief", expires_at=expires_at))
     await quota.admit(soon.api_key)
-    await asyncio.sleep(1.1)
+    await asyncio.sleep(expires_at - time.time() + 0.1)
     with pytest.raises(AuthenticationFailed, match="expired"):
         await quota.admit(soon.api_key, replica=1)
 
