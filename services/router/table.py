@@ -90,9 +90,12 @@ class RoutingTable:
             ) from None
 
     def pii_policies(self, model: Model) -> tuple[config.PiiPolicyFile, ...]:
-        """The policies a request to `model` is under: its own, and its fallback models' and its
-        pipeline steps' (they may see the request too), without repeats."""
-        others = (*model.fallbacks, *(model.pipeline.steps if model.pipeline else ()))
+        """The policies a request to `model` is under: its own, and its fallback models', its
+        pipeline steps' and their fallback models' (they may see the request too), without
+        repeats."""
+        steps = model.pipeline.steps if model.pipeline else ()
+        step_fallbacks = (f for step in steps for f in self.models[step].fallbacks)
+        others = (*model.fallbacks, *steps, *step_fallbacks)
         policies = [*model.pii, *(p for name in others for p in self.models[name].pii)]
         return tuple(p for i, p in enumerate(policies) if p not in policies[:i])
 

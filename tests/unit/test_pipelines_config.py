@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tiller.pipelines import PIPELINES, options_model
+from tiller.pipelines.base import PipelineOptions
 from tiller.pipelines.classify_then_generate import label_of
 from tiller.router.config import ConfigError, parse
 from tiller.router.table import compile_models
@@ -113,8 +114,25 @@ def test_a_model_has_deployments_or_a_pipeline_and_a_pipeline_has_no_fallbacks()
 
 
 def test_every_registered_pipeline_has_options_that_name_its_models() -> None:
-    for name in PIPELINES:
-        assert hasattr(options_model(name), "named_models"), name
+    for name in PIPELINES:  # its own named_models, not the base's (which raises)
+        assert options_model(name).named_models is not PipelineOptions.named_models, name
+
+
+def test_a_step_models_fallbacks_policies_apply_to_the_pipeline() -> None:
+    text = GOOD.replace(
+        "  careful:\n",
+        "  outside:\n    pii: block\n    deployments:\n      - adapter: openai\n"
+        "        endpoint: http://outside:8000/v1\n  careful:\n",
+    ).replace(
+        "      - adapter: openai\n        endpoint: http://fast:8000/v1\n",
+        "      - adapter: openai\n        endpoint: http://fast:8000/v1\n"
+        "    fallbacks: [outside]\n",
+        1,
+    )
+    table = compile_models(parse(text), text.encode())
+    assert "block" in {p.mode for p in table.pii_policies(table.resolve("fast"))}
+    # `fast` may fall back to `outside`: a pipeline over `fast` is under `outside`'s policy too.
+    assert "block" in {p.mode for p in table.pii_policies(table.resolve("careful"))}
 
 
 @pytest.mark.parametrize(
