@@ -12,3 +12,9 @@ class PipelineOptions(BaseModel):
     def named_models(self) -> dict[tuple[str | int, ...], str]:
         """Every model these options name, by where it is named (its key path in `options`)."""
         raise NotImplementedError
+
+    def waits(self) -> tuple[str, float] | None:
+        """A wait besides its steps (a person's approval): the option that sets it and its
+        seconds. The pipeline model's `timeout_seconds` must be longer, or the run would end
+        before the wait does."""
+        return None

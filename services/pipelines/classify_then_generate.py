@@ -46,6 +46,16 @@ class Options(PipelineOptions):
 
     @model_validator(mode="after")
     def _default_is_a_route(self) -> Options:
+        # A label is matched as one word of the classifier's answer, in any case.
+        for label in self.routes:
+            if not _WORD.fullmatch(label):
+                raise ValueError(
+                    f"route {label!r}: a label is one word (letters, digits, _ and -), as the "
+                    "classifier answers it"
+                )
+        lowered = [label.lower() for label in self.routes]
+        if len(set(lowered)) < len(lowered):
+            raise ValueError("two routes differ only in case; labels match in any case")
         if self.default not in self.routes:
             raise ValueError(
                 f"default {self.default!r} is not one of the routes ({', '.join(self.routes)})"

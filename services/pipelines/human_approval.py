@@ -32,10 +32,14 @@ from tiller.worker.shared import pipeline_workflow
 
 class Options(PipelineOptions):
     draft: str = Field(min_length=1)  # the model that drafts the answer
-    approval_timeout_seconds: float = Field(300.0, gt=0, le=7 * 86_400)
+    # Within the pipeline model's timeout_seconds (at most an hour), which must be longer.
+    approval_timeout_seconds: float = Field(60.0, gt=0, lt=3600)
 
     def named_models(self) -> dict[tuple[str | int, ...], str]:
         return {("draft",): self.draft}
+
+    def waits(self) -> tuple[str, float] | None:
+        return "approval_timeout_seconds", self.approval_timeout_seconds
 
 
 @workflow.defn(name=pipeline_workflow("human-approval"))

@@ -316,6 +316,17 @@ def _check_pipelines(parsed: ModelsFile, root: yaml.Node | None, source: str) ->
                 )
         if model.pipeline is None:
             continue
+        waits = (
+            options_model(model.pipeline.workflow).model_validate(model.pipeline.options).waits()
+        )
+        if waits is not None and model.timeout_seconds <= waits[1]:
+            option, seconds = waits
+            loc = ("models", name, "pipeline", "options", option)
+            raise ConfigError(
+                f"{source}:{_line(root, loc)}: {key_path(loc)}: waits {seconds:g} s, but the "
+                f"model's timeout_seconds ({model.timeout_seconds:g}) ends the run first; make "
+                "timeout_seconds longer than the wait and its steps"
+            )
         for where, step in model.pipeline.named_models().items():
             loc = ("models", name, "pipeline", "options", *where)
             target = owner.get(step)

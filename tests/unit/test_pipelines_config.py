@@ -149,3 +149,36 @@ def test_the_label_is_the_first_word_of_the_classifiers_answer_that_names_a_rout
     answer: str, label: str
 ) -> None:
     assert label_of(answer, ["code", "general"], "general") == label
+
+
+def test_an_approval_that_outlasts_its_pipeline_is_refused_at_load() -> None:
+    text = GOOD + (
+        "  approved:\n    pipeline:\n      workflow: human-approval\n"
+        "      options: {draft: fast, approval_timeout_seconds: 300}\n"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"approval_timeout_seconds: waits 300 s, but the model's "
+        r"timeout_seconds \(120\) ends the run first",
+    ):
+        parse(text)
+    longer = text.replace("  approved:\n", "  approved:\n    timeout_seconds: 400\n")
+    assert parse(longer).models["approved"].timeout_seconds == 400
+
+
+@pytest.mark.parametrize(
+    ("routes", "problem"),
+    [
+        ("{c++: {model: fast}, general: {model: fast}}", "a label is one word"),
+        ("{Code: {model: fast}, code: {model: strong}, general: {model: fast}}", "only in case"),
+    ],
+)
+def test_classifier_labels_the_classifier_can_answer(routes: str, problem: str) -> None:
+    text = GOOD.replace(
+        "        routes:\n          code: {model: strong, system: Answer with code.}\n"
+        "          general: {model: fast}\n",
+        f"        routes: {routes}\n",
+    )
+    assert text != GOOD
+    with pytest.raises(ConfigError, match=problem):
+        parse(text)
