@@ -238,7 +238,7 @@ class BackgroundRequests:
     async def _settle(self, call: Call, outcome: InferenceResult | TillerError) -> None:
         """Settle with quota before the record says it is finished (quota applies a settlement
         once, so a gateway that dies in between leaves it for the next to settle again)."""
-        usage = outcome.usage if isinstance(outcome, InferenceResult) else None
+        usage = outcome.usage if isinstance(outcome, InferenceResult) else call.unfinished_usage()
         settlement = call.settlement(usage)
         for wait in backoff.delays():
             try:

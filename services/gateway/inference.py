@@ -314,6 +314,8 @@ class Call:
         # mask+restore: placeholders and the caller's values, to put back in the answer.
         self.restorer = AnswerRestorer(restore) if restore else None
         self.sent_tokens = 0
+        # What a pipeline's steps spent before its answer failed (its error event says).
+        self.spent = Usage()
         self.record = record
         self.include_usage = False  # the caller asked for a usage chunk (a hand-over keeps it)
         self.in_background = False  # recorded as a background request
@@ -370,9 +372,12 @@ class Call:
                         self.sent_tokens += int(event.data.get("n", 1))
                         if self.record is not None:
                             self.record.token()
-                    elif event.kind == events.ERROR and self.counts_errors:
-                        reason = str(event.data["error"].get("reason", "error"))
-                        metrics.ANSWER_ERRORS.labels(self.model, reason).inc()
+                    elif event.kind == events.ERROR:
+                        if spent := event.data["error"].get("spent"):
+                            self.spent = Usage(**spent)
+                        if self.counts_errors:
+                            reason = str(event.data["error"].get("reason", "error"))
+                            metrics.ANSWER_ERRORS.labels(self.model, reason).inc()
                     yield event
                     if event.terminal:
                         return
@@ -421,10 +426,19 @@ class Call:
         if self._settled or self.handed_over:
             return
         self.inference.spawn(self.stop())
-        if self.sent_tokens:
-            self.complete(Usage(self.prompt_estimate, self.sent_tokens))
+        usage = self.unfinished_usage()
+        if usage is not None:
+            self.complete(usage)
         else:
             self.release()
+
+    def unfinished_usage(self) -> Usage | None:
+        """What an answer that did not finish is charged: the prompt's estimate and the tokens
+        the caller was sent, plus what a pipeline's earlier steps spent; None if nothing."""
+        if not self.sent_tokens and not (self.spent.prompt_tokens or self.spent.completion_tokens):
+            return None
+        prompt = (self.prompt_estimate if self.sent_tokens else 0) + self.spent.prompt_tokens
+        return Usage(prompt, self.sent_tokens + self.spent.completion_tokens)
 
     def release(self) -> None:
         """The request ended without an answer to charge: release its lease."""

@@ -27,6 +27,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 from tiller.common.errors import Cancelled, TillerError
 from tiller.pipelines.base import PipelineOptions
+from tiller.worker.activities import error_event
 from tiller.worker.failover import run_plan
 from tiller.worker.routes import with_system_prompt
 from tiller.worker.shared import (
@@ -181,7 +182,7 @@ class Steps:
         self._told_failure = True
         await workflow.execute_activity(
             PUBLISH_ACTIVITY,
-            {"events_key": self.request.events_key, "error": error.to_dict()},
+            {"events_key": self.request.events_key, "error": error_event(error, self.spent)},
             activity_id="publish-error",
             summary=f"publish the error: {error.reason}",
             **OWN_ACTIVITY,

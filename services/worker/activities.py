@@ -298,7 +298,16 @@ async def _publish_if_final(
         return  # the failover workflow tries the next deployment
     # If Redis is away too, the gateway's idle check reads the activity's failure instead.
     with contextlib.suppress(RedisError):
-        await writer.error(error.to_dict())
+        await writer.error(error_event(error, request.spent))
+
+
+def error_event(error: TillerError, spent: Usage) -> dict[str, Any]:
+    """An error for the client's stream, with what a pipeline's earlier steps spent (charged
+    even though the answer failed: the engines did the work)."""
+    published = error.to_dict()
+    if spent.prompt_tokens or spent.completion_tokens:
+        published["spent"] = dataclasses.asdict(spent)
+    return published
 
 
 @dataclasses.dataclass

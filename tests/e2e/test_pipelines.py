@@ -411,3 +411,29 @@ async def test_keys_and_pii_apply_to_a_pipeline_as_to_any_model(stack: Stack) ->
     # No step's engine saw the address.
     sent = json.dumps([r["body"] for r in received["data"]])
     assert "<EMAIL_1>" in sent and "ada@example.com" not in sent
+
+
+async def test_a_pipeline_that_fails_after_its_steps_ran_charges_what_they_spent(
+    stack: Stack,
+) -> None:
+    redis = Redis.from_url(stack.redis_url)
+    key = await KeyStore(redis, "tiller:").create(KeySpec("unapproved", models=("approved-*",)))
+    await redis.aclose()
+    headers = {"authorization": f"Bearer {key.api_key}"}
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60, headers=headers) as http:
+        reply = await http.post(
+            "/chat/completions",
+            json={"model": "approved-quickly", "messages": ask("Nobody will approve")},
+        )
+        assert reply.status_code == 504, reply.text  # no reviewer in time: no answer...
+
+        async def charged() -> dict[str, int]:
+            totals: dict[str, int] = (await http.get("/usage")).json()["totals"]
+            return totals
+
+        deadline = time.monotonic() + 10
+        while (totals := await charged())["completion_tokens"] == 0:
+            assert time.monotonic() < deadline, totals
+            await asyncio.sleep(0.1)
+    # ...but the draft was written, and its tokens are charged: "You said: Nobody will approve".
+    assert totals["completion_tokens"] == 5 and totals["prompt_tokens"] > 0, totals
