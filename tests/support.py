@@ -171,6 +171,18 @@ models:
         endpoint: http://127.0.0.1:{demo_port}/v1
         engine_model: demo
         task_queue: test.unserved
+  unpolled:  # no worker polls its queue, and the request waits there a minute
+    deployments:
+      - name: nobody-listens
+        adapter: openai
+        endpoint: http://127.0.0.1:{demo_port}/v1
+        engine_model: demo
+        task_queue: test.unpolled
+  stalled:  # its draft waits on that queue: the pipeline's own timeout ends the run
+    timeout_seconds: 2
+    pipeline:
+      workflow: draft-then-refine
+      options: {{draft: unpolled, refine: demo}}
   private:  # personal data masked for the engine, the originals restored for the caller
     pii: mask+restore
     deployments:

@@ -25,9 +25,10 @@ from temporalio.client import (
     WorkflowHandle,
 )
 from temporalio.common import Priority
+from temporalio.exceptions import TimeoutError as TemporalTimeout
 from temporalio.service import RPCError, RPCStatusCode
 
-from tiller.common.errors import AnswerUnreadable, InternalError, TillerError
+from tiller.common.errors import AnswerUnreadable, InternalError, TillerError, UpstreamTimeout
 from tiller.worker.shared import (
     FAILOVER_TASK_QUEUE,
     FAILOVER_WORKFLOW,
@@ -60,6 +61,12 @@ class Execution(abc.ABC):
         try:
             value = await self.handle.result(rpc_timeout=RESULT_RPC_TIMEOUT)
         except self.failure as failure:
+            if isinstance(failure, WorkflowFailureError) and isinstance(
+                failure.cause, TemporalTimeout
+            ):  # the run itself timed out (a pipeline's timeout_seconds), not one engine call
+                raise UpstreamTimeout(
+                    "The request did not finish within its model's timeout_seconds."
+                ) from None
             raise TillerError.from_failure(failure.cause) from None
         except RPCError as error:
             raise unreadable(error) from None

@@ -437,3 +437,12 @@ async def test_a_pipeline_that_fails_after_its_steps_ran_charges_what_they_spent
             await asyncio.sleep(0.1)
     # ...but the draft was written, and its tokens are charged: "You said: Nobody will approve".
     assert totals["completion_tokens"] == 5 and totals["prompt_tokens"] > 0, totals
+
+
+def test_a_pipeline_past_its_timeout_says_so(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="stalled", messages=ask("Still there?"), timeout=60)
+    assert caught.value.status_code == 504
+    assert caught.value.message.endswith(
+        "The request did not finish within its model's timeout_seconds."
+    ), caught.value.message
