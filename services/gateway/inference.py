@@ -58,6 +58,7 @@ from tiller.worker.shared import (
     QUEUE_TIMEOUT_SECONDS,
     InferenceInput,
     InferenceResult,
+    Sampling,
     Target,
     Usage,
 )
@@ -177,7 +178,7 @@ class Inference:
                     "the connection.",
                     param="background",
                 )
-            request = _activity_input(request_id, chat, route, self.settings.key_prefix)
+            request = _activity_input(request_id, chat, sampling, route, self.settings.key_prefix)
             execution = await self._start(request, queue_class)
         except BaseException:
             self.settler.settle(quota_pb2.Settlement(key_id=key_id, request_id=request_id))
@@ -435,10 +436,9 @@ class Call:
     def unfinished_usage(self) -> Usage | None:
         """What an answer that did not finish is charged: the prompt's estimate and the tokens
         the caller was sent, plus what a pipeline's earlier steps spent; None if nothing."""
-        if not self.sent_tokens and not (self.spent.prompt_tokens or self.spent.completion_tokens):
-            return None
-        prompt = (self.prompt_estimate if self.sent_tokens else 0) + self.spent.prompt_tokens
-        return Usage(prompt, self.sent_tokens + self.spent.completion_tokens)
+        sent = Usage(self.prompt_estimate, self.sent_tokens) if self.sent_tokens else Usage()
+        usage = sent + self.spent
+        return usage if usage.total_tokens else None
 
     def release(self) -> None:
         """The request ended without an answer to charge: release its lease."""
@@ -513,8 +513,9 @@ def result_of(event: events.Event) -> InferenceResult:
 
 
 def _activity_input(
-    request_id: str, chat: ChatRequest, route: router_pb2.Route, prefix: str
+    request_id: str, chat: ChatRequest, sampling: Sampling, route: router_pb2.Route, prefix: str
 ) -> InferenceInput:
+    """The run of a request: `sampling` is the caller's with the model's defaults filled in."""
     targets = [target_of(d, route.model) for d in (*route.deployments, *route.fallbacks)]
     pipeline = route.pipeline.workflow
     if pipeline:
@@ -533,7 +534,7 @@ def _activity_input(
         prompt=chat.prompt,
         inputs=chat.inputs,
         extra=chat.extra,
-        sampling=with_defaults(chat.sampling, route.defaults),
+        sampling=sampling,
         # A background answer is streamed to Redis, so clients can follow it live, where the
         # engine can continue a partial answer; elsewhere a failed attempt starts afresh.
         stream=chat.stream or (chat.background and any(t.resume for t in targets)),

@@ -15,13 +15,12 @@ from tiller.common import events
 from tiller.common.errors import InvalidRequest, TillerError
 from tiller.pipelines.steps import StepRoute
 from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
-from tiller.worker.routes import retry_of, target_of, with_defaults
+from tiller.worker.routes import defaults_of, retry_of, target_of
 from tiller.worker.shared import (
     HEARTBEAT_TIMEOUT_SECONDS,
     PUBLISH_ACTIVITY,
     QUEUE_TIMEOUT_SECONDS,
     ROUTE_ACTIVITY,
-    Sampling,
 )
 
 # Above every engine attempt's fence (events.py): a pipeline's own write wins the stream.
@@ -63,7 +62,7 @@ class PipelineActivities:
             timeout_seconds=route.timeout_seconds,
             heartbeat_timeout_seconds=route.heartbeat_timeout_seconds or HEARTBEAT_TIMEOUT_SECONDS,
             queue_timeout_seconds=route.queue_timeout_seconds or QUEUE_TIMEOUT_SECONDS,
-            defaults=with_defaults(Sampling(), route.defaults),
+            defaults=defaults_of(route.defaults),
             system_prompt=route.system_prompt,
         )
         return dataclasses.asdict(found)

@@ -29,7 +29,7 @@ from tiller.common.errors import Cancelled, TillerError
 from tiller.pipelines.base import PipelineOptions
 from tiller.worker.activities import error_event
 from tiller.worker.failover import run_plan
-from tiller.worker.routes import with_system_prompt
+from tiller.worker.routes import filled, with_system_prompt
 from tiller.worker.shared import (
     PIPELINE_TASK_QUEUE,
     PUBLISH_ACTIVITY,
@@ -144,11 +144,7 @@ class Steps:
         except ActivityError as failure:
             await self.fail(TillerError.from_failure(failure))
             raise
-        usage = result["usage"]
-        self.spent = Usage(
-            self.spent.prompt_tokens + usage["prompt_tokens"],
-            self.spent.completion_tokens + usage["completion_tokens"],
-        )
+        self.spent += Usage(**result["usage"])
         return str(result["text"])
 
     async def answer(self, name: str, model: str, messages: list[Message]) -> dict[str, Any]:
@@ -219,13 +215,3 @@ class Steps:
             pipeline_options={},
             spent=self.spent if final else Usage(),
         )
-
-
-def filled(sampling: Sampling, defaults: Sampling) -> Sampling:
-    """`sampling`, with `defaults` wherever it set nothing."""
-    values = {
-        f.name: getattr(defaults, f.name)
-        for f in dataclasses.fields(Sampling)
-        if getattr(sampling, f.name) in (None, []) and getattr(defaults, f.name) not in (None, [])
-    }
-    return dataclasses.replace(sampling, **values)

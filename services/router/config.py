@@ -26,6 +26,7 @@ from tiller.common.paths import key_path
 from tiller.common.pii.findings import BUILT_IN_TYPES, DEFAULT_MIN_SCORE
 from tiller.common.pii.recognizers import RecognizerSpec
 from tiller.pipelines import PIPELINES, options_model
+from tiller.pipelines.base import PipelineOptions
 from tiller.worker.adapters import KINDS, check_endpoint, check_options
 from tiller.worker.shared import HEARTBEAT_TIMEOUT_SECONDS, QUEUE_TIMEOUT_SECONDS
 
@@ -169,8 +170,9 @@ class PipelineFile(_Strict):
             raise ValueError(f"{where}: {message}" if where else message) from None
         return value
 
-    def named_models(self) -> dict[tuple[str | int, ...], str]:
-        return options_model(self.workflow).model_validate(self.options).named_models()
+    def settings(self) -> PipelineOptions:
+        """The options as the pipeline's own model reads them (valid: checked above)."""
+        return options_model(self.workflow).model_validate(self.options)
 
 
 class ModelFile(_Strict):
@@ -316,9 +318,8 @@ def _check_pipelines(parsed: ModelsFile, root: yaml.Node | None, source: str) ->
                 )
         if model.pipeline is None:
             continue
-        waits = (
-            options_model(model.pipeline.workflow).model_validate(model.pipeline.options).waits()
-        )
+        settings = model.pipeline.settings()
+        waits = settings.waits()
         if waits is not None and model.timeout_seconds <= waits[1]:
             option, seconds = waits
             loc = ("models", name, "pipeline", "options", option)
@@ -327,7 +328,7 @@ def _check_pipelines(parsed: ModelsFile, root: yaml.Node | None, source: str) ->
                 f"model's timeout_seconds ({model.timeout_seconds:g}) ends the run first; make "
                 "timeout_seconds longer than the wait and its steps"
             )
-        for where, step in model.pipeline.named_models().items():
+        for where, step in settings.named_models().items():
             loc = ("models", name, "pipeline", "options", *where)
             target = owner.get(step)
             problem = None

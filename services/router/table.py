@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import time
@@ -122,18 +121,9 @@ def compile_models(
     for name, spec in parsed.models.items():
         canonical.update((alias, name) for alias in spec.aliases)
     models = {
-        name: _model(name, spec, created, tuple(canonical[f] for f in spec.fallbacks), parsed.pii)
+        name: _model(name, spec, created, canonical, parsed.pii)
         for name, spec in parsed.models.items()
     }
-    for name, spec in parsed.models.items():
-        if spec.pipeline is not None:
-            steps = tuple(
-                dict.fromkeys(canonical[m] for m in spec.pipeline.named_models().values())
-            )
-            pipeline = Pipeline(
-                spec.pipeline.workflow, json.dumps(spec.pipeline.options, sort_keys=True), steps
-            )
-            models[name] = dataclasses.replace(models[name], pipeline=pipeline)
     _check_shared_queues(models)
     _check_reserved_queues(models)
     names = dict(models)
@@ -153,7 +143,7 @@ def _model(
     name: str,
     spec: config.ModelFile,
     created: int,
-    fallbacks: tuple[str, ...],
+    canonical: Mapping[str, str],  # every name and alias -> the model's name
     pii: config.PiiFile,
 ) -> Model:
     deployments = tuple(
@@ -181,12 +171,19 @@ def _model(
         queue_timeout_seconds=spec.queue_timeout_seconds,
         retry=retry,
         deployments=deployments,
-        fallbacks=fallbacks,
+        fallbacks=tuple(canonical[f] for f in spec.fallbacks),
         defaults=spec.defaults,
         system_prompt=spec.system_prompt,
         limits=spec.limits,
         pii=tuple(spec.pii if spec.pii is not None else pii.policy),
+        pipeline=_pipeline(spec.pipeline, canonical) if spec.pipeline else None,
     )
+
+
+def _pipeline(spec: config.PipelineFile, canonical: Mapping[str, str]) -> Pipeline:
+    named = spec.settings().named_models().values()
+    steps = tuple(dict.fromkeys(canonical[m] for m in named))  # each model once, in order
+    return Pipeline(spec.workflow, json.dumps(spec.options, sort_keys=True), steps)
 
 
 def _check_shared_queues(models: dict[str, Model]) -> None:

@@ -138,14 +138,11 @@ class InferenceActivities:
                     completion = await self._unless_client_left(
                         request.request_id, self._run(request, writer, published, delivered)
                     )
-            spent = request.spent  # a pipeline's earlier steps: charged with this answer
             result = InferenceResult(
                 completion.text,
                 completion.finish_reason,
-                Usage(
-                    completion.usage.prompt_tokens + spent.prompt_tokens,
-                    completion.usage.completion_tokens + spent.completion_tokens,
-                ),
+                # With a pipeline's earlier steps: charged with this answer.
+                completion.usage + request.spent,
                 request.target.deployment,
                 request.target.model or request.model,
                 completion.embeddings,
@@ -305,7 +302,7 @@ def error_event(error: TillerError, spent: Usage) -> dict[str, Any]:
     """An error for the client's stream, with what a pipeline's earlier steps spent (charged
     even though the answer failed: the engines did the work)."""
     published = error.to_dict()
-    if spent.prompt_tokens or spent.completion_tokens:
+    if spent.total_tokens:
         published["spent"] = dataclasses.asdict(spent)
     return published
 

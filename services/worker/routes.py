@@ -36,14 +36,23 @@ def retry_of(policy: router_pb2.RetryPolicy) -> Retry:
 
 def with_defaults(sampling: Sampling, defaults: router_pb2.SamplingDefaults) -> Sampling:
     """The request's sampling, with the model's defaults (models.yaml) where it set nothing."""
-    filled = {
+    return filled(sampling, defaults_of(defaults))
+
+
+def defaults_of(defaults: router_pb2.SamplingDefaults) -> Sampling:
+    """A model's sampling defaults (models.yaml); None (or no stop) where it sets none."""
+    set_ = {name: getattr(defaults, name) for name in DEFAULTABLE if defaults.HasField(name)}
+    return Sampling(**set_, stop=list(defaults.stop))
+
+
+def filled(sampling: Sampling, defaults: Sampling) -> Sampling:
+    """`sampling`, with `defaults` wherever it set nothing."""
+    values = {
         name: getattr(defaults, name)
-        for name in DEFAULTABLE
-        if getattr(sampling, name) is None and defaults.HasField(name)
+        for name in SAMPLING_FIELDS
+        if getattr(sampling, name) in (None, []) and getattr(defaults, name) not in (None, [])
     }
-    if not sampling.stop and defaults.stop:
-        filled["stop"] = list(defaults.stop)
-    return dataclasses.replace(sampling, **filled) if filled else sampling
+    return dataclasses.replace(sampling, **values) if values else sampling
 
 
 DEFAULTABLE = tuple(name for name in SAMPLING_FIELDS if name != "stop")  # stop is a list
