@@ -17,7 +17,6 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.context import Context
 from opentelemetry.trace import Tracer
 
 _ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -105,7 +104,7 @@ def extract(headers: Mapping[str, str]) -> Any:
     """The caller's trace context (`traceparent`) to continue; none while tracing is off, so
     logs never show trace ids a caller made up."""
     if not _enabled:
-        return Context()
+        return otel_context.Context()
     return propagate.extract(headers)
 
 

@@ -133,22 +133,22 @@ class BackgroundRequests:
         if self._adopter is None:
             self._adopter = service_task(self._adopt_forever())
 
-    async def submit(self, call: Call, include_usage: bool) -> Record:
+    async def submit(self, call: Call) -> Record:
         """Record an admitted, started request as a background one and watch it."""
-        record = await self._write(call, include_usage, watched=True)
+        record = await self._write(call, watched=True)
         self._watch(call, record)
         return record
 
     async def record_for_adoption(self, call: Call) -> None:
         """Record a request this gateway stops answering for (it is stopping): unwatched, so
         another gateway adopts it at its next round."""
-        await self._write(call, call.include_usage, watched=False)
+        await self._write(call, watched=False)
 
     def stop_adopting(self) -> None:
         if self._adopter is not None:
             self._adopter.cancel()
 
-    async def _write(self, call: Call, include_usage: bool, watched: bool) -> Record:
+    async def _write(self, call: Call, watched: bool) -> Record:
         record = Record(
             request_id=call.request_id,
             key_id=call.key_id,
@@ -156,7 +156,7 @@ class BackgroundRequests:
             created=call.created,
             kind=call.execution.kind,
             events_key=call.events_key,
-            include_usage=include_usage,
+            include_usage=call.include_usage,
             status=QUEUED,
         )
         key = self.record_key(call.request_id)
@@ -169,7 +169,7 @@ class BackgroundRequests:
                     "created": record.created,
                     "kind": record.kind,
                     "events_key": record.events_key,
-                    "include_usage": "1" if include_usage else "0",
+                    "include_usage": "1" if call.include_usage else "0",
                     "status": QUEUED,
                 },
             )

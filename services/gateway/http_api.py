@@ -173,7 +173,7 @@ def _event_source(
 async def _in_background(inference: Inference, call: Call, chat: ChatRequest) -> Response:
     """Record it and answer at once (202), or stream it; either way the client may leave."""
     try:
-        record = await inference.background.submit(call, chat.include_usage)
+        record = await inference.background.submit(call)
     except RedisError:
         call.abandon()
         raise ServiceUnavailable("Background requests cannot be recorded right now.") from None
