@@ -25,13 +25,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.pii.evaluate import load
-from tiller.common import events
+from tiller.contract.events import Delta
+from tiller.contract.requests import Chat, Message, texts_of
 from tiller.gateway.masking import Masking
-from tiller.gateway.protocol import ChatRequest
+from tiller.gateway.protocol import ApiRequest
 from tiller.gateway.restoring import AnswerRestorer
 from tiller.protos.quota.v1 import quota_pb2
 from tiller.protos.router.v1 import router_pb2
-from tiller.worker.shared import Message, Sampling
 
 SIZES_KB = (1, 4, 16, 128)
 
@@ -56,11 +56,11 @@ def route(mode: str) -> router_pb2.Route:
 
 
 def time_mask(masking: Masking, text: str, mode: str, rounds: int) -> tuple[list[float], int]:
-    chat = ChatRequest("m", [Message("user", text)], Sampling(), stream=False, include_usage=False)
+    chat = ApiRequest("m", Chat((Message("user", text),)))
     principal = quota_pb2.Principal()
     r = route(mode)
     masked, _ = masking.mask(chat, r, principal)  # warm: compiled patterns, metadata
-    found = str(masked.messages[0].content).count("<") - text.count("<")
+    found = texts_of(masked.ask)[0].count("<") - text.count("<")
     took = []
     for _ in range(rounds):
         start = time.perf_counter()
@@ -73,9 +73,7 @@ def time_restore(text: str, rounds: int) -> list[float]:
     vault = {f"<EMAIL_{i}>": f"person{i}@example.com" for i in range(1, 40)}
     answer = text.replace("@", "<EMAIL_1>")
     pieces = [answer[i : i + 16] for i in range(0, len(answer), 16)]
-    batch = [
-        events.Event(f"{i}-0", events.DELTA, {"text": p, "n": 1}) for i, p in enumerate(pieces)
-    ]
+    batch = [Delta(p, 1, (), f"{i}-0") for i, p in enumerate(pieces)]
     took = []
     for _ in range(max(5, rounds // 10)):
         restorer = AnswerRestorer(vault)

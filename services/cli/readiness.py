@@ -17,9 +17,9 @@ from temporalio.client import Client
 
 from tiller.cli.processes import Child, UpError
 from tiller.common.grpc_client import channel
+from tiller.contract.names import FAILOVER_TASK_QUEUE
 from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
 from tiller.worker.settings import WorkerSettings
-from tiller.worker.shared import FAILOVER_TASK_QUEUE
 
 if TYPE_CHECKING:
     from tiller.cli.up import Stack

@@ -17,9 +17,9 @@ import grpc
 from tiller.common import tracing
 from tiller.common.errors import TillerError
 from tiller.common.lifecycle import service_task
+from tiller.contract.keys import key_id_of
 from tiller.gateway.settlement import MAX_BATCH, Settler
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
-from tiller.quota.keys import key_id_of
 
 # A request, its caller's future, and its trace context (the batch's call joins the first's).
 _Waiting = tuple[quota_pb2.AdmitRequest, "asyncio.Future[quota_pb2.Admission]", Any]

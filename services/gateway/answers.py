@@ -6,7 +6,7 @@ entries to each request. A request that joins while that read is blocked adds an
 gateway's wake-up stream, which is part of every read, so it is picked up at once; when the
 reader is not blocked (it is busy, or idle with nothing to wait on) joining costs nothing.
 
-Entries that piled up between two reads reach the request together, and `events.coalesce`
+Entries that piled up between two reads reach the request together, and `answer_stream.coalesce`
 merges their deltas: a client slower than the engine gets fewer, larger chunks. Each read costs
 the reader and Redis in proportion to the streams it covers, so with many streams open the
 reader pauses briefly between reads (at most PACE_MAX_SECONDS) and takes more entries per read:
@@ -24,10 +24,12 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from tiller.common import events, redis_client
+from tiller.common import redis_client
 from tiller.common.errors import AnswerUnreadable
 from tiller.common.lifecycle import service_task
 from tiller.common.redis_text import text
+from tiller.contract.answer_stream import decode_entry, newer, order
+from tiller.contract.events import Event
 
 log = logging.getLogger(__name__)
 WAKE_TTL_SECONDS = 3600
@@ -44,15 +46,15 @@ class Subscription:
 
     def __init__(self, key: bytes, after: str) -> None:
         self.key, self.after = key, after
-        self._batch: list[events.Event] = []
+        self._batch: list[Event] = []
         self._ready = asyncio.Event()
         self._error: BaseException | None = None
 
-    def deliver(self, entries: list[events.Event]) -> None:
+    def deliver(self, entries: list[Event]) -> None:
         """Hand over the entries this subscription has not had yet (a stream read for several
         readers starts at the earliest one's position)."""
-        if self.after != "0" and not events.newer(entries[0].id, self.after):
-            entries = [e for e in entries if events.newer(e.id, self.after)]
+        if self.after != "0" and not newer(entries[0].id, self.after):
+            entries = [e for e in entries if newer(e.id, self.after)]
         if entries:
             self._batch.extend(entries)
             self.after = entries[-1].id
@@ -62,7 +64,7 @@ class Subscription:
         self._error = error
         self._ready.set()
 
-    async def next(self, wait_seconds: float) -> list[events.Event]:
+    async def next(self, wait_seconds: float) -> list[Event]:
         """Every entry that arrived since the last call; [] if none came in `wait_seconds`."""
         if not self._batch and self._error is None:
             try:
@@ -175,7 +177,7 @@ class AnswerHub:
                 waiting = self._subs.get(key)
                 if waiting:
                     try:
-                        decoded = [events.decode(i, fields) for i, fields in entries]
+                        decoded = [decode_entry(i, fields) for i, fields in entries]
                     except Exception:  # a malformed entry fails that stream's readers only
                         log.exception("unreadable answer stream entry")
                         for sub in self._subs.pop(key, []):
@@ -185,7 +187,7 @@ class AnswerHub:
                     for sub in list(waiting):
                         # One that joined during the read, further back than it began, would
                         # miss entries: the next read starts from its place instead.
-                        if not events.newer(start, sub.after):
+                        if not newer(start, sub.after):
                             sub.deliver(decoded)
             if len(self._subs) > 1:
                 await asyncio.sleep(
@@ -196,4 +198,4 @@ class AnswerHub:
 def _earliest(readers: list[Subscription]) -> str:
     if len(readers) == 1:
         return readers[0].after
-    return min((r.after for r in readers), key=events.order)
+    return min((r.after for r in readers), key=order)

@@ -35,8 +35,8 @@ from tiller.common import backoff
 from tiller.common.errors import AnswerUnreadable, Cancelled, InternalError, TillerError
 from tiller.common.lifecycle import service_task
 from tiller.common.redis_text import text
+from tiller.contract.results import InferenceResult
 from tiller.gateway.executions import Kind
-from tiller.worker.shared import InferenceResult
 
 if TYPE_CHECKING:
     from tiller.gateway.inference import Call, Inference

@@ -2,9 +2,9 @@
 
 A model with one deployment and no fallbacks runs as one standalone activity (the fast path);
 one with more deployments to try runs as the failover workflow (worker/failover.py), and a
-pipeline model as its pipeline's workflow (services/pipelines/). The gateway
-starts either, checks whether it still runs, reads its result and cancels it through this one
-interface. Both are found again from the request id alone (background requests).
+pipeline model as its pipeline's workflow (services/pipelines/). The gateway starts either,
+checks whether it still runs, reads its result and cancels it through this one interface. Both
+are found again from the request id alone (background requests).
 """
 
 from __future__ import annotations
@@ -29,17 +29,16 @@ from temporalio.exceptions import TimeoutError as TemporalTimeout
 from temporalio.service import RPCError, RPCStatusCode
 
 from tiller.common.errors import AnswerUnreadable, InternalError, TillerError, UpstreamTimeout
-from tiller.worker.shared import (
+from tiller.contract.names import (
     FAILOVER_TASK_QUEUE,
     FAILOVER_WORKFLOW,
     GENERATE_ACTIVITY,
     PIPELINE_TASK_QUEUE,
-    InferenceInput,
-    InferenceResult,
-    activity_options,
     pipeline_workflow,
-    request_bound_seconds,
 )
+from tiller.contract.requests import InferenceInput
+from tiller.contract.results import InferenceResult
+from tiller.contract.runs import activity_options, request_bound_seconds
 
 Kind = Literal["activity", "workflow"]
 RESULT_RPC_TIMEOUT = timedelta(seconds=5)

@@ -12,16 +12,15 @@ from typing import Any
 
 import grpc
 
-from tiller.common import events
-from tiller.common.errors import TillerError
 from tiller.common.grpc_server import translate_errors
 from tiller.common.model_access import model_allowed
+from tiller.contract.events import Delta, Done, Failed
+from tiller.contract.results import Usage
 from tiller.gateway.callers import PRIORITY_HEADER, bearer_key, requested_priority
-from tiller.gateway.inference import Call, Inference, result_of
+from tiller.gateway.inference import Call, Inference
 from tiller.gateway.metrics import recorded_rpc
-from tiller.gateway.protocol import ChatRequest, parse_chat, parse_completion, parse_embeddings
+from tiller.gateway.protocol import ApiRequest, parse_chat, parse_completion, parse_embeddings
 from tiller.protos.inference.v1 import inference_pb2, inference_pb2_grpc
-from tiller.worker.shared import Usage
 
 _OPTIONAL = ("max_tokens", "temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
 
@@ -30,7 +29,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
     def __init__(self, inference: Inference) -> None:
         self.inference = inference
 
-    async def _begin(self, asked: ChatRequest, context: grpc.aio.ServicerContext) -> Call:
+    async def _begin(self, asked: ApiRequest, context: grpc.aio.ServicerContext) -> Call:
         metadata = dict(context.invocation_metadata() or ())
         api_key = bearer_key(metadata.get("authorization"))
         priority = requested_priority(metadata.get(PRIORITY_HEADER))
@@ -81,7 +80,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
     async def Embed(
         self, request: inference_pb2.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.EmbedResponse:
-        asked = parse_embeddings({"model": request.model, "input": list(request.input)})
+        asked, _ = parse_embeddings({"model": request.model, "input": list(request.input)})
         call = await self._begin(asked, context)
         try:
             result = await call.result()
@@ -134,12 +133,12 @@ async def _chunks(call: Call) -> AsyncIterator[inference_pb2.GenerateChunk]:
     """A streamed answer: GenerateStream and CompleteStream."""
     try:
         async for event in call.answer():
-            if event.kind == events.DELTA:
+            if isinstance(event, Delta):
                 yield inference_pb2.GenerateChunk(
-                    id=call.request_id, model=call.model, delta=event.data["text"]
+                    id=call.request_id, model=call.model, delta=event.text
                 )
-            elif event.kind == events.DONE:
-                result = result_of(event)
+            elif isinstance(event, Done):
+                result = event.result
                 call.complete(result.usage)
                 yield inference_pb2.GenerateChunk(
                     id=call.request_id,
@@ -147,8 +146,8 @@ async def _chunks(call: Call) -> AsyncIterator[inference_pb2.GenerateChunk]:
                     finish_reason=result.finish_reason,
                     usage=_usage(result.usage),
                 )
-            else:
-                raise TillerError.from_dict(event.data["error"])
+            elif isinstance(event, Failed):
+                raise event.exception()
     finally:
         call.abandon()  # a no-op once completed; otherwise the caller went away or it failed
 

@@ -19,7 +19,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tiller.common import events
 from tiller.common.errors import (
     AnswerUnreadable,
     InvalidRequest,
@@ -29,6 +28,8 @@ from tiller.common.errors import (
     TillerError,
 )
 from tiller.common.model_access import model_allowed
+from tiller.contract import answer_stream
+from tiller.contract.events import Delta, Done, Event, Failed
 from tiller.gateway import admin_api, codec_api, metrics, shapes
 from tiller.gateway.background import QUEUED, Record
 from tiller.gateway.callers import (
@@ -38,13 +39,8 @@ from tiller.gateway.callers import (
     read_json,
     requested_priority,
 )
-from tiller.gateway.inference import Call, Inference, result_of
-from tiller.gateway.protocol import (
-    ChatRequest,
-    parse_chat,
-    parse_completion,
-    parse_embeddings,
-)
+from tiller.gateway.inference import Call, Inference
+from tiller.gateway.protocol import ApiRequest, parse_chat, parse_completion, parse_embeddings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,7 +68,7 @@ async def embeddings(request: Request) -> Response:
     inference = _inference(request)
     api_key = bearer_key(request.headers.get("authorization"))
     priority = requested_priority(request.headers.get(PRIORITY_HEADER))
-    asked = parse_embeddings(await read_json(request, inference.settings.max_body_bytes))
+    asked, encoding = parse_embeddings(await read_json(request, inference.settings.max_body_bytes))
     call = await inference.begin(api_key, asked, priority)
     try:
         result = await call.result()
@@ -83,13 +79,11 @@ async def embeddings(request: Request) -> Response:
         call.abandon()
         raise
     call.complete(result.usage)
-    body = shapes.embeddings(call.model, result, asked.encoding_format)
+    body = shapes.embeddings(call.model, result, encoding)
     return JSONResponse(body, headers=call.headers())
 
 
-async def _generate(
-    request: Request, parse: Callable[[Any], ChatRequest], legacy: bool
-) -> Response:
+async def _generate(request: Request, parse: Callable[[Any], ApiRequest], legacy: bool) -> Response:
     inference = _inference(request)
     api_key = bearer_key(request.headers.get("authorization"))
     priority = requested_priority(request.headers.get(PRIORITY_HEADER))
@@ -108,8 +102,8 @@ async def _generate(
         # Wait for the first event so an error before any token is a plain HTTP error.
         stream = call.answer()
         first = await _unless_gone(request, anext(stream))
-        if first.kind == events.ERROR:
-            raise TillerError.from_dict(first.data["error"])
+        if isinstance(first, Failed):
+            raise first.exception()
     except TillerError as error:
         call.abandon()
         return _error_response(error, {"x-request-id": call.request_id})
@@ -170,7 +164,7 @@ def _event_source(
     )
 
 
-async def _in_background(inference: Inference, call: Call, chat: ChatRequest) -> Response:
+async def _in_background(inference: Inference, call: Call, chat: ApiRequest) -> Response:
     """Record it and answer at once (202), or stream it; either way the client may leave."""
     try:
         record = await inference.background.submit(call)
@@ -189,7 +183,7 @@ async def _in_background(inference: Inference, call: Call, chat: ChatRequest) ->
 async def _sse(
     call: Call,
     include_usage: bool,
-    answer: AsyncIterator[events.Event],
+    answer: AsyncIterator[Event],
     settle: bool = True,
     from_start: bool = True,
     legacy: bool = False,
@@ -220,19 +214,19 @@ async def _sse(
     engines_own = False  # the engine's chunks went out as it wrote them, finish reason too
     try:
         async for event in answer:
-            if event.kind == events.DELTA and "c" in event.data:
+            if isinstance(event, Delta) and event.chunks:
                 # Pass-through parameters: the engine's choices (tool calls, logprobs, several
                 # choices), one chunk each; the event id on the last, for Last-Event-ID.
                 streamed = engines_own = True
-                *firsts, last = event.data["c"]
+                *firsts, last = event.chunks
                 for choices in firsts:
                     yield ServerSentEvent(own_chunk(choices))
                 yield ServerSentEvent(own_chunk(last), id=event.id)
-            elif event.kind == events.DELTA:
+            elif isinstance(event, Delta):
                 streamed = True
-                yield ServerSentEvent(piece(event.data["text"]), id=event.id)
-            elif event.kind == events.DONE:
-                result = result_of(event)
+                yield ServerSentEvent(piece(event.text), id=event.id)
+            elif isinstance(event, Done):
+                result = event.result
                 if not streamed and result.text:
                     # An answer that was not streamed (a background request asked without
                     # `stream` on an engine that cannot resume): its text in one chunk first.
@@ -245,8 +239,8 @@ async def _sse(
                     usage = shapes.usage_chunk(*meta, result.usage, legacy)
                     yield ServerSentEvent(orjson.dumps(usage).decode())
                 yield ServerSentEvent("[DONE]")
-            else:
-                raise TillerError.from_dict(event.data["error"])
+            elif isinstance(event, Failed):
+                raise event.exception()
     except TillerError as error:
         if settle:
             call.abandon()
@@ -257,9 +251,7 @@ async def _sse(
             call.abandon()  # a no-op once completed; otherwise the client went away
 
 
-async def _with_first(
-    first: events.Event, rest: AsyncGenerator[events.Event, None]
-) -> AsyncIterator[events.Event]:
+async def _with_first(first: Event, rest: AsyncGenerator[Event, None]) -> AsyncIterator[Event]:
     try:
         yield first
         if not first.terminal:
@@ -306,7 +298,7 @@ async def stream_completion(request: Request) -> Response:
     inference = _inference(request)
     record = await _owned_record(request)
     after = request.headers.get("last-event-id") or "0"
-    if not LAST_EVENT_ID.match(after) or max(events.order(after)) > MAX_STREAM_ID_PART:
+    if not LAST_EVENT_ID.match(after) or max(answer_stream.order(after)) > MAX_STREAM_ID_PART:
         raise InvalidRequest(
             "Last-Event-ID must be an event id from this stream, such as 1732612345678-0.",
             param="Last-Event-ID",
@@ -319,10 +311,10 @@ async def stream_completion(request: Request) -> Response:
         )
     if after != "0":
         try:
-            last = await events.newest(inference.up.redis, record.events_key)
+            last = await answer_stream.newest(inference.up.redis, record.events_key)
         except RedisError:
             raise AnswerUnreadable() from None
-        if last is not None and last.terminal and not events.newer(last.id, after):
+        if last is not None and last.terminal and not answer_stream.newer(last.id, after):
             # The client saw the end already: nothing more (a browser's EventSource reconnects
             # after the last event on its own).
             return _event_source(_just_done(), {"x-request-id": record.request_id})

@@ -22,7 +22,7 @@ from opentelemetry import trace
 from redis.exceptions import RedisError
 from temporalio.service import RPCError
 
-from tiller.common import events, logs
+from tiller.common import logs
 from tiller.common.errors import (
     AnswerUnreadable,
     HandedOver,
@@ -33,6 +33,27 @@ from tiller.common.errors import (
 )
 from tiller.common.model_access import model_allowed
 from tiller.common.priorities import DEFAULT_PRIORITY
+from tiller.contract import answer_stream
+from tiller.contract.events import Delta, Done, Event, Failed, cancel_channel, stream_key
+from tiller.contract.names import PIPELINE_TASK_QUEUE
+from tiller.contract.requests import (
+    Chat,
+    Embedding,
+    InferenceInput,
+    Sampling,
+    Target,
+    TextCompletion,
+)
+from tiller.contract.results import InferenceResult, Usage
+from tiller.contract.routes import (
+    defaults_of,
+    filled,
+    heartbeat_timeout_of,
+    queue_timeout_of,
+    retry_of,
+    targets_of,
+    with_system_prompt,
+)
 from tiller.gateway import executions, metrics
 from tiller.gateway.admissions import Admitter
 from tiller.gateway.answers import AnswerHub, Subscription
@@ -41,7 +62,7 @@ from tiller.gateway.backlog import BacklogWatch
 from tiller.gateway.executions import Execution
 from tiller.gateway.leases import LeaseKeeper
 from tiller.gateway.masking import Masking
-from tiller.gateway.protocol import ChatRequest
+from tiller.gateway.protocol import ApiRequest
 from tiller.gateway.reservations import prompt_tokens, reservation
 from tiller.gateway.restoring import AnswerRestorer
 from tiller.gateway.routes import RouteCache
@@ -51,17 +72,6 @@ from tiller.gateway.shapes import duration
 from tiller.gateway.upstreams import Upstreams, rpc
 from tiller.protos.quota.v1 import quota_pb2
 from tiller.protos.router.v1 import router_pb2
-from tiller.worker.routes import retry_of, target_of, with_defaults, with_system_prompt
-from tiller.worker.shared import (
-    HEARTBEAT_TIMEOUT_SECONDS,
-    PIPELINE_TASK_QUEUE,
-    QUEUE_TIMEOUT_SECONDS,
-    InferenceInput,
-    InferenceResult,
-    Sampling,
-    Target,
-    Usage,
-)
 
 log = logging.getLogger(__name__)
 
@@ -118,15 +128,14 @@ class Inference:
             )
         )
 
-    async def begin(self, api_key: str, chat: ChatRequest, priority: int | None = None) -> Call:
+    async def begin(self, api_key: str, chat: ApiRequest, priority: int | None = None) -> Call:
         """Route, admit, mask and start the request's activity; raises TillerError if any step
         refuses.
 
         The request queues in its priority class: the key's, or a later one if the caller asks
         (`priority`, 1 first .. 5 last); a caller cannot move ahead of its key's class.
         """
-        kind = "cmpl" if chat.prompt is not None else "embd" if chat.inputs else "chatcmpl"
-        request_id = f"{kind}-{uuid.uuid4().hex}"
+        request_id = f"{_ID_PREFIX[type(chat.ask)]}-{uuid.uuid4().hex}"
         record = metrics.CURRENT.get()
         if record is not None:  # the model label waits for the route: callers name anything
             record.stream = chat.stream
@@ -141,7 +150,7 @@ class Inference:
             raise
         if record is not None:
             record.model = route.model
-        sampling = with_defaults(chat.sampling, route.defaults)
+        sampling = filled(chat.sampling, defaults_of(route.defaults))
         prompt = prompt_tokens(chat)
         limits = route.limits
         admission = await self.admitter.admit(
@@ -194,7 +203,7 @@ class Inference:
             queue_timeout=request.queue_timeout_seconds,
             prompt_estimate=prompt,
             # Embeddings and the engine's own choices come back in the Redis done event only.
-            only_in_stream=chat.inputs is not None or bool(chat.extra),
+            only_in_stream=isinstance(chat.ask, Embedding) or bool(chat.ask.extra),
             restore=vault,
             record=record,
         )
@@ -335,9 +344,7 @@ class Call:
     def settled(self) -> bool:
         return self._settled
 
-    async def answer(
-        self, after: str = "0", caller: bool = True
-    ) -> AsyncGenerator[events.Event, None]:
+    async def answer(self, after: str = "0", caller: bool = True) -> AsyncGenerator[Event, None]:
         """The answer's events in order, ending with its terminal event.
 
         When nothing arrives for a while, Temporal is asked whether the request still runs: a
@@ -360,25 +367,23 @@ class Call:
                     batch = await sub.next(wait)
                     wait = idle
                     if reread:  # the hub may still hand over what a re-read returned
-                        batch = [e for e in batch if events.newer(e.id, after)]
+                        batch = [e for e in batch if answer_stream.newer(e.id, after)]
                     if not batch:
                         batch = await self._closed_without_events(after)
                         reread = reread or bool(batch)
                 except RedisError:
                     raise AnswerUnreadable() from None
-                batch = events.coalesce(batch)
+                batch = answer_stream.coalesce(batch)
                 for event in self.restorer.restore(batch) if self.restorer else batch:
                     after = event.id
-                    if event.kind == events.DELTA:  # what the caller is handed, it is charged
-                        self.sent_tokens += int(event.data.get("n", 1))
+                    if isinstance(event, Delta):  # what the caller is handed, it is charged
+                        self.sent_tokens += event.tokens
                         if self.record is not None:
                             self.record.token()
-                    elif event.kind == events.ERROR:
-                        if spent := event.data["error"].get("spent"):
-                            self.spent = Usage(**spent)
+                    elif isinstance(event, Failed):
+                        self.spent = event.spent
                         if self.counts_errors:
-                            reason = str(event.data["error"].get("reason", "error"))
-                            metrics.ANSWER_ERRORS.labels(self.model, reason).inc()
+                            metrics.ANSWER_ERRORS.labels(self.model, event.error.reason).inc()
                     yield event
                     if event.terminal:
                         return
@@ -388,13 +393,13 @@ class Call:
 
     async def result(self, caller: bool = True) -> InferenceResult:
         async for event in self.answer(caller=caller):
-            if event.kind == events.DONE:
-                return result_of(event)
-            if event.kind == events.ERROR:
-                raise TillerError.from_dict(event.data["error"])
+            if isinstance(event, Done):
+                return event.result
+            if isinstance(event, Failed):
+                raise event.exception()
         raise ServiceUnavailable("The answer ended without a result.")  # pragma: no cover
 
-    async def _closed_without_events(self, after: str) -> list[events.Event]:
+    async def _closed_without_events(self, after: str) -> list[Event]:
         unknown: TillerError | None = None
         try:
             if await self.execution.running():
@@ -405,7 +410,7 @@ class Call:
                 return []  # the orchestrator is briefly unreachable: keep waiting on Redis
         # The run ended (or Temporal no longer knows it): read once more, as its last event may
         # have just landed; then ask Temporal how it ended.
-        late = await events.read(self.inference.up.redis, self.events_key, after, 1)
+        late = await answer_stream.read(self.inference.up.redis, self.events_key, after, 1)
         if late:
             return late
         if unknown is not None:
@@ -414,8 +419,7 @@ class Call:
             # Temporal's copy of the result lacks the vectors or the engine's choices (they
             # would overflow its payloads): better no answer than a text-only one.
             raise ServiceUnavailable("The answer could not be read; try again.")
-        result = await self.execution.result()
-        return [events.Event(after, events.DONE, {"result": dataclasses.asdict(result)})]
+        return [Done(await self.execution.result(), after)]
 
     def complete(self, usage: Usage) -> None:
         """The answer was delivered: record its usage and release the lease."""
@@ -479,7 +483,7 @@ class Call:
     async def stop(self) -> None:
         """Stop the request's run: the worker stops its engine now, Temporal ends the run."""
         # First the fast path: the worker running it stops the engine at once.
-        channel = events.cancel_channel(self.inference.settings.key_prefix)
+        channel = cancel_channel(self.inference.settings.key_prefix)
         with contextlib.suppress(RedisError):
             await self.inference.up.redis.publish(channel, self.request_id)
         await self.execution.cancel()
@@ -508,42 +512,43 @@ def _with_fallbacks(
     return narrowed
 
 
-def result_of(event: events.Event) -> InferenceResult:
-    return InferenceResult.from_dict(event.data["result"])
+# OpenAI's id prefixes, by the kind of request.
+_ID_PREFIX = {Chat: "chatcmpl", TextCompletion: "cmpl", Embedding: "embd"}
 
 
 def _activity_input(
-    request_id: str, chat: ChatRequest, sampling: Sampling, route: router_pb2.Route, prefix: str
+    request_id: str, chat: ApiRequest, sampling: Sampling, route: router_pb2.Route, prefix: str
 ) -> InferenceInput:
     """The run of a request: `sampling` is the caller's with the model's defaults filled in."""
-    targets = [target_of(d, route.model) for d in (*route.deployments, *route.fallbacks)]
+    targets = targets_of(route)
     pipeline = route.pipeline.workflow
     if pipeline:
         _pipeline_takes(chat, route.model)
         # Names the pipeline only: its steps resolve their own models' deployments.
         targets = [Target(f"pipeline:{pipeline}", "pipeline", "", "", PIPELINE_TASK_QUEUE)]
-    if chat.prompt is not None or chat.inputs is not None or chat.extra:
+    ask = chat.ask
+    if not isinstance(ask, Chat) or ask.extra:
         # A legacy completion is not continued after a mid-stream failure: only chat has a
         # way (continue_final_message) to ask an engine for exactly the rest of its answer,
         # and only of one plain text (not of tool calls, several choices or logprobs).
         targets = [dataclasses.replace(t, resume=False) for t in targets]
+    if isinstance(ask, Chat):
+        ask = dataclasses.replace(
+            ask, messages=with_system_prompt(ask.messages, route.system_prompt)
+        )
     return InferenceInput(
         request_id=request_id,
         model=route.model,
-        messages=with_system_prompt(chat.messages, route.system_prompt) if chat.messages else [],
-        prompt=chat.prompt,
-        inputs=chat.inputs,
-        extra=chat.extra,
+        ask=ask,
         sampling=sampling,
         # A background answer is streamed to Redis, so clients can follow it live, where the
         # engine can continue a partial answer; elsewhere a failed attempt starts afresh.
         stream=chat.stream or (chat.background and any(t.resume for t in targets)),
         target=targets[0],
-        next_targets=targets[1:],
-        # 0 from a router of an earlier version: the defaults
-        heartbeat_timeout_seconds=route.heartbeat_timeout_seconds or HEARTBEAT_TIMEOUT_SECONDS,
-        queue_timeout_seconds=route.queue_timeout_seconds or QUEUE_TIMEOUT_SECONDS,
-        events_key=events.stream_key(prefix, request_id),
+        next_targets=tuple(targets[1:]),
+        heartbeat_timeout_seconds=heartbeat_timeout_of(route),
+        queue_timeout_seconds=queue_timeout_of(route),
+        events_key=stream_key(prefix, request_id),
         timeout_seconds=route.timeout_seconds,
         retry=retry_of(route.retry),
         pipeline=pipeline,
@@ -551,15 +556,15 @@ def _activity_input(
     )
 
 
-def _pipeline_takes(chat: ChatRequest, model: str) -> None:
+def _pipeline_takes(chat: ApiRequest, model: str) -> None:
     """A pipeline answers chat messages; it has no single engine to pass anything else to."""
-    if chat.prompt is not None or chat.inputs is not None:
+    if not isinstance(chat.ask, Chat):
         raise InvalidRequest(
             f"The model `{model}` is a pipeline: it answers chat completions only.",
             param="model",
         )
-    if chat.extra:
-        name = sorted(chat.extra)[0]
+    if chat.ask.extra:
+        name = sorted(chat.ask.extra)[0]
         raise InvalidRequest(
             f"'{name}' is not supported by the pipeline model `{model}`.", param=name
         )

@@ -14,18 +14,17 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
 
 from tiller.common.errors import PiiDetected
 from tiller.common.pii.policy import MASK, Policies, Policy
 from tiller.common.pii.recognizers import RecognizerSpec
 from tiller.common.pii.redaction import Blocked, Redaction
 from tiller.common.pii.scanner import Scanner, ascii_forms
+from tiller.contract.requests import Chat, Embedding, TextCompletion, texts_of
 from tiller.gateway import metrics
-from tiller.gateway.protocol import ChatRequest
+from tiller.gateway.protocol import ApiRequest
 from tiller.protos.quota.v1 import quota_pb2
 from tiller.protos.router.v1 import router_pb2
-from tiller.worker.shared import Message
 
 log = logging.getLogger(__name__)
 # A router from before PII policies sends none: fail closed, as the default policy does.
@@ -54,21 +53,21 @@ class Masking:
         return scanner
 
     async def mask_soon(
-        self, chat: ChatRequest, route: router_pb2.Route, principal: quota_pb2.Principal
-    ) -> tuple[ChatRequest, dict[str, str]]:
+        self, chat: ApiRequest, route: router_pb2.Route, principal: quota_pb2.Principal
+    ) -> tuple[ApiRequest, dict[str, str]]:
         """`mask`, in a thread for a long request."""
-        found = texts(chat)  # walked once: for the size here and the scan in mask()
+        found = texts_of(chat.ask)  # walked once: for the size here and the scan in mask()
         if sum(len(t) for t in found) < IN_THREAD_CHARACTERS:
             return self.mask(chat, route, principal, found)
         return await asyncio.to_thread(self.mask, chat, route, principal, found)
 
     def mask(
         self,
-        chat: ChatRequest,
+        chat: ApiRequest,
         route: router_pb2.Route,
         principal: quota_pb2.Principal,
         found: list[str] | None = None,
-    ) -> tuple[ChatRequest, dict[str, str]]:
+    ) -> tuple[ApiRequest, dict[str, str]]:
         """The request with its personal data masked, and the placeholders to restore in the
         answer (mask+restore); raises PiiDetected when a policy blocks what it carries."""
         started = time.perf_counter()
@@ -86,16 +85,16 @@ class Masking:
             return chat, {}
         redaction = Redaction(self.scanner(route.pii), policies)
         try:
-            redaction.check(texts(chat) if found is None else found)
+            redaction.check(texts_of(chat.ask) if found is None else found)
         except Blocked as blocked:
             metrics.PII_BLOCKED.inc()
             log.info("request blocked for personal data", extra={"pii_types": blocked.types})
             raise PiiDetected(
                 "The request contains personal data this model or key does not accept: "
                 f"{', '.join(blocked.types)}.",
-                param="messages" if chat.messages else "prompt" if chat.prompt else "input",
+                param=_TEXTS_PARAM[type(chat.ask)],
             ) from None
-        masked = rewrite(chat, redaction.mask)
+        masked = dataclasses.replace(chat, ask=chat.ask.map_texts(redaction.mask))
         for type_, count in redaction.counts.items():
             metrics.PII_DETECTIONS.labels(type_, policies.mode_for(type_)).inc(count)
         if redaction.counts:
@@ -104,35 +103,5 @@ class Masking:
         return masked, redaction.vault
 
 
-def texts(chat: ChatRequest) -> list[str]:
-    """Every text of the request the engine will see."""
-    found: list[str] = []
-
-    def collect(text: str) -> str:
-        found.append(text)
-        return text
-
-    rewrite(chat, collect)
-    return found
-
-
-def rewrite(chat: ChatRequest, change: Callable[[str], str]) -> ChatRequest:
-    """The request with `change` applied to each text the engine will see."""
-    return dataclasses.replace(
-        chat,
-        messages=[_message(m, change) for m in chat.messages],
-        prompt=change(chat.prompt) if chat.prompt is not None else None,
-        inputs=[change(t) for t in chat.inputs] if chat.inputs is not None else None,
-    )
-
-
-def _message(message: Message, change: Callable[[str], str]) -> Message:
-    calls = message.tool_calls
-    if calls:
-        calls = [
-            {**c, "function": {**c["function"], "arguments": change(c["function"]["arguments"])}}
-            for c in calls
-        ]
-    content = change(message.content) if message.content is not None else None
-    name = change(message.name) if message.name else message.name  # engines see it too
-    return dataclasses.replace(message, content=content, name=name, tool_calls=calls)
+# The request's parameter that holds the texts, by the kind of request.
+_TEXTS_PARAM = {Chat: "messages", TextCompletion: "prompt", Embedding: "input"}

@@ -23,7 +23,16 @@ from pydantic import (
 
 from tiller.common.errors import InvalidRequest
 from tiller.common.paths import key_path
-from tiller.worker.shared import PASSTHROUGH, Message, Sampling
+from tiller.contract import requests as contract
+from tiller.contract.requests import (
+    PASSTHROUGH,
+    Ask,
+    Chat,
+    Embedding,
+    Message,
+    Sampling,
+    TextCompletion,
+)
 
 # Known OpenAI parameters this gateway does not implement (the first two are deprecated: tools
 # and tool_choice replace them).
@@ -203,24 +212,22 @@ class CompletionRequest(_Strict):
 
 
 @dataclass(frozen=True, slots=True)
-class ChatRequest:
-    """A validated request, in the terms the rest of Tiller uses: a chat, a (legacy)
-    completion (`prompt`) or embeddings (`inputs`)."""
+class ApiRequest:
+    """A validated request of any endpoint, in the terms the rest of Tiller uses: what is
+    asked of the engine (a Chat, a TextCompletion or an Embedding) and how it is answered."""
 
     model: str
-    messages: list[Message]
-    sampling: Sampling
-    stream: bool
-    include_usage: bool
+    ask: Ask
+    sampling: Sampling = field(default_factory=Sampling)
+    stream: bool = False
+    include_usage: bool = False
     background: bool = False
-    prompt: str | None = None  # a (legacy) completion: the text to continue, and no messages
-    inputs: list[str] | None = None  # an embeddings request: the texts, and no messages
-    encoding_format: str = "float"  # embeddings: "float" lists or "base64" float32 bytes
-    # Passed to the engine as given (CHAT_PASSTHROUGH); its choices come back as it wrote them.
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_chat(data: Any) -> ChatRequest:
+EncodingFormat = Literal["float", "base64"]  # embeddings: float lists or base64 float32 bytes
+
+
+def parse_chat(data: Any) -> ApiRequest:
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     for name in UNSUPPORTED:
@@ -236,20 +243,21 @@ def parse_chat(data: Any) -> ChatRequest:
         raise InvalidRequest(
             f"'{next(iter(extra))}' is not supported with 'background' yet.", param="background"
         )
-    return ChatRequest(
+    return ApiRequest(
         model=body.model,
-        messages=[_message(m) for m in body.messages],
+        ask=Chat(tuple(_message(m) for m in body.messages), extra),
         sampling=_sampling(body, body.max_completion_tokens or body.max_tokens),
         stream=bool(body.stream),
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         background=bool(body.background),
-        extra=extra,
     )
 
 
 def _message(m: ChatMessageIn) -> Message:
-    tool_calls = [c.model_dump() for c in m.tool_calls] if m.tool_calls else None
-    return Message(m.role, m.content, m.name, tool_calls, m.tool_call_id)
+    calls = tuple(
+        contract.ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or ()
+    )
+    return Message(m.role, m.content, m.name, calls, m.tool_call_id)
 
 
 def _passthrough(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
@@ -293,22 +301,15 @@ MAX_EMBEDDING_INPUTS = 2048
 MAX_EMBEDDING_CHARACTERS = 1_000_000
 
 
-def parse_embeddings(data: Any) -> ChatRequest:
+def parse_embeddings(data: Any) -> tuple[ApiRequest, EncodingFormat]:
+    """The request, and how its vectors are to be encoded."""
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     try:
         body = EmbeddingsRequest.model_validate(data)
     except ValidationError as error:
         raise _invalid(error) from None
-    return ChatRequest(
-        model=body.model,
-        messages=[],
-        sampling=Sampling(),
-        stream=False,
-        include_usage=False,
-        inputs=body.input,
-        encoding_format=body.encoding_format or "float",
-    )
+    return ApiRequest(body.model, Embedding(tuple(body.input))), body.encoding_format or "float"
 
 
 def _sampling(body: ChatCompletionRequest | CompletionRequest, max_tokens: int | None) -> Sampling:
@@ -316,7 +317,7 @@ def _sampling(body: ChatCompletionRequest | CompletionRequest, max_tokens: int |
         max_tokens=max_tokens,
         temperature=body.temperature,
         top_p=body.top_p,
-        stop=body.stop or [],
+        stop=tuple(body.stop or ()),
         seed=body.seed,
         presence_penalty=body.presence_penalty,
         frequency_penalty=body.frequency_penalty,
@@ -326,7 +327,7 @@ def _sampling(body: ChatCompletionRequest | CompletionRequest, max_tokens: int |
 COMPLETION_UNSUPPORTED = ("suffix",)
 
 
-def parse_completion(data: Any) -> ChatRequest:
+def parse_completion(data: Any) -> ApiRequest:
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     for name in COMPLETION_UNSUPPORTED:
@@ -337,14 +338,12 @@ def parse_completion(data: Any) -> ChatRequest:
         body = CompletionRequest.model_validate(data)
     except ValidationError as error:
         raise _invalid(error) from None
-    return ChatRequest(
+    return ApiRequest(
         model=body.model,
-        messages=[],
+        ask=TextCompletion(body.prompt, _passthrough(data, COMPLETION_PASSTHROUGH)),
         sampling=_sampling(body, body.max_tokens),
         stream=bool(body.stream),
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
-        prompt=body.prompt,
-        extra=_passthrough(data, COMPLETION_PASSTHROUGH),
     )
 
 

@@ -12,30 +12,24 @@ from __future__ import annotations
 
 import math
 
-from tiller.gateway.protocol import ChatRequest
-from tiller.worker.shared import Sampling
+from tiller.contract.requests import Chat, Embedding, Sampling, texts_of
+from tiller.gateway.protocol import ApiRequest
 
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4  # role markers and separators of a chat template
 
 
-def prompt_tokens(chat: ChatRequest) -> int:
-    texts = [m.content or "" for m in chat.messages]
-    texts += [
-        str(c.get("function", {}).get("arguments", ""))
-        for m in chat.messages
-        for c in m.tool_calls or []
-    ]
-    if chat.prompt is not None:
-        texts.append(chat.prompt)
-    texts += chat.inputs or []
-    characters = sum(len(t) for t in texts)
-    return math.ceil(characters / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(chat.messages)
+def prompt_tokens(request: ApiRequest) -> int:
+    characters = sum(len(t) for t in texts_of(request.ask))
+    messages = len(request.ask.messages) if isinstance(request.ask, Chat) else 0
+    return math.ceil(characters / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * messages
 
 
-def reservation(chat: ChatRequest, sampling: Sampling, prompt: int, default_completion: int) -> int:
+def reservation(
+    request: ApiRequest, sampling: Sampling, prompt: int, default_completion: int
+) -> int:
     """Tokens to reserve: the prompt's estimate (`prompt_tokens`) plus every choice's cap."""
-    if chat.inputs is not None:
+    if isinstance(request.ask, Embedding):
         return prompt
-    choices = int(chat.extra.get("n") or 1)
+    choices = int(request.ask.extra.get("n") or 1)
     return prompt + (sampling.max_tokens or default_completion) * choices

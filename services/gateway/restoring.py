@@ -10,11 +10,13 @@ goes out with its finish_reason; the answer's, just before the done event.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from tiller.common import events
 from tiller.common.pii.restoring import Restorer
+from tiller.contract.events import Choices, Delta, Done, Event
+from tiller.contract.results import InferenceResult
 
 
 class AnswerRestorer:
@@ -25,38 +27,37 @@ class AnswerRestorer:
         self.engines_own = False  # the engine's choices carry the answer (pass-through)
         self.unsent = 0  # tokens of deltas held back whole: they go out with the next one
 
-    def restore(self, batch: Iterable[events.Event]) -> Iterator[events.Event]:
+    def restore(self, batch: Iterable[Event]) -> Iterator[Event]:
         for event in batch:
-            if event.kind == events.DELTA:
+            if isinstance(event, Delta):
                 delta = self._delta(event)
-                if delta.data["text"] or "c" in delta.data:  # not all of it held back
+                if delta.text or delta.chunks:  # not all of it held back
                     if self.unsent:
-                        n = int(delta.data.get("n", 1)) + self.unsent
-                        delta.data["n"], self.unsent = n, 0
+                        delta = dataclasses.replace(delta, tokens=delta.tokens + self.unsent)
+                        self.unsent = 0
                     yield delta
                 else:
-                    self.unsent += int(event.data.get("n", 1))
-            elif event.kind == events.DONE:
+                    self.unsent += event.tokens
+            elif isinstance(event, Done):
                 held = self.text.flush()
                 if self.engines_own:  # the choices hold the same text: theirs goes out
                     if leftovers := self._flush_all():
-                        yield events.Event(
-                            event.id, events.DELTA, {"text": "", "n": 0, "c": [leftovers]}
-                        )
+                        yield Delta("", 0, (leftovers,), event.id)
                 elif held:
-                    yield events.Event(event.id, events.DELTA, {"text": held, "n": self.unsent})
+                    yield Delta(held, self.unsent, (), event.id)
                     self.unsent = 0
-                yield events.Event(event.id, events.DONE, self._done(event.data))
+                yield Done(self._done(event.result), event.id)
             else:
                 yield event
 
-    def _delta(self, event: events.Event) -> events.Event:
-        data = dict(event.data)  # events may be shared by several readers: copy, never mutate
-        data["text"] = self.text.feed(data.get("text", ""))
-        if "c" in data:
-            self.engines_own = True
-            data["c"] = [[self._choice(c) for c in copy.deepcopy(chunk)] for chunk in data["c"]]
-        return events.Event(event.id, events.DELTA, data)
+    def _delta(self, event: Delta) -> Delta:
+        # Events may be shared by several readers: copy, never mutate.
+        text = self.text.feed(event.text)
+        if not event.chunks:
+            return dataclasses.replace(event, text=text)
+        self.engines_own = True
+        chunks = tuple([self._choice(c) for c in copy.deepcopy(chunk)] for chunk in event.chunks)
+        return dataclasses.replace(event, text=text, chunks=chunks)
 
     def _restorer(self, index: int, part: str, call: int = 0) -> Restorer:
         key = (index, part, call)
@@ -106,7 +107,7 @@ class AnswerRestorer:
                 function = same.setdefault("function", {})
                 function["arguments"] = (function.get("arguments") or "") + held
 
-    def _flush_all(self) -> list[dict[str, Any]]:
+    def _flush_all(self) -> Choices:
         """Choices that never finished: what their restorers hold, as one chunk."""
         chunk: list[dict[str, Any]] = []
         for index in sorted({owner for owner, _, _ in self.parts}):
@@ -117,24 +118,20 @@ class AnswerRestorer:
                 chunk.append(choice)
         return chunk
 
-    def _done(self, data: dict[str, Any]) -> dict[str, Any]:
-        result = dict(data.get("result") or {})
+    def _done(self, result: InferenceResult) -> InferenceResult:
         whole = Restorer(self.vault).whole
         arguments = Restorer(self.vault, json_string=True).whole
-        if isinstance(result.get("text"), str):
-            result["text"] = whole(result["text"])
-        if result.get("choices"):
-            result["choices"] = copy.deepcopy(result["choices"])
-            for choice in result["choices"]:
-                if isinstance(choice.get("text"), str):
-                    choice["text"] = whole(choice["text"])
-                message = choice.get("message")
-                if not isinstance(message, dict):
-                    continue
-                if isinstance(message.get("content"), str):
-                    message["content"] = whole(message["content"])
-                for call in message.get("tool_calls") or ():
-                    function = call.get("function") or {}
-                    if isinstance(function.get("arguments"), str):
-                        function["arguments"] = arguments(function["arguments"])
-        return {**data, "result": result}
+        choices = copy.deepcopy(result.choices)
+        for choice in choices or ():
+            if isinstance(choice.get("text"), str):
+                choice["text"] = whole(choice["text"])
+            message = choice.get("message")
+            if not isinstance(message, dict):
+                continue
+            if isinstance(message.get("content"), str):
+                message["content"] = whole(message["content"])
+            for call in message.get("tool_calls") or ():
+                function = call.get("function") or {}
+                if isinstance(function.get("arguments"), str):
+                    function["arguments"] = arguments(function["arguments"])
+        return dataclasses.replace(result, text=whole(result.text), choices=choices)

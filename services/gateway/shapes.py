@@ -6,7 +6,7 @@ import base64
 import struct
 from typing import TYPE_CHECKING, Any
 
-from tiller.worker.shared import InferenceResult, Usage
+from tiller.contract.results import InferenceResult, Usage
 
 if TYPE_CHECKING:
     from tiller.gateway.background import Record

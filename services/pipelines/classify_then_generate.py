@@ -27,9 +27,11 @@ from typing import Any
 from pydantic import Field, model_validator
 from temporalio import workflow
 
+from tiller.contract.names import pipeline_workflow
+from tiller.contract.requests import Message
+from tiller.contract.results import InferenceResult
 from tiller.pipelines.base import PipelineOptions
 from tiller.pipelines.steps import Steps
-from tiller.worker.shared import Message, pipeline_workflow
 
 _WORD = re.compile(r"[\w-]+")
 
@@ -80,7 +82,7 @@ def label_of(answer: str, labels: list[str], default: str) -> str:
 @workflow.defn(name=pipeline_workflow("classify-then-generate"))
 class Workflow:
     @workflow.run
-    async def run(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def run(self, payload: dict[str, Any]) -> InferenceResult:
         steps = Steps(payload)
         options = steps.options(Options)
         answer = await steps.collect(
@@ -91,5 +93,5 @@ class Workflow:
         messages = steps.messages
         if route.system:
             kept = [m for m in messages if m.role not in ("system", "developer")]
-            messages = [Message("system", route.system), *kept]
+            messages = (Message("system", route.system), *kept)
         return await steps.answer(f"answer-{label}", route.model, messages)

@@ -19,9 +19,11 @@ from typing import Any
 from pydantic import Field
 from temporalio import workflow
 
+from tiller.contract.names import pipeline_workflow
+from tiller.contract.requests import Message
+from tiller.contract.results import InferenceResult
 from tiller.pipelines.base import PipelineOptions
 from tiller.pipelines.steps import Steps
-from tiller.worker.shared import Message, pipeline_workflow
 
 CRITIQUE = (
     "You review answers. List the mistakes, gaps and unclear parts of the draft answer below. "
@@ -46,7 +48,7 @@ class Options(PipelineOptions):
 @workflow.defn(name=pipeline_workflow("draft-then-refine"))
 class Workflow:
     @workflow.run
-    async def run(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def run(self, payload: dict[str, Any]) -> InferenceResult:
         steps = Steps(payload)
         options = steps.options(Options)
         draft = await steps.collect("draft", options.draft, steps.messages)

@@ -25,9 +25,10 @@ from pydantic import Field
 from temporalio import workflow
 
 from tiller.common.errors import ApprovalTimedOut, NotApproved
+from tiller.contract.names import pipeline_workflow
+from tiller.contract.results import InferenceResult
 from tiller.pipelines.base import PipelineOptions
 from tiller.pipelines.steps import Steps
-from tiller.worker.shared import pipeline_workflow
 
 
 class Options(PipelineOptions):
@@ -57,7 +58,7 @@ class Workflow:
         return self.draft
 
     @workflow.run
-    async def run(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def run(self, payload: dict[str, Any]) -> InferenceResult:
         steps = Steps(payload)
         options = steps.options(Options)
         self.draft = await steps.collect("draft", options.draft, steps.messages)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -26,22 +26,13 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from tiller.common.errors import Cancelled, TillerError
+from tiller.contract.events import Done, Failed, Publication
+from tiller.contract.names import PIPELINE_TASK_QUEUE, PUBLISH_ACTIVITY, ROUTE_ACTIVITY
+from tiller.contract.requests import Chat, InferenceInput, Message, Sampling
+from tiller.contract.results import InferenceResult, Usage
+from tiller.contract.routes import StepRoute, filled, with_system_prompt
+from tiller.contract.runs import run_plan
 from tiller.pipelines.base import PipelineOptions
-from tiller.worker.activities import error_event
-from tiller.worker.failover import run_plan
-from tiller.worker.routes import filled, with_system_prompt
-from tiller.worker.shared import (
-    PIPELINE_TASK_QUEUE,
-    PUBLISH_ACTIVITY,
-    ROUTE_ACTIVITY,
-    InferenceInput,
-    InferenceResult,
-    Message,
-    Retry,
-    Sampling,
-    Target,
-    Usage,
-)
 
 OptionsT = TypeVar("OptionsT", bound=PipelineOptions)
 T = TypeVar("T")
@@ -58,37 +49,13 @@ OWN_ACTIVITY: dict[str, Any] = {
 }
 
 
-@dataclasses.dataclass
-class StepRoute:
-    """What a step needs of its model's route (from the router's Resolve)."""
-
-    model: str
-    targets: list[Target]
-    retry: Retry
-    timeout_seconds: float
-    heartbeat_timeout_seconds: float
-    queue_timeout_seconds: float
-    defaults: Sampling
-    system_prompt: str
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StepRoute:
-        return cls(
-            model=data["model"],
-            targets=[Target(**t) for t in data["targets"]],
-            retry=Retry(**data["retry"]),
-            timeout_seconds=data["timeout_seconds"],
-            heartbeat_timeout_seconds=data["heartbeat_timeout_seconds"],
-            queue_timeout_seconds=data["queue_timeout_seconds"],
-            defaults=Sampling(**data["defaults"]),
-            system_prompt=data["system_prompt"],
-        )
-
-
 class Steps:
     def __init__(self, payload: dict[str, Any]) -> None:
         """The steps of one run, from the workflow's input (the gateway's InferenceInput)."""
         self.request = InferenceInput.from_dict(payload)
+        if not isinstance(self.request.ask, Chat):  # the gateway starts pipelines for chats only
+            raise TypeError(f"a pipeline answers chats, not {self.request.ask.kind}")
+        self.chat: Chat = self.request.ask
         self.spent = Usage()  # what the steps so far used: charged with the final answer
         self._routes: dict[str, asyncio.Future[StepRoute]] = {}
         self._told_failure = False
@@ -98,14 +65,14 @@ class Steps:
         return model.model_validate(self.request.pipeline_options)
 
     @property
-    def messages(self) -> list[Message]:
+    def messages(self) -> tuple[Message, ...]:
         """The caller's messages (masked where a PII policy says so)."""
-        return self.request.messages
+        return self.chat.messages
 
     @property
     def question(self) -> str:
         """The caller's last user message: what most pipelines work on."""
-        users = [m.content or "" for m in self.request.messages if m.role == "user"]
+        users = [m.content or "" for m in self.chat.messages if m.role == "user"]
         return users[-1] if users else ""
 
     async def route(self, model: str) -> StepRoute:
@@ -136,7 +103,7 @@ class Steps:
                 task.cancel()
             raise
 
-    async def collect(self, name: str, model: str, messages: list[Message]) -> str:
+    async def collect(self, name: str, model: str, messages: Sequence[Message]) -> str:
         """An intermediate step: `model`'s whole answer to `messages`, for the workflow only."""
         try:
             step = self._input(name, await self.route(model), messages, final=False)
@@ -144,10 +111,10 @@ class Steps:
         except ActivityError as failure:
             await self.fail(TillerError.from_failure(failure))
             raise
-        self.spent += Usage(**result["usage"])
-        return str(result["text"])
+        self.spent += result.usage
+        return result.text
 
-    async def answer(self, name: str, model: str, messages: list[Message]) -> dict[str, Any]:
+    async def answer(self, name: str, model: str, messages: Sequence[Message]) -> InferenceResult:
         """The final step: `model` answers `messages`, streamed to the client."""
         try:
             route = await self.route(model)
@@ -157,14 +124,12 @@ class Steps:
         # Its own failure reaches the client from the activity (its last attempt says so).
         return await run_plan(self._input(name, route, messages, final=True), summary=name)
 
-    async def publish(self, text: str) -> dict[str, Any]:
+    async def publish(self, text: str) -> InferenceResult:
         """The final answer is a text the workflow wrote itself: sent to the client whole."""
-        result = dataclasses.asdict(
-            InferenceResult(text, "stop", self.spent, "", self.request.model)
-        )
+        result = InferenceResult(text, "stop", self.spent, "", self.request.model)
         await workflow.execute_activity(
             PUBLISH_ACTIVITY,
-            {"events_key": self.request.events_key, "result": result},
+            Publication(self.request.events_key, Done(result)).to_dict(),
             activity_id="publish",
             summary="publish the answer",
             **OWN_ACTIVITY,
@@ -178,7 +143,7 @@ class Steps:
         self._told_failure = True
         await workflow.execute_activity(
             PUBLISH_ACTIVITY,
-            {"events_key": self.request.events_key, "error": error_event(error, self.spent)},
+            Publication(self.request.events_key, Failed(error, self.spent)).to_dict(),
             activity_id="publish-error",
             summary=f"publish the error: {error.reason}",
             **OWN_ACTIVITY,
@@ -190,21 +155,21 @@ class Steps:
         return error.to_application_error(non_retryable=True)
 
     def _input(
-        self, name: str, route: StepRoute, messages: list[Message], final: bool
+        self, name: str, route: StepRoute, messages: Sequence[Message], final: bool
     ) -> InferenceInput:
         request = self.request
-        targets = route.targets
+        targets = list(route.targets)
         if not final:  # nothing streams, so there is no partial answer to continue
             targets = [dataclasses.replace(t, resume=False) for t in targets]
         return dataclasses.replace(
             request,
             model=route.model,
-            messages=with_system_prompt(messages, route.system_prompt),
+            ask=Chat(with_system_prompt(tuple(messages), route.system_prompt)),
             # The caller's sampling shapes the answer it gets; earlier steps use their model's.
             sampling=filled(request.sampling if final else Sampling(), route.defaults),
             stream=request.stream and final,
             target=targets[0],
-            next_targets=targets[1:],
+            next_targets=tuple(targets[1:]),
             target_index=0,
             events_key=request.events_key if final else f"{request.events_key}:{name}",
             timeout_seconds=route.timeout_seconds,

@@ -8,9 +8,11 @@ from typing import Any
 from pydantic import Field
 from temporalio import workflow
 
+from tiller.contract.names import pipeline_workflow
+from tiller.contract.requests import Message
+from tiller.contract.results import InferenceResult
 from tiller.pipelines.base import PipelineOptions
 from tiller.pipelines.steps import Steps
-from tiller.worker.shared import Message, pipeline_workflow
 
 
 class Options(PipelineOptions):  # strict: unknown options are refused at load
@@ -25,7 +27,7 @@ class Options(PipelineOptions):  # strict: unknown options are refused at load
 @workflow.defn(name=pipeline_workflow("summarize-then-answer"))
 class Workflow:
     @workflow.run
-    async def run(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def run(self, payload: dict[str, Any]) -> InferenceResult:
         steps = Steps(payload)
         options = steps.options(Options)
         earlier = "\n".join(f"{m.role}: {m.content}" for m in steps.messages[:-1])

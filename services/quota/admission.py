@@ -36,8 +36,9 @@ from tiller.common.errors import (
 )
 from tiller.common.priorities import DEFAULT_PRIORITY, HIGHEST_PRIORITY, LOWEST_PRIORITY
 from tiller.common.redis_text import text
+from tiller.contract.keys import digest
 from tiller.quota import metrics
-from tiller.quota.keys import QuotaLayout, digest, split_types
+from tiller.quota.keys import QuotaLayout, split_types
 from tiller.quota.scripts import BatchScript
 
 log = logging.getLogger(__name__)

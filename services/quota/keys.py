@@ -16,7 +16,6 @@ count a key, its team and its model atomically, in Redis Cluster too (one slot).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import secrets
@@ -31,6 +30,7 @@ from tiller.common.pii.policy import MODES as PII_MODES
 from tiller.common.pii.recognizers import TYPE_NAME
 from tiller.common.priorities import DEFAULT_PRIORITY, HIGHEST_PRIORITY, LOWEST_PRIORITY
 from tiller.common.redis_text import text
+from tiller.contract.keys import digest
 
 KEY_PREFIX = "tk-"
 ROLES = ("admin", "member", "viewer")
@@ -48,14 +48,6 @@ def split_types(joined: str) -> tuple[str, ...]:
 
 def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
-
-
-def digest(api_key: str) -> str:
-    return hashlib.sha256(api_key.encode()).hexdigest()
-
-
-def key_id_of(api_key: str) -> str:
-    return digest(api_key)[:16]
 
 
 def valid_key_id(key_id: str) -> bool:

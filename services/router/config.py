@@ -25,10 +25,10 @@ from pydantic import (
 from tiller.common.paths import key_path
 from tiller.common.pii.findings import BUILT_IN_TYPES, DEFAULT_MIN_SCORE
 from tiller.common.pii.recognizers import RecognizerSpec
+from tiller.contract.engines import KINDS, check_endpoint, check_options
+from tiller.contract.requests import HEARTBEAT_TIMEOUT_SECONDS, QUEUE_TIMEOUT_SECONDS
 from tiller.pipelines import PIPELINES, options_model
 from tiller.pipelines.base import PipelineOptions
-from tiller.worker.adapters import KINDS, check_endpoint, check_options
-from tiller.worker.shared import HEARTBEAT_TIMEOUT_SECONDS, QUEUE_TIMEOUT_SECONDS
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
 QUEUE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"

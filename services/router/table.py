@@ -12,8 +12,8 @@ from types import MappingProxyType
 
 from tiller.common.errors import ModelNotFound
 from tiller.common.pii.findings import BUILT_IN_TYPES, DEFAULT_MIN_SCORE
+from tiller.contract.names import FAILOVER_TASK_QUEUE, PIPELINE_TASK_QUEUE
 from tiller.router import config
-from tiller.worker.shared import FAILOVER_TASK_QUEUE, PIPELINE_TASK_QUEUE
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,9 +5,9 @@ retries it and times it out. The attempt that ends the request (an error no retr
 last attempt on the last deployment) publishes the error to the request's event stream itself,
 so the waiting client hears of it at once.
 
-An attempt after a failure first claims the stream (events.py) and reads what was delivered:
-a finished answer is returned as is; a partial one is continued by an engine that can (the
-deployment's `resume`), so the client's text stays whole and unrepeated, and otherwise ends
+An attempt after a failure first claims the stream (contract/answer_stream.py) and reads what was
+delivered: a finished answer is returned as is; a partial one is continued by an engine that can
+(the deployment's `resume`), so the client's text stays whole and unrepeated, and otherwise ends
 with a clear `engine_failed_mid_stream` error.
 """
 
@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from tiller.common import events, logs, tracing
+from tiller.common import logs, tracing
 from tiller.common.errors import (
     Cancelled,
     EngineFailedMidStream,
@@ -35,18 +35,15 @@ from tiller.common.errors import (
     ServiceUnavailable,
     TillerError,
 )
+from tiller.contract.answer_stream import FENCE_STRIDE, Delivered, EventWriter, Superseded
+from tiller.contract.names import GENERATE_ACTIVITY
+from tiller.contract.requests import Chat, Embedding, InferenceInput
+from tiller.contract.results import InferenceResult, Usage
+from tiller.contract.runs import request_bound_seconds
 from tiller.worker import metrics
 from tiller.worker.adapters import Adapters
 from tiller.worker.adapters.base import Completion, EngineRequest
 from tiller.worker.cancels import CancelSignals
-from tiller.worker.shared import (
-    FENCE_STRIDE,
-    GENERATE_ACTIVITY,
-    InferenceInput,
-    InferenceResult,
-    Usage,
-    request_bound_seconds,
-)
 
 log = logging.getLogger(__name__)
 TRACER = tracing.tracer("tiller.worker")
@@ -82,7 +79,7 @@ class InferenceActivities:
     async def _generate(self, request: InferenceInput, number: int) -> dict[str, Any]:
         fence = request.target_index * FENCE_STRIDE + number
         live_ttl = int(request_bound_seconds(request)) + self.event_ttl
-        writer = events.EventWriter(
+        writer = EventWriter(
             self.redis, request.events_key, self.event_ttl, fence, live_ttl_seconds=live_ttl
         )
         try:
@@ -93,7 +90,7 @@ class InferenceActivities:
                 # meet its payload limit (2 MB by default).
                 result = dataclasses.replace(result, embeddings=None, choices=None)
             return dataclasses.asdict(result)
-        except events.Superseded:
+        except Superseded:
             # Temporal gave this attempt up (no heartbeat in time) and a later one took over;
             # what this one would report is discarded, and it must not publish anything.
             log.warning("attempt superseded by a later one", extra={"fence": fence})
@@ -103,24 +100,22 @@ class InferenceActivities:
         finally:
             writer.abort()  # a no-op once drained
 
-    async def _attempt(
-        self, request: InferenceInput, writer: events.EventWriter
-    ) -> InferenceResult:
+    async def _attempt(self, request: InferenceInput, writer: EventWriter) -> InferenceResult:
         published = _Published()
         # Whether a partial answer can be continued: on this deployment (the next attempt does
         # it), or only on a later one (this deployment is given up for it).
         here = request.stream and request.target.resume
         later = request.stream and any(t.resume for t in request.next_targets)
         try:
-            delivered = events.Delivered()
+            delivered = Delivered()
             if writer.fence > 1:  # a retry or a later deployment: see what came before
-                delivered = events.Delivered.of(await writer.claim())
+                delivered = Delivered.of(await writer.claim())
                 if delivered.done is not None or delivered.error is not None:
                     await writer.ended()  # the claim must not keep a finished stream alive
                 if delivered.done is not None:  # finished, but the worker died reporting it
-                    return InferenceResult.from_dict(delivered.done.data["result"])
+                    return delivered.done.result
                 if delivered.error is not None:  # already told the client; nothing to add
-                    raise events.Superseded(request.events_key)
+                    raise Superseded(request.events_key)
                 if delivered.any and not here:
                     raise _mid_stream(request, later)
                 published.any = delivered.any
@@ -148,9 +143,9 @@ class InferenceActivities:
                 completion.embeddings,
                 completion.choices,
             )
-            await writer.done(dataclasses.asdict(result))
+            await writer.done(result)
             return result
-        except (events.Superseded, ApplicationError):
+        except (Superseded, ApplicationError):
             raise
         except RedisError:
             stuck = published.any and not here  # a partial answer this deployment cannot finish
@@ -206,20 +201,23 @@ class InferenceActivities:
     async def _run(
         self,
         request: InferenceInput,
-        writer: events.EventWriter,
+        writer: EventWriter,
         published: _Published,
-        delivered: events.Delivered,
+        delivered: Delivered,
     ) -> Completion:
         adapter = self.adapters[request.target.adapter]
-        if "tools" not in adapter.passthrough and any(
-            m.tool_calls or m.tool_call_id for m in request.messages
+        ask = request.ask
+        if (
+            isinstance(ask, Chat)
+            and "tools" not in adapter.passthrough
+            and any(m.tool_calls or m.tool_call_id for m in ask.messages)
         ):
             raise InvalidRequest(
                 f"Deployment {request.target.deployment!r} ({request.target.adapter}) does not "
                 "take tool calls or tool results in the messages.",
                 param="messages",
             )
-        if unknown := sorted(set(request.extra) - adapter.passthrough):
+        if unknown := sorted(set(ask.extra) - adapter.passthrough):
             raise InvalidRequest(
                 f"'{unknown[0]}' is not supported by deployment {request.target.deployment!r} "
                 f"({request.target.adapter}).",
@@ -232,16 +230,9 @@ class InferenceActivities:
                 return Completion(delivered.text, "length", Usage(0, delivered.tokens))
             sampling = dataclasses.replace(sampling, max_tokens=left)
         engine_request = EngineRequest(
-            request.target,
-            request.messages,
-            sampling,
-            request.timeout_seconds,
-            delivered.text,
-            request.prompt,
-            request.inputs,
-            request.extra,
+            request.target, ask, sampling, request.timeout_seconds, delivered.text
         )
-        if request.inputs is not None:
+        if isinstance(ask, Embedding):
             found = await adapter.embed(engine_request)
             return Completion("", "stop", Usage(found.prompt_tokens, 0), found.vectors)
         if not request.stream:
@@ -285,7 +276,7 @@ def _mid_stream(request: InferenceInput, later: bool, cause: str = "") -> Except
 
 
 async def _publish_if_final(
-    writer: events.EventWriter, request: InferenceInput, error: TillerError
+    writer: EventWriter, request: InferenceInput, error: TillerError
 ) -> None:
     """The last attempt on the last deployment, or an error nothing can fix: tell the waiting
     client now."""
@@ -295,16 +286,7 @@ async def _publish_if_final(
         return  # the failover workflow tries the next deployment
     # If Redis is away too, the gateway's idle check reads the activity's failure instead.
     with contextlib.suppress(RedisError):
-        await writer.error(error_event(error, request.spent))
-
-
-def error_event(error: TillerError, spent: Usage) -> dict[str, Any]:
-    """An error for the client's stream, with what a pipeline's earlier steps spent (charged
-    even though the answer failed: the engines did the work)."""
-    published = error.to_dict()
-    if spent.total_tokens:
-        published["spent"] = dataclasses.asdict(spent)
-    return published
+        await writer.error(error, request.spent)
 
 
 @dataclasses.dataclass

@@ -14,8 +14,8 @@ import logging
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from tiller.common import events
 from tiller.common.redis_text import text
+from tiller.contract.events import cancel_channel
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 1.0
@@ -23,7 +23,7 @@ RETRY_SECONDS = 1.0
 
 class CancelSignals:
     def __init__(self, redis: Redis, prefix: str) -> None:
-        self.redis, self.channel = redis, events.cancel_channel(prefix)
+        self.redis, self.channel = redis, cancel_channel(prefix)
         self._watched: dict[str, asyncio.Event] = {}
         # Attempts of one request running here together (a pipeline's fan-out steps): the
         # watch ends with the last of them.

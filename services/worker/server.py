@@ -20,16 +20,16 @@ from tiller.common import redis_client, temporal
 from tiller.common.grpc_client import channel
 from tiller.common.lifecycle import StartupError, run_service, stop_event
 from tiller.common.metrics import serve_metrics
-from tiller.pipelines.activities import PipelineActivities
+from tiller.contract.names import FAILOVER_TASK_QUEUE, PIPELINE_TASK_QUEUE
 from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
 from tiller.worker.activities import InferenceActivities
 from tiller.worker.adapters import Adapters
 from tiller.worker.adapters.base import AdapterResources
 from tiller.worker.cancels import CancelSignals
 from tiller.worker.failover import FailoverWorkflow
+from tiller.worker.pipeline_activities import PipelineActivities
 from tiller.worker.pool import WorkerPool
 from tiller.worker.settings import WorkerSettings
-from tiller.worker.shared import FAILOVER_TASK_QUEUE, PIPELINE_TASK_QUEUE
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from tests.support import Stack, chunks_of, start_service, stop_service, temporal_client, text_of
-from tiller.common import events
+from tiller.contract.answer_stream import read
+from tiller.contract.events import Claim, Delta, stream_key
 
 
 @pytest.fixture
@@ -104,13 +105,13 @@ async def test_a_worker_stopped_mid_answer_loses_nothing(
     assert description.attempt == 2
     # The second attempt claimed the stream and continued it (not "found it finished").
     redis = Redis.from_url(stack.redis_url)
-    published = await events.read(redis, events.stream_key("tiller:", request_id), "0", 1)
+    published = await read(redis, stream_key("tiller:", request_id), "0", 1)
     await redis.aclose()
-    kinds = [e.kind for e in published]
-    claim = kinds.index(events.CLAIM)
-    continued = "".join(e.data["text"] for e in published[claim:] if e.kind == events.DELTA)
+    kinds = [type(e) for e in published]
+    claim = kinds.index(Claim)
+    continued = "".join(e.text for e in published[claim:] if isinstance(e, Delta))
     print(f"the second attempt continued with {len(continued)} characters after its claim")
-    assert events.DELTA in kinds[:claim] and continued and expected.endswith(continued)
+    assert Delta in kinds[:claim] and continued and expected.endswith(continued)
     survivor = next(w for w in durable_workers if w.pid != killed)
     assert str(description.last_worker_identity).startswith(f"{survivor.pid}@")
 

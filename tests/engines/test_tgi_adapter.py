@@ -20,10 +20,11 @@ from tiller.common.errors import (
     InvalidRequest,
     TillerError,
 )
+from tiller.contract.requests import Chat, Embedding, Message, Sampling, Target, TextCompletion
+from tiller.contract.results import Usage
 from tiller.worker.adapters import tgi
 from tiller.worker.adapters.base import AdapterResources, Completion, Delta, EngineRequest
 from tiller.worker.adapters.tgi import TGIAdapter
-from tiller.worker.shared import Message, Sampling, Target, Usage
 
 CHAT = "chat"
 PROMPT = "prompt"
@@ -52,15 +53,12 @@ def request(
     **sampling: Any,
 ) -> EngineRequest:
     target = Target("tgi-test", "tgi", endpoint, "standin/echo", "tiller.tgi-test")
-    return EngineRequest(
-        target,
-        [Message("user", text)] if api == CHAT else [],
-        Sampling(**sampling),
-        timeout,
-        partial,
-        text if api == PROMPT else None,
-        extra=extra or {},
+    asked = (
+        Chat((Message("user", text),), extra or {})
+        if api == CHAT
+        else TextCompletion(text, extra or {})
     )
+    return EngineRequest(target, asked, Sampling(**sampling), timeout, partial)
 
 
 async def streamed(adapter: TGIAdapter, req: EngineRequest) -> tuple[str, list[Delta]]:
@@ -181,7 +179,7 @@ async def test_health_is_tgis_health_route(adapter: TGIAdapter, endpoint: str) -
 async def test_embeddings_are_refused(adapter: TGIAdapter, endpoint: str) -> None:
     req = request(endpoint, "")
     with pytest.raises(InvalidRequest) as caught:
-        await adapter.embed(EngineRequest(req.target, [], Sampling(), 5.0, inputs=["a"]))
+        await adapter.embed(EngineRequest(req.target, Embedding(("a",)), Sampling(), 5.0))
     assert caught.value.param == "model" and not caught.value.retryable
 
 

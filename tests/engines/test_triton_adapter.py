@@ -32,11 +32,12 @@ from tiller.common.errors import (
     InvalidRequest,
     TillerError,
 )
+from tiller.contract.engines.triton_options import check_options, parse_options
+from tiller.contract.requests import Chat, Embedding, Message, Sampling, Target, TextCompletion
+from tiller.contract.results import Usage
 from tiller.worker.adapters import triton as triton_module
 from tiller.worker.adapters.base import AdapterResources, Delta, EngineRequest
 from tiller.worker.adapters.triton import TritonAdapter
-from tiller.worker.adapters.triton_options import check_options, parse_options
-from tiller.worker.shared import Message, Sampling, Target, Usage
 
 TEXT: dict[str, Any] = {
     "inputs": {"prompt": "text_input", "max_tokens": "max_tokens"},
@@ -88,7 +89,7 @@ def ask(
     endpoint = server if isinstance(server, str) else server.grpc
     return EngineRequest(
         target=target(endpoint, model, options),
-        messages=[Message("user", content)],
+        ask=Chat((Message("user", content),)),
         sampling=Sampling(**sampling),
         timeout_seconds=timeout,
     )
@@ -99,8 +100,12 @@ async def collect(adapter: TritonAdapter, request: EngineRequest) -> list[Delta]
 
 
 def calls(adapter: TritonAdapter) -> list[Callable[[EngineRequest], Awaitable[object]]]:
-    """Every way to ask: predict, stream, embed."""
-    return [adapter.predict, functools.partial(collect, adapter), adapter.embed]
+    """Every way to ask: predict, stream (a chat), embed (the chat's text to embed)."""
+
+    async def embed(request: EngineRequest) -> object:
+        return await adapter.embed(replace(request, ask=Embedding(("x",))))
+
+    return [adapter.predict, functools.partial(collect, adapter), embed]
 
 
 # --- predict and stream ------------------------------------------------------------------------
@@ -122,7 +127,7 @@ async def test_default_template_and_partial(server: TritonServer, adapter: Trito
     options = {"inputs": {"prompt": "text_input"}, "outputs": {"text": "text_output"}}
     request = EngineRequest(
         target=target(server.grpc, "tiny-text", options),
-        messages=[Message("system", "be brief"), Message("user", "TRITON_ECHO hi")],
+        ask=Chat((Message("system", "be brief"), Message("user", "TRITON_ECHO hi"))),
         sampling=Sampling(),
         timeout_seconds=30,
         partial="So",
@@ -132,7 +137,7 @@ async def test_default_template_and_partial(server: TritonServer, adapter: Trito
 
 
 async def test_legacy_completion_prompt(server: TritonServer, adapter: TritonAdapter) -> None:
-    request = replace(ask(server, "tiny-text", TEXT), messages=[], prompt="a b\nc d e")
+    request = replace(ask(server, "tiny-text", TEXT), ask=TextCompletion("a b\nc d e"))
     assert (await adapter.predict(request)).text == "e d c"
 
 
@@ -218,21 +223,21 @@ async def test_cancelling_the_iteration_cancels_the_grpc_stream(
 # --- embeddings --------------------------------------------------------------------------------
 async def test_embeddings_in_batches(server: TritonServer, adapter: TritonAdapter) -> None:
     texts = [f"text number {i}" for i in range(6)]  # tiny-embed batches at most 4
-    request = replace(ask(server, "tiny-embed", EMBED), messages=[], inputs=texts)
+    request = replace(ask(server, "tiny-embed", EMBED), ask=Embedding(tuple(texts)))
     result = await adapter.embed(request)
     assert len(result.vectors) == 6 and all(len(v) == 8 for v in result.vectors)
     for text, vector in zip(texts, result.vectors, strict=True):
         assert math.isclose(math.fsum(x * x for x in vector), 1.0, rel_tol=1e-5)
         assert vector == pytest.approx(expected_vector(text), rel=1e-6)
     assert result.prompt_tokens == 18
-    again = await adapter.embed(replace(request, inputs=[texts[3]]))
+    again = await adapter.embed(replace(request, ask=Embedding((texts[3],))))
     assert again.vectors == [result.vectors[3]]
 
 
 async def test_embeddings_need_an_embedding_output(
     server: TritonServer, adapter: TritonAdapter
 ) -> None:
-    request = replace(ask(server, "tiny-text", TEXT), messages=[], inputs=["x"])
+    request = replace(ask(server, "tiny-text", TEXT), ask=Embedding(("x",)))
     with pytest.raises(InvalidRequest, match="does not serve embeddings"):
         await adapter.embed(request)
 
@@ -259,7 +264,7 @@ async def test_an_unknown_model_is_an_engine_error(
     options = {**TEXT, "outputs": {**TEXT["outputs"], "embedding": "e"}}
     for call in calls(adapter):
         with pytest.raises(EngineError, match="no model 'nope'") as raised:
-            await call(replace(ask(server, "nope", options, "x"), inputs=["x"]))
+            await call(ask(server, "nope", options, "x"))
         assert not raised.value.retryable
 
 
@@ -307,7 +312,7 @@ async def test_a_server_that_is_down(adapter: TritonAdapter) -> None:
     options = {**TEXT, "outputs": {**TEXT["outputs"], "embedding": "e"}}
     for call in calls(adapter):
         with pytest.raises(EngineUnavailable) as raised:
-            await call(replace(ask(endpoint, "tiny-text", options, "x"), inputs=["x"]))
+            await call(ask(endpoint, "tiny-text", options, "x"))
         assert raised.value.retryable
     assert not await adapter.health(target(endpoint, "tiny-text", TEXT))
 

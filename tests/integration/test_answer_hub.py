@@ -10,7 +10,9 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.support import Stack
-from tiller.common import events
+from tiller.contract.answer_stream import EventWriter, coalesce, read
+from tiller.contract.events import Delta, Done, Event
+from tiller.contract.results import InferenceResult, Usage
 from tiller.gateway.answers import AnswerHub, Subscription
 
 
@@ -28,6 +30,13 @@ def key() -> str:
     return f"test:events:{uuid.uuid4().hex}"
 
 
+RESULT = InferenceResult("abc", "stop", Usage(1, 3))
+
+
+def text_of(event: Event) -> str | None:
+    return event.text if isinstance(event, Delta) else None
+
+
 async def test_a_request_that_joins_a_blocked_read_is_served_at_once(
     hub: tuple[AnswerHub, Redis],
 ) -> None:
@@ -36,9 +45,9 @@ async def test_a_request_that_joins_a_blocked_read_is_served_at_once(
     assert await first.next(0.2) == []  # the reader is now blocked on `first` alone
     late_key = key()
     late = answers.subscribe(late_key)
-    await events.EventWriter(redis, late_key, 60).delta("hello")
+    await EventWriter(redis, late_key, 60).delta("hello")
     batch = await late.next(5.0)
-    assert [(e.kind, e.data["text"]) for e in batch] == [(events.DELTA, "hello")]
+    assert batch == [Delta("hello", 1, (), batch[0].id)]
 
 
 async def test_entries_that_pile_up_arrive_together_and_in_order(
@@ -46,17 +55,15 @@ async def test_entries_that_pile_up_arrive_together_and_in_order(
 ) -> None:
     answers, redis = hub
     stream = key()
-    writer = events.EventWriter(redis, stream, 60)
+    writer = EventWriter(redis, stream, 60)
     for word in ("a", "b", "c"):
         await writer.delta(word)
-    await writer.done({"text": "abc"})
+    await writer.done(RESULT)
     sub = answers.subscribe(stream)
     batch = await sub.next(5.0)
-    merged = events.coalesce(batch)
-    assert [(e.kind, e.data.get("text")) for e in merged] == [
-        (events.DELTA, "abc"),
-        (events.DONE, None),
-    ]
+    merged = coalesce(batch)
+    assert [text_of(e) for e in merged] == ["abc", None]
+    assert isinstance(merged[1], Done) and merged[1].result == RESULT
     assert merged[0].id == batch[2].id  # a resumed stream continues after the last delta
 
 
@@ -69,7 +76,7 @@ async def test_many_requests_share_one_reader(hub: tuple[AnswerHub, Redis]) -> N
             pipe.xadd(k, {b"e": b'{"kind": "delta", "text": "%s"}' % k.encode()})
         await pipe.execute()
     batches = await asyncio.gather(*(s.next(5.0) for s in subs))
-    assert [b[0].data["text"] for b in batches] == keys
+    assert [text_of(b[0]) for b in batches] == keys
     clients = await redis.client_list()
     assert len(clients) < 20  # one reader and a small pool, not a connection per request
 
@@ -102,20 +109,20 @@ async def test_two_readers_of_one_stream_each_get_every_entry_from_their_own_pla
 ) -> None:
     answers, redis = hub
     stream = key()
-    writer = events.EventWriter(redis, stream, 60)
+    writer = EventWriter(redis, stream, 60)
     await writer.delta("a")
     await writer.delta("b")
-    first = (await events.read(redis, stream, "0", 1))[0]
+    first = (await read(redis, stream, "0", 1))[0]
     whole = answers.subscribe(stream)  # e.g. a background request's watcher
     resumed = answers.subscribe(stream, after=first.id)  # a client resuming after "a"
     await writer.delta("c")
-    await writer.done({"text": "abc"})
+    await writer.done(RESULT)
 
     async def texts(sub: Subscription) -> list[str | None]:
-        got: list[events.Event] = []
+        got: list[Event] = []
         while not (got and got[-1].terminal):
             got += await sub.next(5.0)
-        return [e.data.get("text") for e in got]
+        return [text_of(e) for e in got]
 
     assert await texts(whole) == ["a", "b", "c", None]
     assert await texts(resumed) == ["b", "c", None]
@@ -128,17 +135,17 @@ async def test_a_reader_that_joins_further_back_during_a_read_misses_nothing(
 ) -> None:
     answers, redis = hub
     stream = key()
-    writer = events.EventWriter(redis, stream, 60)
+    writer = EventWriter(redis, stream, 60)
     await writer.delta("a")
     ahead = answers.subscribe(stream)
-    assert [e.data["text"] for e in await ahead.next(5.0)] == ["a"]
+    assert [text_of(e) for e in await ahead.next(5.0)] == ["a"]
     assert await ahead.next(0.2) == []  # the reader now blocks on the stream after "a"
     behind = answers.subscribe(stream)  # from the start, joining that blocked read
     await writer.delta("b")
     got: list[str] = []
     for _ in range(3):
-        got += [e.data["text"] for e in await behind.next(2.0)]
+        got += [e.text for e in await behind.next(2.0) if isinstance(e, Delta)]
         if len(got) >= 2:
             break
     assert got == ["a", "b"]
-    assert [e.data["text"] for e in await ahead.next(5.0)] == ["b"]
+    assert [text_of(e) for e in await ahead.next(5.0)] == ["b"]

@@ -11,7 +11,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from tests.support import Stack
-from tiller.common import events
+from tiller.contract.answer_stream import EventWriter, read
+from tiller.contract.events import Delta, Done
+from tiller.contract.results import InferenceResult, Usage
 
 
 @pytest.fixture
@@ -21,8 +23,8 @@ async def redis(stack: Stack) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-def writer(redis: Redis) -> events.EventWriter:
-    return events.EventWriter(redis, f"test:events:{uuid.uuid4().hex}", ttl_seconds=60)
+def writer(redis: Redis) -> EventWriter:
+    return EventWriter(redis, f"test:events:{uuid.uuid4().hex}", ttl_seconds=60)
 
 
 async def test_a_burst_of_deltas_becomes_few_entries_in_order(redis: Redis) -> None:
@@ -31,12 +33,12 @@ async def test_a_burst_of_deltas_becomes_few_entries_in_order(redis: Redis) -> N
     for word in words:  # back to back, as a fast engine's deltas arrive
         out.add_delta(word)
     await out.drain()
-    await out.done({"text": "".join(words)})
-    published = await events.read(redis, out.key, "0", 1)
-    deltas = [e.data["text"] for e in published if e.kind == events.DELTA]
+    await out.done(InferenceResult("".join(words), "stop", Usage()))
+    published = await read(redis, out.key, "0", 1)
+    deltas = [e.text for e in published if isinstance(e, Delta)]
     assert "".join(deltas) == "".join(words)
     assert len(deltas) <= 2  # the first append, then everything queued behind it
-    assert published[-1].kind == events.DONE
+    assert isinstance(published[-1], Done)
 
 
 async def test_deltas_that_arrive_apart_are_appended_one_by_one(redis: Redis) -> None:
@@ -45,8 +47,9 @@ async def test_deltas_that_arrive_apart_are_appended_one_by_one(redis: Redis) ->
         out.add_delta(word)
         await asyncio.sleep(0.05)  # a slow engine: each append finishes before the next token
     await out.drain()
-    published = await events.read(redis, out.key, "0", 1)
-    assert [e.data["text"] for e in published] == ["a", "b", "c"]
+    published = await read(redis, out.key, "0", 1)
+    assert [e.text for e in published if isinstance(e, Delta)] == ["a", "b", "c"]
+    assert len(published) == 3
 
 
 async def test_an_append_that_failed_is_raised_to_the_attempt(redis: Redis) -> None:

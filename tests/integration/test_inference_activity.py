@@ -14,27 +14,22 @@ from redis.asyncio import Redis
 from temporalio.client import ActivityFailureError, Client
 
 from tests.support import Stack, closed_port, temporal_client
-from tiller.common import events
 from tiller.common.errors import (
     ContextLengthExceeded,
     EngineFailedMidStream,
     EngineUnavailable,
     TillerError,
 )
+from tiller.contract.answer_stream import EventWriter, Superseded, read
+from tiller.contract.events import Claim, Delta, Done, Event, Failed, stream_key
+from tiller.contract.names import GENERATE_ACTIVITY
+from tiller.contract.requests import Chat, InferenceInput, Message, Retry, Sampling, Target
+from tiller.contract.results import InferenceResult, Usage
+from tiller.contract.runs import activity_options
 from tiller.worker.activities import InferenceActivities
 from tiller.worker.adapters import Adapters
 from tiller.worker.adapters.base import AdapterResources
 from tiller.worker.server import build_workers
-from tiller.worker.shared import (
-    GENERATE_ACTIVITY,
-    InferenceInput,
-    InferenceResult,
-    Message,
-    Retry,
-    Sampling,
-    Target,
-    activity_options,
-)
 
 
 @dataclass
@@ -58,14 +53,14 @@ class Env:
         return InferenceInput(
             request_id=request_id,
             model="demo",
-            messages=[Message("user", content)],
+            ask=Chat((Message("user", content),)),
             sampling=Sampling(max_tokens=max_tokens),
             stream=stream,
             target=Target(
                 "d1", "openai", endpoint or self.demo_endpoint, "demo", self.queue, "demo", resume
             ),
             target_index=target_index,
-            events_key=events.stream_key("test:", request_id),
+            events_key=stream_key("test:", request_id),
             timeout_seconds=10,
             retry=Retry(
                 max_attempts=3, initial_interval_seconds=0.05, maximum_interval_seconds=0.1
@@ -83,10 +78,10 @@ class Env:
         )
         return result
 
-    async def published(self, request: InferenceInput, claims: bool = False) -> list[events.Event]:
+    async def published(self, request: InferenceInput, claims: bool = False) -> list[Event]:
         """The request's stream; without the claims later attempts made unless asked."""
-        published = await events.read(self.redis, request.events_key, "0", 1)
-        return [e for e in published if claims or e.kind != events.CLAIM]
+        published = await read(self.redis, request.events_key, "0", 1)
+        return [e for e in published if claims or not isinstance(e, Claim)]
 
 
 @pytest.fixture
@@ -119,11 +114,11 @@ async def test_streamed_answer_is_published_as_deltas_then_done(env: Env) -> Non
     )  # fmt: skip
     published = await env.published(request)
     # Five tokens, 1 ms apart: deltas that meet an append in flight share its successor.
-    kinds = [e.kind for e in published]
-    assert kinds[-1] == events.DONE and set(kinds[:-1]) == {events.DELTA}
-    assert 1 <= len(kinds) - 1 <= 5
-    assert "".join(e.data["text"] for e in published[:-1]) == result.text
-    assert published[-1].data["result"]["usage"] == {"prompt_tokens": 3, "completion_tokens": 5}
+    *deltas, done = published
+    assert isinstance(done, Done) and all(isinstance(e, Delta) for e in deltas)
+    assert 1 <= len(deltas) <= 5
+    assert "".join(e.text for e in deltas if isinstance(e, Delta)) == result.text
+    assert done.result.usage == Usage(3, 5)
     assert await env.redis.ttl(request.events_key) > 0  # the answer does not stay in Redis
 
 
@@ -131,8 +126,9 @@ async def test_non_streaming_publishes_only_the_result(env: Env) -> None:
     request = env.request("whole answer", stream=False)
     result = await env.run(request)
     published = await env.published(request)
-    assert [e.kind for e in published] == [events.DONE]
-    assert published[0].data["result"]["text"] == result.text == "You said: whole answer"
+    [done] = published
+    assert isinstance(done, Done)
+    assert done.result.text == result.text == "You said: whole answer"
 
 
 async def test_an_engine_that_is_down_is_retried_then_reported(env: Env) -> None:
@@ -142,8 +138,8 @@ async def test_an_engine_that_is_down_is_retried_then_reported(env: Env) -> None
     assert type(TillerError.from_failure(caught.value.cause)) is EngineUnavailable
     assert await attempts(env.client, request.request_id) == 3
     (published,) = await env.published(request)
-    assert published.kind == events.ERROR
-    assert published.data["error"]["reason"] == "EngineUnavailable"
+    assert isinstance(published, Failed)
+    assert published.error.reason == "EngineUnavailable"
 
 
 async def test_a_request_that_cannot_succeed_is_not_retried(env: Env) -> None:
@@ -154,12 +150,13 @@ async def test_a_request_that_cannot_succeed_is_not_retried(env: Env) -> None:
     assert type(error) is ContextLengthExceeded and "maximum context length" in error.message
     assert await attempts(env.client, request.request_id) == 1
     (published,) = await env.published(request)
-    assert published.data["error"]["reason"] == "ContextLengthExceeded"
+    assert isinstance(published, Failed)
+    assert published.error.reason == "ContextLengthExceeded"
 
 
-async def earlier_attempt(env: Env, request: InferenceInput, *pieces: str) -> events.EventWriter:
+async def earlier_attempt(env: Env, request: InferenceInput, *pieces: str) -> EventWriter:
     """What a first attempt streamed before its worker died."""
-    first = events.EventWriter(env.redis, request.events_key, 60, fence=1)
+    first = EventWriter(env.redis, request.events_key, 60, fence=1)
     for piece in pieces:
         await first.delta(piece)
     return first
@@ -173,12 +170,12 @@ async def test_a_later_attempt_continues_the_delivered_text_without_repeating_it
     result = await env.run(request)
     assert result.text == "You said: please keep going"
     published = await env.published(request, claims=True)
-    text = "".join(e.data["text"] for e in published if e.kind == events.DELTA)
+    text = "".join(e.text for e in published if isinstance(e, Delta))
     assert text == result.text  # what the client reads: whole, nothing twice
-    assert [e.kind for e in published].count(events.CLAIM) == 1
+    assert [type(e) for e in published].count(Claim) == 1
     # The engine answered 3 more tokens after the 3 delivered; usage counts all 6 as answer.
     assert result.usage.completion_tokens == 6
-    with pytest.raises(events.Superseded):  # the first attempt, had it survived, is fenced off
+    with pytest.raises(Superseded):  # the first attempt, had it survived, is fenced off
         await first.delta(" please")
 
 
@@ -197,20 +194,14 @@ async def test_a_deployment_that_cannot_resume_fails_cleanly_mid_stream(env: Env
     assert type(TillerError.from_failure(caught.value.cause)) is EngineFailedMidStream
     assert await attempts(env.client, request.request_id) == 1  # not retried: it cannot help
     published = await env.published(request)
-    assert published[-1].kind == events.ERROR
-    assert published[-1].data["error"]["reason"] == "EngineFailedMidStream"
+    assert isinstance(published[-1], Failed)
+    assert published[-1].error.reason == "EngineFailedMidStream"
 
 
 async def test_a_finished_answer_is_returned_not_generated_again(env: Env) -> None:
     request = env.request("done already", resume=True, target_index=1)
     first = await earlier_attempt(env, request, "You said: done already")
-    finished = {
-        "text": "You said: done already",
-        "finish_reason": "stop",
-        "usage": {"prompt_tokens": 2, "completion_tokens": 4},
-        "deployment": "d1",
-        "model": "demo",
-    }
+    finished = InferenceResult("You said: done already", "stop", Usage(2, 4), "d1", "demo")
     await first.done(finished)
     result = await env.run(request)
-    assert result == InferenceResult.from_dict(finished)
+    assert result == finished

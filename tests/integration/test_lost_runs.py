@@ -13,8 +13,10 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.support import TEST_PAYLOAD_KEYS, Stack
-from tiller.common import events
 from tiller.common.errors import InternalError
+from tiller.contract.answer_stream import EventWriter
+from tiller.contract.events import Delta, Done, stream_key
+from tiller.contract.results import InferenceResult, Usage
 from tiller.gateway.background import QUEUED, Record
 from tiller.gateway.inference import Inference
 from tiller.gateway.settings import GatewaySettings
@@ -47,7 +49,7 @@ def unknown_run(kind: str) -> Record:
         model="demo",
         created=int(time.time()),
         kind=kind,  # type: ignore[arg-type]
-        events_key=events.stream_key("test-lost:", request_id),
+        events_key=stream_key("test-lost:", request_id),
         include_usage=False,
         status=QUEUED,
     )
@@ -67,15 +69,10 @@ async def test_an_answer_already_in_the_stream_wins_over_a_lost_run(
 ) -> None:
     record = unknown_run("activity")
     redis = Redis.from_url(stack.redis_url)
-    writer = events.EventWriter(redis, record.events_key, 60)
+    writer = EventWriter(redis, record.events_key, 60)
     await writer.delta("You said: hi")
-    finished = {
-        "text": "You said: hi",
-        "finish_reason": "stop",
-        "usage": {"prompt_tokens": 1, "completion_tokens": 3},
-    }
-    await writer.done(finished)
+    await writer.done(InferenceResult("You said: hi", "stop", Usage(1, 3)))
     await redis.aclose()
     call = inference.attach(record)
     seen = [e async for e in call.answer(after="0")]
-    assert [e.kind for e in seen] == [events.DELTA, events.DONE]
+    assert [type(e) for e in seen] == [Delta, Done]

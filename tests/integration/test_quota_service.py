@@ -16,11 +16,12 @@ from redis.asyncio import Redis
 from tests.support import Stack, closed_port, free_port
 from tiller.common.errors import AuthenticationFailed, RateLimited, ServiceUnavailable, TillerError
 from tiller.common.grpc_client import channel
+from tiller.contract.keys import digest
 from tiller.gateway.admissions import Admitter
 from tiller.gateway.leases import LeaseKeeper
 from tiller.gateway.settlement import Settler
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
-from tiller.quota.keys import KeyStore, QuotaLayout, digest
+from tiller.quota.keys import KeyStore, QuotaLayout
 from tiller.quota.server import create_server
 from tiller.quota.settings import QuotaSettings
 from tiller.quota.usage import Ledger, UsageRow

@@ -10,8 +10,9 @@ import aiohttp
 import orjson
 
 from tiller.common.errors import ContextLengthExceeded, EngineError, EngineUnavailable
+from tiller.contract.requests import Chat, Embedding, Target, TextCompletion
+from tiller.contract.results import Usage
 from tiller.worker.adapters.base import Completion, Delta, EngineAdapter, EngineRequest
-from tiller.worker.shared import Target, Usage
 
 
 class ToyAdapter(EngineAdapter):
@@ -46,8 +47,15 @@ class ToyAdapter(EngineAdapter):
 
 
 def _call(request: EngineRequest, stream: bool) -> dict[str, Any]:
-    """The POST to ToyLM: its URL, its JSON body (the chat as one prompt), the attempt's bound."""
-    prompt = "\n".join(f"{m.role}: {m.content or ''}" for m in request.messages)
+    """The POST to ToyLM: its URL, its JSON body (the chat as one prompt, or a completion's own
+    prompt), the attempt's bound."""
+    match request.ask:
+        case Chat(messages=messages):
+            prompt = "\n".join(f"{m.role}: {m.content or ''}" for m in messages)
+        case TextCompletion(prompt=prompt):
+            pass
+        case Embedding():  # never here: EngineAdapter.embed refuses embeddings first
+            raise EngineError("ToyLM does not embed texts.")
     return {
         "url": f"{request.target.endpoint}/generate",
         "json": {"prompt": prompt, "max_tokens": request.sampling.max_tokens, "stream": stream},

@@ -12,10 +12,12 @@ from tests.support import closed_port, free_port
 from tests.toy_adapter.adapter import ToyAdapter
 from tests.toy_adapter.engine import toy_app
 from tiller.common.errors import ContextLengthExceeded, EngineUnavailable
+from tiller.contract import engines
+from tiller.contract.requests import Chat, Message, Sampling, Target, TextCompletion
+from tiller.contract.results import Usage
 from tiller.router.config import parse
 from tiller.worker import adapters
 from tiller.worker.adapters.base import AdapterResources, EngineRequest
-from tiller.worker.shared import Message, Sampling, Target, Usage
 
 
 @pytest.fixture
@@ -37,7 +39,8 @@ async def adapter() -> AsyncIterator[ToyAdapter]:
 
 def ask(endpoint: str, text: str, max_tokens: int | None = None) -> EngineRequest:
     target = Target("toy-1", "toy", endpoint, "toy", "tiller.toy-1")
-    return EngineRequest(target, [Message("user", text)], Sampling(max_tokens=max_tokens), 10.0)
+    chat = Chat((Message("user", text),))
+    return EngineRequest(target, chat, Sampling(max_tokens=max_tokens), 10.0)
 
 
 async def test_predict_returns_the_whole_answer_and_its_usage(
@@ -46,6 +49,8 @@ async def test_predict_returns_the_whole_answer_and_its_usage(
     completion = await adapter.predict(ask(toy_url, "hello toy"))
     assert completion.text == "USER: HELLO TOY"
     assert (completion.finish_reason, completion.usage) == ("stop", Usage(3, 3))
+    legacy = EngineRequest(ask(toy_url, "").target, TextCompletion("once upon"), Sampling(), 10.0)
+    assert (await adapter.predict(legacy)).text == "ONCE UPON"
 
 
 async def test_stream_yields_each_token_then_the_finish_and_usage(
@@ -72,11 +77,11 @@ async def test_health(adapter: ToyAdapter, toy_url: str) -> None:
 
 
 def test_registered_it_is_a_models_yaml_adapter(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The line a real adapter adds to REGISTRY in services/worker/adapters/__init__.py:
-    kind = adapters.Kind("tests.toy_adapter.adapter:ToyAdapter", "http", adapters._HTTP_OPTIONS)
-    monkeypatch.setitem(adapters.REGISTRY, "toy", kind)
-    monkeypatch.setattr(adapters, "KINDS", frozenset(adapters.REGISTRY))
-    monkeypatch.setattr("tiller.router.config.KINDS", adapters.KINDS)
+    # The lines a real adapter adds: its kind to KINDS in services/contract/engines/__init__.py
+    # (an HTTP engine with the API-key options), its class to REGISTRY in
+    # services/worker/adapters/__init__.py.
+    monkeypatch.setitem(engines.KINDS, "toy", engines.HTTP)
+    monkeypatch.setitem(adapters.REGISTRY, "toy", "tests.toy_adapter.adapter:ToyAdapter")
     models = parse(
         "models:\n  toy:\n    deployments:\n"
         "      - {adapter: toy, endpoint: 'http://toylm:8000', task_queue: tiller.toy-1}\n"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tiller.common.errors import EngineError
+from tiller.contract.requests import Target
 from tiller.worker.adapters.openai_compatible import headers
-from tiller.worker.shared import Target
 
 
 def target(**options: str) -> Target:

@@ -12,9 +12,9 @@ from tiller.common.errors import (
     InvalidRequest,
     TillerError,
 )
+from tiller.contract.results import Usage
 from tiller.worker.adapters import openai_compatible as adapter
 from tiller.worker.adapters.base import Delta
-from tiller.worker.shared import Usage
 
 
 def error_body(message: str) -> bytes:

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
-from tiller.common import events
 from tiller.common.pii.policy import Policies, Policy
 from tiller.common.pii.redaction import Blocked, Redaction
 from tiller.common.pii.restoring import Restorer
 from tiller.common.pii.scanner import Scanner
+from tiller.contract.events import Delta, Done, Event
+from tiller.contract.results import InferenceResult, Usage
 from tiller.gateway.restoring import AnswerRestorer
 
 SCANNER = Scanner()
@@ -77,11 +78,8 @@ def test_values_in_json_arguments_are_escaped() -> None:
     assert json.loads(arguments) == {"who": 'He said "hi"\\'}
 
 
-def _delta(id_: str, text: str, chunks: list[list[dict[str, Any]]] | None = None) -> events.Event:
-    data: dict[str, Any] = {"text": text, "n": 1}
-    if chunks is not None:
-        data["c"] = chunks
-    return events.Event(id_, events.DELTA, data)
+def _delta(id_: str, text: str, chunks: list[list[dict[str, Any]]] | None = None) -> Event:
+    return Delta(text, 1, tuple(chunks or ()), id_)
 
 
 def test_streamed_text_and_the_result_are_restored() -> None:
@@ -90,14 +88,14 @@ def test_streamed_text_and_the_result_are_restored() -> None:
         _delta("1-0", "Write to <EMA"),
         _delta("2-0", "IL_1"),
         _delta("3-0", ">."),
-        events.Event("4-0", events.DONE, {"result": {"text": "Write to <EMAIL_1>."}}),
+        Done(InferenceResult("Write to <EMAIL_1>.", "stop", Usage()), "4-0"),
     ]
     out = list(restorer.restore(batch))
-    texts = [e.data["text"] for e in out if e.kind == events.DELTA]
-    assert texts == ["Write to ", "kim@example.com."]  # the held piece sent nothing alone
-    assert [e.data["n"] for e in out if e.kind == events.DELTA] == [1, 2]  # its token is not lost
-    assert out[-1].data["result"]["text"] == "Write to kim@example.com."
-    assert batch[0].data["text"] == "Write to <EMA"  # shared events are not changed
+    deltas = [e for e in out if isinstance(e, Delta)]
+    assert [e.text for e in deltas] == ["Write to ", "kim@example.com."]  # nothing held alone
+    assert [e.tokens for e in deltas] == [1, 2]  # the held piece's token is not lost
+    assert isinstance(out[-1], Done) and out[-1].result.text == "Write to kim@example.com."
+    assert batch[0] == Delta("Write to <EMA", 1, (), "1-0")  # shared events are not changed
 
 
 def test_tool_call_arguments_streamed_in_pieces_are_restored() -> None:
@@ -113,7 +111,7 @@ def test_tool_call_arguments_streamed_in_pieces_are_restored() -> None:
     out = list(restorer.restore([_delta("1-0", "", chunks)]))
     arguments = "".join(
         c["function"].get("arguments", "")
-        for chunk in out[0].data["c"]
+        for chunk in out[0].chunks  # type: ignore[union-attr]
         for choice in chunk
         for c in choice["delta"].get("tool_calls", [])
     )

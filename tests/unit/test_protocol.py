@@ -5,13 +5,19 @@ from typing import Any
 import pytest
 
 from tiller.common.errors import InvalidRequest
-from tiller.gateway.protocol import parse_chat
+from tiller.contract.requests import Chat, ToolCall
+from tiller.gateway.protocol import ApiRequest, parse_chat
 
 USER = [{"role": "user", "content": "hi"}]
 
 
 def body(**fields: Any) -> dict[str, Any]:
     return {"model": "demo", "messages": USER} | fields
+
+
+def chat_of(request: ApiRequest) -> Chat:
+    assert isinstance(request.ask, Chat)
+    return request.ask
 
 
 def error_of(data: Any) -> InvalidRequest:
@@ -36,19 +42,19 @@ def test_a_full_request_maps_onto_sampling_parameters() -> None:
     )
     assert chat.stream and chat.include_usage
     assert chat.sampling.max_tokens == 5 and chat.sampling.top_p == 1.0
-    assert chat.sampling.stop == ["END"] and chat.sampling.seed == 7
+    assert chat.sampling.stop == ("END",) and chat.sampling.seed == 7
 
 
 def test_defaults_and_max_completion_tokens() -> None:
     chat = parse_chat(body(max_completion_tokens=9))
     assert not chat.stream and not chat.include_usage
-    assert chat.sampling.max_tokens == 9 and chat.sampling.stop == []
+    assert chat.sampling.max_tokens == 9 and chat.sampling.stop == ()
 
 
 def test_text_content_parts_are_joined() -> None:
     parts = [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
     chat = parse_chat(body(messages=[{"role": "user", "content": parts}]))
-    assert chat.messages[0].content == "a\nb"
+    assert chat_of(chat).messages[0].content == "a\nb"
 
 
 @pytest.mark.parametrize(
@@ -131,7 +137,7 @@ def test_answer_shaping_parameters_pass_through_as_written() -> None:
             seed=7,
         )
     )
-    assert chat.extra == {
+    assert chat_of(chat).extra == {
         "tools": tools,
         "tool_choice": {"type": "function", "function": {"name": "add"}},
         "response_format": {"type": "json_object"},
@@ -140,7 +146,7 @@ def test_answer_shaping_parameters_pass_through_as_written() -> None:
         "n": 2,
     }
     assert chat.sampling.seed == 7  # a sampling parameter, not a pass-through one
-    assert parse_chat(body(n=1, logprobs=None, logit_bias={})).extra == {}
+    assert chat_of(parse_chat(body(n=1, logprobs=None, logit_bias={}))).extra == {}
 
 
 def test_a_tool_round_trip_keeps_the_calls_and_their_ids() -> None:
@@ -154,8 +160,9 @@ def test_a_tool_round_trip_keeps_the_calls_and_their_ids() -> None:
             ]
         )
     )
-    assistant, tool = chat.messages[1:]
-    assert (assistant.content, assistant.tool_calls) == (None, [call])
+    assistant, tool = chat_of(chat).messages[1:]
+    assert (assistant.content, assistant.tool_calls) == (None, (ToolCall("call_1", "add", "{}"),))
+    assert assistant.tool_calls[0].openai() == call  # as engines take it
     assert (tool.role, tool.tool_call_id, tool.content) == ("tool", "call_1", "3")
 
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from tiller.contract.results import InferenceResult, Usage
 from tiller.gateway import shapes
-from tiller.worker.shared import InferenceResult, Usage
 
 
 def test_completion_matches_openai_fields() -> None:
@@ -28,8 +28,9 @@ def test_reset_durations_use_openai_format() -> None:
 
 
 def test_a_worker_reads_a_newer_gateways_request() -> None:
-    """Fields it does not know are dropped, not fatal (rolling upgrades in either order)."""
-    from tiller.worker.shared import InferenceInput
+    """Fields it does not know are dropped, not fatal (rolling upgrades in either order); a
+    request from before requests were typed (messages beside prompt and inputs) still reads."""
+    from tiller.contract.requests import Chat, InferenceInput
 
     data = {
         "request_id": "r",
@@ -50,4 +51,5 @@ def test_a_worker_reads_a_newer_gateways_request() -> None:
         "retry": {},
     }
     request = InferenceInput.from_dict(data)
-    assert request.messages[0].content == "hi" and request.target.deployment == "d"
+    assert isinstance(request.ask, Chat) and request.target.deployment == "d"
+    assert request.ask.messages[0].content == "hi"

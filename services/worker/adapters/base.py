@@ -10,29 +10,29 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from tiller.common.errors import InvalidRequest
-from tiller.worker.shared import Message, Sampling, Target, Usage
+from tiller.contract.requests import Ask, Sampling, Target
+from tiller.contract.results import Usage
 
 
 @dataclass(frozen=True, slots=True)
 class EngineRequest:
     target: Target
-    messages: list[Message]
+    # What is asked: a Chat (messages), a TextCompletion (a prompt to continue) or an
+    # Embedding (texts). Its `extra` holds OpenAI parameters to pass as given (tools,
+    # tool_choice, response_format, logprobs, n…): when set, the engine's own choices are
+    # returned too (Delta.choices, Completion.choices).
+    ask: Ask
     sampling: Sampling
     timeout_seconds: float
     # The answer so far, for the engine to continue (an attempt after a mid-stream failure, on
     # a deployment that can resume); max_tokens already counts what it holds.
     partial: str = ""
-    prompt: str | None = None  # a (legacy) completion of this text, instead of `messages`
-    inputs: list[str] | None = None  # texts to embed, instead of `messages`
-    # OpenAI parameters to pass as given (tools, tool_choice, response_format, logprobs, n…):
-    # when set, the engine's own choices are returned too (Delta.choices, Completion.choices).
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +86,8 @@ class EngineAdapter(abc.ABC):
         """The whole answer in one call."""
 
     async def embed(self, request: EngineRequest) -> Embeddings:
-        """One vector per `request.inputs`, in order; engines without embeddings refuse."""
+        """One vector per text of `request.ask` (an Embedding), in order; engines without
+        embeddings refuse."""
         raise InvalidRequest(
             f"The deployment {request.target.deployment!r} does not serve embeddings.",
             param="model",

@@ -23,6 +23,8 @@ from tiller.common.errors import (
     InvalidRequest,
     TillerError,
 )
+from tiller.contract.requests import PASSTHROUGH, Chat, Embedding, Message, Target, TextCompletion
+from tiller.contract.results import Usage
 from tiller.worker.adapters.base import (
     Completion,
     Delta,
@@ -31,7 +33,6 @@ from tiller.worker.adapters.base import (
     EngineRequest,
 )
 from tiller.worker.adapters.http_options import api_key
-from tiller.worker.shared import PASSTHROUGH, Message, Target, Usage
 
 _RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 _CONTEXT_HINTS = ("context length", "context_length", "maximum context", "too many tokens")
@@ -54,7 +55,7 @@ class OpenAICompatibleAdapter(EngineAdapter):
             ) as response:
                 if response.status != 200:
                     raise _status_error(response.status, await response.read())
-                raw = bool(request.extra)
+                raw = bool(request.ask.extra)
                 async for line in sse_lines(response):
                     delta = _parse_line(line, raw)
                     if delta is not None:
@@ -79,13 +80,15 @@ class OpenAICompatibleAdapter(EngineAdapter):
                 or "",
                 finish_reason=choice.get("finish_reason") or "stop",
                 usage=usage_of(data.get("usage")) or Usage(),
-                choices=list(data["choices"]) if request.extra else None,
+                choices=list(data["choices"]) if request.ask.extra else None,
             )
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
             raise EngineError("The model engine returned a response Tiller cannot read.") from None
 
     async def embed(self, request: EngineRequest) -> Embeddings:
-        body = {"model": request.target.engine_model, "input": request.inputs}
+        assert isinstance(request.ask, Embedding)
+        texts = list(request.ask.texts)
+        body = {"model": request.target.engine_model, "input": texts}
         content = await self._post(request, f"{request.target.endpoint}/embeddings", body)
         try:
             data = orjson.loads(content)
@@ -94,7 +97,7 @@ class OpenAICompatibleAdapter(EngineAdapter):
             usage = usage_of(data.get("usage")) or Usage()
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             raise EngineError("The model engine returned embeddings Tiller cannot read.") from None
-        if len(vectors) != len(request.inputs or []):
+        if len(vectors) != len(texts):
             raise EngineError("The model engine returned a different number of embeddings.")
         return Embeddings(vectors, usage.prompt_tokens)
 
@@ -154,17 +157,18 @@ def headers(target: Target) -> dict[str, str]:
 
 
 def _url(request: EngineRequest) -> str:
-    path = "/chat/completions" if request.prompt is None else "/completions"
+    path = "/completions" if isinstance(request.ask, TextCompletion) else "/chat/completions"
     return f"{request.target.endpoint}{path}"
 
 
 def _body(request: EngineRequest, *, stream: bool) -> dict[str, Any]:
     sampling = request.sampling
     body: dict[str, Any] = {"model": request.target.engine_model, "stream": stream}
-    if request.prompt is not None:
-        body["prompt"] = request.prompt + request.partial
-    else:
-        body["messages"] = _messages(request)
+    ask = request.ask
+    if isinstance(ask, TextCompletion):
+        body["prompt"] = ask.prompt + request.partial
+    elif isinstance(ask, Chat):
+        body["messages"] = _messages(ask, request.partial)
     if stream:
         body["stream_options"] = {"include_usage": True}
     optional = {
@@ -177,18 +181,18 @@ def _body(request: EngineRequest, *, stream: bool) -> dict[str, Any]:
         "stop": sampling.stop or None,
     }
     body.update((k, v) for k, v in optional.items() if v is not None)
-    body.update(request.extra)
-    if request.partial and request.prompt is None:
+    body.update(ask.extra)
+    if request.partial and isinstance(ask, Chat):
         # vLLM's prefill: the answer so far is an open final message the model continues.
         body["continue_final_message"] = True
         body["add_generation_prompt"] = False
     return body
 
 
-def _messages(request: EngineRequest) -> list[dict[str, Any]]:
-    messages = [message(m) for m in request.messages]
-    if request.partial:
-        messages.append({"role": "assistant", "content": request.partial})
+def _messages(chat: Chat, partial: str) -> list[dict[str, Any]]:
+    messages = [message(m) for m in chat.messages]
+    if partial:
+        messages.append({"role": "assistant", "content": partial})
     return messages
 
 
@@ -198,7 +202,7 @@ def message(m: Message) -> dict[str, Any]:
     if m.name:
         out["name"] = m.name
     if m.tool_calls:
-        out["tool_calls"] = m.tool_calls
+        out["tool_calls"] = [c.openai() for c in m.tool_calls]
     if m.tool_call_id:
         out["tool_call_id"] = m.tool_call_id
     return out

@@ -39,7 +39,7 @@ instead: such deployments keep `resume: none` (the default for `tgi`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -52,6 +52,8 @@ from tiller.common.errors import (
     InvalidRequest,
     TillerError,
 )
+from tiller.contract.requests import Chat, Target, TextCompletion
+from tiller.contract.results import Usage
 from tiller.worker.adapters.base import Completion, Delta, EngineAdapter, EngineRequest
 from tiller.worker.adapters.openai_compatible import (
     answers_get,
@@ -63,7 +65,6 @@ from tiller.worker.adapters.openai_compatible import (
     transport_error,
     usage_of,
 )
-from tiller.worker.shared import Target, Usage
 
 # TGI's finish reasons (and the Messages API's, which has used both spellings) as OpenAI's.
 _FINISH = {
@@ -96,7 +97,7 @@ class TGIAdapter(EngineAdapter):
     )
 
     async def stream(self, request: EngineRequest) -> AsyncIterator[Delta]:
-        chat = request.prompt is None
+        chat = not isinstance(request.ask, TextCompletion)
         url, body = _chat(request, stream=True) if chat else _generate(request, stream=True)
         trim = _StopTrimmer(request.sampling.stop)
         finished = False
@@ -109,7 +110,7 @@ class TGIAdapter(EngineAdapter):
             ) as response:
                 if response.status != 200:
                     raise _status_error(response.status, await response.read(), _param(request))
-                raw = bool(request.extra)
+                raw = bool(request.ask.extra)
                 async for event in _events(response, _param(request)):
                     delta = _chat_delta(event, raw) if chat else _generate_delta(event)
                     if delta.finish_reason is not None:
@@ -125,7 +126,7 @@ class TGIAdapter(EngineAdapter):
             raise EngineUnavailable("The model engine ended the stream before the answer did.")
 
     async def predict(self, request: EngineRequest) -> Completion:
-        chat = request.prompt is None
+        chat = not isinstance(request.ask, TextCompletion)
         url, body = _chat(request, stream=False) if chat else _generate(request, stream=False)
         status, content, answer_headers = await post_json(self.resources.http, request, url, body)
         prompt_tokens = answer_headers.get("x-prompt-tokens")
@@ -139,7 +140,7 @@ class TGIAdapter(EngineAdapter):
                 text = choice["message"].get("content") or ""
                 finish = _finish(choice.get("finish_reason"))
                 usage = usage_of(data.get("usage")) or Usage()
-                if request.extra:
+                if request.ask.extra:
                     choices = [_openai_choice(c) for c in data["choices"]]
             else:
                 details = data.get("details") or {}
@@ -167,12 +168,12 @@ def _base(target: Target) -> str:
 
 
 def _param(request: EngineRequest) -> str:
-    return "messages" if request.prompt is None else "prompt"
+    return "prompt" if isinstance(request.ask, TextCompletion) else "messages"
 
 
 def _extra(request: EngineRequest) -> dict[str, Any]:
     """The OpenAI parameters the request passes on, without those left unset."""
-    return {k: v for k, v in request.extra.items() if v is not None}
+    return {k: v for k, v in request.ask.extra.items() if v is not None}
 
 
 def _seed(seed: int) -> int:
@@ -182,7 +183,8 @@ def _seed(seed: int) -> int:
 def _chat(request: EngineRequest, *, stream: bool) -> tuple[str, dict[str, Any]]:
     """The Messages API's URL and body."""
     sampling = request.sampling
-    messages = [message(m) for m in request.messages]
+    assert isinstance(request.ask, Chat)
+    messages = [message(m) for m in request.ask.messages]
     if request.partial:  # continued by TGI 2.4.1+ (see the module's docstring)
         messages.append({"role": "assistant", "content": request.partial})
     body: dict[str, Any] = {"model": request.target.engine_model, "messages": messages}
@@ -257,7 +259,8 @@ def _generate(request: EngineRequest, *, stream: bool) -> tuple[str, dict[str, A
                 param=name,
             )
     path = "/generate_stream" if stream else "/generate"
-    inputs = (request.prompt or "") + request.partial
+    assert isinstance(request.ask, TextCompletion)
+    inputs = request.ask.prompt + request.partial
     return f"{_base(request.target)}{path}", {"inputs": inputs, "parameters": parameters}
 
 
@@ -357,7 +360,7 @@ class _StopTrimmer:
     """Cuts the stop sequence TGI leaves at the end of a streamed answer: the last characters,
     as many as the longest stop sequence, wait for the next text or for the end."""
 
-    def __init__(self, stops: list[str]) -> None:
+    def __init__(self, stops: Sequence[str]) -> None:
         self.stops = [s for s in stops if s]
         self.hold = max((len(s) for s in self.stops), default=0)
         self.held = ""
@@ -375,7 +378,7 @@ class _StopTrimmer:
         return _trim_stop(text, finish_reason, self.stops)
 
 
-def _trim_stop(text: str, finish_reason: str, stops: list[str]) -> str:
+def _trim_stop(text: str, finish_reason: str, stops: Sequence[str]) -> str:
     if finish_reason == "stop":
         for stop in stops:
             if stop and text.endswith(stop):

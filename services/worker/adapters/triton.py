@@ -42,6 +42,14 @@ from tiller.common.errors import (
     InvalidRequest,
     TillerError,
 )
+from tiller.contract.engines.triton_options import (
+    SAMPLING_INPUTS,
+    TritonOptions,
+    parse_endpoint,
+    parse_options,
+)
+from tiller.contract.requests import Chat, Embedding, Target, TextCompletion
+from tiller.contract.results import Usage
 from tiller.worker.adapters.base import (
     AdapterResources,
     Completion,
@@ -50,13 +58,6 @@ from tiller.worker.adapters.base import (
     EngineAdapter,
     EngineRequest,
 )
-from tiller.worker.adapters.triton_options import (
-    SAMPLING_INPUTS,
-    TritonOptions,
-    parse_endpoint,
-    parse_options,
-)
-from tiller.worker.shared import Target, Usage
 
 HEALTH_TIMEOUT_SECONDS = 2.0
 METADATA_TIMEOUT_SECONDS = 10.0
@@ -224,7 +225,8 @@ class TritonAdapter(EngineAdapter):
                 f"The Triton model {request.target.engine_model!r} is decoupled; embeddings need "
                 "a classic (not decoupled) model."
             )
-        texts = request.inputs or []
+        assert isinstance(request.ask, Embedding)
+        texts = list(request.ask.texts)
         size = model.max_batch_size if model.max_batch_size > 0 else max(1, len(texts))
         chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
         # At most this many batches in flight per request: 2,048 texts to a model with
@@ -409,9 +411,11 @@ def _options(target: Target) -> TritonOptions:
 
 def _prompt(request: EngineRequest, options: TritonOptions) -> str:
     """The one text the model continues: the completion's prompt, or the rendered chat."""
-    if request.prompt is not None:
-        return request.prompt + request.partial
-    messages = [(m.role, m.content or "", m.name or "") for m in request.messages]
+    ask = request.ask
+    if isinstance(ask, TextCompletion):
+        return ask.prompt + request.partial
+    assert isinstance(ask, Chat)
+    messages = [(m.role, m.content or "", m.name or "") for m in ask.messages]
     return options.prompt_template.render(messages) + request.partial
 
 

@@ -11,20 +11,12 @@ import grpc
 from redis.asyncio import Redis
 from temporalio import activity
 
-from tiller.common import events
 from tiller.common.errors import InvalidRequest, TillerError
-from tiller.pipelines.steps import StepRoute
+from tiller.contract.answer_stream import PUBLISH_FENCE, Delivered, EventWriter
+from tiller.contract.events import Done, Failed, Publication
+from tiller.contract.names import PUBLISH_ACTIVITY, ROUTE_ACTIVITY
+from tiller.contract.routes import StepRoute
 from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
-from tiller.worker.routes import defaults_of, retry_of, target_of
-from tiller.worker.shared import (
-    HEARTBEAT_TIMEOUT_SECONDS,
-    PUBLISH_ACTIVITY,
-    QUEUE_TIMEOUT_SECONDS,
-    ROUTE_ACTIVITY,
-)
-
-# Above every engine attempt's fence (events.py): a pipeline's own write wins the stream.
-PUBLISH_FENCE = 1_000_000
 
 
 class PipelineActivities:
@@ -55,32 +47,23 @@ class PipelineActivities:
                 "models.",
                 param="model",
             ).to_application_error()
-        found = StepRoute(
-            model=route.model,
-            targets=[target_of(d, route.model) for d in (*route.deployments, *route.fallbacks)],
-            retry=retry_of(route.retry),
-            timeout_seconds=route.timeout_seconds,
-            heartbeat_timeout_seconds=route.heartbeat_timeout_seconds or HEARTBEAT_TIMEOUT_SECONDS,
-            queue_timeout_seconds=route.queue_timeout_seconds or QUEUE_TIMEOUT_SECONDS,
-            defaults=defaults_of(route.defaults),
-            system_prompt=route.system_prompt,
-        )
-        return dataclasses.asdict(found)
+        return dataclasses.asdict(StepRoute.of(route))
 
     @activity.defn(name=PUBLISH_ACTIVITY)
     async def publish(self, payload: dict[str, Any]) -> None:
-        """Write `result` (the text, then the done event) or `error` to the client's stream,
-        unless the stream has ended already (an earlier attempt of this one wrote it)."""
+        """Write the answer (its text, then the done event) or the error to the client's
+        stream, unless the stream has ended already (an earlier attempt of this one wrote it)."""
+        publication = Publication.from_dict(payload)
         fence = PUBLISH_FENCE + activity.info().attempt
-        writer = events.EventWriter(self.redis, payload["events_key"], self.event_ttl, fence)
-        delivered = events.Delivered.of(await writer.claim())
+        writer = EventWriter(self.redis, publication.events_key, self.event_ttl, fence)
+        delivered = Delivered.of(await writer.claim())
         if delivered.done is not None or delivered.error is not None:
             await writer.ended()
             return
-        if "error" in payload:
-            await writer.error(payload["error"])
-            return
-        result = payload["result"]
-        if not delivered.any:  # an earlier attempt may have written the text before it died
-            await writer.delta(result["text"], max(1, len(result["text"].split())))
-        await writer.done(result)
+        match publication.end:
+            case Failed(error=error, spent=spent):
+                await writer.error(error, spent)
+            case Done(result=result):
+                if not delivered.any:  # an earlier attempt may have written it before it died
+                    await writer.delta(result.text, max(1, len(result.text.split())))
+                await writer.done(result)

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tiller.worker.shared import SAMPLING_FIELDS
+from tiller.contract.requests import SAMPLING_FIELDS
 
 # Sampling fields of a request that may be sent as an input tensor.
 SAMPLING_INPUTS = SAMPLING_FIELDS

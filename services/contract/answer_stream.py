@@ -1,14 +1,14 @@
-"""The per-request Redis stream that carries an answer from the worker to the gateway.
+"""The per-request Redis stream that carries an answer's events (events.py) from the worker to
+the gateway.
 
-The worker appends `delta` events while the engine streams, then exactly one terminal event:
-`done` (with the result and usage) or `error`. Deltas that arrive while the previous append is
-still in flight are merged into one entry, so a fast engine costs one append per burst, not one
-per token, and a slow one still gets each token out at once. The gateway reads them in order;
-each entry's stream id doubles as the SSE event id. The stream expires shortly after it ends,
-so nothing of the answer stays in Redis.
+The worker appends deltas while the engine streams, then exactly one terminal event. Deltas
+that arrive while the previous append is still in flight are merged into one entry, so a fast
+engine costs one append per burst, not one per token, and a slow one still gets each token out
+at once. The gateway reads them in order; each entry's stream id doubles as the SSE event id.
+The stream expires shortly after it ends, so nothing of the answer stays in Redis.
 
 When an attempt fails and another takes over (a retry, the next deployment), the new attempt
-first appends a `claim` with its higher fence, which makes the stream refuse every earlier
+first appends a claim with its higher fence, which makes the stream refuse every earlier
 attempt's appends, and reads what was delivered before it: it can continue that text (or
 return a finished result) without the client ever seeing a word twice.
 """
@@ -20,16 +20,18 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from redis.asyncio import Redis
 
+from tiller.common.errors import TillerError
 from tiller.common.redis_text import text
+from tiller.contract.events import Choices, Claim, Delta, Done, Event, Failed, decode, encode
+from tiller.contract.results import InferenceResult, Usage
 
-DELTA, DONE, ERROR = "delta", "done", "error"
-# A later attempt took the stream over: appends of every earlier attempt are refused from here on.
-CLAIM = "claim"
 _FIELD = b"e"
-_FENCE = b"a"
+# Attempts are numbered across deployments: fence = target index * this + attempt.
+FENCE_STRIDE = 100
+# Above every engine attempt's fence: a pipeline's own write (its answer, its error) wins.
+PUBLISH_FENCE = 1_000_000
 
 # Append entries unless a later attempt has written to the stream (its newest entry carries a
 # higher fence): a worker presumed dead that is in fact still running cannot add to an answer
@@ -56,26 +58,6 @@ class Superseded(Exception):
     """A later attempt owns this answer's stream; this attempt must stop writing."""
 
 
-def stream_key(prefix: str, request_id: str) -> str:
-    return f"{prefix}events:{request_id}"
-
-
-def cancel_channel(prefix: str) -> str:
-    """Where the gateway publishes the id of a request whose client left (worker/cancels.py)."""
-    return f"{prefix}cancel"
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    id: str
-    kind: str
-    data: dict[str, Any]
-
-    @property
-    def terminal(self) -> bool:
-        return self.kind in (DONE, ERROR)
-
-
 @dataclass(frozen=True)
 class Delivered:
     """What earlier attempts published: the text the client has (or will have) received."""
@@ -83,18 +65,18 @@ class Delivered:
     text: str = ""
     tokens: int = 0  # engine deltas, about one token each
     any: bool = False  # any delta at all: tool-call or other choices' chunks carry no `text`
-    done: Event | None = None
-    error: Event | None = None
+    done: Done | None = None
+    error: Failed | None = None
 
     @classmethod
     def of(cls, published: list[Event]) -> Delivered:
-        deltas = [e for e in published if e.kind == DELTA]
+        deltas = [e for e in published if isinstance(e, Delta)]
         return cls(
-            text="".join(e.data["text"] for e in deltas),
-            tokens=sum(int(e.data.get("n", 1)) for e in deltas),
+            text="".join(e.text for e in deltas),
+            tokens=sum(e.tokens for e in deltas),
             any=bool(deltas),
-            done=next((e for e in published if e.kind == DONE), None),
-            error=next((e for e in published if e.kind == ERROR), None),
+            done=next((e for e in published if isinstance(e, Done)), None),
+            error=next((e for e in published if isinstance(e, Failed)), None),
         )
 
 
@@ -115,32 +97,27 @@ class EventWriter:
         self.redis, self.key, self.ttl, self.fence = redis, key, ttl_seconds, fence
         self.live_ttl = max(live_ttl_seconds or 0, ttl_seconds)
         self._script = redis.register_script(_APPEND)
-        self._pending: list[tuple[str, list[dict[str, Any]] | None]] = []
+        self._pending: list[tuple[str, Choices | None]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def claim(self) -> list[Event]:
         """Take the stream over from earlier attempts; returns what they published."""
-        claimed = await self._append([{"kind": CLAIM}])
+        claimed = await self._append([Claim()])
         reply: Any = await self.redis.xrange(self.key, "-", claimed)
-        return [decode(i, f) for i, f in reply if text(i) != claimed]
+        return [decode(i, f[_FIELD]) for i, f in reply if text(i) != claimed]
 
     async def ended(self) -> None:
         """The answer had ended before: give the stream back its short expiry."""
         await self.redis.expire(self.key, self.ttl)
 
-    async def delta(
-        self, text: str, tokens: int = 1, choices: list[list[dict[str, Any]]] | None = None
-    ) -> None:
-        """`choices`: the engine's chunk choices, one list per chunk, where the request passed
+    async def delta(self, text_: str, tokens: int = 1, chunks: tuple[Choices, ...] = ()) -> None:
+        """`chunks`: the engine's chunk choices, one list per chunk, where the request passed
         parameters through (tool calls, logprobs, several choices) and the client gets them."""
-        entry: dict[str, Any] = {"kind": DELTA, "text": text, "n": tokens}
-        if choices:
-            entry["c"] = choices
-        await self._append([entry])
+        await self._append([Delta(text_, tokens, chunks)])
 
-    def add_delta(self, text: str, choices: list[dict[str, Any]] | None = None) -> None:
+    def add_delta(self, text_: str, choices: Choices | None = None) -> None:
         """Queue a delta for appending; raises what a previous append raised."""
-        self._pending.append((text, choices))
+        self._pending.append((text_, choices))
         if self._flusher is None or self._flusher.done():
             if self._flusher is not None:
                 self._flusher.result()
@@ -164,25 +141,30 @@ class EventWriter:
         while self._pending:
             pieces = len(self._pending)
             joined = "".join(text_ for text_, _ in self._pending)
-            chunks = [choices for _, choices in self._pending if choices]
+            chunks = tuple(choices for _, choices in self._pending if choices)
             self._pending.clear()
             await self.delta(joined, pieces, chunks)
 
-    async def done(self, result: dict[str, Any]) -> None:
-        await self._append([{"kind": DONE, "result": result}], final=True)
+    async def done(self, result: InferenceResult) -> None:
+        await self._append([Done(result)], final=True)
 
-    async def error(self, error: dict[str, Any]) -> None:
-        await self._append([{"kind": ERROR, "error": error}], final=True)
+    async def error(self, error: TillerError, spent: Usage | None = None) -> None:
+        await self._append([Failed(error, spent or Usage())], final=True)
 
-    async def _append(self, entries: list[dict[str, Any]], final: bool = False) -> str:
+    async def _append(self, entries: list[Event], final: bool = False) -> str:
         """Append under this attempt's fence; the id of the last entry added."""
         ttl = self.ttl if final else self.live_ttl
         added = await self._script(
-            keys=[self.key], args=[self.fence, ttl, *(orjson.dumps(e) for e in entries)]
+            keys=[self.key], args=[self.fence, ttl, *(encode(e) for e in entries)]
         )
         if not added:
             raise Superseded(self.key)
         return text(added)
+
+
+def decode_entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
+    """One stream entry (its id and fields) as its event."""
+    return decode(entry_id, fields[_FIELD])
 
 
 async def read(redis: Redis, key: str, after: str, block_ms: int) -> list[Event]:
@@ -191,18 +173,13 @@ async def read(redis: Redis, key: str, after: str, block_ms: int) -> list[Event]
     reply: Any = await redis.xread({key: after}, block=block_ms)
     if not reply:
         return []
-    return [decode(entry_id, fields) for entry_id, fields in reply[0][1]]
+    return [decode_entry(entry_id, fields) for entry_id, fields in reply[0][1]]
 
 
 async def newest(redis: Redis, key: str) -> Event | None:
     """The stream's last entry, or None if it has none (or is gone)."""
     reply: Any = await redis.xrevrange(key, count=1)
-    return decode(*reply[0]) if reply else None
-
-
-def decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
-    body = orjson.loads(fields[_FIELD])
-    return Event(text(entry_id), body.pop("kind"), body)
+    return decode_entry(*reply[0]) if reply else None
 
 
 def newer(event_id: str, after: str) -> bool:
@@ -221,14 +198,14 @@ def coalesce(batch: list[Event]) -> list[Event]:
 
     Claims (an attempt taking over after a failure) are dropped: they carry no answer."""
     if len(batch) < 2:
-        return [e for e in batch if e.kind != CLAIM]
+        return [e for e in batch if not isinstance(e, Claim)]
     merged: list[Event] = []
-    run: list[Event] = []
+    run: list[Delta] = []
     for event in batch:
-        if event.kind == DELTA:
+        if isinstance(event, Delta):
             run.append(event)
             continue
-        if event.kind == CLAIM:
+        if isinstance(event, Claim):
             continue
         if run:
             merged.append(_merge(run))
@@ -239,11 +216,12 @@ def coalesce(batch: list[Event]) -> list[Event]:
     return merged
 
 
-def _merge(run: list[Event]) -> Event:
+def _merge(run: list[Delta]) -> Delta:
     if len(run) == 1:
         return run[0]
-    text_ = "".join(e.data["text"] for e in run)
-    data: dict[str, Any] = {"text": text_, "n": sum(e.data.get("n", 1) for e in run)}
-    if chunks := [c for e in run for c in e.data.get("c", ())]:
-        data["c"] = chunks
-    return Event(run[-1].id, DELTA, data)
+    return Delta(
+        "".join(e.text for e in run),
+        sum(e.tokens for e in run),
+        tuple(c for e in run for c in e.chunks),
+        run[-1].id,
+    )
