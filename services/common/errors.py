@@ -41,6 +41,8 @@ class TillerError(Exception):
         self.message = message or self.default_message
         self.param = param
         self.retry_after = retry_after
+        # The request it ended, once there was one (its HTTP answer says x-request-id).
+        self.request_id: str | None = None
         super().__init__(self.message)
 
     @property
@@ -60,9 +62,10 @@ class TillerError(Exception):
         }
 
     def http_headers(self) -> dict[str, str]:
-        if self.retry_after is None:
-            return {}
-        return {"retry-after": str(max(1, round(self.retry_after + 0.499)))}
+        headers = {"x-request-id": self.request_id} if self.request_id else {}
+        if self.retry_after is not None:
+            headers["retry-after"] = str(max(1, round(self.retry_after + 0.499)))
+        return headers
 
     # --- plain data (Redis events, Temporal details) --------------------------------------------
     def to_dict(self) -> dict[str, Any]:

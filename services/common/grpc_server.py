@@ -4,10 +4,8 @@ grpc_cli list and call it without the .proto files) and a graceful stop."""
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -37,7 +35,10 @@ class GrpcServer:
         service_names: Sequence[str],
         connection_age: float = CONNECTION_AGE_SECONDS,
         connection_age_grace: float = CONNECTION_AGE_GRACE_SECONDS,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
+        """`interceptors`: the service's own, inside error translation (they see the
+        TillerError a method raises; its caller gets the status)."""
         self.address = address
         self.server = grpc.aio.server(
             options=[
@@ -45,7 +46,7 @@ class GrpcServer:
                 ("grpc.max_connection_age_ms", int(connection_age * 1000)),
                 ("grpc.max_connection_age_grace_ms", int(connection_age_grace * 1000)),
             ],
-            interceptors=tracing.server_interceptors(),
+            interceptors=[*tracing.server_interceptors(), TranslateErrors(), *interceptors],
         )
         register(self.server)
         self.health = health.aio.HealthServicer()
@@ -87,25 +88,63 @@ class GrpcServer:
             await self.stop(grace)
 
 
-def translate_errors(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a TillerError raised by a servicer method into its rich gRPC status."""
-    if inspect.isasyncgenfunction(method):
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
+TILLER_METHODS = "/tiller."  # the full names of Tiller's own gRPC methods start so
 
-        @functools.wraps(method)
-        async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                async for item in method(self, request, context):
-                    yield item
-            except TillerError as error:
-                await context.abort_with_status(error.to_grpc_status())
 
-        return stream
+def around(
+    handler: grpc.RpcMethodHandler,
+    unary: Callable[[Behavior], Behavior],
+    stream: Callable[[Behavior], Behavior],
+) -> grpc.RpcMethodHandler:
+    """The method `handler` serves, wrapped: `unary` for a unary method, `stream` for one that
+    streams its responses (Tiller has no client-streaming methods)."""
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            unary(handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            stream(handler.unary_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
 
-    @functools.wraps(method)
-    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+
+class TranslateErrors(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """A TillerError raised by any method of any servicer becomes its rich gRPC status: one
+    place, for every service."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or not details.method.startswith(TILLER_METHODS):
+            return handler  # health and reflection: not ours
+        return around(handler, _unary, _stream)
+
+
+def _unary(behavior: Behavior) -> Behavior:
+    async def translated(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            return await method(self, request, context)
+            return await behavior(request, context)
         except TillerError as error:
             await context.abort_with_status(error.to_grpc_status())
 
-    return unary
+    return translated
+
+
+def _stream(behavior: Behavior) -> Behavior:
+    async def translated(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except TillerError as error:
+            await context.abort_with_status(error.to_grpc_status())
+
+    return translated

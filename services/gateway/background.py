@@ -36,10 +36,12 @@ from tiller.common.errors import AnswerUnreadable, Cancelled, InternalError, Til
 from tiller.common.lifecycle import service_task
 from tiller.common.redis_text import text
 from tiller.contract.results import InferenceResult
+from tiller.gateway.calls import Stage
 from tiller.gateway.executions import Kind
 
 if TYPE_CHECKING:
-    from tiller.gateway.inference import Call, Inference
+    from tiller.gateway.calls import Call
+    from tiller.gateway.inference import Inference
 
 log = logging.getLogger(__name__)
 QUEUED, COMPLETED, FAILED, CANCELLED = "in_progress", "completed", "failed", "cancelled"
@@ -134,8 +136,10 @@ class BackgroundRequests:
             self._adopter = service_task(self._adopt_forever())
 
     async def submit(self, call: Call) -> Record:
-        """Record an admitted, started request as a background one and watch it."""
+        """Record an admitted, started request as a background one, and watch it: the
+        request is handed from its caller to this gateway's watcher."""
         record = await self._write(call, watched=True)
+        call.hand_to(Stage.WATCHED)
         self._watch(call, record)
         return record
 
@@ -149,14 +153,15 @@ class BackgroundRequests:
             self._adopter.cancel()
 
     async def _write(self, call: Call, watched: bool) -> Record:
+        accepted = call.accepted
         record = Record(
-            request_id=call.request_id,
-            key_id=call.key_id,
-            model=call.model,
-            created=call.created,
+            request_id=accepted.request_id,
+            key_id=accepted.key_id,
+            model=accepted.model,
+            created=accepted.created,
             kind=call.execution.kind,
-            events_key=call.events_key,
-            include_usage=call.include_usage,
+            events_key=accepted.events_key,
+            include_usage=accepted.include_usage,
             status=QUEUED,
         )
         key = self.record_key(call.request_id)
@@ -169,7 +174,7 @@ class BackgroundRequests:
                     "created": record.created,
                     "kind": record.kind,
                     "events_key": record.events_key,
-                    "include_usage": "1" if call.include_usage else "0",
+                    "include_usage": "1" if record.include_usage else "0",
                     "status": QUEUED,
                 },
             )
@@ -178,7 +183,6 @@ class BackgroundRequests:
             if watched:
                 pipe.set(self._lease_key(call.request_id), self.me, px=self.lease_ms)
             await pipe.execute()
-        call.in_background = True
         return record
 
     async def get(self, request_id: str) -> Record | None:
@@ -213,8 +217,8 @@ class BackgroundRequests:
         except RedisError:
             log.warning("background request left for another gateway to finish")
         finally:
-            self.inference.leases.drop(record.request_id)  # settled, or left to another
-            call.let_go()
+            if call.stage is Stage.WATCHED:  # not settled: another gateway adopts it
+                call.hand_to(Stage.HANDED_OVER)
             keeper.cancel()
             with contextlib.suppress(RedisError):
                 await self._release(keys=[lease], args=[self.me])
@@ -239,7 +243,9 @@ class BackgroundRequests:
         """Settle with quota before the record says it is finished (quota applies a settlement
         once, so a gateway that dies in between leaves it for the next to settle again)."""
         usage = outcome.usage if isinstance(outcome, InferenceResult) else call.unfinished_usage()
-        settlement = call.settlement(usage)
+        settlement = call.end(usage)
+        if settlement is None:
+            return
         for wait in backoff.delays():
             try:
                 await self.inference.settler.send_now(settlement)
@@ -296,7 +302,7 @@ class BackgroundRequests:
                 await self._release(keys=[lease], args=[self.me])
                 continue
             log.info("adopted a background request", extra={"request_id": request_id})
-            self._watch(self.inference.attach(record, owner=True), record)
+            self._watch(self.inference.attach(record, watch=True), record)
 
     async def close(self) -> None:
         """Stop watching; peers (or this gateway's successor) adopt what is left at once."""

@@ -12,13 +12,13 @@ from typing import Any
 
 import grpc
 
-from tiller.common.grpc_server import translate_errors
 from tiller.common.model_access import model_allowed
 from tiller.contract.events import Delta, Done, Failed
 from tiller.contract.results import Usage
+from tiller.gateway import metrics
 from tiller.gateway.callers import PRIORITY_HEADER, bearer_key, requested_priority
-from tiller.gateway.inference import Call, Inference
-from tiller.gateway.metrics import recorded_rpc
+from tiller.gateway.calls import Call
+from tiller.gateway.inference import Inference
 from tiller.gateway.protocol import ApiRequest, parse_chat, parse_completion, parse_embeddings
 from tiller.protos.inference.v1 import inference_pb2, inference_pb2_grpc
 
@@ -26,6 +26,9 @@ _OPTIONAL = ("max_tokens", "temperature", "top_p", "seed", "presence_penalty", "
 
 
 class InferenceService(inference_pb2_grpc.InferenceServicer):
+    """Errors become gRPC statuses in one interceptor (common/grpc_server.py), and each call is
+    counted in another (metrics.RecordInference)."""
+
     def __init__(self, inference: Inference) -> None:
         self.inference = inference
 
@@ -33,61 +36,43 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         metadata = dict(context.invocation_metadata() or ())
         api_key = bearer_key(metadata.get("authorization"))
         priority = requested_priority(metadata.get(PRIORITY_HEADER))
-        call = await self.inference.begin(api_key, asked, priority)
-        try:
-            await context.send_initial_metadata((("x-request-id", call.request_id),))
-        except BaseException:  # the caller left at once: release what begin() took
-            call.abandon()
-            raise
-        return call
+        return await self.inference.begin(api_key, asked, priority, metrics.CURRENT.get())
 
-    @translate_errors
-    @recorded_rpc
     async def Generate(
         self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.GenerateResponse:
         call = await self._begin(parse_chat(_as_openai(request, False)), context)
-        return await _whole(call)
+        return await _whole(call, context)
 
-    @translate_errors
-    @recorded_rpc
     async def GenerateStream(
         self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[inference_pb2.GenerateChunk]:
         call = await self._begin(parse_chat(_as_openai(request, True)), context)
-        async for chunk in _chunks(call):
+        async for chunk in _chunks(call, context):
             yield chunk
 
-    @translate_errors
-    @recorded_rpc
     async def Complete(
         self, request: inference_pb2.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.GenerateResponse:
         call = await self._begin(parse_completion(_as_openai(request, False)), context)
-        return await _whole(call)
+        return await _whole(call, context)
 
-    @translate_errors
-    @recorded_rpc
     async def CompleteStream(
         self, request: inference_pb2.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[inference_pb2.GenerateChunk]:
         call = await self._begin(parse_completion(_as_openai(request, True)), context)
-        async for chunk in _chunks(call):
+        async for chunk in _chunks(call, context):
             yield chunk
 
-    @translate_errors
-    @recorded_rpc
     async def Embed(
         self, request: inference_pb2.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.EmbedResponse:
         asked, _ = parse_embeddings({"model": request.model, "input": list(request.input)})
         call = await self._begin(asked, context)
-        try:
+        with call.owned():
+            await _named(call, context)
             result = await call.result()
-        except BaseException:
-            call.abandon()
-            raise
-        call.complete(result.usage)
+            call.complete(result.usage)
         return inference_pb2.EmbedResponse(
             id=call.request_id,
             model=call.model,
@@ -95,7 +80,6 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
             usage=_usage(result.usage),
         )
 
-    @translate_errors
     async def ListModels(
         self, request: inference_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.ListModelsResponse:
@@ -112,14 +96,17 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         )
 
 
-async def _whole(call: Call) -> inference_pb2.GenerateResponse:
+async def _named(call: Call, context: grpc.aio.ServicerContext) -> None:
+    """The request id (its activity or workflow id), as initial metadata `x-request-id`."""
+    await context.send_initial_metadata((("x-request-id", call.request_id),))
+
+
+async def _whole(call: Call, context: grpc.aio.ServicerContext) -> inference_pb2.GenerateResponse:
     """A whole answer: Generate and Complete."""
-    try:
+    with call.owned():
+        await _named(call, context)
         result = await call.result()
-    except BaseException:
-        call.abandon()
-        raise
-    call.complete(result.usage)
+        call.complete(result.usage)
     return inference_pb2.GenerateResponse(
         id=call.request_id,
         model=call.model,
@@ -129,27 +116,27 @@ async def _whole(call: Call) -> inference_pb2.GenerateResponse:
     )
 
 
-async def _chunks(call: Call) -> AsyncIterator[inference_pb2.GenerateChunk]:
+async def _chunks(
+    call: Call, context: grpc.aio.ServicerContext
+) -> AsyncIterator[inference_pb2.GenerateChunk]:
     """A streamed answer: GenerateStream and CompleteStream."""
-    try:
+    with call.owned():  # the caller going away or a failure gives it up
+        await _named(call, context)
         async for event in call.answer():
             if isinstance(event, Delta):
                 yield inference_pb2.GenerateChunk(
                     id=call.request_id, model=call.model, delta=event.text
                 )
             elif isinstance(event, Done):
-                result = event.result
-                call.complete(result.usage)
+                call.complete(event.result.usage)
                 yield inference_pb2.GenerateChunk(
                     id=call.request_id,
                     model=call.model,
-                    finish_reason=result.finish_reason,
-                    usage=_usage(result.usage),
+                    finish_reason=event.result.finish_reason,
+                    usage=_usage(event.result.usage),
                 )
             elif isinstance(event, Failed):
                 raise event.exception()
-    finally:
-        call.abandon()  # a no-op once completed; otherwise the caller went away or it failed
 
 
 def _as_openai(

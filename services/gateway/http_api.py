@@ -39,7 +39,8 @@ from tiller.gateway.callers import (
     read_json,
     requested_priority,
 )
-from tiller.gateway.inference import Call, Inference
+from tiller.gateway.calls import Call, Stage
+from tiller.gateway.inference import Inference
 from tiller.gateway.protocol import ApiRequest, parse_chat, parse_completion, parse_embeddings
 
 log = logging.getLogger(__name__)
@@ -66,62 +67,53 @@ async def completions(request: Request) -> Response:
 async def embeddings(request: Request) -> Response:
     """POST /v1/embeddings: vectors for one text or a batch, through the same path."""
     inference = _inference(request)
-    api_key = bearer_key(request.headers.get("authorization"))
-    priority = requested_priority(request.headers.get(PRIORITY_HEADER))
+    api_key, priority = _caller(request)
     asked, encoding = parse_embeddings(await read_json(request, inference.settings.max_body_bytes))
-    call = await inference.begin(api_key, asked, priority)
-    try:
+    call = await inference.begin(api_key, asked, priority, metrics.CURRENT.get())
+    with call.owned():
         result = await call.result()
-    except TillerError as error:
-        call.abandon()
-        return _error_response(error, {"x-request-id": call.request_id})
-    except BaseException:
-        call.abandon()
-        raise
-    call.complete(result.usage)
+        call.complete(result.usage)
     body = shapes.embeddings(call.model, result, encoding)
     return JSONResponse(body, headers=call.headers())
 
 
 async def _generate(request: Request, parse: Callable[[Any], ApiRequest], legacy: bool) -> Response:
     inference = _inference(request)
-    api_key = bearer_key(request.headers.get("authorization"))
-    priority = requested_priority(request.headers.get(PRIORITY_HEADER))
-    chat = parse(await read_json(request, inference.settings.max_body_bytes))
-    call = await inference.begin(api_key, chat, priority)
-    call.include_usage = chat.include_usage
-    if chat.background:
-        return await _in_background(inference, call, chat)
-    try:
-        if not chat.stream:
+    api_key, priority = _caller(request)
+    asked = parse(await read_json(request, inference.settings.max_body_bytes))
+    record = metrics.CURRENT.get()
+    if record is not None:
+        record.stream = asked.stream
+    call = await inference.begin(api_key, asked, priority, record)
+    if asked.background:
+        return await _in_background(inference, call, asked)
+    with call.owned():
+        if not asked.stream:
             result = await _unless_gone(request, call.result())
             call.complete(result.usage)
             shape = shapes.text_completion if legacy else shapes.completion
-            body = shape(call.request_id, call.model, call.created, result)
+            body = shape(call.request_id, call.model, call.accepted.created, result)
             return JSONResponse(body, headers=call.headers())
         # Wait for the first event so an error before any token is a plain HTTP error.
         stream = call.answer()
         first = await _unless_gone(request, anext(stream))
         if isinstance(first, Failed):
             raise first.exception()
-    except TillerError as error:
-        call.abandon()
-        return _error_response(error, {"x-request-id": call.request_id})
-    except ClientGone:
-        call.abandon()  # stops the engine (or the pipeline) at once
-        return Response(status_code=499)
-    except BaseException:
-        call.abandon()
-        raise
-    answer = _with_first(first, stream)
-    events_ = _sse(call, chat.include_usage, answer, legacy=legacy)
+        call.hand_to(Stage.STREAMING)
 
     async def ended() -> None:
         # After the response, however it ended: a client gone before the stream began never
-        # ran _sse's own `finally`, and its lease would be renewed for good. A no-op otherwise.
+        # ran _sse, which would have given the request up. A no-op otherwise.
         call.abandon()
 
+    events_ = _sse(call, _with_first(first, stream), legacy=legacy)
     return _event_source(events_, call.headers(), BackgroundTask(ended))
+
+
+def _caller(request: Request) -> tuple[str, int | None]:
+    """The caller's key and the priority class it asks for."""
+    api_key = bearer_key(request.headers.get("authorization"))
+    return api_key, requested_priority(request.headers.get(PRIORITY_HEADER))
 
 
 class ClientGone(Exception):
@@ -136,14 +128,12 @@ async def _unless_gone(request: Request, work: Awaitable[T]) -> T:
     gone = asyncio.ensure_future(_hung_up(request))
     try:
         await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        task.cancel()
-        raise
     finally:
         gone.cancel()
+        if not task.done():
+            task.cancel()  # the caller left, or this handler was cancelled: stop the work
     if task.done():
         return task.result()
-    task.cancel()
     await asyncio.wait({task})
     raise ClientGone()
 
@@ -164,36 +154,33 @@ def _event_source(
     )
 
 
-async def _in_background(inference: Inference, call: Call, chat: ApiRequest) -> Response:
+async def _in_background(inference: Inference, call: Call, asked: ApiRequest) -> Response:
     """Record it and answer at once (202), or stream it; either way the client may leave."""
-    try:
-        record = await inference.background.submit(call)
-    except RedisError:
-        call.abandon()
-        raise ServiceUnavailable("Background requests cannot be recorded right now.") from None
-    except BaseException:
-        call.abandon()
-        raise
+    with call.owned():
+        try:
+            record = await inference.background.submit(call)  # its watcher owns it now
+        except RedisError:
+            raise ServiceUnavailable("Background requests cannot be recorded right now.") from None
     headers = call.headers() | {"location": f"/v1/chat/completions/{call.request_id}"}
-    if not chat.stream:
+    if not asked.stream:
         return JSONResponse(shapes.background(record), status_code=202, headers=headers)
-    return _event_source(_sse(call, chat.include_usage, call.answer(), settle=False), headers)
+    return _event_source(_sse(call, call.answer()), headers)
 
 
 async def _sse(
     call: Call,
-    include_usage: bool,
     answer: AsyncIterator[Event],
-    settle: bool = True,
     from_start: bool = True,
     legacy: bool = False,
 ) -> AsyncIterator[ServerSentEvent]:
     """SSE events of one answer. A failure after the first byte becomes an error event.
 
-    `settle`: this stream owns the request (not a background one, whose watcher settles it and
-    which runs on when the client leaves). `from_start`: the first chunk carries the role.
-    `legacy`: chunks of a (legacy) completion (`text_completion`), not of a chat."""
-    meta = (call.request_id, call.model, call.created)
+    The response settles the request if it owns it (STREAMING; not a background request,
+    whose watcher settles it and which runs on when the client leaves). `from_start`: the
+    first chunk carries the role. `legacy`: chunks of a (legacy) completion
+    (`text_completion`), not of a chat."""
+    meta = (call.request_id, call.model, call.accepted.created)
+    include_usage = call.accepted.include_usage
     role: dict[str, str] = {"role": "assistant"} if from_start else {}
 
     def piece(text: str, finish_reason: str | None = None) -> str:
@@ -213,42 +200,38 @@ async def _sse(
     streamed = not from_start  # whether the client has any of the text yet
     engines_own = False  # the engine's chunks went out as it wrote them, finish reason too
     try:
-        async for event in answer:
-            if isinstance(event, Delta) and event.chunks:
-                # Pass-through parameters: the engine's choices (tool calls, logprobs, several
-                # choices), one chunk each; the event id on the last, for Last-Event-ID.
-                streamed = engines_own = True
-                *firsts, last = event.chunks
-                for choices in firsts:
-                    yield ServerSentEvent(own_chunk(choices))
-                yield ServerSentEvent(own_chunk(last), id=event.id)
-            elif isinstance(event, Delta):
-                streamed = True
-                yield ServerSentEvent(piece(event.text), id=event.id)
-            elif isinstance(event, Done):
-                result = event.result
-                if not streamed and result.text:
-                    # An answer that was not streamed (a background request asked without
-                    # `stream` on an engine that cannot resume): its text in one chunk first.
-                    yield ServerSentEvent(piece(result.text))
-                if settle:  # before the last yields: the client may leave at once
-                    call.complete(result.usage)
-                if not engines_own:
-                    yield ServerSentEvent(piece("", result.finish_reason), id=event.id)
-                if include_usage:
-                    usage = shapes.usage_chunk(*meta, result.usage, legacy)
-                    yield ServerSentEvent(orjson.dumps(usage).decode())
-                yield ServerSentEvent("[DONE]")
-            elif isinstance(event, Failed):
-                raise event.exception()
+        with call.owned():  # the client leaving (GeneratorExit) gives it up
+            async for event in answer:
+                if isinstance(event, Delta) and event.chunks:
+                    # Pass-through parameters: the engine's choices (tool calls, logprobs,
+                    # several choices), one chunk each; the event id on the last, for
+                    # Last-Event-ID.
+                    streamed = engines_own = True
+                    *firsts, last = event.chunks
+                    for choices in firsts:
+                        yield ServerSentEvent(own_chunk(choices))
+                    yield ServerSentEvent(own_chunk(last), id=event.id)
+                elif isinstance(event, Delta):
+                    streamed = True
+                    yield ServerSentEvent(piece(event.text), id=event.id)
+                elif isinstance(event, Done):
+                    result = event.result
+                    if not streamed and result.text:
+                        # An answer that was not streamed (a background request asked without
+                        # `stream` on an engine that cannot resume): its text in one chunk.
+                        yield ServerSentEvent(piece(result.text))
+                    call.complete(result.usage)  # before the last yields: the client may leave
+                    if not engines_own:
+                        yield ServerSentEvent(piece("", result.finish_reason), id=event.id)
+                    if include_usage:
+                        usage = shapes.usage_chunk(*meta, result.usage, legacy)
+                        yield ServerSentEvent(orjson.dumps(usage).decode())
+                    yield ServerSentEvent("[DONE]")
+                elif isinstance(event, Failed):
+                    raise event.exception()
     except TillerError as error:
-        if settle:
-            call.abandon()
         yield ServerSentEvent(orjson.dumps(error.to_openai()).decode())
         yield ServerSentEvent("[DONE]")
-    finally:
-        if settle:
-            call.abandon()  # a no-op once completed; otherwise the client went away
 
 
 async def _with_first(first: Event, rest: AsyncGenerator[Event, None]) -> AsyncIterator[Event]:
@@ -321,8 +304,7 @@ async def stream_completion(request: Request) -> Response:
     call = inference.attach(record)
     answer = call.answer(after)
     return _event_source(
-        _sse(call, record.include_usage, answer, settle=False, from_start=after == "0"),
-        {"x-request-id": record.request_id},
+        _sse(call, answer, from_start=after == "0"), {"x-request-id": record.request_id}
     )
 
 
@@ -382,15 +364,13 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
-def _error_response(error: TillerError, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse(
-        error.to_openai(), error.http_status, headers=error.http_headers() | (headers or {})
-    )
-
-
 async def _tiller_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, TillerError)
-    return _error_response(error)
+    return JSONResponse(error.to_openai(), error.http_status, headers=error.http_headers())
+
+
+async def _client_gone(request: Request, error: Exception) -> Response:
+    return Response(status_code=499)  # nobody reads it: for the access log and metrics
 
 
 async def _http_error(request: Request, error: Exception) -> Response:
@@ -423,7 +403,11 @@ def create_app(inference: Inference) -> Starlette:
             *admin_api.ROUTES,
             *codec_api.ROUTES,
         ],
-        exception_handlers={TillerError: _tiller_error, HTTPException: _http_error},
+        exception_handlers={
+            TillerError: _tiller_error,
+            ClientGone: _client_gone,
+            HTTPException: _http_error,
+        },
         middleware=[Middleware(metrics.RecordRequests)],
     )
     app.state.inference = inference

@@ -9,14 +9,13 @@ answer has ended, with its status.
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
@@ -27,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tiller.common import tracing
 from tiller.common.errors import TillerError
+from tiller.common.grpc_server import Behavior, around
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -112,6 +112,12 @@ class RequestRecord:
     stream: bool = False
     first_token: bool = False
 
+    def routed(self, model: str) -> None:
+        self.model = model
+
+    def admitted(self, key_id: str, team: str) -> None:
+        self.key, self.team = key_id, team
+
     def token(self) -> None:
         """A token went out: the first one of a stream is its time to first token."""
         if not self.first_token:
@@ -187,45 +193,61 @@ class RecordRequests:
             CURRENT.reset(token)
 
 
-def recorded_rpc(method: Callable[..., Any]) -> Callable[..., Any]:
-    """A gRPC inference method, counted like a REST request (apply under translate_errors)."""
+class RecordInference(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Each call of an Inference method that runs a request, counted like a REST request:
+    one interceptor for all of them (inside error translation: it sees the TillerError)."""
 
-    def status_of(error: BaseException | None) -> int:
-        if error is None:
-            return 200
-        if isinstance(error, TillerError):
-            return error.http_status
-        return 499 if isinstance(error, (GeneratorExit, asyncio.CancelledError)) else 500
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method.rpartition("/")[2] not in RECORDED_RPCS:
+            return handler
+        return around(handler, _recorded_unary, _recorded_stream)
 
-    if inspect.isasyncgenfunction(method):
 
-        @functools.wraps(method)
-        async def stream(self: Any, request: Any, context: Any) -> Any:
-            record = RequestRecord("grpc", stream=True)
-            CURRENT.set(record)  # each RPC runs in a task of its own: no reset needed
-            failure: BaseException | None = None
-            try:
-                async for item in method(self, request, context):
-                    yield item
-            except BaseException as error:
-                failure = error
-                raise
-            finally:
-                record.finish(status_of(failure))
+# The Inference methods that run a request (ListModels does not).
+RECORDED_RPCS = frozenset({"Generate", "GenerateStream", "Complete", "CompleteStream", "Embed"})
 
-        return stream
 
-    @functools.wraps(method)
-    async def unary(self: Any, request: Any, context: Any) -> Any:
+def _status_of(error: BaseException | None) -> int:
+    if error is None:
+        return 200
+    if isinstance(error, TillerError):
+        return error.http_status
+    return 499 if isinstance(error, (GeneratorExit, asyncio.CancelledError)) else 500
+
+
+def _recorded_unary(behavior: Behavior) -> Behavior:
+    async def recorded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         record = RequestRecord("grpc")
-        CURRENT.set(record)
+        CURRENT.set(record)  # each RPC runs in a task of its own: no reset needed
         failure: BaseException | None = None
         try:
-            return await method(self, request, context)
+            return await behavior(request, context)
         except BaseException as error:
             failure = error
             raise
         finally:
-            record.finish(status_of(failure))
+            record.finish(_status_of(failure))
 
-    return unary
+    return recorded
+
+
+def _recorded_stream(behavior: Behavior) -> Behavior:
+    async def recorded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        record = RequestRecord("grpc", stream=True)
+        CURRENT.set(record)
+        failure: BaseException | None = None
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except BaseException as error:
+            failure = error
+            raise
+        finally:
+            record.finish(_status_of(failure))
+
+    return recorded

@@ -16,6 +16,7 @@ from tiller.common.net import bind
 from tiller.gateway.grpc_api import InferenceService
 from tiller.gateway.http_api import create_app
 from tiller.gateway.inference import Inference
+from tiller.gateway.metrics import RecordInference
 from tiller.gateway.settings import GatewaySettings
 from tiller.gateway.upstreams import Upstreams
 from tiller.protos.inference.v1 import inference_pb2, inference_pb2_grpc
@@ -39,6 +40,7 @@ async def serve(settings: GatewaySettings) -> None:
         [inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name],
         # Answers stream for minutes: a connection past its age keeps running streams an hour.
         connection_age_grace=3600.0,
+        interceptors=[RecordInference()],
     )
     http = _Server(
         uvicorn.Config(

@@ -11,7 +11,6 @@ import grpc
 from redis.exceptions import RedisError
 
 from tiller.common.errors import InvalidRequest, NotFound, ServiceUnavailable, TillerError
-from tiller.common.grpc_server import translate_errors
 from tiller.common.priorities import DEFAULT_PRIORITY
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
 from tiller.quota.admission import Admission, Admitted, Ask, Principal, Window
@@ -29,13 +28,11 @@ class QuotaService(quota_pb2_grpc.QuotaServicer):
     def __init__(self, admission: Admission, ledger: Ledger, keys: KeyStore) -> None:
         self.admission, self.ledger, self.keys = admission, ledger, keys
 
-    @translate_errors
     async def Authenticate(
         self, request: quota_pb2.AuthenticateRequest, context: grpc.aio.ServicerContext
     ) -> quota_pb2.Principal:
         return _principal(await _store(self.admission.authenticate(request.api_key)))
 
-    @translate_errors
     async def Admit(
         self, request: quota_pb2.AdmitRequest, context: grpc.aio.ServicerContext
     ) -> quota_pb2.Admission:
@@ -43,7 +40,6 @@ class QuotaService(quota_pb2_grpc.QuotaServicer):
             raise InvalidRequest("request_id is required", param="request_id")
         return _admission(await _store(self.admission.admit(_ask(request))))
 
-    @translate_errors
     async def AdmitBatch(
         self, request: quota_pb2.AdmitBatchRequest, context: grpc.aio.ServicerContext
     ) -> quota_pb2.AdmitBatchResponse:
@@ -62,7 +58,6 @@ class QuotaService(quota_pb2_grpc.QuotaServicer):
             ]
         )
 
-    @translate_errors
     async def Settle(
         self, request: quota_pb2.SettleRequest, context: grpc.aio.ServicerContext
     ) -> quota_pb2.SettleResponse:
@@ -70,7 +65,6 @@ class QuotaService(quota_pb2_grpc.QuotaServicer):
             await _store(self.ledger.settle(request.settlements))
         return quota_pb2.SettleResponse()
 
-    @translate_errors
     async def RenewLeases(
         self, request: quota_pb2.RenewLeasesRequest, context: grpc.aio.ServicerContext
     ) -> quota_pb2.RenewLeasesResponse:
@@ -80,7 +74,6 @@ class QuotaService(quota_pb2_grpc.QuotaServicer):
         return quota_pb2.RenewLeasesResponse(ttl_seconds=ttl_ms / 1000)
 
     # --- administration ----------------------------------------------------------------------
-    @translate_errors
     async def CreateKey(
         self, request: quota_pb2.CreateKeyRequest, context: grpc.aio.ServicerContext
     ) -> quota_pb2.CreatedKey:
@@ -88,40 +81,34 @@ class QuotaService(quota_pb2_grpc.QuotaServicer):
         created = await _admin(self.keys.create(spec))
         return await self._created(created)
 
-    @translate_errors
     async def ListKeys(
         self, request: quota_pb2.ListKeysRequest, context: grpc.aio.ServicerContext
     ) -> quota_pb2.ListKeysResponse:
         records = await _store(self.keys.list())
         return quota_pb2.ListKeysResponse(keys=[_key_info(r) for r in records])
 
-    @translate_errors
     async def GetKey(
         self, request: quota_pb2.KeyRef, context: grpc.aio.ServicerContext
     ) -> quota_pb2.KeyInfo:
         return _key_info(await _admin(self.keys.get(request.id)))
 
-    @translate_errors
     async def RevokeKey(
         self, request: quota_pb2.KeyRef, context: grpc.aio.ServicerContext
     ) -> quota_pb2.KeyInfo:
         return _key_info(await _admin(self.keys.revoke(request.id)))
 
-    @translate_errors
     async def RotateKey(
         self, request: quota_pb2.KeyRef, context: grpc.aio.ServicerContext
     ) -> quota_pb2.CreatedKey:
         created, _ = await _admin(self.keys.rotate(request.id))
         return await self._created(created)
 
-    @translate_errors
     async def PutTeam(
         self, request: quota_pb2.Team, context: grpc.aio.ServicerContext
     ) -> quota_pb2.Team:
         await _admin(self.keys.put_team(request.name, _limits(request.limits)))
         return request
 
-    @translate_errors
     async def ListTeams(
         self, request: quota_pb2.ListTeamsRequest, context: grpc.aio.ServicerContext
     ) -> quota_pb2.ListTeamsResponse:
@@ -130,7 +117,6 @@ class QuotaService(quota_pb2_grpc.QuotaServicer):
             teams=[quota_pb2.Team(name=n, limits=_limits_pb(lim)) for n, lim in teams.items()]
         )
 
-    @translate_errors
     async def GetUsage(
         self, request: quota_pb2.UsageRequest, context: grpc.aio.ServicerContext
     ) -> quota_pb2.UsageResponse:

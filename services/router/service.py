@@ -5,7 +5,6 @@ from __future__ import annotations
 import grpc
 
 from tiller.common.errors import ModelNotFound
-from tiller.common.grpc_server import translate_errors
 from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
 from tiller.router import metrics
 from tiller.router.table import Deployment, Model, RoutingTable
@@ -15,7 +14,6 @@ class RouterService(router_pb2_grpc.RouterServicer):
     def __init__(self, table: RoutingTable) -> None:
         self.table = table
 
-    @translate_errors
     async def Resolve(
         self, request: router_pb2.ResolveRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.Route:
@@ -58,7 +56,6 @@ class RouterService(router_pb2_grpc.RouterServicer):
             ),
         )
 
-    @translate_errors
     async def ListModels(
         self, request: router_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.ListModelsResponse:
