@@ -49,6 +49,11 @@ def retry_of(policy: router_pb2.RetryPolicy) -> Retry:
     )
 
 
+def retry_policy_of(retry: Retry) -> router_pb2.RetryPolicy:
+    """The inverse of retry_of: a model's retry policy as the router sends it."""
+    return router_pb2.RetryPolicy(**dataclasses.asdict(retry))
+
+
 def heartbeat_timeout_of(route: router_pb2.Route) -> float:
     return route.heartbeat_timeout_seconds or HEARTBEAT_TIMEOUT_SECONDS  # 0: an older router
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from tiller.common.errors import ModelNotFound
+from tiller.contract.routes import retry_policy_of
 from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
 from tiller.router import metrics
 from tiller.router.table import Deployment, Model, RoutingTable
@@ -34,12 +35,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
             defaults=router_pb2.SamplingDefaults(**model.defaults.model_dump(exclude_none=True)),
             system_prompt=model.system_prompt or "",
             limits=router_pb2.ModelLimits(**model.limits.model_dump()),
-            retry=router_pb2.RetryPolicy(
-                max_attempts=model.retry.max_attempts,
-                initial_interval_seconds=model.retry.initial_interval_seconds,
-                backoff_coefficient=model.retry.backoff_coefficient,
-                maximum_interval_seconds=model.retry.maximum_interval_seconds,
-            ),
+            retry=retry_policy_of(model.retry),
             config_version=self.table.version,
             pipeline=router_pb2.Pipeline(
                 workflow=model.pipeline.workflow, options_json=model.pipeline.options_json

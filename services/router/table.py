@@ -13,6 +13,7 @@ from types import MappingProxyType
 from tiller.common.errors import ModelNotFound
 from tiller.common.pii.findings import BUILT_IN_TYPES, DEFAULT_MIN_SCORE
 from tiller.contract.names import FAILOVER_TASK_QUEUE, PIPELINE_TASK_QUEUE
+from tiller.contract.requests import Retry
 from tiller.router import config
 
 
@@ -27,14 +28,6 @@ class Deployment:
     model: str  # the model it serves
     resume: bool  # the engine can continue a partial answer
     options_json: str  # the adapter's `options:`, as JSON
-
-
-@dataclass(frozen=True, slots=True)
-class Retry:
-    max_attempts: int
-    initial_interval_seconds: float
-    backoff_coefficient: float
-    maximum_interval_seconds: float
 
 
 @dataclass(frozen=True, slots=True)
