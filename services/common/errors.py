@@ -280,6 +280,15 @@ class EngineFailedMidStream(TillerError):
     default_message = "The model engine failed while streaming the answer."
 
 
+class CallerLeft(TillerError):
+    """The caller hung up before its answer began: nobody reads this, but the request's logs
+    and metrics say so (499, as nginx counts a client that closed its request)."""
+
+    http_status = 499
+    grpc_code = grpc.StatusCode.CANCELLED
+    default_message = "The caller closed the request."
+
+
 class ServiceUnavailable(TillerError):
     http_status = 503
     grpc_code = grpc.StatusCode.UNAVAILABLE

@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from tiller.common.errors import (
     AnswerUnreadable,
+    CallerLeft,
     InvalidRequest,
     NotFound,
     PermissionDenied,
@@ -116,12 +117,8 @@ def _caller(request: Request) -> tuple[str, int | None]:
     return api_key, requested_priority(request.headers.get(PRIORITY_HEADER))
 
 
-class ClientGone(Exception):
-    """The caller hung up before its answer began."""
-
-
 async def _unless_gone(request: Request, work: Awaitable[T]) -> T:
-    """`work`, unless the caller hangs up first (ClientGone). An answer can be slow to begin (a
+    """`work`, unless the caller hangs up first (CallerLeft). An answer can be slow to begin (a
     queue, a pipeline waiting for a reviewer); a caller that leaves meanwhile cancels it then,
     not when the first event comes. (Once streaming, the SSE response notices by itself.)"""
     task = asyncio.ensure_future(work)
@@ -135,7 +132,7 @@ async def _unless_gone(request: Request, work: Awaitable[T]) -> T:
     if task.done():
         return task.result()
     await asyncio.wait({task})
-    raise ClientGone()
+    raise CallerLeft()
 
 
 async def _hung_up(request: Request) -> None:
@@ -144,14 +141,29 @@ async def _hung_up(request: Request) -> None:
         pass
 
 
+def _event(data: str, id: str | None = None) -> ServerSentEvent:
+    """One SSE event, its lines ended with LF as OpenAI's are (clients that split the stream
+    on a blank line, as many hand-written ones do, expect "\n\n")."""
+    return ServerSentEvent(data, id=id, sep="\n")
+
+
 def _event_source(
     events_: AsyncIterator[ServerSentEvent],
     headers: dict[str, str],
     background: BackgroundTask | None = None,
 ) -> Response:
     return EventSourceResponse(
-        events_, headers=headers, ping=SSE_PING_SECONDS, sep="\n", background=background
+        events_,
+        headers=headers,
+        ping=SSE_PING_SECONDS,
+        ping_message_factory=_ping,
+        sep="\n",
+        background=background,
     )
+
+
+def _ping() -> ServerSentEvent:
+    return ServerSentEvent(comment="ping", sep="\n")
 
 
 async def _in_background(inference: Inference, call: Call, asked: ApiRequest) -> Response:
@@ -209,29 +221,29 @@ async def _sse(
                     streamed = engines_own = True
                     *firsts, last = event.chunks
                     for choices in firsts:
-                        yield ServerSentEvent(own_chunk(choices))
-                    yield ServerSentEvent(own_chunk(last), id=event.id)
+                        yield _event(own_chunk(choices))
+                    yield _event(own_chunk(last), id=event.id)
                 elif isinstance(event, Delta):
                     streamed = True
-                    yield ServerSentEvent(piece(event.text), id=event.id)
+                    yield _event(piece(event.text), id=event.id)
                 elif isinstance(event, Done):
                     result = event.result
                     if not streamed and result.text:
                         # An answer that was not streamed (a background request asked without
                         # `stream` on an engine that cannot resume): its text in one chunk.
-                        yield ServerSentEvent(piece(result.text))
+                        yield _event(piece(result.text))
                     call.complete(result.usage)  # before the last yields: the client may leave
                     if not engines_own:
-                        yield ServerSentEvent(piece("", result.finish_reason), id=event.id)
+                        yield _event(piece("", result.finish_reason), id=event.id)
                     if include_usage:
                         usage = shapes.usage_chunk(*meta, result.usage, legacy)
-                        yield ServerSentEvent(orjson.dumps(usage).decode())
-                    yield ServerSentEvent("[DONE]")
+                        yield _event(orjson.dumps(usage).decode())
+                    yield _event("[DONE]")
                 elif isinstance(event, Failed):
                     raise event.exception()
     except TillerError as error:
-        yield ServerSentEvent(orjson.dumps(error.to_openai()).decode())
-        yield ServerSentEvent("[DONE]")
+        yield _event(orjson.dumps(error.to_openai()).decode())
+        yield _event("[DONE]")
 
 
 async def _with_first(first: Event, rest: AsyncGenerator[Event, None]) -> AsyncIterator[Event]:
@@ -309,7 +321,7 @@ async def stream_completion(request: Request) -> Response:
 
 
 async def _just_done() -> AsyncIterator[ServerSentEvent]:
-    yield ServerSentEvent("[DONE]")
+    yield _event("[DONE]")
 
 
 async def list_models(request: Request) -> Response:
@@ -369,10 +381,6 @@ async def _tiller_error(request: Request, error: Exception) -> Response:
     return JSONResponse(error.to_openai(), error.http_status, headers=error.http_headers())
 
 
-async def _client_gone(request: Request, error: Exception) -> Response:
-    return Response(status_code=499)  # nobody reads it: for the access log and metrics
-
-
 async def _http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     body = {
@@ -405,7 +413,6 @@ def create_app(inference: Inference) -> Starlette:
         ],
         exception_handlers={
             TillerError: _tiller_error,
-            ClientGone: _client_gone,
             HTTPException: _http_error,
         },
         middleware=[Middleware(metrics.RecordRequests)],
