@@ -9,7 +9,7 @@ answer has not begun), after which the request must be stopped and settled, not 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import orjson
@@ -69,8 +69,8 @@ class Exchange:
         }
         self.task = asyncio.ensure_future(app(scope, self.inbox.get, self._send))
 
-    async def _send(self, message: dict[str, Any]) -> None:
-        self.sent.append(message)
+    async def _send(self, message: MutableMapping[str, Any]) -> None:
+        self.sent.append(dict(message))
         self.arrived.set()
 
     def leave(self) -> None:
