@@ -221,6 +221,9 @@ class Call:
         # Before anything arrives, check no later than the queue timeout: a request no worker
         # picked up is answered then, not at the next idle check.
         wait = min(idle, self.accepted.queue_timeout + 0.25) if after == "0" else idle
+        # Who counts what the caller is sent (and errors): its answerer, or a watched request's
+        # watcher; not a client that also streams a request the watcher answers for.
+        counts = not caller or self.stage is not Stage.WATCHED
         hub = self.inference.hub
         sub = hub.subscribe(self.accepted.events_key, after)
         if caller:
@@ -241,7 +244,8 @@ class Call:
                 batch = answer_stream.coalesce(batch)
                 for event in self.restorer.restore(batch) if self.restorer else batch:
                     after = event.id
-                    self._saw(event)
+                    if counts:
+                        self._saw(event)
                     yield event
                     if event.terminal:
                         return
