@@ -89,7 +89,7 @@ class Sampling:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Sampling:
-        known = _known(cls, data)
+        known = known_fields(cls, data)
         return cls(**(known | {"stop": tuple(known.get("stop") or ())}))
 
 
@@ -191,7 +191,7 @@ class Target:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Target:
-        return cls(**_known(cls, data))
+        return cls(**known_fields(cls, data))
 
 
 @dataclass(frozen=True)
@@ -244,7 +244,7 @@ class InferenceInput:
             target=Target.from_dict(data["target"]),
             events_key=data["events_key"],
             timeout_seconds=data["timeout_seconds"],
-            retry=Retry(**_known(Retry, data["retry"])),
+            retry=Retry(**known_fields(Retry, data["retry"])),
             # .get and `or`: a request started by a gateway of an earlier version lacks these
             heartbeat_timeout_seconds=data.get("heartbeat_timeout_seconds")
             or HEARTBEAT_TIMEOUT_SECONDS,
@@ -268,7 +268,7 @@ def _ask_of_earlier(data: dict[str, Any]) -> Ask:
     return Chat(tuple(Message.from_dict(m) for m in data["messages"]), extra)
 
 
-def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+def known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     """The fields `cls` has: a worker reads a newer gateway's request without failing on a
     field it does not know (rolling upgrades, either order)."""
     names = {f.name for f in fields(cls)}

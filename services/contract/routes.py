@@ -16,6 +16,7 @@ from tiller.contract.requests import (
     Retry,
     Sampling,
     Target,
+    known_fields,
 )
 from tiller.protos.router.v1 import router_pb2
 
@@ -120,7 +121,7 @@ class StepRoute:
         return cls(
             model=data["model"],
             targets=tuple(Target.from_dict(t) for t in data["targets"]),
-            retry=Retry(**data["retry"]),
+            retry=Retry(**known_fields(Retry, data["retry"])),
             timeout_seconds=data["timeout_seconds"],
             heartbeat_timeout_seconds=data["heartbeat_timeout_seconds"],
             queue_timeout_seconds=data["queue_timeout_seconds"],

@@ -16,6 +16,22 @@ from types import ModuleType
 
 from tiller.pipelines.base import PipelineOptions
 
+# Exceptions that mean a bug in a pipeline's code: its run fails at once (the client gets a
+# 500) instead of Temporal retrying the workflow task until the pipeline's timeout. Not every
+# Exception: Temporal's NondeterminismError must not fail a run, so that a deploy that changed a
+# pipeline in a way its running workflows cannot replay (a step added, say) leaves them waiting
+# for a fix or a rollback (their workflow task retries), not killed.
+BUG_TYPES: tuple[type[Exception], ...] = (
+    ArithmeticError,
+    AssertionError,
+    AttributeError,
+    LookupError,  # KeyError, IndexError
+    NameError,
+    RuntimeError,
+    TypeError,
+    ValueError,  # pydantic's ValidationError too
+)
+
 # The `pipeline.workflow` value in models.yaml -> the module that defines it.
 PIPELINES: dict[str, str] = {
     "classify-then-generate": "tiller.pipelines.classify_then_generate",

@@ -110,9 +110,9 @@ def pipeline_worker(client: Client, activities: PipelineActivities, grace: float
         # Pipelines are deterministic workflow code that call activities for every effect
         # (docs/pipelines.md); like the failover workflow, they run unsandboxed.
         workflow_runner=UnsandboxedWorkflowRunner(),
-        # A bug in a pipeline's code fails its request at once (the client gets a 500) instead
-        # of Temporal retrying the workflow task until the pipeline's timeout.
-        workflow_failure_exception_types=[Exception],
+        # A bug in a pipeline's code fails its request at once (pipelines.BUG_TYPES says which
+        # exceptions, and why not nondeterminism).
+        workflow_failure_exception_types=list(pipelines.BUG_TYPES),
         graceful_shutdown_timeout=timedelta(seconds=grace),
     )
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
-from temporalio.workflow import NondeterminismError
 
 
 def test_server_binary() -> str:
@@ -87,32 +86,3 @@ def failure_chain(error: BaseException | None) -> list[str]:
         chain.append(f"{kind}: {getattr(error, 'message', str(error))}")
         error = error.__cause__
     return chain
-
-
-class _Excluding(type):
-    """The metaclass of `nondeterminism_reported`'s classes: `base`, less NondeterminismError."""
-
-    base: type[BaseException]
-
-    def __instancecheck__(cls, instance: object) -> bool:
-        return isinstance(instance, cls.base) and not isinstance(instance, NondeterminismError)
-
-    def __subclasscheck__(cls, subclass: type) -> bool:
-        return issubclass(subclass, cls.base) and not issubclass(subclass, NondeterminismError)
-
-
-def nondeterminism_reported(kind: type[BaseException]) -> type[BaseException]:
-    """`kind` as a workflow failure type that does not take in NondeterminismError.
-
-    The pipeline worker lists `Exception`: a pipeline's own exception fails its run. A listed
-    supertype of NondeterminismError also makes the SDK fail the run on nondeterminism, and a
-    Replayer so configured never returns on a non-deterministic history (it waits for an
-    eviction that does not come; temporalio 1.35). So the replay fails a run on every exception
-    production fails it on, except nondeterminism, which it reports."""
-    if not issubclass(NondeterminismError, kind):
-        return kind
-
-    class ButNondeterminism(Exception, metaclass=_Excluding):
-        base = kind
-
-    return ButNondeterminism

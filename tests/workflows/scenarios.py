@@ -28,7 +28,6 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 from tests.workflows.harness import (
     activity_events,
     failure_chain,
-    nondeterminism_reported,
     timers,
 )
 from tiller import pipelines
@@ -74,7 +73,7 @@ WORKFLOWS: dict[str, type] = {
 }
 # A bug in a pipeline's code fails its run; the failover workflow keeps the SDK's default.
 FAILOVER_FAILURES: list[type[BaseException]] = []
-PIPELINE_FAILURES: list[type[BaseException]] = [Exception]
+PIPELINE_FAILURES: list[type[BaseException]] = list(pipelines.BUG_TYPES)
 
 
 def failure_types(workflow: str) -> list[type[BaseException]]:
@@ -456,9 +455,7 @@ def replayer(workflow: str) -> Replayer:
     return Replayer(
         workflows=[WORKFLOWS[workflow]],
         workflow_runner=RUNNER,
-        workflow_failure_exception_types=[
-            nondeterminism_reported(kind) for kind in failure_types(workflow)
-        ],
+        workflow_failure_exception_types=failure_types(workflow),
     )
 
 
