@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import signal
@@ -20,6 +21,7 @@ from temporalio.client import Client
 
 from tiller.common.payload_codec import PayloadKeys, new_key_line
 from tiller.common.temporal import sealed_converter
+from tiller.gateway.settings import GatewaySettings
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 180
@@ -378,6 +380,19 @@ def stop_up(process: subprocess.Popen[str]) -> int:
     except subprocess.TimeoutExpired:
         process.kill()
         raise
+
+
+def gateway_settings(stack: Stack, **overrides: Any) -> GatewaySettings:
+    """Settings of a gateway run in the test's own process, over the stack's services."""
+    settings = GatewaySettings(
+        redis_url=stack.redis_url,
+        temporal_address=stack.temporal_address,
+        router_address=f"127.0.0.1:{stack.router_port}",
+        quota_address=f"127.0.0.1:{stack.quota_port}",
+        idle_check_seconds=0.5,
+        payload_keys=TEST_PAYLOAD_KEYS,
+    )
+    return dataclasses.replace(settings, **overrides)
 
 
 async def temporal_client(stack: Stack) -> Client:

@@ -92,31 +92,19 @@ Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
 TILLER_METHODS = "/tiller."  # the full names of Tiller's own gRPC methods start so
 
 
-def around(
-    handler: grpc.RpcMethodHandler,
-    unary: Callable[[Behavior], Behavior],
-    stream: Callable[[Behavior], Behavior],
-) -> grpc.RpcMethodHandler:
-    """The method `handler` serves, wrapped: `unary` for a unary method, `stream` for one that
-    streams its responses (Tiller has no client-streaming methods)."""
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
-            unary(handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            stream(handler.unary_stream),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    return handler
+class MethodWrapper(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """An interceptor that wraps the behaviour of the methods it `wants`: `unary` for a unary
+    method, `stream` for one that streams its responses (Tiller has no client-streaming
+    methods). Subclasses say which methods and how."""
 
+    def wants(self, method: str) -> bool:
+        return method.startswith(TILLER_METHODS)  # not health's or reflection's
 
-class TranslateErrors(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """A TillerError raised by any method of any servicer becomes its rich gRPC status: one
-    place, for every service."""
+    def unary(self, behavior: Behavior) -> Behavior:
+        raise NotImplementedError
+
+    def stream(self, behavior: Behavior) -> Behavior:
+        raise NotImplementedError
 
     async def intercept_service(
         self,
@@ -124,9 +112,32 @@ class TranslateErrors(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or not details.method.startswith(TILLER_METHODS):
-            return handler  # health and reflection: not ours
-        return around(handler, _unary, _stream)
+        if handler is None or not self.wants(details.method):
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self.unary(handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self.stream(handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+class TranslateErrors(MethodWrapper):
+    """A TillerError raised by any method of any servicer becomes its rich gRPC status: one
+    place, for every service."""
+
+    def unary(self, behavior: Behavior) -> Behavior:
+        return _unary(behavior)
+
+    def stream(self, behavior: Behavior) -> Behavior:
+        return _stream(behavior)
 
 
 def _unary(behavior: Behavior) -> Behavior:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tiller.common import tracing
 from tiller.common.errors import TillerError
-from tiller.common.grpc_server import Behavior, around
+from tiller.common.grpc_server import Behavior, MethodWrapper
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -193,19 +192,19 @@ class RecordRequests:
             CURRENT.reset(token)
 
 
-class RecordInference(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class RecordInference(MethodWrapper):
     """Each call of an Inference method that runs a request, counted like a REST request:
     one interceptor for all of them (inside error translation: it sees the TillerError)."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None or details.method.rpartition("/")[2] not in RECORDED_RPCS:
-            return handler
-        return around(handler, _recorded_unary, _recorded_stream)
+    def wants(self, method: str) -> bool:
+        service, _, name = method.rpartition("/")
+        return service == "/tiller.inference.v1.Inference" and name in RECORDED_RPCS
+
+    def unary(self, behavior: Behavior) -> Behavior:
+        return _recorded_unary(behavior)
+
+    def stream(self, behavior: Behavior) -> Behavior:
+        return _recorded_stream(behavior)
 
 
 # The Inference methods that run a request (ListModels does not).

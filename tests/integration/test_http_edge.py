@@ -18,23 +18,15 @@ from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 from temporalio.client import ActivityExecutionStatus, Client
 
-from tests.support import TEST_PAYLOAD_KEYS, Stack, temporal_client, wait_for
+from tests.support import Stack, gateway_settings, temporal_client, wait_for
 from tiller.gateway.http_api import create_app
 from tiller.gateway.inference import Inference
-from tiller.gateway.settings import GatewaySettings
 from tiller.gateway.upstreams import Upstreams
 
 
 @pytest.fixture
 async def app(stack: Stack) -> AsyncIterator[Starlette]:
-    settings = GatewaySettings(
-        redis_url=stack.redis_url,
-        temporal_address=stack.temporal_address,
-        router_address=f"127.0.0.1:{stack.router_port}",
-        quota_address=f"127.0.0.1:{stack.quota_port}",
-        idle_check_seconds=0.5,
-        payload_keys=TEST_PAYLOAD_KEYS,
-    )
+    settings = gateway_settings(stack)
     inference = Inference(await Upstreams.connect(settings), settings)
     inference.start()
     yield create_app(inference)

@@ -12,28 +12,19 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from tests.support import TEST_PAYLOAD_KEYS, Stack
+from tests.support import Stack, gateway_settings
 from tiller.common.errors import InternalError
 from tiller.contract.answer_stream import EventWriter
 from tiller.contract.events import Delta, Done, stream_key
 from tiller.contract.results import InferenceResult, Usage
 from tiller.gateway.background import QUEUED, Record
 from tiller.gateway.inference import Inference
-from tiller.gateway.settings import GatewaySettings
 from tiller.gateway.upstreams import Upstreams
 
 
 @pytest.fixture
 async def inference(stack: Stack) -> AsyncIterator[Inference]:
-    settings = GatewaySettings(
-        redis_url=stack.redis_url,
-        temporal_address=stack.temporal_address,
-        router_address=f"127.0.0.1:{stack.router_port}",
-        quota_address=f"127.0.0.1:{stack.quota_port}",
-        key_prefix="test-lost:",
-        idle_check_seconds=0.5,
-        payload_keys=TEST_PAYLOAD_KEYS,
-    )
+    settings = gateway_settings(stack, key_prefix="test-lost:")
     upstreams = await Upstreams.connect(settings)
     gateway = Inference(upstreams, settings)
     yield gateway
