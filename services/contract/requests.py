@@ -47,34 +47,102 @@ class ToolCall:
         return cls(data["id"], data["name"], data["arguments"])
 
 
+# Content parts whose value is text the engine reads (masked like any text); every other part
+# (an image, audio, a file, a video…) is passed to the engine as the client sent it.
+TEXT_PARTS = ("text", "refusal")
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One part of a message's content, in OpenAI's shape: its `type` and the rest of it as sent
+    (`{"type": "image_url", "image_url": {"url": ...}}` is Part("image_url", {"image_url":
+    {"url": ...}}))."""
+
+    type: str
+    body: dict[str, Any]
+
+    @property
+    def text(self) -> str | None:
+        """A text part's text (or a refusal's); None for an image, audio, a file…"""
+        value = self.body.get(self.type) if self.type in TEXT_PARTS else None
+        return value if isinstance(value, str) else None
+
+    def openai(self) -> dict[str, Any]:
+        return {"type": self.type, **self.body}
+
+    def map_texts(self, change: Callable[[str], str]) -> Part:
+        text = self.text
+        return self if text is None else Part(self.type, {**self.body, self.type: change(text)})
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     role: str
-    content: str | None  # None only for an assistant message with tool_calls
+    # The text, or the parts of a message with more than text (images, audio, files); None
+    # only for an assistant message with tool_calls.
+    content: str | tuple[Part, ...] | None
     name: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()  # an assistant's calls
     tool_call_id: str | None = None  # a tool message: the call it answers
+    # What else the client sent in the message (an assistant's `reasoning_content`, `audio`…),
+    # as it sent it: an engine that takes OpenAI's messages is the judge of it.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """The message's text: its content, or its text parts joined by newlines."""
+        if isinstance(self.content, tuple):
+            return "\n".join(t for p in self.content if (t := p.text) is not None)
+        return self.content or ""
+
+    @property
+    def media(self) -> tuple[Part, ...]:
+        """The parts that are not text (images, audio, files…)."""
+        if not isinstance(self.content, tuple):
+            return ()
+        return tuple(p for p in self.content if p.text is None)
 
     def map_texts(self, change: Callable[[str], str]) -> Message:
-        """The message with `change` applied to each text an engine reads (content, name, tool
-        call arguments)."""
+        """The message with `change` applied to each text an engine reads (content and text
+        parts, name, tool call arguments, the texts inside `extra`)."""
+        content = self.content
+        if isinstance(content, tuple):
+            content = tuple(p.map_texts(change) for p in content)
+        elif content is not None:
+            content = change(content)
         return Message(
             self.role,
-            change(self.content) if self.content is not None else None,
+            content,
             change(self.name) if self.name else self.name,
             tuple(replace(c, arguments=change(c.arguments)) for c in self.tool_calls),
             self.tool_call_id,
+            {k: _map_strings(v, change) for k, v in self.extra.items()},
         )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Message:
+        content = data.get("content")
+        if isinstance(content, list):
+            content = tuple(Part(p["type"], dict(p["body"])) for p in content)
         return cls(
             data["role"],
-            data.get("content"),
+            content,
             data.get("name"),
             tuple(ToolCall.from_dict(c) for c in data.get("tool_calls") or ()),
             data.get("tool_call_id"),
+            dict(data.get("extra") or {}),
         )
+
+
+def _map_strings(value: Any, change: Callable[[str], str]) -> Any:
+    """A JSON value with `change` applied to every string in it."""
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, list):
+        return [_map_strings(v, change) for v in value]
+    if isinstance(value, dict):
+        return {k: _map_strings(v, change) for k, v in value.items()}
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +163,9 @@ class Sampling:
 
 # Sampling parameters, by name (models.yaml defaults, Triton input tensors).
 SAMPLING_FIELDS = tuple(f.name for f in fields(Sampling))
-# OpenAI chat parameters passed to the engine as the client wrote them (`extra`); legacy
-# completions take `logprobs`, `logit_bias` and `n` of them.
+# OpenAI chat parameters that shape the answer, passed to the engine as the client wrote them
+# (`extra`); the engine's own choices then come back as it wrote them. Legacy completions take
+# `logprobs`, `logit_bias` and `n` of them.
 PASSTHROUGH = (
     "tools",
     "tool_choice",
@@ -106,6 +175,8 @@ PASSTHROUGH = (
     "top_logprobs",
     "logit_bias",
     "n",
+    "audio",
+    "modalities",
 )
 _NOTHING: Mapping[str, Any] = MappingProxyType({})
 
@@ -118,6 +189,10 @@ class Chat:
     # OpenAI parameters passed to the engine as given (tools, logprobs, n, response_format…);
     # the engine's own choices then come back as it wrote them.
     extra: dict[str, Any] = field(default_factory=dict)
+    # Engine parameters Tiller does not read (vLLM's top_k, structured_outputs,
+    # chat_template_kwargs…), passed to an engine that takes them as given; the answer is
+    # still text.
+    params: dict[str, Any] = field(default_factory=dict)
     kind: Literal["chat"] = "chat"
 
     def map_texts(self, change: Callable[[str], str]) -> Chat:
@@ -130,6 +205,7 @@ class TextCompletion:
 
     prompt: str
     extra: dict[str, Any] = field(default_factory=dict)  # logprobs, logit_bias, n
+    params: dict[str, Any] = field(default_factory=dict)
     kind: Literal["completion"] = "completion"
 
     def map_texts(self, change: Callable[[str], str]) -> TextCompletion:
@@ -141,6 +217,7 @@ class Embedding:
     """Embeddings: one vector per text, in order."""
 
     texts: tuple[str, ...]
+    params: dict[str, Any] = field(default_factory=dict)  # dimensions, an engine's own…
     kind: Literal["embedding"] = "embedding"
     extra: ClassVar[Mapping[str, Any]] = _NOTHING  # nothing is passed through
 
@@ -153,13 +230,13 @@ Ask = Chat | TextCompletion | Embedding
 
 def ask_from_dict(data: dict[str, Any]) -> Ask:
     kind = data.get("kind")
+    extra, params = dict(data.get("extra") or {}), dict(data.get("params") or {})
     if kind == "completion":
-        return TextCompletion(data["prompt"], dict(data.get("extra") or {}))
+        return TextCompletion(data["prompt"], extra, params)
     if kind == "embedding":
-        return Embedding(tuple(data["texts"]))
+        return Embedding(tuple(data["texts"]), params)
     if kind == "chat":
-        messages = tuple(Message.from_dict(m) for m in data["messages"])
-        return Chat(messages, dict(data.get("extra") or {}))
+        return Chat(tuple(Message.from_dict(m) for m in data["messages"]), extra, params)
     raise ValueError(f"unknown request kind {kind!r}")
 
 

@@ -142,6 +142,15 @@ class Inference:
         route = await self._route(api_key, request.model)
         if observer is not None:  # the model label waits for the route: callers name anything
             observer.routed(route.model)
+        if request.ask.params and route.engine_parameters == "refuse":
+            await self.authenticate(api_key)  # a bad key hears that first
+            name = sorted(request.ask.params)[0]
+            raise InvalidRequest(
+                f"'{name}' is not supported by the model `{route.model}`: it takes only the "
+                "parameters Tiller reads (its models.yaml entry sets engine_parameters: refuse, "
+                "or one of its engines cannot take others).",
+                param=name,
+            )
         sampling = filled(request.sampling, defaults_of(route.defaults))
         prompt = prompt_tokens(request)
         reserve = reservation(request, sampling, prompt, self.settings.default_reserve_tokens)
@@ -342,8 +351,8 @@ def _pipeline_takes(request: ApiRequest, model: str) -> None:
             f"The model `{model}` is a pipeline: it answers chat completions only.",
             param="model",
         )
-    if request.ask.extra:
-        name = sorted(request.ask.extra)[0]
+    if request.ask.extra or request.ask.params:
+        name = sorted({**request.ask.extra, **request.ask.params})[0]
         raise InvalidRequest(
             f"'{name}' is not supported by the pipeline model `{model}`.", param=name
         )

@@ -1,10 +1,15 @@
-"""OpenAI's chat-completions and (legacy) completions requests, validated with OpenAI's error
-wording and `param` names.
+"""OpenAI's chat-completions, (legacy) completions and embeddings requests, validated with
+OpenAI's error wording and `param` names.
 
-Engine-side parameters that shape the answer (tools, tool_choice, response_format, logprobs,
-n, ...) are checked for their JSON type here and passed to the engine as they came (`extra`);
-the engine's choices come back as it wrote them. Parameters this gateway does not implement are
-refused by name rather than silently dropped.
+Three kinds of parameter:
+- those Tiller reads (model, messages, sampling, stream…) are checked strictly;
+- those that shape the answer (tools, tool_choice, response_format, logprobs, n, audio…) are
+  checked for their JSON type and passed to the engine as they came (`extra`); the engine's
+  choices come back as it wrote them;
+- any other is an engine parameter (vLLM's top_k, min_p, structured_outputs,
+  chat_template_kwargs; reasoning_effort…): passed to the engine as given (`params`), which is
+  its judge, unless the model's `engine_parameters: refuse` says otherwise (models.yaml).
+`user`, `metadata`, `store` and `service_tier` are accepted and go no further (docs/models.md).
 """
 
 from __future__ import annotations
@@ -18,25 +23,23 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from tiller.common.errors import InvalidRequest
 from tiller.common.paths import key_path
-from tiller.contract import requests as contract
 from tiller.contract.requests import (
     PASSTHROUGH,
     Ask,
     Chat,
     Embedding,
-    Message,
     Sampling,
     TextCompletion,
 )
+from tiller.gateway.messages import ChatMessageIn, to_message
 
-# Known OpenAI parameters this gateway does not implement (the first two are deprecated: tools
-# and tool_choice replace them).
-UNSUPPORTED = ("functions", "function_call", "audio", "modalities", "prediction")
+# Known OpenAI parameters this gateway refuses: deprecated (tools and tool_choice replace them),
+# and no engine Tiller serves takes them.
+UNSUPPORTED = ("functions", "function_call")
 
 # Parameters passed through to the engine as given (after a type check), answered in the
 # engine's own words: tool calls, log probabilities, several choices, structured output.
@@ -46,64 +49,6 @@ COMPLETION_PASSTHROUGH = ("logprobs", "logit_bias", "n")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class ToolCallFunction(_Strict):
-    name: Annotated[str, Field(min_length=1)]
-    arguments: str
-
-
-class ToolCall(_Strict):
-    """A tool call the assistant made, sent back in a later request's history."""
-
-    id: Annotated[str, Field(min_length=1)]
-    type: Literal["function"]
-    function: ToolCallFunction
-
-
-class ChatMessageIn(_Strict):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: Any
-    name: str | None = None
-    tool_calls: Annotated[list[ToolCall], Field(min_length=1)] | None = None  # assistant
-    tool_call_id: Annotated[str, Field(min_length=1)] | None = None  # tool: the call answered
-
-    @field_validator("content")
-    @classmethod
-    def _text_content(cls, value: Any) -> str | None:
-        """A string, or an array of text content parts joined with newlines; null only for an
-        assistant message that made tool calls (checked below)."""
-        if value is None:
-            return None
-        if isinstance(value, str):
-            return value
-        if isinstance(value, list) and value:
-            texts = []
-            for part in value:
-                if not (isinstance(part, dict) and part.get("type") == "text"):
-                    raise ValueError("only text content parts are supported")
-                if not isinstance(part.get("text"), str):
-                    raise ValueError("a text content part needs a string 'text'")
-                texts.append(part["text"])
-            return "\n".join(texts)
-        raise ValueError("expected a string or an array of text content parts")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _calls_need_no_content(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("tool_calls") and "content" not in data:
-            return {**data, "content": None}
-        return data
-
-    @model_validator(mode="after")
-    def _complete(self) -> ChatMessageIn:
-        if self.content is None and not (self.role == "assistant" and self.tool_calls):
-            raise ValueError("content is required (null only with tool_calls)")
-        if self.tool_calls is not None and self.role != "assistant":
-            raise ValueError("only an assistant message has tool_calls")
-        if (self.role == "tool") != (self.tool_call_id is not None):
-            raise ValueError("a tool message, and only a tool message, has a tool_call_id")
-        return self
 
 
 class FunctionTool(_Strict):
@@ -127,7 +72,16 @@ class StreamOptions(_Strict):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(_Strict):
+class _Open(BaseModel):
+    """A request: its own fields strictly checked, any other kept as an engine parameter."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+    def engine_params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ChatCompletionRequest(_Open):
     model: Annotated[str, Field(min_length=1)]
     messages: Annotated[list[ChatMessageIn], Field(min_length=1)]
     stream: bool | None = False
@@ -143,6 +97,8 @@ class ChatCompletionRequest(_Strict):
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     user: str | None = None
     metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
     tools: Annotated[list[Tool], Field(min_length=1, max_length=128)] | None = None
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
@@ -150,6 +106,8 @@ class ChatCompletionRequest(_Strict):
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
+    audio: dict[str, Any] | None = None
+    modalities: list[str] | None = None
     # Tiller's: run on even if the client leaves; fetch or stream it later by id.
     background: bool | None = False
 
@@ -175,7 +133,7 @@ def stop_list(value: Any) -> list[str]:
     raise ValueError("expected a string or an array of up to 4 strings")
 
 
-class CompletionRequest(_Strict):
+class CompletionRequest(_Open):
     """POST /v1/completions: one prompt, continued by the model."""
 
     model: Annotated[str, Field(min_length=1)]
@@ -245,7 +203,7 @@ def parse_chat(data: Any) -> ApiRequest:
         )
     return ApiRequest(
         model=body.model,
-        ask=Chat(tuple(_message(m) for m in body.messages), extra),
+        ask=Chat(tuple(to_message(m) for m in body.messages), extra, body.engine_params()),
         sampling=_sampling(body, body.max_completion_tokens or body.max_tokens),
         stream=bool(body.stream),
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
@@ -253,30 +211,21 @@ def parse_chat(data: Any) -> ApiRequest:
     )
 
 
-def _message(m: ChatMessageIn) -> Message:
-    calls = tuple(
-        contract.ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or ()
-    )
-    return Message(m.role, m.content, m.name, calls, m.tool_call_id)
-
-
 def _passthrough(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     """The validated request's pass-through parameters as the client wrote them (nulls, empty
     objects and `n: 1` say nothing the engine would not assume)."""
     return {
-        k: data[k]
-        for k in names
-        if data.get(k) is not None and data[k] != {} and (k, data[k]) != ("n", 1)
+        k: data[k] for k in names if data.get(k) not in (None, {}, []) and (k, data[k]) != ("n", 1)
     }
 
 
-class EmbeddingsRequest(_Strict):
+class EmbeddingsRequest(_Open):
     """POST /v1/embeddings: one text or a batch of texts."""
 
     model: Annotated[str, Field(min_length=1)]
     input: Any
     encoding_format: Literal["float", "base64"] | None = None
-    dimensions: None = None
+    dimensions: Annotated[int, Field(ge=1)] | None = None  # an engine parameter: passed on
     user: str | None = None
 
     @field_validator("input")
@@ -309,7 +258,12 @@ def parse_embeddings(data: Any) -> tuple[ApiRequest, EncodingFormat]:
         body = EmbeddingsRequest.model_validate(data)
     except ValidationError as error:
         raise _invalid(error) from None
-    return ApiRequest(body.model, Embedding(tuple(body.input))), body.encoding_format or "float"
+    params = body.engine_params()
+    if body.dimensions is not None:
+        params["dimensions"] = body.dimensions
+    return ApiRequest(body.model, Embedding(tuple(body.input), params)), (
+        body.encoding_format or "float"
+    )
 
 
 def _sampling(body: ChatCompletionRequest | CompletionRequest, max_tokens: int | None) -> Sampling:
@@ -340,7 +294,9 @@ def parse_completion(data: Any) -> ApiRequest:
         raise _invalid(error) from None
     return ApiRequest(
         model=body.model,
-        ask=TextCompletion(body.prompt, _passthrough(data, COMPLETION_PASSTHROUGH)),
+        ask=TextCompletion(
+            body.prompt, _passthrough(data, COMPLETION_PASSTHROUGH), body.engine_params()
+        ),
         sampling=_sampling(body, body.max_tokens),
         stream=bool(body.stream),
         include_usage=bool(body.stream_options and body.stream_options.include_usage),

@@ -72,7 +72,7 @@ class Steps:
     @property
     def question(self) -> str:
         """The caller's last user message: what most pipelines work on."""
-        users = [m.content or "" for m in self.chat.messages if m.role == "user"]
+        users = [m.text for m in self.chat.messages if m.role == "user"]
         return users[-1] if users else ""
 
     async def route(self, model: str) -> StepRoute:

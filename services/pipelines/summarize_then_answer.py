@@ -30,7 +30,7 @@ class Workflow:
     async def run(self, payload: dict[str, Any]) -> InferenceResult:
         steps = Steps(payload)
         options = steps.options(Options)
-        earlier = "\n".join(f"{m.role}: {m.content}" for m in steps.messages[:-1])
+        earlier = "\n".join(f"{m.role}: {m.text}" for m in steps.messages[:-1])
         summary = await steps.collect(
             "summarize", options.summarize, [Message("user", f"Summarize:\n{earlier}")]
         )

@@ -196,6 +196,10 @@ class ModelFile(_Strict):
     limits: LimitsFile = LimitsFile()
     # What the gateway does with personal data in requests to this model (unset: `pii.policy`).
     pii: PiiPolicies | None = None
+    # Request parameters Tiller does not read (vLLM's top_k, structured_outputs…): "forward"
+    # them to the engine as given, or "refuse" them by name. Unset: forward where every engine
+    # of the model (its fallbacks' too) takes them (vllm, openai), refuse otherwise.
+    engine_parameters: Literal["forward", "refuse"] | None = None
 
     @model_validator(mode="after")
     def _engines_or_pipeline(self) -> ModelFile:

@@ -37,6 +37,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
             limits=router_pb2.ModelLimits(**model.limits.model_dump()),
             retry=retry_policy_of(model.retry),
             config_version=self.table.version,
+            engine_parameters=self.table.engine_parameters(model),
             pipeline=router_pb2.Pipeline(
                 workflow=model.pipeline.workflow, options_json=model.pipeline.options_json
             )

@@ -12,6 +12,7 @@ from types import MappingProxyType
 
 from tiller.common.errors import ModelNotFound
 from tiller.common.pii.findings import BUILT_IN_TYPES, DEFAULT_MIN_SCORE
+from tiller.contract.engines import KINDS
 from tiller.contract.names import FAILOVER_TASK_QUEUE, PIPELINE_TASK_QUEUE
 from tiller.contract.requests import Retry
 from tiller.router import config
@@ -54,6 +55,7 @@ class Model:
     limits: config.LimitsFile
     pii: tuple[config.PiiPolicyFile, ...]  # its own, or the file's default
     pipeline: Pipeline | None = None  # set for a pipeline model (then no deployments)
+    engine_parameters: str | None = None  # "forward", "refuse", or unset: by its engines
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,15 @@ class RoutingTable:
     def fallback_deployments(self, model: Model) -> tuple[Deployment, ...]:
         """The deployments of `model`'s fallback models, in the order they are tried."""
         return tuple(d for name in model.fallbacks for d in self.models[name].deployments)
+
+    def engine_parameters(self, model: Model) -> str:
+        """What happens to request parameters Tiller does not read: the model's own rule, or
+        "forward" where every engine that may answer it takes them (a pipeline: none)."""
+        if model.engine_parameters is not None:
+            return model.engine_parameters
+        deployments = (*model.deployments, *self.fallback_deployments(model))
+        forwarded = bool(deployments) and all(KINDS[d.adapter].forwards_params for d in deployments)
+        return "forward" if forwarded else "refuse"
 
 
 def compile_file(path: Path) -> RoutingTable:
@@ -170,6 +181,7 @@ def _model(
         limits=spec.limits,
         pii=tuple(spec.pii if spec.pii is not None else pii.policy),
         pipeline=_pipeline(spec.pipeline, canonical) if spec.pipeline else None,
+        engine_parameters=spec.engine_parameters,
     )
 
 

@@ -36,6 +36,7 @@ from tiller.common.errors import (
     TillerError,
 )
 from tiller.contract.answer_stream import FENCE_STRIDE, Delivered, EventWriter, Superseded
+from tiller.contract.engines import KINDS
 from tiller.contract.names import GENERATE_ACTIVITY
 from tiller.contract.requests import Chat, Embedding, InferenceInput
 from tiller.contract.results import InferenceResult, Usage
@@ -217,11 +218,14 @@ class InferenceActivities:
                 "take tool calls or tool results in the messages.",
                 param="messages",
             )
-        if unknown := sorted(set(ask.extra) - adapter.passthrough):
+        refused = sorted(set(ask.extra) - adapter.passthrough)
+        # Parameters Tiller does not read go to engines that take them (contract/engines/).
+        refused += [] if KINDS[request.target.adapter].forwards_params else sorted(ask.params)
+        if refused:
             raise InvalidRequest(
-                f"'{unknown[0]}' is not supported by deployment {request.target.deployment!r} "
+                f"'{refused[0]}' is not supported by deployment {request.target.deployment!r} "
                 f"({request.target.adapter}).",
-                param=unknown[0],
+                param=refused[0],
             )
         sampling = request.sampling
         if delivered.text and sampling.max_tokens is not None:

@@ -81,7 +81,29 @@ def test_text_content_parts_are_joined() -> None:
         (
             body(messages=[{"role": "user", "content": [{"type": "image_url"}]}]),
             "messages[0].content",
-            "only text",
+            "content part 0: the image_url part needs an object 'image_url'",
+        ),
+        (
+            body(messages=[{"role": "user", "content": [{"text": "no type"}]}]),
+            "messages[0].content",
+            "content part 0: expected an object with a 'type'",
+        ),
+        (
+            body(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "file:///etc"}}],
+                    }
+                ]
+            ),
+            "messages[0].content",
+            "must be an http(s) or data: URL",
+        ),
+        (
+            body(messages=[{"role": "assistant", "content": "x", "refusal": 5}]),
+            "messages[0].refusal",
+            "expected a string",
         ),
         (
             body(messages=[{"role": "robot", "content": "x"}]),
@@ -91,7 +113,6 @@ def test_text_content_parts_are_joined() -> None:
         (body(stop=["a", "b", "c", "d", "e"]), "stop", "up to 4 strings"),
         (body(n=9), "n", "Invalid 'n'"),
         (body(max_tokens=2**63), "max_tokens", "Invalid 'max_tokens'"),
-        (body(colour="blue"), "colour", "Unrecognized request argument supplied: colour"),
         (body(tools=[{"type": "function"}]), "tools[0].function", "Missing required parameter"),
         (body(tools=[]), "tools", "Invalid 'tools'"),
         (body(functions=[{"name": "f"}]), "functions", "'functions' is not supported"),
@@ -121,7 +142,8 @@ def test_body_must_be_an_object() -> None:
 
 
 def test_unsupported_parameters_at_their_defaults_are_accepted() -> None:
-    parse_chat(body(functions=None, audio=None, modalities=[]))
+    chat = chat_of(parse_chat(body(functions=None, audio=None, modalities=[])))
+    assert chat.extra == {} and chat.params == {}
 
 
 def test_answer_shaping_parameters_pass_through_as_written() -> None:
@@ -169,3 +191,61 @@ def test_a_tool_round_trip_keeps_the_calls_and_their_ids() -> None:
 def test_background_with_pass_through_parameters_is_refused_by_name() -> None:
     error = error_of(body(background=True, logprobs=True))
     assert error.param == "background" and "'logprobs'" in error.message
+
+
+def test_what_the_sdks_send_back_is_accepted() -> None:
+    """An assistant reply appended back as the SDKs serialize it: empty echo fields dropped,
+    an engine's own (reasoning_content) kept for the engine."""
+    reply = {
+        "role": "assistant",
+        "content": None,
+        "refusal": None,
+        "annotations": [],
+        "audio": None,
+        "function_call": None,
+        "reasoning_content": "think",
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        ],
+    }
+    history = [{"role": "user", "content": "go"}, reply]
+    history.append({"role": "tool", "tool_call_id": "call_1", "content": "3"})
+    assistant = chat_of(parse_chat(body(messages=history))).messages[1]
+    assert assistant.extra == {"reasoning_content": "think"}
+    assert assistant.tool_calls == (ToolCall("call_1", "f", "{}"),)
+
+
+def test_content_parts_of_every_kind_are_kept_in_order() -> None:
+    image = {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64,iVBO", "detail": "low"},
+    }
+    audio = {"type": "input_audio", "input_audio": {"data": "UklG", "format": "wav"}}
+    video = {"type": "video_url", "video_url": {"url": "https://x/v.mp4"}}  # vLLM's: as sent
+    parts = [{"type": "text", "text": "what is this?"}, image, audio, video]
+    (message,) = chat_of(parse_chat(body(messages=[{"role": "user", "content": parts}]))).messages
+    assert isinstance(message.content, tuple)
+    assert [p.openai() for p in message.content] == parts
+    assert message.text == "what is this?" and len(message.media) == 3
+
+
+def test_other_parameters_are_the_engines_and_some_go_nowhere() -> None:
+    asked = parse_chat(
+        body(
+            top_k=1,
+            chat_template_kwargs={"enable_thinking": False},
+            reasoning_effort="low",
+            user="u-1",
+            metadata={"team": "x"},
+            store=False,
+            service_tier="auto",
+            modalities=["text"],
+        )
+    )
+    chat = chat_of(asked)
+    assert chat.params == {
+        "top_k": 1,
+        "chat_template_kwargs": {"enable_thinking": False},
+        "reasoning_effort": "low",
+    }
+    assert chat.extra == {"modalities": ["text"]}  # it shapes the answer: the engine's own

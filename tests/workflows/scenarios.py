@@ -211,7 +211,7 @@ class EngineCall:
             task_queue=info.task_queue,
             attempt=info.attempt,
             deployment=request.target.deployment,
-            messages=[(m.role, m.content) for m in request.ask.messages],
+            messages=[(m.role, m.text) for m in request.ask.messages],
             next_deployments=[t.deployment for t in request.next_targets],
             target_index=request.target_index,
             resumable=[t.resume for t in request.targets],

@@ -47,7 +47,7 @@ class Deployment(_message.Message):
     def __init__(self, name: _Optional[str] = ..., adapter: _Optional[str] = ..., endpoint: _Optional[str] = ..., engine_model: _Optional[str] = ..., task_queue: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., model: _Optional[str] = ..., resume: _Optional[bool] = ..., options_json: _Optional[str] = ...) -> None: ...
 
 class Route(_message.Message):
-    __slots__ = ("model", "requested", "deployments", "timeout_seconds", "retry", "config_version", "fallbacks", "heartbeat_timeout_seconds", "queue_timeout_seconds", "defaults", "system_prompt", "limits", "pii", "pipeline")
+    __slots__ = ("model", "requested", "deployments", "timeout_seconds", "retry", "config_version", "fallbacks", "heartbeat_timeout_seconds", "queue_timeout_seconds", "defaults", "system_prompt", "limits", "pii", "pipeline", "engine_parameters")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,7 @@ class Route(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     PII_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     model: str
     requested: str
     deployments: _containers.RepeatedCompositeFieldContainer[Deployment]
@@ -76,7 +77,8 @@ class Route(_message.Message):
     limits: ModelLimits
     pii: PiiSettings
     pipeline: Pipeline
-    def __init__(self, model: _Optional[str] = ..., requested: _Optional[str] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., timeout_seconds: _Optional[float] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., config_version: _Optional[int] = ..., fallbacks: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., heartbeat_timeout_seconds: _Optional[float] = ..., queue_timeout_seconds: _Optional[float] = ..., defaults: _Optional[_Union[SamplingDefaults, _Mapping]] = ..., system_prompt: _Optional[str] = ..., limits: _Optional[_Union[ModelLimits, _Mapping]] = ..., pii: _Optional[_Union[PiiSettings, _Mapping]] = ..., pipeline: _Optional[_Union[Pipeline, _Mapping]] = ...) -> None: ...
+    engine_parameters: str
+    def __init__(self, model: _Optional[str] = ..., requested: _Optional[str] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., timeout_seconds: _Optional[float] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., config_version: _Optional[int] = ..., fallbacks: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., heartbeat_timeout_seconds: _Optional[float] = ..., queue_timeout_seconds: _Optional[float] = ..., defaults: _Optional[_Union[SamplingDefaults, _Mapping]] = ..., system_prompt: _Optional[str] = ..., limits: _Optional[_Union[ModelLimits, _Mapping]] = ..., pii: _Optional[_Union[PiiSettings, _Mapping]] = ..., pipeline: _Optional[_Union[Pipeline, _Mapping]] = ..., engine_parameters: _Optional[str] = ...) -> None: ...
 
 class Pipeline(_message.Message):
     __slots__ = ("workflow", "options_json")

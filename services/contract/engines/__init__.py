@@ -20,15 +20,18 @@ from tiller.contract.engines import http_options, triton_options
 class Kind:
     transport: Literal["http", "grpc"]  # what the endpoint is: a base URL, or host:port
     check_options: Callable[[dict[str, Any]], None]  # raises ValueError for bad `options:`
+    # Whether its engine takes request parameters Tiller does not read (top_k, …) as given.
+    forwards_params: bool = False
 
 
 HTTP = Kind("http", http_options.check_options)
+OPENAI = Kind("http", http_options.check_options, forwards_params=True)
 
 KINDS: dict[str, Kind] = {
     # vLLM serves the OpenAI HTTP API; so do llama.cpp, SGLang, Ollama, hosted APIs and our
     # demo engine. The two kinds differ in defaults (vLLM can continue a partial answer).
-    "vllm": HTTP,
-    "openai": HTTP,
+    "vllm": OPENAI,
+    "openai": OPENAI,
     # Hugging Face text-generation-inference: its Messages API and native /generate.
     "tgi": HTTP,
     # NVIDIA Triton over gRPC (tritonclient): KServe v2 infer, and decoupled streaming models.

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 
 from tiller.common.errors import InvalidRequest
-from tiller.contract.requests import Ask, Sampling, Target
+from tiller.contract.requests import Ask, Chat, Sampling, Target
 from tiller.contract.results import Usage
 
 
@@ -73,7 +73,7 @@ class EngineAdapter(abc.ABC):
     def __init__(self, resources: AdapterResources) -> None:
         self.resources = resources
 
-    # The pass-through parameters (EngineRequest.extra) this adapter's engine takes; the
+    # The pass-through parameters (the ask's `extra`) this adapter's engine takes; the
     # activity refuses a request with any other, naming it.
     passthrough: frozenset[str] = frozenset()
 
@@ -99,3 +99,18 @@ class EngineAdapter(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 (most adapters hold nothing of their own)
         """Close what the adapter holds of its own (connections not in AdapterResources)."""
+
+
+def text_only(chat: Chat, target: Target) -> Chat:
+    """The chat, refused by name if a message carries more than text (an image, audio, a
+    file…): for engines whose protocol takes text alone. OpenAI's `messages[i].content[j]`
+    names the part."""
+    for i, message in enumerate(chat.messages):
+        for j, part in enumerate(message.content if isinstance(message.content, tuple) else ()):
+            if part.text is None:
+                raise InvalidRequest(
+                    f"'{part.type}' content parts are not supported by deployment "
+                    f"{target.deployment!r} ({target.adapter}): its engine takes text only.",
+                    param=f"messages[{i}].content[{j}]",
+                )
+    return chat

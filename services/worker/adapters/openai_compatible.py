@@ -88,7 +88,7 @@ class OpenAICompatibleAdapter(EngineAdapter):
     async def embed(self, request: EngineRequest) -> Embeddings:
         assert isinstance(request.ask, Embedding)
         texts = list(request.ask.texts)
-        body = {"model": request.target.engine_model, "input": texts}
+        body = {**request.ask.params, "model": request.target.engine_model, "input": texts}
         content = await self._post(request, f"{request.target.endpoint}/embeddings", body)
         try:
             data = orjson.loads(content)
@@ -163,8 +163,9 @@ def _url(request: EngineRequest) -> str:
 
 def _body(request: EngineRequest, *, stream: bool) -> dict[str, Any]:
     sampling = request.sampling
-    body: dict[str, Any] = {"model": request.target.engine_model, "stream": stream}
     ask = request.ask
+    # The engine's own parameters first: what Tiller sets itself takes precedence.
+    body: dict[str, Any] = {**ask.params, "model": request.target.engine_model, "stream": stream}
     if isinstance(ask, TextCompletion):
         body["prompt"] = ask.prompt + request.partial
     elif isinstance(ask, Chat):
@@ -198,7 +199,10 @@ def _messages(chat: Chat, partial: str) -> list[dict[str, Any]]:
 
 def message(m: Message) -> dict[str, Any]:
     """A message as OpenAI's chat API takes it."""
-    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    content = m.content
+    # The message's other fields first: its known ones take precedence over anything alike.
+    out: dict[str, Any] = {**m.extra, "role": m.role}
+    out["content"] = [p.openai() for p in content] if isinstance(content, tuple) else content
     if m.name:
         out["name"] = m.name
     if m.tool_calls:

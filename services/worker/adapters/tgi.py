@@ -40,6 +40,7 @@ instead: such deployments keep `resume: none` (the default for `tgi`).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -52,9 +53,15 @@ from tiller.common.errors import (
     InvalidRequest,
     TillerError,
 )
-from tiller.contract.requests import Chat, Target, TextCompletion
+from tiller.contract.requests import Chat, Message, Target, TextCompletion
 from tiller.contract.results import Usage
-from tiller.worker.adapters.base import Completion, Delta, EngineAdapter, EngineRequest
+from tiller.worker.adapters.base import (
+    Completion,
+    Delta,
+    EngineAdapter,
+    EngineRequest,
+    text_only,
+)
 from tiller.worker.adapters.openai_compatible import (
     answers_get,
     engine_timeout,
@@ -176,6 +183,15 @@ def _extra(request: EngineRequest) -> dict[str, Any]:
     return {k: v for k, v in request.ask.extra.items() if v is not None}
 
 
+def _message(m: Message) -> dict[str, Any]:
+    """A message as TGI's Messages API takes it: OpenAI's, its text parts joined, and none of
+    the fields TGI does not know (an assistant's `reasoning_content`, `audio`…)."""
+    out = message(replace(m, extra={}))
+    if isinstance(m.content, tuple):
+        out["content"] = m.text
+    return out
+
+
 def _seed(seed: int) -> int:
     return seed % _U64  # TGI takes an unsigned 64-bit seed; a negative one keeps its bits
 
@@ -184,7 +200,8 @@ def _chat(request: EngineRequest, *, stream: bool) -> tuple[str, dict[str, Any]]
     """The Messages API's URL and body."""
     sampling = request.sampling
     assert isinstance(request.ask, Chat)
-    messages = [message(m) for m in request.ask.messages]
+    chat = text_only(request.ask, request.target)
+    messages = [_message(m) for m in chat.messages]
     if request.partial:  # continued by TGI 2.4.1+ (see the module's docstring)
         messages.append({"role": "assistant", "content": request.partial})
     body: dict[str, Any] = {"model": request.target.engine_model, "messages": messages}

@@ -57,6 +57,7 @@ from tiller.worker.adapters.base import (
     Embeddings,
     EngineAdapter,
     EngineRequest,
+    text_only,
 )
 
 HEALTH_TIMEOUT_SECONDS = 2.0
@@ -415,7 +416,7 @@ def _prompt(request: EngineRequest, options: TritonOptions) -> str:
     if isinstance(ask, TextCompletion):
         return ask.prompt + request.partial
     assert isinstance(ask, Chat)
-    messages = [(m.role, m.content or "", m.name or "") for m in ask.messages]
+    messages = [(m.role, m.text, m.name or "") for m in text_only(ask, request.target).messages]
     return options.prompt_template.render(messages) + request.partial
 
 
