@@ -193,12 +193,17 @@ def order(stream_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def claimless(batch: list[Event]) -> list[Event]:
+    """The batch without its claims (an attempt taking over carries no answer)."""
+    return [e for e in batch if not isinstance(e, Claim)]
+
+
 def coalesce(batch: list[Event]) -> list[Event]:
     """Merge runs of deltas into one delta each, keeping the last entry's id (for resuming).
 
     Claims (an attempt taking over after a failure) are dropped: they carry no answer."""
     if len(batch) < 2:
-        return [e for e in batch if not isinstance(e, Claim)]
+        return claimless(batch)
     merged: list[Event] = []
     run: list[Delta] = []
     for event in batch:

@@ -213,6 +213,7 @@ class BackgroundRequests:
         try:
             outcome = await self._outcome(call)
             await self._settle(call, outcome)
+            await self.inference.responses.ended(call.request_id, outcome)  # one of /v1/responses
             await self._record(call.request_id, outcome)
         except RedisError:
             log.warning("background request left for another gateway to finish")

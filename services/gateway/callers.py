@@ -1,18 +1,26 @@
 """What every REST handler needs of its caller's request: the key, the body, the priority
-header, and the JSON response type."""
+header, whether the caller is still there, and the JSON response type."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tiller.common.errors import AuthenticationFailed, InvalidRequest, PayloadTooLarge
+from tiller.common.errors import (
+    AuthenticationFailed,
+    CallerLeft,
+    InvalidRequest,
+    PayloadTooLarge,
+)
 from tiller.common.priorities import HIGHEST_PRIORITY, LOWEST_PRIORITY
 
 PRIORITY_HEADER = "x-tiller-priority"
+T = TypeVar("T")
 
 
 class JSONResponse(Response):
@@ -59,3 +67,33 @@ async def read_json(request: Request, limit: int) -> Any:
         raise InvalidRequest(
             "We could not parse the JSON body of your request. The body must be valid JSON."
         ) from None
+
+
+def caller(request: Request) -> tuple[str, int | None]:
+    """The caller's key and the priority class it asks for."""
+    api_key = bearer_key(request.headers.get("authorization"))
+    return api_key, requested_priority(request.headers.get(PRIORITY_HEADER))
+
+
+async def unless_gone(request: Request, work: Awaitable[T]) -> T:
+    """`work`, unless the caller hangs up first (CallerLeft). An answer can be slow to begin (a
+    queue, a pipeline waiting for a reviewer); a caller that leaves meanwhile cancels it then,
+    not when the first event comes. (Once streaming, the SSE response notices by itself.)"""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_hung_up(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()  # the caller left, or this handler was cancelled: stop the work
+    if task.done():
+        return task.result()
+    await asyncio.wait({task})
+    raise CallerLeft()
+
+
+async def _hung_up(request: Request) -> None:
+    # The body has been read: what the server hands over next is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

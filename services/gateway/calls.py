@@ -209,13 +209,17 @@ class Call:
 
     # --- its answer -------------------------------------------------------------------------
 
-    async def answer(self, after: str = "0", caller: bool = True) -> AsyncGenerator[Event, None]:
+    async def answer(
+        self, after: str = "0", caller: bool = True, merge: bool = True
+    ) -> AsyncGenerator[Event, None]:
         """The answer's events in order, ending with its terminal event.
 
         When nothing arrives for a while, Temporal is asked whether the request still runs: a
         request that ended without publishing (timed out, terminated, its worker died on the last
         attempt) fails instead of hanging. `after` resumes after an event id (Last-Event-ID).
         `caller`: a client waits on it (a hand-over tells it where to go), not a watcher.
+        `merge`: deltas that arrived together come as one; without, each stream entry comes
+        as it was written (the same events however the answer is read).
         """
         idle = self.inference.settings.idle_check_seconds
         # Before anything arrives, check no later than the queue timeout: a request no worker
@@ -241,7 +245,7 @@ class Call:
                         reread = reread or bool(batch)
                 except RedisError:
                     raise AnswerUnreadable() from None
-                batch = answer_stream.coalesce(batch)
+                batch = answer_stream.coalesce(batch) if merge else answer_stream.claimless(batch)
                 for event in self.restorer.restore(batch) if self.restorer else batch:
                     after = event.id
                     if counts:

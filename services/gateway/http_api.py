@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import orjson
 from redis.exceptions import RedisError
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
@@ -21,7 +20,6 @@ from starlette.routing import Route
 
 from tiller.common.errors import (
     AnswerUnreadable,
-    CallerLeft,
     InvalidRequest,
     NotFound,
     PermissionDenied,
@@ -31,22 +29,16 @@ from tiller.common.errors import (
 from tiller.common.model_access import model_allowed
 from tiller.contract import answer_stream
 from tiller.contract.events import Delta, Done, Event, Failed
-from tiller.gateway import admin_api, codec_api, metrics, shapes
+from tiller.gateway import admin_api, codec_api, metrics, responses_api, shapes
 from tiller.gateway.background import QUEUED, Record
-from tiller.gateway.callers import (
-    PRIORITY_HEADER,
-    JSONResponse,
-    bearer_key,
-    read_json,
-    requested_priority,
-)
+from tiller.gateway.callers import JSONResponse, bearer_key, caller, read_json, unless_gone
 from tiller.gateway.calls import Call, Stage
 from tiller.gateway.inference import Inference
 from tiller.gateway.protocol import ApiRequest, parse_chat, parse_completion, parse_embeddings
+from tiller.gateway.sse import event_source, sse_event
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-SSE_PING_SECONDS = 15
 LAST_EVENT_ID = re.compile(r"^(0|\d{1,20}-\d{1,20})$")
 MAX_STREAM_ID_PART = 2**64 - 1  # Redis refuses larger stream id parts
 
@@ -68,7 +60,7 @@ async def completions(request: Request) -> Response:
 async def embeddings(request: Request) -> Response:
     """POST /v1/embeddings: vectors for one text or a batch, through the same path."""
     inference = _inference(request)
-    api_key, priority = _caller(request)
+    api_key, priority = caller(request)
     asked, encoding = parse_embeddings(await read_json(request, inference.settings.max_body_bytes))
     call = await inference.begin(api_key, asked, priority, metrics.CURRENT.get())
     with call.owned():
@@ -80,7 +72,7 @@ async def embeddings(request: Request) -> Response:
 
 async def _generate(request: Request, parse: Callable[[Any], ApiRequest], legacy: bool) -> Response:
     inference = _inference(request)
-    api_key, priority = _caller(request)
+    api_key, priority = caller(request)
     asked = parse(await read_json(request, inference.settings.max_body_bytes))
     record = metrics.CURRENT.get()
     if record is not None:
@@ -90,14 +82,14 @@ async def _generate(request: Request, parse: Callable[[Any], ApiRequest], legacy
         return await _in_background(inference, call, asked)
     with call.owned():
         if not asked.stream:
-            result = await _unless_gone(request, call.result())
+            result = await unless_gone(request, call.result())
             call.complete(result.usage)
             shape = shapes.text_completion if legacy else shapes.completion
             body = shape(call.request_id, call.model, call.accepted.created, result)
             return JSONResponse(body, headers=call.headers())
         # Wait for the first event so an error before any token is a plain HTTP error.
         stream = call.answer()
-        first = await _unless_gone(request, anext(stream))
+        first = await unless_gone(request, anext(stream))
         if isinstance(first, Failed):
             raise first.exception()
         call.hand_to(Stage.STREAMING)
@@ -108,62 +100,7 @@ async def _generate(request: Request, parse: Callable[[Any], ApiRequest], legacy
         call.abandon()
 
     events_ = _sse(call, _with_first(first, stream), legacy=legacy)
-    return _event_source(events_, call.headers(), BackgroundTask(ended))
-
-
-def _caller(request: Request) -> tuple[str, int | None]:
-    """The caller's key and the priority class it asks for."""
-    api_key = bearer_key(request.headers.get("authorization"))
-    return api_key, requested_priority(request.headers.get(PRIORITY_HEADER))
-
-
-async def _unless_gone(request: Request, work: Awaitable[T]) -> T:
-    """`work`, unless the caller hangs up first (CallerLeft). An answer can be slow to begin (a
-    queue, a pipeline waiting for a reviewer); a caller that leaves meanwhile cancels it then,
-    not when the first event comes. (Once streaming, the SSE response notices by itself.)"""
-    task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(_hung_up(request))
-    try:
-        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-        if not task.done():
-            task.cancel()  # the caller left, or this handler was cancelled: stop the work
-    if task.done():
-        return task.result()
-    await asyncio.wait({task})
-    raise CallerLeft()
-
-
-async def _hung_up(request: Request) -> None:
-    # The body has been read: what the server hands over next is the disconnect.
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-def _event(data: str, id: str | None = None) -> ServerSentEvent:
-    """One SSE event, its lines ended with LF as OpenAI's are (clients that split the stream
-    on a blank line, as many hand-written ones do, expect "\n\n")."""
-    return ServerSentEvent(data, id=id, sep="\n")
-
-
-def _event_source(
-    events_: AsyncIterator[ServerSentEvent],
-    headers: dict[str, str],
-    background: BackgroundTask | None = None,
-) -> Response:
-    return EventSourceResponse(
-        events_,
-        headers=headers,
-        ping=SSE_PING_SECONDS,
-        ping_message_factory=_ping,
-        sep="\n",
-        background=background,
-    )
-
-
-def _ping() -> ServerSentEvent:
-    return ServerSentEvent(comment="ping", sep="\n")
+    return event_source(events_, call.headers(), BackgroundTask(ended))
 
 
 async def _in_background(inference: Inference, call: Call, asked: ApiRequest) -> Response:
@@ -176,7 +113,7 @@ async def _in_background(inference: Inference, call: Call, asked: ApiRequest) ->
     headers = call.headers() | {"location": f"/v1/chat/completions/{call.request_id}"}
     if not asked.stream:
         return JSONResponse(shapes.background(record), status_code=202, headers=headers)
-    return _event_source(_sse(call, call.answer()), headers)
+    return event_source(_sse(call, call.answer()), headers)
 
 
 async def _sse(
@@ -221,29 +158,29 @@ async def _sse(
                     streamed = engines_own = True
                     *firsts, last = event.chunks
                     for choices in firsts:
-                        yield _event(own_chunk(choices))
-                    yield _event(own_chunk(last), id=event.id)
+                        yield sse_event(own_chunk(choices))
+                    yield sse_event(own_chunk(last), id=event.id)
                 elif isinstance(event, Delta):
                     streamed = True
-                    yield _event(piece(event.text), id=event.id)
+                    yield sse_event(piece(event.text), id=event.id)
                 elif isinstance(event, Done):
                     result = event.result
                     if not streamed and result.text:
                         # An answer that was not streamed (a background request asked without
                         # `stream` on an engine that cannot resume): its text in one chunk.
-                        yield _event(piece(result.text))
+                        yield sse_event(piece(result.text))
                     call.complete(result.usage)  # before the last yields: the client may leave
                     if not engines_own:
-                        yield _event(piece("", result.finish_reason), id=event.id)
+                        yield sse_event(piece("", result.finish_reason), id=event.id)
                     if include_usage:
                         usage = shapes.usage_chunk(*meta, result.usage, legacy)
-                        yield _event(orjson.dumps(usage).decode())
-                    yield _event("[DONE]")
+                        yield sse_event(orjson.dumps(usage).decode())
+                    yield sse_event("[DONE]")
                 elif isinstance(event, Failed):
                     raise event.exception()
     except TillerError as error:
-        yield _event(orjson.dumps(error.to_openai()).decode())
-        yield _event("[DONE]")
+        yield sse_event(orjson.dumps(error.to_openai()).decode())
+        yield sse_event("[DONE]")
 
 
 async def _with_first(first: Event, rest: AsyncGenerator[Event, None]) -> AsyncIterator[Event]:
@@ -312,16 +249,16 @@ async def stream_completion(request: Request) -> Response:
         if last is not None and last.terminal and not answer_stream.newer(last.id, after):
             # The client saw the end already: nothing more (a browser's EventSource reconnects
             # after the last event on its own).
-            return _event_source(_just_done(), {"x-request-id": record.request_id})
+            return event_source(_just_done(), {"x-request-id": record.request_id})
     call = inference.attach(record)
     answer = call.answer(after)
-    return _event_source(
+    return event_source(
         _sse(call, answer, from_start=after == "0"), {"x-request-id": record.request_id}
     )
 
 
 async def _just_done() -> AsyncIterator[ServerSentEvent]:
-    yield _event("[DONE]")
+    yield sse_event("[DONE]")
 
 
 async def list_models(request: Request) -> Response:
@@ -408,6 +345,7 @@ def create_app(inference: Inference) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics.metrics, methods=["GET"]),
+            *responses_api.ROUTES,
             *admin_api.ROUTES,
             *codec_api.ROUTES,
         ],

@@ -59,6 +59,7 @@ from tiller.gateway.leases import LeaseKeeper
 from tiller.gateway.masking import Masking
 from tiller.gateway.protocol import ApiRequest
 from tiller.gateway.reservations import prompt_tokens, reservation
+from tiller.gateway.responses_store import ResponseStore
 from tiller.gateway.routes import RouteCache
 from tiller.gateway.settings import GatewaySettings
 from tiller.gateway.settlement import Settler
@@ -90,6 +91,12 @@ class Inference:
         self.answering: dict[Subscription, Call] = {}
         self.backlog = BacklogWatch(
             upstreams.temporal, self.list_models, settings.backlog_poll_seconds
+        )
+        self.responses = ResponseStore(
+            upstreams.redis,
+            upstreams.sealer,
+            settings.key_prefix,
+            ttl_seconds=settings.responses_ttl_seconds,
         )
         self.background = BackgroundRequests(
             self,
@@ -127,6 +134,7 @@ class Inference:
         request: ApiRequest,
         priority: int | None = None,
         observer: Observer | None = None,
+        id_prefix: str | None = None,
     ) -> Call:
         """Route, admit, mask and start the request's run; raises TillerError if any step
         refuses. The Call returned is ANSWERING: the caller owns it (`Call.owned`).
@@ -134,7 +142,9 @@ class Inference:
         The request queues in its priority class: the key's, or a later one if the caller asks
         (`priority`, 1 first .. 5 last); a caller cannot move ahead of its key's class.
         """
-        request_id = f"{_ID_PREFIX[type(request.ask)]}-{uuid.uuid4().hex}"
+        # OpenAI's id prefix by kind of request; `id_prefix` for another API (resp_).
+        request_id = id_prefix or f"{_ID_PREFIX[type(request.ask)]}-"
+        request_id += uuid.uuid4().hex
         logs.REQUEST_ID.set(request_id)
         span = trace.get_current_span()
         span.set_attribute("tiller.request_id", request_id)

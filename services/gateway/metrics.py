@@ -133,7 +133,7 @@ class RequestRecord:
 
 CURRENT: ContextVar[RequestRecord | None] = ContextVar("tiller_request", default=None)
 TRACER = tracing.tracer("tiller.gateway")
-INFERENCE_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+INFERENCE_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
 
 
 class RecordRequests:

@@ -195,7 +195,7 @@ def parse_chat(data: Any) -> ApiRequest:
     try:
         body = ChatCompletionRequest.model_validate(data)
     except ValidationError as error:
-        raise _invalid(error) from None
+        raise invalid(error) from None
     extra = _passthrough(data, CHAT_PASSTHROUGH)
     if body.background and extra:
         raise InvalidRequest(
@@ -212,11 +212,14 @@ def parse_chat(data: Any) -> ApiRequest:
 
 
 def _passthrough(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    """The validated request's pass-through parameters as the client wrote them (nulls, empty
-    objects and `n: 1` say nothing the engine would not assume)."""
-    return {
-        k: data[k] for k in names if data.get(k) not in (None, {}, []) and (k, data[k]) != ("n", 1)
-    }
+    """The validated request's pass-through parameters as the client wrote them."""
+    return passthrough_dict({k: data[k] for k in names if k in data})
+
+
+def passthrough_dict(given: dict[str, Any]) -> dict[str, Any]:
+    """Pass-through parameters that say something: nulls, empty objects and `n: 1` say nothing
+    the engine would not assume."""
+    return {k: v for k, v in given.items() if v not in (None, {}, []) and (k, v) != ("n", 1)}
 
 
 class EmbeddingsRequest(_Open):
@@ -257,7 +260,7 @@ def parse_embeddings(data: Any) -> tuple[ApiRequest, EncodingFormat]:
     try:
         body = EmbeddingsRequest.model_validate(data)
     except ValidationError as error:
-        raise _invalid(error) from None
+        raise invalid(error) from None
     params = body.engine_params()
     if body.dimensions is not None:
         params["dimensions"] = body.dimensions
@@ -291,7 +294,7 @@ def parse_completion(data: Any) -> ApiRequest:
     try:
         body = CompletionRequest.model_validate(data)
     except ValidationError as error:
-        raise _invalid(error) from None
+        raise invalid(error) from None
     return ApiRequest(
         model=body.model,
         ask=TextCompletion(
@@ -324,10 +327,11 @@ _JSON_NAMES = {
 }
 
 
-def _invalid(error: ValidationError) -> InvalidRequest:
-    """OpenAI reports the first problem, naming the parameter."""
+def invalid(error: ValidationError, prefix: tuple[str | int, ...] = ()) -> InvalidRequest:
+    """OpenAI reports the first problem, naming the parameter (`prefix`: where the validated
+    object sits in the request)."""
     issue = error.errors()[0]
-    param = key_path(issue["loc"])
+    param = key_path((*prefix, *issue["loc"]))
     kind = issue["type"]
     if kind == "missing":
         return InvalidRequest(f"Missing required parameter: '{param}'.", param=param)

@@ -41,6 +41,9 @@ class GatewaySettings:
     # A gateway watching a background request renews its claim this often (x 1/3); if it
     # stops, another gateway takes the request over within this long.
     background_lease_seconds: float = 30.0
+    # How long a stored response (/v1/responses: its object, and the conversation that
+    # previous_response_id continues) is kept, sealed, after it was created.
+    responses_ttl_seconds: int = 30 * 86400
     # On SIGTERM: report not ready (/readyz 503, gRPC health NOT_SERVING) but keep serving for
     # drain_seconds, so load balancers move away; then stop accepting, and give open requests
     # and streams shutdown_grace_seconds to finish; then hand over what is still open.

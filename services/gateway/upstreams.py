@@ -15,6 +15,7 @@ from temporalio.client import Client
 from tiller.common import redis_client, temporal
 from tiller.common.errors import TillerError
 from tiller.common.grpc_client import channel
+from tiller.common.sealing import Sealer
 from tiller.gateway.settings import GatewaySettings
 from tiller.protos.quota.v1 import quota_pb2_grpc
 from tiller.protos.router.v1 import router_pb2_grpc
@@ -28,17 +29,19 @@ class Upstreams:
     quota: quota_pb2_grpc.QuotaStub
     temporal: Client
     redis: Redis
+    sealer: Sealer  # what the gateway keeps in Redis is sealed with the payload keys
     _channels: tuple[grpc.aio.Channel, ...]
 
     @classmethod
     async def connect(cls, settings: GatewaySettings) -> Upstreams:
         router_channel = channel(settings.router_address)
         quota_channel = channel(settings.quota_address)
+        keys = temporal.payload_keys(settings.payload_keys, settings.payload_keys_file)
         client = await temporal.connect(
             settings.temporal_address,
             settings.temporal_namespace,
             settings.dependency_wait_seconds,
-            temporal.payload_keys(settings.payload_keys, settings.payload_keys_file),
+            keys,
         )
         redis = redis_client.connect(
             settings.redis_url,
@@ -50,6 +53,7 @@ class Upstreams:
             quota_pb2_grpc.QuotaStub(quota_channel),
             client,
             redis,
+            Sealer(keys),
             (router_channel, quota_channel),
         )
 

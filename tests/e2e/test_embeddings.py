@@ -29,10 +29,17 @@ def test_float_encoding_and_refusals(stack: Stack) -> None:
         )
         tokens = http.post("/embeddings", json={"model": "demo", "input": [[1, 2, 3]]})
         sized = http.post("/embeddings", json={"model": "demo", "input": "x", "dimensions": 4})
+        unsized = http.post("/embeddings", json={"model": "demo", "input": "x", "dimensions": 0})
         huge = http.post("/embeddings", json={"model": "demo", "input": ["x" * 600_000] * 2})
     assert floats.status_code == 200, floats.text
     assert floats.json()["data"][0]["embedding"] == pytest.approx(embedding("one"))
     assert floats.headers["x-request-id"].startswith("embd-")
     assert tokens.status_code == 400 and tokens.json()["error"]["param"] == "input"
-    assert sized.status_code == 400 and sized.json()["error"]["param"] == "dimensions"
+    # `dimensions` is the engine's to honour or refuse (the demo engine ignores it); it is
+    # passed on as sent, and a value that cannot be one is refused here.
+    assert sized.status_code == 200, sized.text
+    with httpx.Client(base_url=f"http://127.0.0.1:{stack.demo_port}", timeout=10) as engine:
+        sent = [r["body"] for r in engine.get("/received").json()["data"]]
+    assert {"model": "demo", "input": ["x"], "dimensions": 4} in sent
+    assert unsized.status_code == 400 and unsized.json()["error"]["param"] == "dimensions"
     assert huge.status_code == 400 and "split the batch" in huge.json()["error"]["message"]
