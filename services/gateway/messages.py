@@ -25,16 +25,19 @@ from tiller.contract.requests import TEXT_PARTS, Message, Part
 SDK_ECHOES = ("refusal", "annotations", "audio", "function_call")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+class _Echoed(BaseModel):
+    """What the SDKs hand back of a reply: strict in what Tiller reads, and what else they add
+    for their own use (the streaming helper's `parsed_arguments`) is left out."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
 
 
-class ToolCallFunction(_Strict):
+class ToolCallFunction(_Echoed):
     name: Annotated[str, Field(min_length=1)]
     arguments: str
 
 
-class ToolCall(_Strict):
+class ToolCall(_Echoed):
     """A tool call the assistant made, sent back in a later request's history."""
 
     id: Annotated[str, Field(min_length=1)]
@@ -94,7 +97,9 @@ def to_message(m: ChatMessageIn) -> Message:
         contract.ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or ()
     )
     echoes = {k: getattr(m, k) for k in SDK_ECHOES if getattr(m, k) not in (None, [], {}, "")}
-    extra = {**(m.model_extra or {}), **echoes}
+    # A field an SDK or engine left null (vLLM's `reasoning`) says nothing to pass on.
+    others = {k: v for k, v in (m.model_extra or {}).items() if v is not None}
+    extra = {**others, **echoes}
     return Message(m.role, m.content, m.name, calls, m.tool_call_id, extra)
 
 

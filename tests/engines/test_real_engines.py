@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -66,6 +67,15 @@ ENGINE_MODELS = """\
         endpoint: {vllm_url}
         engine_model: tiny-llama
         task_queue: engines.vllm-keyless
+  vllm-tiny-strict:  # the same engine, taking only the parameters Tiller reads
+    engine_parameters: refuse
+    deployments:
+      - name: vllm-cpu-strict
+        adapter: vllm
+        endpoint: {vllm_url}
+        engine_model: tiny-llama
+        task_queue: engines.vllm-strict
+        options: {{api_key_env: VLLM_TIER_API_KEY}}
   vllm-tiny-embed:
     deployments:
       - name: vllm-cpu-pooling
@@ -390,3 +400,142 @@ def test_a_killed_vllm_is_retried_then_the_fallback_answers(
     )
     print(f"with a fallback: {answer.choices[0].message.content!r}")
     assert answer.choices[0].message.content == "You said: Hello Tiller"  # the demo engine's
+
+
+# --- what clients send, as they send it (issue 18) ---------------------------------------------
+
+WEATHER_TOOL: Any = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "enum": ["Paris", "Seoul"]}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_sdk_tool_loop_with_its_own_reply_objects_on_real_vllm(
+    client: openai.OpenAI, stream: bool
+) -> None:
+    """The loop every tutorial writes: the SDK's reply object appended back as it is (with
+    its refusal, annotations, audio… fields), the tool's result after it, and a second turn."""
+    chat: Any = client.chat.completions
+    messages: list[Any] = [{"role": "user", "content": "Weather in Paris?"}]
+    asked: dict[str, Any] = {
+        "model": "vllm-tiny",
+        "tools": [WEATHER_TOOL],
+        "tool_choice": "required",  # a random model calls a tool only when made to
+        "parallel_tool_calls": False,
+        "max_tokens": 256,  # room for a random model's whitespace in constrained JSON
+        "seed": 1,
+    }
+    if stream:
+        with chat.stream(messages=messages, **asked) as events:
+            for _ in events:
+                pass
+            reply = events.get_final_completion().choices[0].message
+    else:
+        reply = chat.create(messages=messages, **asked).choices[0].message
+    (call,) = reply.tool_calls or []
+    messages.append(reply)  # the SDK's own object
+    messages.append({"role": "tool", "tool_call_id": call.id, "content": "sunny"})
+    final = chat.create(messages=messages, **{**asked, "tool_choice": "auto", "max_tokens": 8})
+    print(f"\nturn 1: {call.function.name}({call.function.arguments}); turn 2: {final.choices[0]}")
+    assert final.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    # The issue's snippet, as written: tools without tool_choice, the reply appended, again.
+    plain = [{"role": "user", "content": "hi"}]
+    first = chat.create(model="vllm-tiny", messages=plain, tools=[WEATHER_TOOL], max_tokens=8)
+    plain.append(first.choices[0].message)
+    second = chat.create(model="vllm-tiny", messages=plain, tools=[WEATHER_TOOL], max_tokens=8)
+    assert second.choices[0].message is not None
+
+
+def test_engine_parameters_reach_real_vllm(client: openai.OpenAI) -> None:
+    """Parameters Tiller does not read go to vLLM as given, and vLLM's answer shows it."""
+    chat: Any = client.chat.completions
+    ask: dict[str, Any] = {
+        "model": "vllm-tiny",
+        "messages": [{"role": "user", "content": sdk_script.PROMPT}],
+        "max_tokens": 12,
+        "temperature": 1.0,
+    }
+    # As the SDK's users send an engine's own parameters: in extra_body.
+    top_1 = {"extra_body": {"top_k": 1}}
+    greedy = {chat.create(**ask, **top_1).choices[0].message.content for _ in range(3)}
+    sampled = {chat.create(**ask).choices[0].message.content for _ in range(3)}
+    print(f"\ntop_k=1 at temperature 1: {greedy}; without: {len(sampled)} different answers")
+    assert len(greedy) == 1 and len(sampled) > 1  # top_k=1 is greedy: the same every time
+    digits = chat.create(**ask, extra_body={"structured_outputs": {"regex": "[0-9]{4}"}})
+    print(f"structured_outputs regex [0-9]{{4}}: {digits.choices[0].message.content!r}")
+    assert re.fullmatch(r"[0-9]{4}", digits.choices[0].message.content or "")
+    plain = chat.create(**ask, **top_1)
+    kwargs = {"banner": "Tiller passes this to the template"}
+    banner = chat.create(**ask, extra_body={"top_k": 1, "chat_template_kwargs": kwargs})
+    assert plain.usage is not None and banner.usage is not None
+    print(
+        f"chat_template_kwargs: prompt tokens {plain.usage.prompt_tokens} -> "
+        f"{banner.usage.prompt_tokens}"
+    )
+    assert banner.usage.prompt_tokens > plain.usage.prompt_tokens
+    with pytest.raises(openai.BadRequestError) as refused:
+        chat.create(**{**ask, "model": "vllm-tiny-strict"}, **top_1)
+    print(f"a model set to refuse them: {refused.value.body}")
+    assert refused.value.body["param"] == "top_k"  # type: ignore[index]
+
+
+def test_media_parts_go_to_engines_that_take_them_and_are_refused_by_name_by_others(
+    client: openai.OpenAI,
+) -> None:
+    chat: Any = client.chat.completions
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    content = [{"type": "text", "text": "What is this?"}, image]
+    for model, deployment in (("triton-text", "triton-tiny-text"), ("tgi-standin", "tgi-standin")):
+        with pytest.raises(openai.BadRequestError) as caught:
+            chat.create(model=model, messages=[{"role": "user", "content": content}])
+        body: Any = caught.value.body
+        print(f"\n{model}: {body['message']} (param {body['param']})")
+        assert body["param"] == "messages[0].content[1]" and deployment in body["message"]
+
+
+def test_the_responses_api_on_real_vllm(client: openai.OpenAI) -> None:
+    first = client.responses.create(
+        model="vllm-tiny", input=sdk_script.PROMPT, instructions="Answer.", max_output_tokens=8
+    )
+    assert first.status in ("completed", "incomplete") and first.id.startswith("resp_")
+    events = list(
+        client.responses.create(
+            model="vllm-tiny",
+            input="and then?",
+            previous_response_id=first.id,
+            max_output_tokens=8,
+            stream=True,
+        )
+    )
+    kinds = list(dict.fromkeys(e.type for e in events))
+    print(f"\nstreamed from vLLM: {' '.join(kinds)}")
+    assert kinds[0] == "response.created" and kinds[-1] in (
+        "response.completed",
+        "response.incomplete",
+    )
+    tool: Any = {"type": "function", **WEATHER_TOOL["function"]}
+    called = client.responses.create(
+        model="vllm-tiny",
+        input="Weather?",
+        tools=[tool],
+        tool_choice={"type": "function", "name": "weather"},
+        max_output_tokens=256,
+    )
+    (call,) = [item for item in called.output if item.type == "function_call"]
+    assert call.name == "weather" and json.loads(call.arguments)["city"] in ("Paris", "Seoul")
+    answered = client.responses.create(
+        model="vllm-tiny",
+        previous_response_id=called.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
+        max_output_tokens=8,
+    )
+    assert answered.status in ("completed", "incomplete")

@@ -25,8 +25,11 @@ DONE = ".tiny-llama-complete"
 
 # Plain-text roles, one turn per line block, each closed by the EOS token. The final message's
 # content appears verbatim, so `continue_final_message` can cut the prompt right after it.
+# `banner` is a chat_template_kwargs variable (vLLM passes on only those a template reads): the
+# engine tier shows a caller's chat_template_kwargs reaching the template by its prompt tokens.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
+    "{% if banner %}<|banner|>\n{{ banner }}{{ eos_token }}\n{% endif %}"
     "{% if tools %}<|tools|>\n{{ tools | tojson }}{{ eos_token }}\n{% endif %}"
     "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"

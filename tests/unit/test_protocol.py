@@ -204,8 +204,14 @@ def test_what_the_sdks_send_back_is_accepted() -> None:
         "audio": None,
         "function_call": None,
         "reasoning_content": "think",
+        "reasoning": None,  # vLLM's, unused
         "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            {
+                "id": "call_1",
+                "type": "function",
+                # parsed_arguments: the SDK's streaming helper's own, dropped
+                "function": {"name": "f", "arguments": "{}", "parsed_arguments": {}},
+            }
         ],
     }
     history = [{"role": "user", "content": "go"}, reply]
