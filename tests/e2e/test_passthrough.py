@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -122,3 +123,36 @@ def test_several_choices_with_logprobs(client: openai.OpenAI, stream: bool) -> N
     assert texts == {0: "You said: one two", 1: "You said: one two"}
     assert tokens[0] == tokens[1] == ["You", " said:", " one", " two"]
     assert finish == {0: "stop", 1: "stop"}
+
+
+def test_an_image_part_reaches_the_engine_as_sent_and_its_text_part_is_masked(
+    client: openai.OpenAI, stack: Stack
+) -> None:
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    text = {"type": "text", "text": "Mail ada@example.com about this"}
+    with httpx.Client(base_url=f"http://127.0.0.1:{stack.demo_port}", timeout=10) as engine:
+        engine.delete("/received").raise_for_status()
+        reply = create(client, model="demo", messages=[{"role": "user", "content": [text, image]}])
+        (sent,) = [r["body"] for r in engine.get("/received").json()["data"]]
+    print(f"\nthe engine was sent: {json.dumps(sent['messages'][0]['content'])}")
+    assert sent["messages"][0]["content"] == [
+        {"type": "text", "text": "Mail <EMAIL_1> about this"},  # masked, as any text
+        image,  # as the client sent it
+    ]
+    assert reply.choices[0].message.content == "You said: Mail <EMAIL_1> about this"
+
+
+def test_the_sdks_reply_object_goes_back_into_the_next_turn(client: openai.OpenAI) -> None:
+    """The issue's snippet: the SDK's own message object (refusal, annotations… and all)
+    appended to the history, whole and streamed."""
+    messages: list[Any] = [{"role": "user", "content": "Hello Tiller"}]
+    reply = create(client, model="demo", messages=messages, tools=TOOLS)
+    messages.append(reply.choices[0].message)
+    again = create(client, model="demo", messages=messages, tools=TOOLS)
+    assert again.choices[0].message is not None
+    with client.chat.completions.stream(model="demo", messages=messages, tools=TOOLS) as stream:  # type: ignore[arg-type]
+        for _ in stream:
+            pass
+        messages.append(stream.get_final_completion().choices[0].message)
+    last = create(client, model="demo", messages=messages, tools=TOOLS)
+    assert last.choices[0].message is not None
