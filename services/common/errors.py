@@ -18,6 +18,13 @@ from temporalio.exceptions import CancelledError as TemporalCancelled
 from temporalio.exceptions import TimeoutError as TemporalTimeout
 
 ERROR_DOMAIN = "tiller"
+# A gRPC status travels in trailers, which gRPC caps (8 KiB by default): a message quoting a
+# caller's input at length would overflow them and the caller would get a transport error.
+MAX_STATUS_MESSAGE = 2048
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class TillerError(Exception):
@@ -98,7 +105,8 @@ class TillerError(Exception):
             delay.FromMilliseconds(int(self.retry_after * 1000))
             details.append(error_details_pb2.RetryInfo(retry_delay=delay))
             details.append(self._quota_failure())
-        status = status_pb2.Status(code=_to_rpc_code(self.grpc_code), message=self.message)
+        message = _bounded(self.message, MAX_STATUS_MESSAGE)
+        status = status_pb2.Status(code=_to_rpc_code(self.grpc_code), message=message)
         for detail in details:
             status.details.add().Pack(detail)
         return status
@@ -278,6 +286,14 @@ class EngineFailedMidStream(TillerError):
     grpc_code = grpc.StatusCode.UNAVAILABLE
     openai_code = "engine_failed_mid_stream"
     default_message = "The model engine failed while streaming the answer."
+
+
+class UnsupportedMediaType(TillerError):
+    http_status = 415
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    openai_type = "invalid_request_error"
+    openai_code = "unsupported_media_type"
+    default_message = "The request body must be JSON."
 
 
 class CallerLeft(TillerError):

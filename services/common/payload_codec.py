@@ -21,12 +21,14 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
 NONCE_BYTES = 12
+TAG_BYTES = 16  # AES-GCM's authentication tag, after the ciphertext
 _ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -109,13 +111,15 @@ class AesGcmCodec(PayloadCodec):
             if payload.metadata.get("encoding") != ENCODING:
                 opened.append(payload)  # not sealed by us (written before encryption was on)
                 continue
-            key_id = payload.metadata.get(KEY_ID, b"").decode()
+            key_id = payload.metadata.get(KEY_ID, b"").decode(errors="replace")
             cipher = self._ciphers.get(key_id)
             if cipher is None:
                 raise PayloadKeyError(f"no payload key {key_id!r} to open this payload")
+            if len(payload.data) < NONCE_BYTES + TAG_BYTES:
+                raise PayloadKeyError("this payload is too short to be a sealed one")
             nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
             try:
                 opened.append(Payload.FromString(cipher.decrypt(nonce, sealed, None)))
-            except InvalidTag:
+            except (InvalidTag, DecodeError):
                 raise PayloadKeyError(f"payload sealed with key {key_id!r} does not open") from None
         return opened

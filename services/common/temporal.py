@@ -9,7 +9,14 @@ import time
 
 import temporalio.converter
 from temporalio.client import Client
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 from temporalio.service import RPCError
 
 from tiller.common import tracing
@@ -54,7 +61,7 @@ async def connect(
                 address,
                 namespace=namespace,
                 data_converter=sealed_converter(keys),
-                runtime=runtime or Runtime.default(),
+                runtime=runtime or logging_runtime(),
                 interceptors=tracing.temporal_interceptors(),
             )
         except (RuntimeError, RPCError) as error:
@@ -66,14 +73,31 @@ async def connect(
             await asyncio.sleep(0.5)
 
 
-def metrics_runtime(host: str, port: int) -> Runtime | None:
+def metrics_runtime(host: str, port: int) -> Runtime:
     """A Temporal runtime that serves the SDK's own metrics (worker polls, task slots, activity
-    latencies) for Prometheus on host:port; None for port 0."""
+    latencies) for Prometheus on host:port (none for port 0), its logs forwarded as ours."""
     if not port:
-        return None
+        return logging_runtime()
     try:
-        return Runtime(
-            telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"{host}:{port}"))
-        )
+        return logging_runtime(PrometheusConfig(bind_address=f"{host}:{port}"))
     except Exception as error:  # the core SDK reports a taken port as a plain exception
         raise StartupError(f"cannot serve Temporal SDK metrics on {host}:{port}: {error}") from None
+
+
+_RUNTIME: Runtime | None = None
+
+
+def logging_runtime(metrics: PrometheusConfig | None = None) -> Runtime:
+    """A Temporal runtime whose core (Rust) logs go through Python's logging, so they are JSON
+    lines like every other (by default the core prints plain text to stderr). One per process
+    without metrics: the SDK's runtimes each own threads."""
+    global _RUNTIME  # the process's one runtime, made on first use
+    forwarded = LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+    )
+    if metrics is not None:
+        return Runtime(telemetry=TelemetryConfig(logging=forwarded, metrics=metrics))
+    if _RUNTIME is None:
+        _RUNTIME = Runtime(telemetry=TelemetryConfig(logging=forwarded))
+    return _RUNTIME

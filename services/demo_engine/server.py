@@ -11,7 +11,11 @@ from tiller.demo_engine.settings import DemoSettings
 async def serve(settings: DemoSettings) -> None:
     sock = bind(settings.host, settings.port)
     config = uvicorn.Config(
-        create_app(settings), log_level=settings.log_level, access_log=False, lifespan="off"
+        create_app(settings),
+        log_level=settings.log_level,
+        log_config=None,  # JSON lines, as every service's
+        access_log=False,
+        lifespan="off",
     )
     await uvicorn.Server(config).serve(sockets=[sock])
 

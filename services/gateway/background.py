@@ -35,6 +35,7 @@ from tiller.common import backoff
 from tiller.common.errors import AnswerUnreadable, Cancelled, InternalError, TillerError
 from tiller.common.lifecycle import service_task
 from tiller.common.redis_text import text
+from tiller.contract.answer_stream import PUBLISH_FENCE, Delivered, EventWriter
 from tiller.contract.results import InferenceResult
 from tiller.gateway.calls import Stage
 from tiller.gateway.executions import Kind
@@ -45,6 +46,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 QUEUED, COMPLETED, FAILED, CANCELLED = "in_progress", "completed", "failed", "cancelled"
+# A cancellation's end of an answer's stream: above every attempt's and a pipeline's own.
+CANCEL_FENCE = PUBLISH_FENCE * 2
+CANCELLED_STREAM_TTL = 300  # seconds: as long as a worker keeps an ended answer's stream
 
 # Refresh the lease unless we still hold it (so a lapsed lease another gateway took stays its).
 _REFRESH = """
@@ -194,9 +198,17 @@ class BackgroundRequests:
             return None
 
     async def cancel(self, record: Record) -> None:
-        """Stop a background request (the watcher then settles it as cancelled)."""
+        """Stop a background request, and end its answer's stream with the cancellation
+        (unless it ended already): its watcher and every reader hear at once, and settle it as
+        cancelled, rather than at their next check of Temporal."""
         call = self.inference.attach(record)
         await call.stop()
+        writer = EventWriter(self.redis, record.events_key, CANCELLED_STREAM_TTL, CANCEL_FENCE)
+        delivered = Delivered.of(await writer.claim())  # the worker can no longer append
+        if delivered.done is None and delivered.error is None:
+            await writer.error(Cancelled("The request was cancelled."))
+        else:
+            await writer.ended()
 
     def _watch(self, call: Call, record: Record) -> None:
         if record.request_id in self._watchers:

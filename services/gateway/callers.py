@@ -16,7 +16,10 @@ from tiller.common.errors import (
     CallerLeft,
     InvalidRequest,
     PayloadTooLarge,
+    UnsupportedMediaType,
 )
+from tiller.common.parsing import whole_number
+from tiller.common.paths import key_path
 from tiller.common.priorities import HIGHEST_PRIORITY, LOWEST_PRIORITY
 
 PRIORITY_HEADER = "x-tiller-priority"
@@ -43,18 +46,26 @@ def requested_priority(value: str | None) -> int | None:
     """The `x-tiller-priority` header: a caller may put its request behind its key's class."""
     if value is None:
         return None
-    if not value.strip().isdigit() or not HIGHEST_PRIORITY <= int(value) <= LOWEST_PRIORITY:
+    priority = whole_number(value)
+    if priority is None or not HIGHEST_PRIORITY <= priority <= LOWEST_PRIORITY:
         raise InvalidRequest(
             f"The {PRIORITY_HEADER} header must be a whole number from {HIGHEST_PRIORITY} "
             f"(first) to {LOWEST_PRIORITY} (last).",
             param=PRIORITY_HEADER,
         )
-    return int(value)
+    return priority
 
 
 async def read_json(request: Request, limit: int) -> Any:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMediaType(
+            "The request body must be JSON, sent with 'Content-Type: application/json'.",
+            param="Content-Type",
+        )
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    length = whole_number(declared) if declared else None
+    if length is not None and length > limit:
         raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
     body = bytearray()
     async for piece in request.stream():
@@ -62,11 +73,37 @@ async def read_json(request: Request, limit: int) -> Any:
         if len(body) > limit:
             raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
     try:
-        return orjson.loads(body)
+        data = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise InvalidRequest(
             "We could not parse the JSON body of your request. The body must be valid JSON."
         ) from None
+    if (too_deep := _deeper_than(data, MAX_JSON_DEPTH)) is not None:
+        where = key_path(too_deep)
+        raise InvalidRequest(
+            f"The request nests JSON more than {MAX_JSON_DEPTH} levels deep (at '{where}').",
+            param=where,
+        )
+    return data
+
+
+# Deeper JSON is no request anyone writes, and what carries it on (the engine's JSON encoder,
+# Temporal's payload converter) would fail at a few hundred levels with a server error.
+MAX_JSON_DEPTH = 64
+
+
+def _deeper_than(data: Any, limit: int) -> tuple[str | int, ...] | None:
+    """The path of an object or array nested deeper than `limit`, or None."""
+    if not isinstance(data, dict | list):
+        return None
+    todo: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
+    while todo:
+        value, path = todo.pop()
+        if len(path) >= limit:
+            return path
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        todo.extend((v, (*path, k)) for k, v in items if isinstance(v, dict | list))
+    return None
 
 
 def caller(request: Request) -> tuple[str, int | None]:

@@ -12,6 +12,8 @@ sealed.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from google.protobuf import json_format
@@ -41,6 +43,7 @@ async def _apply(request: Request, direction: str) -> Response:
     await caller_with_role(request, "admin")
     body: Any = await read_json(request, CODEC_BODY_BYTES)
     try:
+        _strict_base64(body)
         payloads = json_format.ParseDict(body, Payloads())
     except (json_format.ParseError, TypeError, ValueError) as error:
         raise InvalidRequest(f"Expected Temporal's Payloads as JSON: {error}") from None
@@ -53,6 +56,22 @@ async def _apply(request: Request, direction: str) -> Response:
     except PayloadKeyError as error:
         raise InvalidRequest(str(error), param="payloads") from None
     return JSONResponse(json_format.MessageToDict(Payloads(payloads=done)))
+
+
+def _strict_base64(body: Any) -> None:
+    """Refuse what is not base64 where Payloads hold bytes (protobuf's JSON parser reads what
+    it can of bad base64 and drops the rest, which would answer garbage with a 200)."""
+    payloads = body.get("payloads") if isinstance(body, dict) else None
+    for index, payload in enumerate(payloads if isinstance(payloads, list) else ()):
+        if not isinstance(payload, dict):
+            continue
+        metadata = payload.get("metadata")
+        values = list(metadata.values()) if isinstance(metadata, dict) else []
+        for value in [payload.get("data", ""), *values]:
+            try:
+                base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError, TypeError):
+                raise ValueError(f"payloads[{index}] holds bytes that are not base64") from None
 
 
 def _codec(request: Request) -> PayloadCodec:

@@ -33,6 +33,7 @@ from tiller.gateway import admin_api, codec_api, metrics, responses_api, shapes
 from tiller.gateway.background import QUEUED, Record
 from tiller.gateway.callers import JSONResponse, bearer_key, caller, read_json, unless_gone
 from tiller.gateway.calls import Call, Stage
+from tiller.gateway.edge import RequestIds, unexpected_error
 from tiller.gateway.inference import Inference
 from tiller.gateway.protocol import ApiRequest, parse_chat, parse_completion, parse_embeddings
 from tiller.gateway.sse import event_source, sse_event
@@ -352,8 +353,10 @@ def create_app(inference: Inference) -> Starlette:
         exception_handlers={
             TillerError: _tiller_error,
             HTTPException: _http_error,
+            Exception: unexpected_error,
         },
-        middleware=[Middleware(metrics.RecordRequests)],
+        # Outermost first: every answer gets its request id, the inference ones are counted.
+        middleware=[Middleware(RequestIds), Middleware(metrics.RecordRequests)],
     )
     app.state.inference = inference
     return app

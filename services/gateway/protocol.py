@@ -37,6 +37,11 @@ from tiller.contract.requests import (
 )
 from tiller.gateway.messages import ChatMessageIn, to_message
 
+# A model's name or alias (models.yaml's are shorter): longer is no model, and echoing it in an
+# error would not fit a gRPC status.
+MAX_MODEL_NAME = 256
+ModelName = Annotated[str, Field(min_length=1, max_length=MAX_MODEL_NAME)]
+
 # Known OpenAI parameters this gateway refuses: deprecated (tools and tool_choice replace them),
 # and no engine Tiller serves takes them.
 UNSUPPORTED = ("functions", "function_call")
@@ -82,7 +87,7 @@ class _Open(BaseModel):
 
 
 class ChatCompletionRequest(_Open):
-    model: Annotated[str, Field(min_length=1)]
+    model: ModelName
     messages: Annotated[list[ChatMessageIn], Field(min_length=1)]
     stream: bool | None = False
     stream_options: StreamOptions | None = None
@@ -136,7 +141,7 @@ def stop_list(value: Any) -> list[str]:
 class CompletionRequest(_Open):
     """POST /v1/completions: one prompt, continued by the model."""
 
-    model: Annotated[str, Field(min_length=1)]
+    model: ModelName
     prompt: Any
     stream: bool | None = False
     stream_options: StreamOptions | None = None
@@ -225,7 +230,7 @@ def passthrough_dict(given: dict[str, Any]) -> dict[str, Any]:
 class EmbeddingsRequest(_Open):
     """POST /v1/embeddings: one text or a batch of texts."""
 
-    model: Annotated[str, Field(min_length=1)]
+    model: ModelName
     input: Any
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: Annotated[int, Field(ge=1)] | None = None  # an engine parameter: passed on

@@ -28,6 +28,7 @@ from tiller.common.errors import (
     ServiceUnavailable,
     TillerError,
 )
+from tiller.common.parsing import whole_number
 from tiller.contract.events import Done, Event, Failed
 from tiller.contract.keys import key_id_of
 from tiller.contract.requests import Message
@@ -262,8 +263,9 @@ async def retrieve_response(request: Request) -> Response:
     headers = {"x-request-id": stored.response_id}
     if request.query_params.get("stream") not in ("true", "1"):
         return JSONResponse(stored.object(), headers=headers)
-    after = request.query_params.get("starting_after", "-1")
-    if not after.lstrip("-").isascii() or not after.lstrip("-").isdigit():
+    given = request.query_params.get("starting_after")
+    after = -1 if given is None else whole_number(given)
+    if after is None:
         raise InvalidRequest("starting_after must be a sequence number.", param="starting_after")
     record = await _background(inference, stored)
     if record is None:
@@ -278,7 +280,7 @@ async def retrieve_response(request: Request) -> Response:
             param="response_id",
         )
     call = inference.attach(record)
-    events = _stream(inference, call, stored, call.answer(merge=False), int(after))
+    events = _stream(inference, call, stored, call.answer(merge=False), after)
     return event_source(events, headers)
 
 

@@ -18,7 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tiller.common.errors import InvalidRequest
 from tiller.contract.requests import Chat, Message, Part, Sampling, ToolCall
-from tiller.gateway.protocol import MAX_TOKENS, ApiRequest, invalid, passthrough_dict
+from tiller.gateway.protocol import (
+    MAX_TOKENS,
+    ApiRequest,
+    ModelName,
+    invalid,
+    passthrough_dict,
+)
 
 
 class _Strict(BaseModel):
@@ -43,7 +49,7 @@ class ResponsesRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True, frozen=True)
 
-    model: Annotated[str, Field(min_length=1)]
+    model: ModelName
     input: Any = None
     instructions: str | None = None
     tools: list[Any] | None = None

@@ -46,6 +46,7 @@ async def serve(settings: GatewaySettings) -> None:
         uvicorn.Config(
             create_app(inference),
             log_level="warning",
+            log_config=None,  # uvicorn's own lines (a traceback too) are JSON lines like ours
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=int(settings.shutdown_grace_seconds + HAND_OVER_SECONDS) + 2,

@@ -78,8 +78,9 @@ class RoutingTable:
         try:
             return self.names[name]
         except KeyError:
+            shown = name if len(name) <= 80 else f"{name[:80]}…"
             raise ModelNotFound(
-                f"The model `{name}` does not exist or you do not have access to it.",
+                f"The model `{shown}` does not exist or you do not have access to it.",
                 param="model",
             ) from None
 

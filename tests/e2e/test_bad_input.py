@@ -34,10 +34,26 @@ def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
     return error
 
 
+JSON = {"content-type": "application/json"}
+
+
 async def test_malformed_json(http: httpx.AsyncClient) -> None:
-    response = await http.post("/chat/completions", content=b'{"model": "demo",')
+    response = await http.post("/chat/completions", content=b'{"model": "demo",', headers=JSON)
     error = error_of(response, 400)
     assert error["type"] == "invalid_request_error" and "parse the JSON body" in error["message"]
+    assert response.headers["x-request-id"].startswith("req_")  # refused before it began
+
+
+async def test_a_body_that_is_not_json_is_415(http: httpx.AsyncClient) -> None:
+    body = orjson.dumps({"model": "demo", "messages": HELLO})
+    for media in ("text/plain", "application/x-www-form-urlencoded", ""):
+        response = await http.post(
+            "/chat/completions", content=body, headers={"content-type": media}
+        )
+        error = error_of(response, 415)
+        assert error["param"] == "Content-Type" and error["code"] == "unsupported_media_type"
+    charset = {"content-type": "application/json; charset=utf-8"}
+    assert (await http.post("/chat/completions", content=body, headers=charset)).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -103,7 +119,7 @@ async def test_body_over_the_size_limit_is_413(http: httpx.AsyncClient) -> None:
     big = orjson.dumps(
         {"model": "demo", "messages": [{"role": "user", "content": "x" * 5_000_000}]}
     )
-    error = error_of(await http.post("/chat/completions", content=big), 413)
+    error = error_of(await http.post("/chat/completions", content=big, headers=JSON), 413)
     assert error["code"] == "request_too_large"
 
 
