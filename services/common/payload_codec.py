@@ -18,6 +18,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -26,6 +27,8 @@ from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
 ENCODING = b"binary/encrypted"
+OFFLOADED = b"binary/encrypted-offloaded"  # sealed, and kept outside Temporal (see AesGcmCodec)
+REF = "tiller-payload-ref"
 KEY_ID = "encryption-key-id"
 NONCE_BYTES = 12
 TAG_BYTES = 16  # AES-GCM's authentication tag, after the ciphertext
@@ -87,8 +90,13 @@ def new_key_line(key_id: str) -> str:
 
 
 class AesGcmCodec(PayloadCodec):
-    def __init__(self, keys: PayloadKeys) -> None:
+    """Seals every payload; with a `store`, one too large for Temporal's history (whose server
+    refuses a payload over 2 MB, and a whole request over 4 MB) is kept there instead, sealed,
+    and the history holds a reference to it (the claim-check pattern)."""
+
+    def __init__(self, keys: PayloadKeys, store: OffloadStore | None = None) -> None:
         self.keys = keys
+        self.store = store
         self._ciphers = {key_id: AESGCM(material) for key_id, material in keys.keys.items()}
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
@@ -97,29 +105,54 @@ class AesGcmCodec(PayloadCodec):
         for payload in payloads:
             nonce = os.urandom(NONCE_BYTES)
             data = nonce + cipher.encrypt(nonce, payload.SerializeToString(), None)
-            sealed.append(
-                Payload(
-                    metadata={"encoding": ENCODING, KEY_ID: self.keys.current.encode()},
-                    data=data,
-                )
-            )
+            metadata = {"encoding": ENCODING, KEY_ID: self.keys.current.encode()}
+            if self.store is not None and len(data) > self.store.threshold_bytes:
+                metadata = {**metadata, "encoding": OFFLOADED, REF: await self.store.put(data)}
+                data = b""
+            sealed.append(Payload(metadata=metadata, data=data))
         return sealed
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
         opened = []
         for payload in payloads:
-            if payload.metadata.get("encoding") != ENCODING:
+            encoding = payload.metadata.get("encoding")
+            if encoding not in (ENCODING, OFFLOADED):
                 opened.append(payload)  # not sealed by us (written before encryption was on)
                 continue
             key_id = payload.metadata.get(KEY_ID, b"").decode(errors="replace")
             cipher = self._ciphers.get(key_id)
             if cipher is None:
                 raise PayloadKeyError(f"no payload key {key_id!r} to open this payload")
-            if len(payload.data) < NONCE_BYTES + TAG_BYTES:
+            data = payload.data
+            if encoding == OFFLOADED:
+                data = await self._fetch(payload.metadata.get(REF, b""))
+            if len(data) < NONCE_BYTES + TAG_BYTES:
                 raise PayloadKeyError("this payload is too short to be a sealed one")
-            nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
+            nonce, sealed = data[:NONCE_BYTES], data[NONCE_BYTES:]
             try:
                 opened.append(Payload.FromString(cipher.decrypt(nonce, sealed, None)))
             except (InvalidTag, DecodeError):
                 raise PayloadKeyError(f"payload sealed with key {key_id!r} does not open") from None
         return opened
+
+    async def _fetch(self, ref: bytes) -> bytes:
+        if self.store is None:
+            raise PayloadKeyError(
+                "this payload is kept outside Temporal, and this client has no store"
+            )
+        data = await self.store.get(ref)
+        if data is None:
+            raise PayloadKeyError("this payload was kept outside Temporal and has expired")
+        return data
+
+
+class OffloadStore(Protocol):
+    """Where payloads too large for Temporal's history are kept (common/offload.py)."""
+
+    threshold_bytes: int
+
+    async def put(self, data: bytes) -> bytes:
+        """Keep `data`; the reference to it."""
+
+    async def get(self, ref: bytes) -> bytes | None:
+        """What `put` kept, or None if it is gone."""

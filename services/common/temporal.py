@@ -21,15 +21,18 @@ from temporalio.service import RPCError
 
 from tiller.common import tracing
 from tiller.common.lifecycle import StartupError
-from tiller.common.payload_codec import AesGcmCodec, PayloadKeyError, PayloadKeys
+from tiller.common.payload_codec import AesGcmCodec, OffloadStore, PayloadKeyError, PayloadKeys
 
 log = logging.getLogger(__name__)
 
 
-def sealed_converter(keys: PayloadKeys) -> temporalio.converter.DataConverter:
-    """Temporal's default converter, with every payload sealed by `keys`."""
+def sealed_converter(
+    keys: PayloadKeys, offload: OffloadStore | None = None
+) -> temporalio.converter.DataConverter:
+    """Temporal's default converter, with every payload sealed by `keys` (and, with an
+    `offload` store, those too large for Temporal's history kept there)."""
     return dataclasses.replace(
-        temporalio.converter.DataConverter.default, payload_codec=AesGcmCodec(keys)
+        temporalio.converter.DataConverter.default, payload_codec=AesGcmCodec(keys, offload)
     )
 
 
@@ -53,6 +56,7 @@ async def connect(
     wait_seconds: float,
     keys: PayloadKeys,
     runtime: Runtime | None = None,
+    offload: OffloadStore | None = None,
 ) -> Client:
     deadline = time.monotonic() + wait_seconds
     while True:
@@ -60,7 +64,7 @@ async def connect(
             return await Client.connect(
                 address,
                 namespace=namespace,
-                data_converter=sealed_converter(keys),
+                data_converter=sealed_converter(keys, offload),
                 runtime=runtime or logging_runtime(),
                 interceptors=tracing.temporal_interceptors(),
             )

@@ -15,6 +15,7 @@ from temporalio.client import Client
 from tiller.common import redis_client, temporal
 from tiller.common.errors import TillerError
 from tiller.common.grpc_client import channel
+from tiller.common.offload import RedisOffload
 from tiller.common.sealing import Sealer
 from tiller.gateway.settings import GatewaySettings
 from tiller.protos.quota.v1 import quota_pb2_grpc
@@ -37,16 +38,18 @@ class Upstreams:
         router_channel = channel(settings.router_address)
         quota_channel = channel(settings.quota_address)
         keys = temporal.payload_keys(settings.payload_keys, settings.payload_keys_file)
+        redis = redis_client.connect(
+            settings.redis_url,
+            wait_seconds=settings.rpc_timeout_seconds,
+            socket_timeout=settings.rpc_timeout_seconds + 2.0,
+        )
         client = await temporal.connect(
             settings.temporal_address,
             settings.temporal_namespace,
             settings.dependency_wait_seconds,
             keys,
-        )
-        redis = redis_client.connect(
-            settings.redis_url,
-            wait_seconds=settings.rpc_timeout_seconds,
-            socket_timeout=settings.rpc_timeout_seconds + 2.0,
+            # A request too large for Temporal's history travels through Redis (offload.py).
+            offload=RedisOffload(redis, settings.key_prefix),
         )
         return cls(
             router_pb2_grpc.RouterStub(router_channel),

@@ -20,6 +20,7 @@ from tiller.common import redis_client, temporal
 from tiller.common.grpc_client import channel
 from tiller.common.lifecycle import StartupError, run_service, stop_event
 from tiller.common.metrics import serve_metrics
+from tiller.common.offload import RedisOffload
 from tiller.contract.names import FAILOVER_TASK_QUEUE, PIPELINE_TASK_QUEUE
 from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
 from tiller.worker.activities import InferenceActivities
@@ -146,14 +147,15 @@ def build_workers(
 async def serve(settings: WorkerSettings) -> None:
     limits, version = await task_queue_limits(settings)
     serve_metrics(settings.metrics_host, settings.metrics_port)
+    redis = redis_client.connect(settings.redis_url, wait_seconds=10.0)
     client = await temporal.connect(
         settings.temporal_address,
         settings.temporal_namespace,
         settings.dependency_wait_seconds,
         temporal.payload_keys(settings.payload_keys, settings.payload_keys_file),
         temporal.metrics_runtime(settings.metrics_host, settings.sdk_metrics_port),
+        offload=RedisOffload(redis, settings.key_prefix),
     )
-    redis = redis_client.connect(settings.redis_url, wait_seconds=10.0)
     # Pooled keep-alive connections to every engine, no cap (each deployment's
     # max_concurrency bounds them); aiohttp costs a quarter of httpx's CPU per request.
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=False)

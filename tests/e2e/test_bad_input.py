@@ -155,3 +155,26 @@ async def test_concurrent_requests_each_get_their_own_answer(http: httpx.AsyncCl
 
     answers = await asyncio.gather(*(ask(i) for i in range(20)))
     assert answers == [f"You said: number {i}" for i in range(20)]
+
+
+async def test_a_request_too_large_for_temporals_history_is_still_answered(
+    http: httpx.AsyncClient, stack: Stack
+) -> None:
+    """Under the body limit, everything runs: a request's input over Temporal's 2 MB payload
+    limit travels through Redis, sealed, and its history holds a reference (offload.py)."""
+    prompt = "x" * 3_000_000  # one long word: one token for the demo engine
+    chat = await http.post(
+        "/chat/completions",
+        json={"model": "demo", "messages": [{"role": "user", "content": prompt}]},
+    )
+    assert chat.status_code == 200, chat.text[:300]
+    assert chat.json()["choices"][0]["message"]["content"] == f"You said: {prompt}"
+    euros = await http.post("/embeddings", json={"model": "demo", "input": "€" * 900_000})
+    assert euros.status_code == 200, euros.text[:300]  # 2.7 MB of UTF-8
+    redis = Redis.from_url(stack.redis_url)
+    kept = [k async for k in redis.scan_iter(match="tiller:payload:*")]
+    assert kept  # the large inputs, sealed
+    sample = await redis.get(kept[0])
+    await redis.aclose()
+    assert isinstance(sample, bytes) and b"xxxxxxxx" not in sample
+    assert "€".encode() * 8 not in sample

@@ -128,9 +128,7 @@ async def test_a_stream_is_framed_as_openai_sse_with_an_id_per_delta(
     assert {c["id"] for _, c in chunks} == {exchange.headers["x-request-id"]}
 
 
-async def test_errors_are_openai_json_and_name_the_request(
-    app: Starlette, stack: Stack
-) -> None:
+async def test_errors_are_openai_json_and_name_the_request(app: Starlette, stack: Stack) -> None:
     refused = Exchange(app, "/v1/chat/completions", chat("hi"), "tk-not-a-key")
     await refused.finished()
     assert refused.status == 401
