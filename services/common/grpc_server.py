@@ -13,7 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tiller.common import tracing
-from tiller.common.errors import TillerError
+from tiller.common.errors import InvalidRequest, TillerError
 from tiller.common.lifecycle import StartupError
 from tiller.common.net import bind
 
@@ -106,6 +106,10 @@ class MethodWrapper(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def stream(self, behavior: Behavior) -> Behavior:
         raise NotImplementedError
 
+    def deserializer(self, read: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+        """How the method's request is read (its own, unless a subclass says otherwise)."""
+        return read
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -117,13 +121,13 @@ class MethodWrapper(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self.unary(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=self.deserializer(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self.stream(handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=self.deserializer(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -131,7 +135,8 @@ class MethodWrapper(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 class TranslateErrors(MethodWrapper):
     """A TillerError raised by any method of any servicer becomes its rich gRPC status: one
-    place, for every service."""
+    place, for every service. A request that does not decode (corrupt protobuf) is refused as
+    INVALID_ARGUMENT naming what was expected, before any method sees it."""
 
     def unary(self, behavior: Behavior) -> Behavior:
         return _unary(behavior)
@@ -139,10 +144,32 @@ class TranslateErrors(MethodWrapper):
     def stream(self, behavior: Behavior) -> Behavior:
         return _stream(behavior)
 
+    def deserializer(self, read: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+        if read is None:
+            return None
+
+        def tolerant(data: bytes) -> Any:
+            try:
+                return read(data)
+            except Exception:  # DecodeError, and whatever else protobuf raises on bad bytes
+                return Undecodable()
+
+        return tolerant
+
+
+class Undecodable:
+    """A request whose bytes are not the method's message."""
+
+
+def _decoded(request: Any) -> None:
+    if isinstance(request, Undecodable):
+        raise InvalidRequest("The request is not a valid protobuf message of this method.")
+
 
 def _unary(behavior: Behavior) -> Behavior:
     async def translated(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            _decoded(request)
             return await behavior(request, context)
         except TillerError as error:
             await context.abort_with_status(error.to_grpc_status())
@@ -153,6 +180,7 @@ def _unary(behavior: Behavior) -> Behavior:
 def _stream(behavior: Behavior) -> Behavior:
     async def translated(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            _decoded(request)
             async for item in behavior(request, context):
                 yield item
         except TillerError as error:

@@ -29,7 +29,7 @@ class _Echoed(BaseModel):
     """What the SDKs hand back of a reply: strict in what Tiller reads, and what else they add
     for their own use (the streaming helper's `parsed_arguments`) is left out."""
 
-    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class ToolCallFunction(_Echoed):
@@ -47,7 +47,7 @@ class ToolCall(_Echoed):
 
 class ChatMessageIn(BaseModel):
     # Fields Tiller does not read are kept (model_extra) and passed on with the message.
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True, allow_inf_nan=False)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Any

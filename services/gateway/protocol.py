@@ -53,7 +53,7 @@ COMPLETION_PASSTHROUGH = ("logprobs", "logit_bias", "n")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class FunctionTool(_Strict):
@@ -80,7 +80,7 @@ class StreamOptions(_Strict):
 class _Open(BaseModel):
     """A request: its own fields strictly checked, any other kept as an engine parameter."""
 
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True, allow_inf_nan=False)
 
     def engine_params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})

@@ -28,7 +28,7 @@ from tiller.gateway.protocol import (
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class FunctionToolIn(_Strict):
@@ -40,14 +40,14 @@ class FunctionToolIn(_Strict):
 
 
 class TextConfig(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True, allow_inf_nan=False)
     format: dict[str, Any] | None = None
 
 
 class ResponsesRequest(BaseModel):
     """The fields Tiller reads are checked strictly; any other is an engine parameter."""
 
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True, allow_inf_nan=False)
 
     model: ModelName
     input: Any = None

@@ -83,3 +83,16 @@ async def test_health_watch_streams_untouched_by_the_interceptors(server: GrpcSe
         second = await asyncio.wait_for(watch.read(), 5)
         assert second.status == health_pb2.HealthCheckResponse.NOT_SERVING
         watch.cancel()
+
+
+async def test_a_request_that_is_not_the_methods_message_is_invalid_argument(
+    server: GrpcServer,
+) -> None:
+    before = refused()
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        raw = channel.unary_unary("/tiller.inference.v1.Inference/Generate")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await raw(b"\xff\xff\xff\xff not protobuf", timeout=5)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid protobuf message" in (caught.value.details() or "")
+    assert refused() == before  # refused before any method (or its count) saw it
