@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import uuid
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from tiller.common import logs
 from tiller.gateway.callers import JSONResponse
@@ -61,4 +63,39 @@ async def unexpected_error(request: Request, error: Exception) -> Response:
             "code": None,
         }
     }
-    return JSONResponse(body, 500)
+    minted = request.scope.get("state", {}).get("request_id")  # RequestIds ran inside this
+    return JSONResponse(body, 500, headers={"x-request-id": minted} if minted else None)
+
+
+class JsonErrorsProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, answering bytes it cannot parse as a request (a header with a
+    control character, say) in OpenAI's JSON with an x-request-id, as every other answer,
+    rather than with a line of plain text."""
+
+    def send_400_response(self, msg: str) -> None:
+        minted = f"req_{uuid.uuid4().hex}"
+        body = orjson.dumps(
+            {
+                "error": {
+                    "message": f"The request is not valid HTTP: {msg}",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
+        )
+        head = [STATUS_LINE[400]]
+        for name, value in self.server_state.default_headers:
+            head.extend([name, b": ", value, b"\r\n"])
+        head.extend(
+            [
+                b"content-type: application/json\r\n",
+                b"x-request-id: " + minted.encode() + b"\r\n",
+                b"content-length: " + str(len(body)).encode() + b"\r\n",
+                b"connection: close\r\n\r\n",
+                body,
+            ]
+        )
+        log.info("unparseable request refused", extra={"request_id": minted})
+        self.transport.write(b"".join(head))
+        self.transport.close()

@@ -29,7 +29,7 @@ from tiller.common.errors import (
 from tiller.common.model_access import model_allowed
 from tiller.contract import answer_stream
 from tiller.contract.events import Delta, Done, Event, Failed
-from tiller.gateway import admin_api, codec_api, metrics, responses_api, shapes
+from tiller.gateway import admin_api, codec_api, metrics, openapi, responses_api, shapes
 from tiller.gateway.background import QUEUED, Record
 from tiller.gateway.callers import JSONResponse, bearer_key, caller, read_json, unless_gone
 from tiller.gateway.calls import Call, Stage
@@ -292,6 +292,11 @@ async def retrieve_model(request: Request) -> Response:
     raise NotFound(f"The model `{name}` does not exist.", param="model")
 
 
+async def openapi_json(request: Request) -> Response:
+    """The REST API's contract (openapi.py): readable without a key, as any API's docs are."""
+    return JSONResponse(openapi.document())
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -343,6 +348,7 @@ def create_app(inference: Inference) -> Starlette:
             Route("/v1/chat/completions/{request_id}/cancel", cancel_completion, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
+            Route("/openapi.json", openapi_json, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics.metrics, methods=["GET"]),

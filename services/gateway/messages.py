@@ -16,11 +16,34 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from tiller.contract import requests as contract
 from tiller.contract.requests import TEXT_PARTS, Message, Part
 
+# What the validator below takes, for the OpenAPI document: a string, or content parts.
+CONTENT_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string"},
+        {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["type"],
+                "properties": {"type": {"type": "string"}},
+            },
+        },
+        {"type": "null"},
+    ]
+}
 # Fields the SDKs write into an assistant message they send back: nothing to pass on when empty.
 SDK_ECHOES = ("refusal", "annotations", "audio", "function_call")
 
@@ -50,7 +73,7 @@ class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True, frozen=True, allow_inf_nan=False)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: Any
+    content: Annotated[Any, WithJsonSchema(CONTENT_SCHEMA)]
     name: str | None = None
     tool_calls: Annotated[list[ToolCall], Field(min_length=1)] | None = None  # assistant
     tool_call_id: Annotated[str, Field(min_length=1)] | None = None  # tool: the call answered

@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -41,6 +42,26 @@ from tiller.gateway.messages import ChatMessageIn, to_message
 # error would not fit a gRPC status.
 MAX_MODEL_NAME = 256
 ModelName = Annotated[str, Field(min_length=1, max_length=MAX_MODEL_NAME)]
+
+# What the validators of open fields take, for the OpenAPI document (openapi.py).
+_STRING = {"type": "string"}
+STOP_SCHEMA = {
+    "anyOf": [_STRING, {"type": "array", "maxItems": 4, "items": _STRING}, {"type": "null"}]
+}
+PROMPT_SCHEMA = {
+    "anyOf": [_STRING, {"type": "array", "minItems": 1, "maxItems": 1, "items": _STRING}]
+}
+TEXTS_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 2048,
+            "items": {"type": "string", "minLength": 1},
+        },
+    ]
+}
 
 # Known OpenAI parameters this gateway refuses: deprecated (tools and tool_choice replace them),
 # and no engine Tiller serves takes them.
@@ -96,7 +117,7 @@ class ChatCompletionRequest(_Open):
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] | None = None
-    stop: Any = None
+    stop: Annotated[Any, WithJsonSchema(STOP_SCHEMA)] = None
     seed: int | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
@@ -142,7 +163,7 @@ class CompletionRequest(_Open):
     """POST /v1/completions: one prompt, continued by the model."""
 
     model: ModelName
-    prompt: Any
+    prompt: Annotated[Any, WithJsonSchema(PROMPT_SCHEMA)]
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     max_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS)] | None = None
@@ -153,7 +174,7 @@ class CompletionRequest(_Open):
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     echo: Literal[False] | None = None
-    stop: Any = None
+    stop: Annotated[Any, WithJsonSchema(STOP_SCHEMA)] = None
     seed: int | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
@@ -231,7 +252,7 @@ class EmbeddingsRequest(_Open):
     """POST /v1/embeddings: one text or a batch of texts."""
 
     model: ModelName
-    input: Any
+    input: Annotated[Any, WithJsonSchema(TEXTS_SCHEMA)]
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: Annotated[int, Field(ge=1)] | None = None  # an engine parameter: passed on
     user: str | None = None

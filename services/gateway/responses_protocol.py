@@ -14,7 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
 
 from tiller.common.errors import InvalidRequest
 from tiller.contract.requests import Chat, Message, Part, Sampling, ToolCall
@@ -44,13 +51,22 @@ class TextConfig(BaseModel):
     format: dict[str, Any] | None = None
 
 
+INPUT_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "minItems": 1, "items": {"type": "object"}},
+        {"type": "null"},  # then previous_response_id alone: refused as missing
+    ]
+}
+
+
 class ResponsesRequest(BaseModel):
     """The fields Tiller reads are checked strictly; any other is an engine parameter."""
 
     model_config = ConfigDict(extra="allow", strict=True, frozen=True, allow_inf_nan=False)
 
     model: ModelName
-    input: Any = None
+    input: Annotated[Any, WithJsonSchema(INPUT_SCHEMA)] = None
     instructions: str | None = None
     tools: list[Any] | None = None
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
@@ -175,6 +191,8 @@ def parse_response_request(data: Any) -> Asked:
             "A background response must be stored ('store' false with 'background').",
             param="store",
         )
+    if body.input is None:
+        raise InvalidRequest("Missing required parameter: 'input'.", param="input")
     messages = input_messages(body.input)
     return Asked(envelope, messages, passthrough_dict(extra), params, bool(body.stream))
 

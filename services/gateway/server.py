@@ -13,6 +13,7 @@ from sse_starlette.sse import AppStatus
 from tiller.common.grpc_server import GrpcServer
 from tiller.common.lifecycle import run_service, stop_event
 from tiller.common.net import bind
+from tiller.gateway.edge import JsonErrorsProtocol
 from tiller.gateway.grpc_api import InferenceService
 from tiller.gateway.http_api import create_app
 from tiller.gateway.inference import Inference
@@ -47,6 +48,7 @@ async def serve(settings: GatewaySettings) -> None:
             create_app(inference),
             log_level="warning",
             log_config=None,  # uvicorn's own lines (a traceback too) are JSON lines like ours
+            http=JsonErrorsProtocol,  # an unparseable request's 400 is JSON too
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=int(settings.shutdown_grace_seconds + HAND_OVER_SECONDS) + 2,
