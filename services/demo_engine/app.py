@@ -1,8 +1,10 @@
-"""The demo engine: a small OpenAI-compatible server that stands in for vLLM (chat completions
-and legacy completions).
+"""The demo engine: a small OpenAI-compatible server that stands in for vLLM (chat completions,
+legacy completions and embeddings).
 
 It is not a model. It exists so `tiller up` and the tests have an engine that runs anywhere and
-answers deterministically, with a configurable delay per token.
+answers deterministically, with a configurable delay per token: text (generation.py), or, given
+tools, one tool call as a tool-using model would make (tool_calls.py), so agent loops run end to
+end; choices.py writes either out, whole or streamed.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import collections
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import orjson
@@ -21,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from tiller.demo_engine import choices
-from tiller.demo_engine.generation import answer, embedding, prompt_tokens, text_tokens
+from tiller.demo_engine import choices, tool_calls
+from tiller.demo_engine.generation import answer, embedding, prompt_tokens, text_tokens, tokens_of
 from tiller.demo_engine.settings import DemoSettings
 
 log = logging.getLogger(__name__)
@@ -136,9 +138,13 @@ def create_app(settings: DemoSettings) -> Starlette:
                 f"However, your messages resulted in {n_prompt} tokens.",
                 400,
             )
-        tokens, finish = answer(
-            messages, body.get("max_tokens"), bool(body.get("continue_final_message"))
-        )
+        call = None if legacy else tool_calls.call_for(body, messages)
+        if call:  # the answer is the call's arguments
+            tokens, finish = tokens_of(call.arguments, body.get("max_tokens"), "tool_calls")
+        else:
+            tokens, finish = answer(
+                messages, body.get("max_tokens"), bool(body.get("continue_final_message"))
+            )
         meta = {
             "id": f"{'cmpl' if legacy else 'chatcmpl'}-{uuid.uuid4().hex}",
             "created": int(time.time()),
@@ -153,18 +159,21 @@ def create_app(settings: DemoSettings) -> Starlette:
         usage["total_tokens"] = n_prompt + usage["completion_tokens"]
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            chunks = _chunks(body, meta, tokens, finish, usage if include_usage else None, legacy)
+            steps = choices.steps(body, tokens, legacy, call)
+            last = usage if include_usage else None
+            chunks = _chunks(body, meta, steps, len(tokens), finish, last, legacy)
             return StreamingResponse(in_flight.around(chunks), media_type="text/event-stream")
         with in_flight:
             await asyncio.sleep(first_delay + delay * len(tokens))
         kind = "text_completion" if legacy else "chat.completion"
-        written = choices.whole(body, tokens, finish, legacy)
+        written = choices.whole(body, tokens, finish, legacy, call)
         return _json({**meta, "object": kind, "choices": written, "usage": usage})
 
     async def _chunks(
         body: dict[str, Any],
         meta: dict[str, Any],
-        tokens: list[str],
+        steps: Iterator[list[dict[str, Any]]],
+        tokens: int,
         finish: str,
         usage: dict[str, int] | None,
         legacy: bool,
@@ -181,9 +190,9 @@ def create_app(settings: DemoSettings) -> Starlette:
                 yield chunk([{"index": index, **opening}])
         await asyncio.sleep(first_delay)
         sent = 0
-        breaks_at = len(tokens) // 2 if meta["model"] in settings.breaking_models else -1
+        breaks_at = tokens // 2 if meta["model"] in settings.breaking_models else -1
         try:
-            for index, step in enumerate(choices.steps(body, tokens, legacy)):
+            for index, step in enumerate(steps):
                 token = index // n  # the token this step writes (one step per choice)
                 if token and index % n == 0 and delay:
                     await asyncio.sleep(delay)
@@ -192,11 +201,10 @@ def create_app(settings: DemoSettings) -> Starlette:
                 yield chunk(step)
                 sent = token + 1
         finally:
-            if sent < len(tokens):  # the caller closed the stream: tests time cancellation by this
-                log.info("stream aborted", extra={"tokens_sent": sent, "tokens": len(tokens)})
-        reason = choices.finish_reason(body, finish, legacy)
+            if sent < tokens:  # the caller closed the stream: tests time cancellation by this
+                log.info("stream aborted", extra={"tokens_sent": sent, "tokens": tokens})
         for index in range(n):
-            end: dict[str, Any] = {"index": index, "finish_reason": reason, "logprobs": None}
+            end: dict[str, Any] = {"index": index, "finish_reason": finish, "logprobs": None}
             end["text" if legacy else "delta"] = "" if legacy else {}
             yield chunk([end])
         if usage is not None:

@@ -3,9 +3,10 @@ stream chunks, for the OpenAI parameters that shape an answer.
 
 - `n`: that many identical choices, indexed.
 - `logprobs` (chat): every token gets logprob -0.5 (and `top_logprobs` alternatives of -1.5).
-- `tools` with `tool_choice` naming a function (or "required": the first tool): the answer
-  becomes one call of that function, its arguments `{"said": <the answer text>}`, finish
-  reason "tool_calls".
+- `tools`: the answer may be one call of a function (tool_calls.py says which and with what
+  arguments), finish reason "tool_calls". Its arguments are the answer's tokens: streamed, the
+  call opens with its id, name and empty arguments, then each token adds a piece of them;
+  `max_tokens` cuts them short (finish reason "length"), as a real engine would.
 Anything else (response_format, logit_bias, parallel_tool_calls) is accepted and ignored.
 """
 
@@ -14,49 +15,35 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
-
-TOOL_CALL_ID = "call_demo_0"
-
-
-def tool_called(body: dict[str, Any]) -> str | None:
-    """The function the request makes the model call, if any."""
-    tools = body.get("tools") or []
-    choice = body.get("tool_choice")
-    if isinstance(choice, dict):
-        return str((choice.get("function") or {}).get("name") or "") or None
-    if choice == "required" and tools:
-        return str(tools[0]["function"]["name"])
-    return None
+from tiller.demo_engine.tool_calls import Call
 
 
 def whole(
-    body: dict[str, Any], tokens: list[str], finish: str, legacy: bool
+    body: dict[str, Any], tokens: list[str], finish: str, legacy: bool, call: Call | None = None
 ) -> list[dict[str, Any]]:
     """Every choice of a non-streamed answer."""
     text = "".join(tokens)
-    function = None if legacy else tool_called(body)
     one: dict[str, Any] = {"finish_reason": finish, "logprobs": _logprobs(body, tokens, legacy)}
     if legacy:
         one["text"] = text
-    elif function:
-        call = _call(function, orjson.dumps({"said": text}).decode(), opening=True)
-        one |= {"message": {"role": "assistant", "content": None, "tool_calls": [call]}}
-        one["finish_reason"] = "tool_calls"
+    elif call:
+        message = {"role": "assistant", "content": None, "tool_calls": [_call(call, text)]}
+        one["message"] = message
     else:
         one["message"] = {"role": "assistant", "content": text}
     return [{"index": i, **one} for i in range(_n(body))]
 
 
-def steps(body: dict[str, Any], tokens: list[str], legacy: bool) -> Iterator[list[dict[str, Any]]]:
-    """Per token, the chunks (one per choice) that stream it."""
-    function = None if legacy else tool_called(body)
-    if function:  # the arguments, streamed as JSON text: an opening, the words, a closing
-        yield from _per_choice(body, lambda: _tool_delta(function, '{"said": "', opening=True))
+def steps(
+    body: dict[str, Any], tokens: list[str], legacy: bool, call: Call | None = None
+) -> Iterator[list[dict[str, Any]]]:
+    """The chunks (one per choice) that stream the answer: one step per token (a tool call's
+    opening first)."""
+    if call:
+        yield from _per_choice(body, lambda: _tool_delta({"index": 0, **_call(call, "")}))
         for token in tokens:
-            piece = orjson.dumps(token).decode()[1:-1]
-            yield from _per_choice(body, lambda piece=piece: _tool_delta(function, piece))
-        yield from _per_choice(body, lambda: _tool_delta(function, '"}'))
+            piece = {"index": 0, "function": {"arguments": token}}
+            yield from _per_choice(body, lambda piece=piece: _tool_delta(piece))
         return
     for token in tokens:
         logprobs = _logprobs(body, [token], legacy)
@@ -65,10 +52,6 @@ def steps(body: dict[str, Any], tokens: list[str], legacy: bool) -> Iterator[lis
         else:
             part = {"delta": {"content": token}, "logprobs": logprobs, "finish_reason": None}
         yield from _per_choice(body, lambda part=part: part)
-
-
-def finish_reason(body: dict[str, Any], finish: str, legacy: bool) -> str:
-    return "tool_calls" if not legacy and tool_called(body) else finish
 
 
 def _per_choice(body: dict[str, Any], make: Any) -> Iterator[list[dict[str, Any]]]:
@@ -80,20 +63,13 @@ def _n(body: dict[str, Any]) -> int:
     return int(body.get("n") or 1)
 
 
-def _tool_delta(function: str, arguments: str, opening: bool = False) -> dict[str, Any]:
-    call = _call(function, arguments, opening)
-    call["index"] = 0
+def _tool_delta(call: dict[str, Any]) -> dict[str, Any]:
     return {"delta": {"tool_calls": [call]}, "logprobs": None, "finish_reason": None}
 
 
-def _call(function: str, arguments: str, opening: bool) -> dict[str, Any]:
-    if not opening:  # later pieces of a streamed call carry only more arguments
-        return {"function": {"arguments": arguments}}
-    return {
-        "id": TOOL_CALL_ID,
-        "type": "function",
-        "function": {"name": function, "arguments": arguments},
-    }
+def _call(call: Call, arguments: str) -> dict[str, Any]:
+    function = {"name": call.name, "arguments": arguments}
+    return {"id": call.id, "type": "function", "function": function}
 
 
 def _logprobs(body: dict[str, Any], tokens: list[str], legacy: bool) -> dict[str, Any] | None:

@@ -1,8 +1,10 @@
 """What the demo engine answers: deterministic, so tests can assert the exact text.
 
-The answer is "You said: " and the last user message. Tokens are whitespace-separated words
-(each keeping its leading space), for the prompt and the answer alike; `max_tokens` cuts the
-answer short with finish_reason "length", as a real engine would. With vLLM's
+The answer is "You said: " and the last user message, or, when the conversation ends with a
+tool's result (a "tool" message), "The tool said: " and that result, so an agent's tool loop
+ends there. Tokens are whitespace-separated words (each keeping its leading space), for the
+prompt and the answer alike; `max_tokens` cuts the answer short with finish_reason "length", as
+a real engine would. With vLLM's
 `continue_final_message`, a final assistant message is an answer begun earlier: the engine
 continues it with the rest of the same deterministic answer (nothing, if it is not a prefix).
 """
@@ -38,16 +40,35 @@ def answer(
     if continue_final and messages and messages[-1].get("role") == "assistant":
         begun = text_of(messages[-1].get("content"))
         messages = messages[:-1]
-    last_user = next(
-        (text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
-    )
-    text = f"You said: {last_user}" if last_user.strip() else "Hello from the Tiller demo engine."
+    text = answer_text(messages)
     if begun:
         text = text[len(begun) :] if text.startswith(begun) else ""
-    tokens = _continuation(text) if begun else _TOKEN.findall(text)
+    return _cut(_continuation(text) if begun else _TOKEN.findall(text), max_tokens, "stop")
+
+
+def answer_text(messages: list[dict[str, Any]]) -> str:
+    """The whole text answer to a conversation (before `max_tokens` or a continuation)."""
+    if messages and messages[-1].get("role") == "tool":
+        return f"The tool said: {text_of(messages[-1].get('content'))}"
+    last_user = last_user_text(messages)
+    return f"You said: {last_user}" if last_user.strip() else "Hello from the Tiller demo engine."
+
+
+def last_user_text(messages: list[dict[str, Any]]) -> str:
+    return next(
+        (text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
+    )
+
+
+def tokens_of(text: str, max_tokens: int | None, finish: str = "stop") -> tuple[list[str], str]:
+    """A text's tokens, cut at `max_tokens` (finish reason "length"), else `finish`."""
+    return _cut(_TOKEN.findall(text), max_tokens, finish)
+
+
+def _cut(tokens: list[str], max_tokens: int | None, finish: str) -> tuple[list[str], str]:
     if max_tokens is not None and len(tokens) > max_tokens:
         return tokens[:max_tokens], "length"
-    return tokens, "stop"
+    return tokens, finish
 
 
 def _continuation(rest: str) -> list[str]:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from tiller.demo_engine.generation import answer, prompt_tokens
 
 
@@ -23,3 +25,13 @@ def test_content_parts_count_as_text() -> None:
     messages = [{"role": "user", "content": [{"type": "text", "text": "a b"}]}]
     assert prompt_tokens(messages) == 2
     assert "".join(answer(messages, None)[0]) == "You said: a b"
+
+
+def test_a_tools_result_is_answered_with_what_it_said() -> None:
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1"}]},
+        {"role": "tool", "tool_call_id": "c1", "content": [{"type": "text", "text": "sunny"}]},
+    ]
+    assert "".join(answer(messages, None)[0]) == "The tool said: sunny"
+    assert answer(messages, 2) == (["The", " tool"], "length")
