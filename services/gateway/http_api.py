@@ -160,13 +160,27 @@ async def _hung_up(request: Request) -> None:
         pass
 
 
+class _Ping(ServerSentEvent):
+    """A keep-alive comment line with no blank line after it. The openai SDK's decoder makes a
+    blank line after an `id:` into an event with no data, which it then fails to parse: a
+    stream quiet for SSE_PING_SECONDS (a worker failing over) broke its clients."""
+
+    def encode(self) -> bytes:
+        return b": ping\n"
+
+
 def _event_source(
     events_: AsyncIterator[ServerSentEvent],
     headers: dict[str, str],
     background: BackgroundTask | None = None,
 ) -> Response:
     return EventSourceResponse(
-        events_, headers=headers, ping=SSE_PING_SECONDS, sep="\n", background=background
+        events_,
+        headers=headers,
+        ping=SSE_PING_SECONDS,
+        ping_message_factory=_Ping,
+        sep="\n",
+        background=background,
     )
 
 
