@@ -26,7 +26,7 @@ from tests.compose.stack import (
     up,
 )
 from tests.e2e.test_metrics import value
-from tests.support import chunks_of, text_of
+from tests.support import chunks_of, resume_handed_over, text_of
 
 SCALE = ("--scale", "worker=3", "--scale", "gateway=2")
 
@@ -144,7 +144,7 @@ def test_a_gateway_stopped_under_open_streams_hands_them_over(scaled: Project) -
             continue
         assert told["code"] == "handed_over", told
         handed_over += 1
-        rest = _resume(told["message"], lines, headers)
+        rest = resume_handed_over(f"{HTTP}/v1", told["message"], lines, headers)
         assert text_of(lines) + text_of(rest) == f"You said: {LONG}"
         print(f"\n{stopped.name} stopped; its client was told: {told['message']}")
         print(f"  resumed through nginx after {len(text_of(lines))} characters, ended whole")
@@ -157,19 +157,3 @@ def _error(lines: list[str]) -> dict[str, Any] | None:
     assert last is not None
     error: dict[str, Any] | None = last.get("error")
     return error
-
-
-def _resume(message: str, lines: list[str], headers: dict[str, str]) -> list[str]:
-    """Where the error event says to go on, from the last event id this client saw."""
-    request_id = message.split("/v1/chat/completions/")[1].split("/")[0]
-    last_id = [line for line in lines if line.startswith("id: ")][-1].removeprefix("id: ")
-    with httpx.stream(
-        "GET",
-        f"{HTTP}/v1/chat/completions/{request_id}/stream",
-        headers=headers | {"last-event-id": last_id},
-        timeout=120,
-    ) as resumed:
-        assert resumed.status_code == 200
-        rest = list(resumed.iter_lines())
-    assert rest[-2:] == ["data: [DONE]", ""] or rest[-1] == "data: [DONE]"
-    return rest
