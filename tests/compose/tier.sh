@@ -119,18 +119,18 @@ cleanup() {
   local status=$?
   set +e
   trap - EXIT INT TERM
-  if docker info >/dev/null 2>&1; then
-    docker-compose down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1
-  fi
+  local reachable=0
+  docker info >/dev/null 2>&1 && reachable=1
+  [ $reachable = 1 ] && docker-compose down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1
   if [ -n "${DAEMON_PID:-}" ]; then
-    empty_daemon  # its networks' bridges would outlive it
+    [ $reachable = 1 ] && empty_daemon  # its networks' bridges would outlive it
     stop_pid "$DAEMON_PID" 60
     wait "$DAEMON_PID" 2>/dev/null
     clear_leftovers
     unmount_under "$RUN"
     unmount_under "$STATE"
     rm -rf "$STATE" "$RUN"
-    say "stopped its Docker daemon and removed its images, containers and volumes"
+    say "its Docker daemon is stopped, and its images, containers and volumes are removed"
   fi
   [ -n "${WORK:-}" ] && rm -rf "$WORK"
   say "took $((SECONDS - started)) s"
