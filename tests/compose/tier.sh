@@ -70,7 +70,7 @@ stop_pid() {  # SIGTERM, up to $2 seconds, then SIGKILL
 
 clear_leftovers() {
   # A run killed outright may have left its daemon, or the containerd it ran, behind.
-  local pid
+  local pid pidfile
   for pidfile in "$RUN/dockerd.pid" "$RUN/containerd/containerd.pid"; do
     if pid=$(own_pid "$pidfile"); then
       say "stopping what a killed run left: $(tr '\0' ' ' <"/proc/$pid/cmdline" | cut -c1-60)"
@@ -131,6 +131,8 @@ cleanup() {
     unmount_under "$STATE"
     rm -rf "$STATE" "$RUN"
     say "its Docker daemon is stopped, and its images, containers and volumes are removed"
+  elif [ $reachable = 1 ]; then
+    say "the project's containers, networks and volumes are removed; the images it built stay"
   fi
   [ -n "${WORK:-}" ] && rm -rf "$WORK"
   say "took $((SECONDS - started)) s"
@@ -169,10 +171,22 @@ secrets_for_the_run() {
     -keyout "$TILLER_COMPOSE_CERTS/tls.key" -out "$TILLER_COMPOSE_CERTS/tls.crt" 2>/dev/null
 }
 
+ports_free() {  # compose.yaml's nginx and Temporal UI publish these on the host
+  local port
+  for port in 8080 8443 50051 50443 8233; do
+    if ss -Htln "sport = :$port" | grep -q .; then
+      say "FAILED: port $port is in use here, and compose.yaml publishes it"
+      ss -Htlnp "sport = :$port" >&2
+      exit 1
+    fi
+  done
+}
+
 preflight
 mkdir -p "$CACHE"
 exec 8>"$CACHE/.tier.lock"
 flock 8  # one tier at a time: it publishes compose.yaml's fixed host ports
+ports_free
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
