@@ -82,6 +82,7 @@ def test_requests_spread_over_the_replicas(scaled: Project) -> None:
 
 def test_a_worker_killed_mid_answer_costs_the_stream_nothing(scaled: Project) -> None:
     content = words(1000)  # about 15 s at the demo engine's 15 ms a token
+    before = {w.name: served(w) for w in running("worker")}
     with scaled.openai(HTTP) as client:
         stream = client.chat.completions.create(model="demo", messages=ask(content), stream=True)
         pieces: list[str] = []
@@ -94,8 +95,10 @@ def test_a_worker_killed_mid_answer_costs_the_stream_nothing(scaled: Project) ->
     assert killed is not None
     text = "".join(pieces)
     assert text == f"You said: {content}"  # whole, in order, nothing twice
+    went_on = {w.name: served(w) - before.get(w.name, 0) for w in running("worker")}
     print(f"\nkilled {killed.name} after 50 chunks; the stream still ended whole:")
     print(f"  {len(pieces)} chunks, {len(text)} characters, exactly the text sent back")
+    print(f"  attempts finished since, by worker: {went_on}")
 
 
 def _in_flight(worker: Container) -> bool:
