@@ -161,7 +161,9 @@ build() {  # TAG [docker build arguments]: quiet unless it fails
 secrets_for_the_run() {
   # Made for this run and given to the containers at run time, as compose.yaml asks: none of
   # them is in an image (tests/compose/test_image.py looks).
-  WORK=$(mktemp -d /tmp/tiller-compose.XXXXXX)
+  WORK=/tmp/tiller-compose-tier  # one path, so that a killed run's keys go at the next start
+  rm -rf "$WORK"
+  mkdir -m 700 "$WORK"
   export TILLER_ADMIN_KEY="tk-tier-$(openssl rand -hex 16)"
   export TILLER_PAYLOAD_KEYS="tier:$(openssl rand -base64 32)"
   export TILLER_COMPOSE_CERTS=$WORK/certs
