@@ -1,5 +1,9 @@
 # One image for every Tiller service; compose.yaml picks the service with the command.
-FROM python:3.11-slim
+# BASE_IMAGE: any Python 3.11+ image whose `pip` installs into a directory on PATH. The CI's
+# compose tier passes a Debian-built stand-in (tests/compose/), as no image registry is reached
+# there; everywhere else the official image is the base.
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app

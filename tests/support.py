@@ -471,6 +471,26 @@ def text_of(lines: list[str]) -> str:
     )
 
 
+def resume_handed_over(
+    base_url: str, message: str, lines: list[str], headers: dict[str, str]
+) -> list[str]:
+    """The rest of a stream a stopping gateway handed over: read where its last error event
+    (`message`) says, from the last event id the client got (`lines`), through `base_url`
+    (…/v1). It must end with [DONE]."""
+    request_id = message.split("/v1/chat/completions/")[1].split("/")[0]
+    last_id = [line for line in lines if line.startswith("id: ")][-1].removeprefix("id: ")
+    with httpx.stream(
+        "GET",
+        f"{base_url}/chat/completions/{request_id}/stream",
+        headers=headers | {"last-event-id": last_id},
+        timeout=120,
+    ) as resumed:
+        assert resumed.status_code == 200
+        rest = list(resumed.iter_lines())
+    assert rest[-2:] == ["data: [DONE]", ""] or rest[-1] == "data: [DONE]"
+    return rest
+
+
 @dataclass
 class Replica:
     """A quota and a gateway on it, beside the stack's, on the stack's Redis and Temporal."""

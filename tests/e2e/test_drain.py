@@ -11,7 +11,15 @@ from typing import Any
 
 import httpx
 
-from tests.support import Stack, chunks_of, free_port, start_service, text_of, wait_for
+from tests.support import (
+    Stack,
+    chunks_of,
+    free_port,
+    resume_handed_over,
+    start_service,
+    text_of,
+    wait_for,
+)
 
 WORDS = " ".join(f"w{i}" for i in range(1500))  # about 2 s of streaming at 1 ms a token
 
@@ -150,19 +158,9 @@ def test_requests_open_past_the_grace_are_handed_over_and_resume_elsewhere(stack
     stop_under_readers(gateway, started, stream, wait)
     # The stream ended with word of where its answer goes on, after the text it had so far.
     told = told_to_resume(lines)
-    request_id = told["message"].split("/v1/chat/completions/")[1].split("/")[0]
-    last_id = [line for line in lines if line.startswith("id: ")][-1].removeprefix("id: ")
     # Another gateway (the stack's) goes on from the last event this client saw.
-    with httpx.stream(
-        "GET",
-        f"{stack.base_url}/chat/completions/{request_id}/stream",
-        headers=headers | {"last-event-id": last_id},
-        timeout=60,
-    ) as resumed:
-        assert resumed.status_code == 200
-        rest = list(resumed.iter_lines())
+    rest = resume_handed_over(stack.base_url, told["message"], lines, headers)
     assert text_of(lines) + text_of(rest) == f"You said: {LONG}"
-    assert rest[-2:] == ["data: [DONE]", ""] or rest[-1] == "data: [DONE]"
     # The caller that waited for a whole answer was told the same, and its result is kept.
     (response,) = waited
     assert response.status_code == 503 and response.json()["error"]["code"] == "handed_over"

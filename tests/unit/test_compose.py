@@ -1,7 +1,8 @@
-"""compose.yaml, checked statically (no Docker engine runs here): the services and commands
-exist, every setting it passes is one the code reads, Temporal gets the dispatch settings
-`tiller up` uses, only the nginx edge (and the Temporal UI) publish host ports, so every Tiller
-service scales freely, and every service has a healthcheck."""
+"""compose.yaml, checked statically (the compose tier, tests/compose/, runs it): the services
+and commands exist, every setting it passes is one the code reads, Temporal gets the dispatch
+settings `tiller up` uses, only the nginx edge (and the Temporal UI) publish host ports, so every
+Tiller service scales freely, every service has a healthcheck, docker-compose 1.29 can read it,
+and the tier's stand-ins swap the official images and nothing else."""
 
 from __future__ import annotations
 
@@ -72,9 +73,42 @@ def test_the_edge_mounts_the_proxy_config_the_nginx_test_streams_through() -> No
     assert "proxy_buffering off;" in (ROOT / "deploy/nginx/proxy.conf").read_text()
 
 
-def test_every_service_has_a_healthcheck_tiller_answers() -> None:
+def test_every_service_has_a_healthcheck_and_starts_on_healthy_ones() -> None:
     services = compose()["services"]
-    for name in ("gateway", "router", "quota", "worker"):
+    for name in ("gateway", "router", "quota", "worker", "demo-engine"):
         test = services[name]["healthcheck"]["test"]
         assert test[:3] == ["CMD", "tiller", "healthcheck"], name
         assert test[3] in ("grpc", "http")
+    for name, spec in services.items():
+        if "profiles" not in spec:  # the GPU engine is optional
+            assert spec["healthcheck"]["test"][0] == "CMD", name
+            assert spec["restart"] == "unless-stopped", name
+            for needed, condition in (spec.get("depends_on") or {}).items():
+                assert condition == {"condition": "service_healthy"}, (name, needed)
+    # The official Temporal image is one binary at /temporal, from scratch: no shell, no PATH.
+    assert services["temporal"]["healthcheck"]["test"][1] == "/temporal"
+
+
+def test_docker_compose_1_29_reads_it() -> None:
+    # It refuses a top-level `name:` (Debian 12's docker-compose; CI runs the file with it).
+    assert set(compose()) == {"x-tiller", "services", "volumes"}
+
+
+def test_the_tiers_stand_ins_swap_the_official_images_and_nothing_else() -> None:
+    services = compose()["services"]
+    standins = yaml.safe_load((ROOT / "tests/compose/standins.yaml").read_text())
+    assert set(standins) == {"services"}
+    swapped = {name: services[name]["image"] for name in standins["services"]}
+    assert swapped == {  # compose.yaml keeps the official images
+        "redis": "redis:7.4-alpine",
+        "temporal": "temporalio/temporal:1.9.1",
+        "nginx": "nginx:1.27-alpine",
+    }
+    for name, spec in standins["services"].items():
+        repository, _ = spec["image"].split(":")
+        assert repository == f"tiller-standin/{name}", spec["image"]
+        dockerfile = ROOT / "tests/compose/standins" / f"{name}.Dockerfile"
+        assert "STAND-IN for the official" in dockerfile.read_text(), dockerfile
+        assert set(spec) - {"image"} <= {"volumes"}, name
+        for volume in spec.get("volumes", []):  # the tier's own TLS certificate, nothing else
+            assert volume.endswith(":/etc/nginx/certs:ro"), volume

@@ -35,9 +35,10 @@ def test_ci_runs_the_readme_test_command() -> None:
     commands = [line.split("#")[0].strip() for line in quick_start.splitlines()[1:] if line.strip()]
     assert commands == ["./dev up", "./dev test"]
     assert "./dev test" in (ROOT / ".ci/run").read_text()
-    # The real-engine tier: README names its command, and CI runs it.
-    assert "`./dev test-engines`" in readme
-    assert "./dev test-engines" in (ROOT / ".ci/run").read_text()
+    # The real-engine and compose tiers: README names their commands, and CI runs them.
+    for tier in ("./dev test-engines", "./dev test-compose"):
+        assert f"`{tier}`" in readme
+        assert tier in (ROOT / ".ci/run").read_text()
 
 
 def test_every_models_yaml_example_in_the_docs_is_valid() -> None:
