@@ -178,3 +178,52 @@ async def test_a_request_too_large_for_temporals_history_is_still_answered(
     await redis.aclose()
     assert isinstance(sample, bytes) and b"xxxxxxxx" not in sample
     assert "€".encode() * 8 not in sample
+
+
+async def test_the_openai_sdk_maps_each_4xx_to_its_error_class(stack: Stack) -> None:
+    """What the SDK raises for each refusal, as its users catch it."""
+    import openai
+
+    store = KeyStore(Redis.from_url(stack.redis_url), "tiller:")
+    viewer = await store.issue("viewer-of-nothing", role="viewer")
+    limited = await store.issue("one-per-minute", rpm=1)
+    await store.redis.aclose()
+
+    def client(key: str) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=stack.base_url, api_key=key, max_retries=0)
+
+    hello: Any = HELLO
+    cases: list[tuple[str, type[openai.APIStatusError], Any]] = [
+        (
+            "400",
+            openai.BadRequestError,
+            client(stack.admin_key).chat.completions.create(model="demo", messages=[]),
+        ),
+        (
+            "401",
+            openai.AuthenticationError,
+            client("tk-nobody").chat.completions.create(model="demo", messages=hello),
+        ),
+        (
+            "403",
+            openai.PermissionDeniedError,
+            client(viewer.api_key).chat.completions.create(model="demo", messages=hello),
+        ),
+        (
+            "404",
+            openai.NotFoundError,
+            client(stack.admin_key).chat.completions.create(model="nope", messages=hello),
+        ),
+    ]
+    seen = []
+    for status, kind, call in cases:
+        with pytest.raises(kind) as caught:
+            await call
+        seen.append(f"{status}: {type(caught.value).__name__}")
+        assert caught.value.status_code == int(status)
+    first = client(limited.api_key).chat.completions
+    await first.create(model="demo", messages=hello)
+    with pytest.raises(openai.RateLimitError) as limited_error:
+        await first.create(model="demo", messages=hello)
+    seen.append(f"429: {type(limited_error.value).__name__}")
+    print("\n" + "; ".join(seen))
