@@ -6,6 +6,8 @@ import contextlib
 import io
 import re
 
+import openai
+
 from tests.support import ROOT, Stack
 
 
@@ -17,8 +19,12 @@ def test_the_readmes_sdk_examples_print_what_they_say(stack: Stack) -> None:
     code = "\n".join(blocks).replace("http://127.0.0.1:8080/v1", stack.base_url)
     code = code.replace('api_key="tk-..."', f"api_key={stack.admin_key!r}")
     printed = io.StringIO()
+    namespace: dict[str, object] = {}
     with contextlib.redirect_stdout(printed):
-        exec(compile(code, "README.md", "exec"), {})  # the README's own code
+        exec(compile(code, "README.md", "exec"), namespace)  # the README's own code
+    for value in namespace.values():  # the README's client, closed as a program's exit would
+        if isinstance(value, openai.OpenAI):
+            value.close()
     said = re.findall(r"print\(.*\)\s+# (.+)", code)
     assert said, "README's prints say what they print"
     for expected in said:

@@ -189,8 +189,11 @@ async def test_the_openai_sdk_maps_each_4xx_to_its_error_class(stack: Stack) -> 
     limited = await store.issue("one-per-minute", rpm=1)
     await store.redis.aclose()
 
+    opened: list[openai.AsyncOpenAI] = []
+
     def client(key: str) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(base_url=stack.base_url, api_key=key, max_retries=0)
+        opened.append(openai.AsyncOpenAI(base_url=stack.base_url, api_key=key, max_retries=0))
+        return opened[-1]
 
     hello: Any = HELLO
     cases: list[tuple[str, type[openai.APIStatusError], Any]] = [
@@ -226,4 +229,6 @@ async def test_the_openai_sdk_maps_each_4xx_to_its_error_class(stack: Stack) -> 
     with pytest.raises(openai.RateLimitError) as limited_error:
         await first.create(model="demo", messages=hello)
     seen.append(f"429: {type(limited_error.value).__name__}")
+    for each in opened:
+        await each.close()
     print("\n" + "; ".join(seen))
