@@ -1,11 +1,13 @@
 """A grpc.aio server with the standard health service, server reflection (grpcurl and
-grpc_cli list and call it without the .proto files) and a graceful stop."""
+grpc_cli list and call it without the .proto files) and a graceful stop; for the internal plane,
+mutual TLS and who may call what (Authorize, common/internal_tls.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -14,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from tiller.common import tracing
 from tiller.common.errors import InvalidRequest, TillerError
+from tiller.common.internal_tls import InternalTls, peer_identity
 from tiller.common.lifecycle import StartupError
 from tiller.common.net import bind
 
@@ -36,17 +39,34 @@ class GrpcServer:
         connection_age: float = CONNECTION_AGE_SECONDS,
         connection_age_grace: float = CONNECTION_AGE_GRACE_SECONDS,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        tls: InternalTls | None = None,
+        callers: Callers | None = None,
+        health_address: str | None = None,
     ) -> None:
         """`interceptors`: the service's own, inside error translation (they see the
-        TillerError a method raises; its caller gets the status)."""
+        TillerError a method raises; its caller gets the status). `tls`: the internal plane's
+        mutual TLS, and `callers` who may call what over it (with TLS and no `callers`,
+        every certified service may call everything). `health_address`: a plaintext port for
+        the health service alone (Kubernetes' gRPC probes speak no TLS): every other method
+        there is refused, as its callers have no certificate."""
         self.address = address
+        self.tls = tls
+        self.health_address = health_address
+        checks: list[grpc.aio.ServerInterceptor] = []
+        if tls is not None:
+            checks.append(Authorize(callers or Callers(frozenset(), anyone=True)))
         self.server = grpc.aio.server(
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_connection_age_ms", int(connection_age * 1000)),
                 ("grpc.max_connection_age_grace_ms", int(connection_age_grace * 1000)),
             ],
-            interceptors=[*tracing.server_interceptors(), TranslateErrors(), *interceptors],
+            interceptors=[
+                *tracing.server_interceptors(),
+                *checks,
+                TranslateErrors(),
+                *interceptors,
+            ],
         )
         register(self.server)
         self.health = health.aio.HealthServicer()
@@ -57,18 +77,26 @@ class GrpcServer:
         )
 
     async def start(self) -> None:
-        host, _, port_text = self.address.rpartition(":")
-        bind(host, int(port_text)).close()  # a taken port: one clear line, before gRPC logs its own
-        try:
-            port = self.server.add_insecure_port(self.address)
-        except RuntimeError:
-            port = 0
-        if port == 0:
-            raise StartupError(f"cannot listen on {self.address}")
+        self._listen(self.address, self.tls)
+        if self.health_address:
+            self._listen(self.health_address, None)
         await self.server.start()
         for name in self.service_names:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("grpc server listening", extra={"address": self.address})
+
+    def _listen(self, address: str, tls: InternalTls | None) -> None:
+        host, _, port_text = address.rpartition(":")
+        bind(host, int(port_text)).close()  # a taken port: one clear line, before gRPC logs its own
+        try:
+            if tls is None:
+                port = self.server.add_insecure_port(address)
+            else:
+                port = self.server.add_secure_port(address, tls.server_credentials())
+        except RuntimeError:
+            port = 0
+        if port == 0:
+            raise StartupError(f"cannot listen on {address}")
 
     async def not_serving(self) -> None:
         """Tell health checks (and clients balancing on them) to move away."""
@@ -187,3 +215,95 @@ def _stream(behavior: Behavior) -> Behavior:
             await context.abort_with_status(error.to_grpc_status())
 
     return translated
+
+
+HEALTH_METHODS = "/grpc.health.v1.Health/"
+
+
+@dataclass(frozen=True)
+class Callers:
+    """Who may call a server's methods: the services (by their certificate's name) allowed for
+    every method, and for some methods a set of their own (`methods`: full method name →
+    services). `anyone`: any service with a certificate of the deployment's authority."""
+
+    services: frozenset[str]
+    methods: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    anyone: bool = False
+
+    def allow(self, method: str, identity: str) -> bool:
+        if method.startswith("/grpc."):  # reflection: any certified service may list methods
+            return True
+        return self.anyone or identity in self.methods.get(method, self.services)
+
+
+class Authorize(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Every method but health needs a caller with a certificate of the deployment's
+    authority (a plaintext connection, such as the health port's, has none:
+    UNAUTHENTICATED), whom `callers` allows for it (else PERMISSION_DENIED). One place for
+    every server of the internal plane."""
+
+    def __init__(self, callers: Callers) -> None:
+        self.callers = callers
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method = details.method
+        if handler is None or method.startswith(HEALTH_METHODS):
+            return handler
+        check = self._check(method)
+        if handler.unary_unary is not None:
+            behavior = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await check(context)
+                return await behavior(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream is not None:
+            streaming = handler.unary_stream
+
+            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await check(context)
+                async for item in streaming(request, context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.stream_stream is not None:  # reflection
+            both = handler.stream_stream
+
+            async def stream_stream(
+                requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+            ) -> Any:
+                await check(context)
+                async for item in both(requests, context):
+                    yield item
+
+            return grpc.stream_stream_rpc_method_handler(
+                stream_stream, handler.request_deserializer, handler.response_serializer
+            )
+        return None  # a client-streaming method: Tiller has none, so none is served
+
+    def _check(self, method: str) -> Callable[[grpc.aio.ServicerContext], Awaitable[None]]:
+        async def check(context: grpc.aio.ServicerContext) -> None:
+            identity = peer_identity(context)
+            if identity is None:
+                await context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "This port serves Tiller's services only to callers with a certificate of "
+                    "this deployment's internal authority.",
+                )
+            elif not self.callers.allow(method, identity):
+                log.warning("internal call refused", extra={"caller": identity, "method": method})
+                await context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED, f"{identity} may not call {method}."
+                )
+
+        return check

@@ -30,9 +30,14 @@ def sealed_converter(
     keys: PayloadKeys, offload: OffloadStore | None = None
 ) -> temporalio.converter.DataConverter:
     """Temporal's default converter, with every payload sealed by `keys` (and, with an
-    `offload` store, those too large for Temporal's history kept there)."""
+    `offload` store, those too large for Temporal's history kept there), failures included:
+    a failure's message and stack trace (an engine's error may quote the prompt) move into an
+    encoded attribute, which the codec seals like any payload; Temporal keeps "Encoded failure"
+    and the error's type."""
     return dataclasses.replace(
-        temporalio.converter.DataConverter.default, payload_codec=AesGcmCodec(keys, offload)
+        temporalio.converter.DataConverter.default,
+        payload_codec=AesGcmCodec(keys, offload),
+        failure_converter_class=temporalio.converter.DefaultFailureConverterWithEncodedAttributes,
     )
 
 

@@ -19,6 +19,10 @@ class GatewaySettings:
     # Keys that seal every Temporal payload (common/payload_codec.py): one of the two is needed.
     payload_keys: str | None = shared("TILLER_PAYLOAD_KEYS", None)
     payload_keys_file: str | None = shared("TILLER_PAYLOAD_KEYS_FILE", None)
+    # The internal plane (common/internal_tls.py): this deployment's certificates, or the
+    # operator's explicit choice of plaintext. One of the two is required.
+    internal_tls_dir: str | None = shared("TILLER_INTERNAL_TLS_DIR", None)
+    internal_insecure: bool = shared("TILLER_INTERNAL_INSECURE", False)
     redis_url: str = shared("TILLER_REDIS_URL", "redis://127.0.0.1:6379/0")
     key_prefix: str = shared("TILLER_KEY_PREFIX", "tiller:")
     max_body_bytes: int = 4 * 1024 * 1024

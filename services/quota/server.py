@@ -9,10 +9,12 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from tiller.common import redis_client
-from tiller.common.grpc_server import GrpcServer
+from tiller.common.grpc_server import Callers, GrpcServer
+from tiller.common.internal_tls import GATEWAY, QUOTA, internal_plane
 from tiller.common.lifecycle import StartupError, run_service, stop_event
 from tiller.common.metrics import serve_metrics
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
+from tiller.quota import compaction
 from tiller.quota.admission import Admission
 from tiller.quota.keys import KeyStore
 from tiller.quota.service import QuotaService
@@ -21,6 +23,9 @@ from tiller.quota.usage import Ledger
 
 log = logging.getLogger(__name__)
 REDIS_WAIT_SECONDS = 60
+# Only gateways call quota: to admit and settle requests, and for an admin caller's key
+# administration (which admin_gate.py checks further).
+CALLERS = Callers(frozenset({GATEWAY}))
 
 
 def connect_redis(settings: QuotaSettings) -> Redis:
@@ -43,17 +48,24 @@ def create_server(settings: QuotaSettings, redis: Redis) -> GrpcServer:
         settings.address,
         lambda s: quota_pb2_grpc.add_QuotaServicer_to_server(service, s),
         [quota_pb2.DESCRIPTOR.services_by_name["Quota"].full_name],
+        tls=internal_plane(settings.internal_tls_dir, settings.internal_insecure, QUOTA),
+        callers=CALLERS,
+        health_address=settings.health_address,
     )
 
 
 async def serve(settings: QuotaSettings) -> None:
     redis = connect_redis(settings)
     serve_metrics(settings.host, settings.metrics_port)
+    compacting = asyncio.create_task(
+        compaction.rewrite_forever(redis, settings.key_prefix, settings.redis_rewrite_seconds)
+    )
     try:
         if settings.admin_key:
             await _install_admin(KeyStore(redis, settings.key_prefix), settings)
         await create_server(settings, redis).serve_until(stop_event())
     finally:
+        compacting.cancel()
         await redis.aclose()
 
 

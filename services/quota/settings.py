@@ -11,6 +11,13 @@ PREFIX = "TILLER_QUOTA_"
 class QuotaSettings:
     host: str = "127.0.0.1"
     port: int = 50053
+    # The internal plane (common/internal_tls.py): this deployment's certificates, or the
+    # operator's explicit choice of plaintext. One of the two is required.
+    internal_tls_dir: str | None = shared("TILLER_INTERNAL_TLS_DIR", None)
+    internal_insecure: bool = shared("TILLER_INTERNAL_INSECURE", False)
+    # A plaintext port serving only the gRPC health service (Kubernetes' gRPC probes speak no
+    # TLS); 0: none.
+    health_port: int = 0
     redis_url: str = shared("TILLER_REDIS_URL", "redis://127.0.0.1:6379/0")
     key_prefix: str = shared("TILLER_KEY_PREFIX", "tiller:")
     # The bootstrap admin key; replaces the previous bootstrap key when it changes.
@@ -20,12 +27,19 @@ class QuotaSettings:
     # does every third of this): the most a dead gateway's requests keep their slots.
     lease_ttl_seconds: float = 60.0
     redis_timeout_seconds: float = 2.0
+    # How often Redis is asked to rewrite its append-only file, so expired answers leave its
+    # disk (compaction.py); 0: never (Redis's own settings decide).
+    redis_rewrite_seconds: float = 60.0
     metrics_port: int = 0  # GET /metrics (Prometheus) on this port; 0: not served
     log_level: str = "info"
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def health_address(self) -> str | None:
+        return f"{self.host}:{self.health_port}" if self.health_port else None
 
     @classmethod
     def from_env(cls) -> QuotaSettings:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tiller.common.settings import load
+from tiller.common.settings import load, shared
 
 PREFIX = "TILLER_ROUTER_"
 
@@ -11,6 +11,13 @@ PREFIX = "TILLER_ROUTER_"
 class RouterSettings:
     host: str = "127.0.0.1"
     port: int = 50052
+    # The internal plane (common/internal_tls.py): this deployment's certificates, or the
+    # operator's explicit choice of plaintext. One of the two is required.
+    internal_tls_dir: str | None = shared("TILLER_INTERNAL_TLS_DIR", None)
+    internal_insecure: bool = shared("TILLER_INTERNAL_INSECURE", False)
+    # A plaintext port serving only the gRPC health service (Kubernetes' gRPC probes speak no
+    # TLS); 0: none.
+    health_port: int = 0
     models_file: str = "models.yaml"
     # How often the file is checked for changes (SIGHUP checks at once); 0 turns reloading off.
     reload_seconds: float = 1.0
@@ -20,6 +27,10 @@ class RouterSettings:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def health_address(self) -> str | None:
+        return f"{self.host}:{self.health_port}" if self.health_port else None
 
     @classmethod
     def from_env(cls) -> RouterSettings:

@@ -14,6 +14,10 @@ class WorkerSettings:
     # Keys that seal every Temporal payload (common/payload_codec.py): one of the two is needed.
     payload_keys: str | None = shared("TILLER_PAYLOAD_KEYS", None)
     payload_keys_file: str | None = shared("TILLER_PAYLOAD_KEYS_FILE", None)
+    # The internal plane (common/internal_tls.py): this deployment's certificates, or the
+    # operator's explicit choice of plaintext. One of the two is required.
+    internal_tls_dir: str | None = shared("TILLER_INTERNAL_TLS_DIR", None)
+    internal_insecure: bool = shared("TILLER_INTERNAL_INSECURE", False)
     redis_url: str = shared("TILLER_REDIS_URL", "redis://127.0.0.1:6379/0")
     router_address: str = shared("TILLER_ROUTER_ADDRESS", "127.0.0.1:50052")
     # Prefix of Tiller's Redis keys and channels (the gateway's cancel signals).

@@ -15,7 +15,7 @@ import grpc
 import pytest
 from redis.asyncio import Redis
 
-from tests.support import Stack, free_port
+from tests.support import Stack, free_port, internal_channel, tls_dir_of_tests
 from tiller.common.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -23,7 +23,6 @@ from tiller.common.errors import (
     RateLimited,
     TillerError,
 )
-from tiller.common.grpc_client import channel
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
 from tiller.quota.keys import KeySpec, KeyStore, Limits
 from tiller.quota.server import create_server
@@ -64,11 +63,16 @@ async def quota(stack: Stack) -> AsyncIterator[Quota]:
     redis = Redis.from_url(stack.redis_url)
     servers, stubs, channels = [], [], []
     for _ in range(2):
-        settings = QuotaSettings(port=free_port(), redis_url=stack.redis_url, key_prefix=prefix)
+        settings = QuotaSettings(
+            port=free_port(),
+            redis_url=stack.redis_url,
+            key_prefix=prefix,
+            internal_tls_dir=tls_dir_of_tests(),
+        )
         server = create_server(settings, redis)
         await server.start()
         servers.append(server)
-        ch = channel(settings.address)
+        ch = internal_channel(settings.address, "quota", "gateway")
         channels.append(await ch.__aenter__())
         stubs.append(quota_pb2_grpc.QuotaStub(channels[-1]))
     yield Quota(stubs, KeyStore(redis, prefix))
