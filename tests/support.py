@@ -249,6 +249,30 @@ models:
     timeout_seconds: 5
     queue_timeout_seconds: 5
     deployments: *down
+  quoting:  # no masking, and its engine's errors quote the prompt: nothing may keep them
+    pii: off
+    retry: {{max_attempts: 2, initial_interval_seconds: 0.1, maximum_interval_seconds: 0.2}}
+    deployments:
+      - name: quoting-local
+        adapter: openai
+        endpoint: http://127.0.0.1:{demo_port}/v1
+        engine_model: quoting
+        task_queue: test.demo
+        max_concurrency: 64
+  quoting-twice:  # the same through the failover workflow (its history holds the failures)
+    pii: off
+    retry: {{max_attempts: 1}}
+    deployments:
+      - name: quoting-first
+        adapter: openai
+        endpoint: http://127.0.0.1:{demo_port}/v1
+        engine_model: quoting
+        task_queue: test.demo
+      - name: quoting-second
+        adapter: openai
+        endpoint: http://127.0.0.1:{demo_port}/v1
+        engine_model: quoting
+        task_queue: test.demo
   reviewer:  # a second demo model for pipelines: the demo engine under another system prompt
     system_prompt: You review answers.
     deployments:
@@ -359,6 +383,7 @@ def stack_env(data_dir: Path, **overrides: str) -> tuple[dict[str, str], dict[st
             "TILLER_DEMO_FLAKY_MODELS": "flaky",
             "TILLER_DEMO_FAILING_MODELS": "failing",
             "TILLER_DEMO_BREAKING_MODELS": "breaking",
+            "TILLER_DEMO_QUOTING_MODELS": "quoting",
             "TILLER_DEMO_RECORD_REQUESTS": "256",  # GET /received: what the engine was sent
             "TILLER_ADMIN_KEY": "tk-test-" + secrets.token_urlsafe(16),
             # Every service and every extra one a test starts seals payloads with this key.

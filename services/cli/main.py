@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     healthcheck.add_command(commands)
     certs.add_command(commands)
     args = parser.parse_args(argv)
-    if args.command in ("keys", "teams", "usage"):
+    if args.command in ("keys", "teams", "usage", "audit"):
         sys.exit(admin.run(args))
     if args.command == "healthcheck":
         sys.exit(healthcheck.run(args))

@@ -11,7 +11,8 @@ optional PII policy of its own (on top of each model's). A team's record holds t
 limits, shared by its keys.
 
 Every quota entry lives under one Redis hash tag (`{quota}`), so one Lua script can check and
-count a key, its team and its model atomically, in Redis Cluster too (one slot).
+count a key, its team and its model atomically, in Redis Cluster too (one slot). Each change an
+`actor` asks for is written to the audit log (audit.py) in the transaction that makes it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from redis.asyncio import Redis
@@ -31,6 +32,7 @@ from tiller.common.pii.recognizers import TYPE_NAME
 from tiller.common.priorities import DEFAULT_PRIORITY, HIGHEST_PRIORITY, LOWEST_PRIORITY
 from tiller.common.redis_text import text
 from tiller.contract.keys import digest
+from tiller.quota.audit import QUOTA_ITSELF, Actor, AuditLog
 
 KEY_PREFIX = "tk-"
 ROLES = ("admin", "member", "viewer")
@@ -195,10 +197,17 @@ class QuotaLayout:
 
 
 class KeyStore:
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(self, redis: Redis, prefix: str, audit: AuditLog | None = None) -> None:
         self.redis, self.layout = redis, QuotaLayout(prefix)
+        self.audit = audit or AuditLog(redis, prefix)
 
-    async def create(self, spec: KeySpec, api_key: str | None = None) -> NewKey:
+    async def create(
+        self,
+        spec: KeySpec,
+        api_key: str | None = None,
+        actor: Actor | None = None,
+        action: str = "key.create",
+    ) -> NewKey:
         spec.check()
         if spec.team and not await self.redis.exists(self.layout.team(spec.team)):
             raise LookupError(f"team: no team {spec.team!r} (create it first)")
@@ -209,8 +218,40 @@ class KeyStore:
             pipe.hset(self.layout.record(full), mapping=_record_fields(key_id, spec))  # type: ignore[arg-type]
             pipe.set(self.layout.by_id(key_id), full)
             pipe.sadd(self.layout.keys, key_id)
+            if actor is not None:
+                changes = spec_settings(spec)
+                self.audit.add(pipe, action, actor, key_id=key_id, team=spec.team, changes=changes)
             await pipe.execute()
         return NewKey(api_key, key_id)
+
+    async def update(self, key_id: str, changes: Mapping[str, Any], actor: Actor) -> KeyRecord:
+        """Change some of a key's settings (`changes`: KeySpec field names, and limits by
+        name); its id, secret and creation stay. A revoked key stays revoked, unchanged."""
+        old = await self.get(key_id)
+        if old.revoked:
+            raise ValueError(f"id: key {key_id} is revoked; create a new one instead")
+        limits = {**asdict(old.spec.limits), **changes.get("limits", {})}
+        spec = replace(
+            old.spec,
+            **{k: v for k, v in changes.items() if k != "limits"},
+            limits=Limits.of(limits),
+        )
+        spec.check()
+        moved = spec.team and spec.team != old.spec.team
+        if moved and not await self.redis.exists(self.layout.team(spec.team)):
+            raise LookupError(f"team: no team {spec.team!r} (create it first)")
+        full = await self._digest(key_id)
+        fields = _record_fields(key_id, spec)
+        settled = {k: v for k, v in fields.items() if k not in ("created", "revoked", "id")}
+        before, after = spec_settings(old.spec), spec_settings(spec)
+        changed = {k: v for k, v in after.items() if before.get(k) != v}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.layout.record(full), mapping=settled)  # type: ignore[arg-type]
+            self.audit.add(
+                pipe, "key.update", actor, key_id=key_id, team=spec.team, changes=changed
+            )
+            await pipe.execute()
+        return await self.get(key_id)
 
     async def issue(
         self, name: str, *, role: str = "member", priority: int = DEFAULT_PRIORITY, **limits: int
@@ -235,13 +276,18 @@ class KeyStore:
                 continue  # removed meanwhile
         return records
 
-    async def revoke(self, key_id: str) -> KeyRecord:
+    async def revoke(self, key_id: str, actor: Actor | None = None) -> KeyRecord:
         """Refused by every replica from the next request on: the record itself says so."""
         full = await self._digest(key_id)
-        await self.redis.hset(self.layout.record(full), "revoked", 1)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.layout.record(full), "revoked", 1)
+            if actor is not None:
+                team = text(await self.redis.hget(self.layout.record(full), "team"))
+                self.audit.add(pipe, "key.revoke", actor, key_id=key_id, team=team)
+            await pipe.execute()
         return await self.get(key_id)
 
-    async def rotate(self, key_id: str) -> tuple[NewKey, KeyRecord]:
+    async def rotate(self, key_id: str, actor: Actor | None = None) -> tuple[NewKey, KeyRecord]:
         """A new key with the same metadata; the old one is revoked in the same step."""
         old = await self.get(key_id)
         if old.revoked:
@@ -254,16 +300,28 @@ class KeyStore:
             pipe.set(self.layout.by_id(new_id), full)
             pipe.sadd(self.layout.keys, new_id)
             pipe.hset(self.layout.record(old_full), "revoked", 1)
+            if actor is not None:
+                self.audit.add(
+                    pipe,
+                    "key.rotate",
+                    actor,
+                    key_id=key_id,
+                    team=old.spec.team,
+                    new_key_id=new_id,
+                )
             await pipe.execute()
         return NewKey(api_key, new_id), await self.get(new_id)
 
-    async def put_team(self, name: str, limits: Limits) -> None:
+    async def put_team(self, name: str, limits: Limits, actor: Actor | None = None) -> None:
         if not _NAME.match(name):
             raise ValueError("team: 1-128 letters, digits and ._:@/-")
         async with self.redis.pipeline(transaction=True) as pipe:
             fields_: dict[str, str | int] = {"name": name, **asdict(limits)}
             pipe.hset(self.layout.team(name), mapping=fields_)  # type: ignore[arg-type]
             pipe.sadd(self.layout.teams, name)
+            if actor is not None:
+                changes = {f"limits.{k}": v for k, v in asdict(limits).items()}
+                self.audit.add(pipe, "team.put", actor, team=name, changes=changes)
             await pipe.execute()
 
     async def teams(self) -> dict[str, Limits]:
@@ -280,7 +338,7 @@ class KeyStore:
         marker = f"{self.layout.base}bootstrap-admin"
         previous = await self.redis.get(marker)
         spec = KeySpec("bootstrap-admin", role="admin", limits=Limits(rpm=rpm))
-        created = await self.create(spec, api_key=api_key)
+        created = await self.create(spec, api_key, QUOTA_ITSELF, action="key.bootstrap")
         full, old = digest(api_key), text(previous)
         if old and old != full:
             async with self.redis.pipeline(transaction=True) as pipe:
@@ -297,6 +355,22 @@ class KeyStore:
         if not full:
             raise LookupError(f"no key {key_id!r}")
         return full
+
+
+def spec_settings(spec: KeySpec) -> dict[str, Any]:
+    """A key's settings as the audit log records them (flat: limits.rpm, ...)."""
+    settings: dict[str, Any] = {
+        "name": spec.name,
+        "role": spec.role,
+        "owner": spec.owner,
+        "team": spec.team,
+        "models": list(spec.models),
+        "priority": spec.priority,
+        "expires_at": spec.expires_at,
+        "pii": f"{spec.pii_policy}:{','.join(spec.pii_types)}".rstrip(":"),
+    }
+    settings.update({f"limits.{k}": v for k, v in asdict(spec.limits).items()})
+    return settings
 
 
 def _record_fields(key_id: str, spec: KeySpec) -> dict[str, str | int]:

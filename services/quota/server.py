@@ -15,7 +15,9 @@ from tiller.common.lifecycle import StartupError, run_service, stop_event
 from tiller.common.metrics import serve_metrics
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
 from tiller.quota import compaction
+from tiller.quota.admin_gate import AdminGate
 from tiller.quota.admission import Admission
+from tiller.quota.audit import AuditLog
 from tiller.quota.keys import KeyStore
 from tiller.quota.service import QuotaService
 from tiller.quota.settings import QuotaSettings
@@ -39,15 +41,16 @@ def connect_redis(settings: QuotaSettings) -> Redis:
 
 
 def create_server(settings: QuotaSettings, redis: Redis) -> GrpcServer:
+    admission = Admission(redis, settings.key_prefix, settings.lease_ttl_seconds)
+    audit = AuditLog(redis, settings.key_prefix, settings.audit_days)
     service = QuotaService(
-        Admission(redis, settings.key_prefix, settings.lease_ttl_seconds),
-        Ledger(redis, settings.key_prefix),
-        KeyStore(redis, settings.key_prefix),
+        admission, Ledger(redis, settings.key_prefix), KeyStore(redis, settings.key_prefix, audit)
     )
     return GrpcServer(
         settings.address,
         lambda s: quota_pb2_grpc.add_QuotaServicer_to_server(service, s),
         [quota_pb2.DESCRIPTOR.services_by_name["Quota"].full_name],
+        interceptors=[AdminGate(admission)],
         tls=internal_plane(settings.internal_tls_dir, settings.internal_insecure, QUOTA),
         callers=CALLERS,
         health_address=settings.health_address,
@@ -61,9 +64,11 @@ async def serve(settings: QuotaSettings) -> None:
         compaction.rewrite_forever(redis, settings.key_prefix, settings.redis_rewrite_seconds)
     )
     try:
+        server = create_server(settings, redis)  # its certificates first: a clear line at once
         if settings.admin_key:
-            await _install_admin(KeyStore(redis, settings.key_prefix), settings)
-        await create_server(settings, redis).serve_until(stop_event())
+            audit = AuditLog(redis, settings.key_prefix, settings.audit_days)
+            await _install_admin(KeyStore(redis, settings.key_prefix, audit), settings)
+        await server.serve_until(stop_event())
     finally:
         compacting.cancel()
         await redis.aclose()

@@ -30,6 +30,8 @@ class QuotaSettings:
     # How often Redis is asked to rewrite its append-only file, so expired answers leave its
     # disk (compaction.py); 0: never (Redis's own settings decide).
     redis_rewrite_seconds: float = 60.0
+    # How long the administration audit log keeps an entry.
+    audit_days: float = 400.0
     metrics_port: int = 0  # GET /metrics (Prometheus) on this port; 0: not served
     log_level: str = "info"
 
