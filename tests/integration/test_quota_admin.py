@@ -194,7 +194,7 @@ async def test_every_change_is_in_the_audit_log_with_who_and_from_where(quota: Q
         ("key.create", key_id),
         ("team.put", "research"),
     ]  # newest first; the fixture's keys were made in the store directly, with no actor
-    revoke, rotate, update, create_, team = log.entries
+    _revoke, rotate, update, create_, team = log.entries
     assert rotate.new_key_id == rotated.key.id and update.changes == {"limits.rpm": "30"}
     assert create_.changes["name"] == "carol" and create_.team == "research"
     assert team.changes["limits.rpm"] == "600"
