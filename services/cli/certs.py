@@ -66,9 +66,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def make(
-    directory: Path, ca_key_path: Path | None, days: int = 365, key_mode: int = 0o600
+    directory: Path,
+    ca_key_path: Path | None,
+    days: int = 365,
+    key_mode: int = 0o600,
+    names: tuple[str, ...] = SERVICES,
 ) -> list[str]:
-    """Issue what is missing or due; the names of the files written."""
+    """Issue what is missing or due (a certificate for each of `names`); the names of the
+    files written."""
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     ca_file = directory / CA_FILE
@@ -81,7 +86,7 @@ def make(
         if ca_key_path is not None:
             _write(ca_key_path, _private(authority[0]), 0o600)
     key, ca = authority
-    for name in SERVICES:
+    for name in names:
         cert_file = directory / f"{name}.crt"
         if CA_FILE not in issued and not _due(cert_file, ca, now):
             continue

@@ -54,6 +54,7 @@ class Upstreams:
             keys,
             # A request too large for Temporal's history travels through Redis (offload.py).
             offload=RedisOffload(redis, settings.key_prefix),
+            access=temporal.TemporalAccess.of(settings),
         )
         return cls(
             router_pb2_grpc.RouterStub(router_channel),

@@ -177,6 +177,7 @@ async def _serve(settings: WorkerSettings, router: grpc.aio.Channel) -> None:
         keys,
         temporal.metrics_runtime(settings.metrics_host, settings.sdk_metrics_port),
         offload=RedisOffload(redis, settings.key_prefix),
+        access=temporal.TemporalAccess.of(settings),
     )
     sealer = Sealer(keys)  # what the activities write to Redis, with the same keys
     # Pooled keep-alive connections to every engine, no cap (each deployment's

@@ -11,6 +11,15 @@ PREFIX = "TILLER_WORKER_"
 class WorkerSettings:
     temporal_address: str = shared("TILLER_TEMPORAL_ADDRESS", "127.0.0.1:7233")
     temporal_namespace: str = shared("TILLER_TEMPORAL_NAMESPACE", "default")
+    # Temporal beyond the dev server (common/temporal.py TemporalAccess): TLS with the
+    # cluster's CA and a client certificate, a server name to check, a Temporal Cloud API key.
+    temporal_tls: bool = shared("TILLER_TEMPORAL_TLS", False)
+    temporal_tls_ca_file: str | None = shared("TILLER_TEMPORAL_TLS_CA_FILE", None)
+    temporal_tls_cert_file: str | None = shared("TILLER_TEMPORAL_TLS_CERT_FILE", None)
+    temporal_tls_key_file: str | None = shared("TILLER_TEMPORAL_TLS_KEY_FILE", None)
+    temporal_tls_server_name: str | None = shared("TILLER_TEMPORAL_TLS_SERVER_NAME", None)
+    temporal_api_key: str | None = shared("TILLER_TEMPORAL_API_KEY", None)
+    temporal_api_key_file: str | None = shared("TILLER_TEMPORAL_API_KEY_FILE", None)
     # Keys that seal every Temporal payload (common/payload_codec.py): one of the two is needed.
     payload_keys: str | None = shared("TILLER_PAYLOAD_KEYS", None)
     payload_keys_file: str | None = shared("TILLER_PAYLOAD_KEYS_FILE", None)
