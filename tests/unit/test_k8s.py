@@ -136,7 +136,9 @@ def test_every_service_of_the_internal_plane_has_its_own_certificate() -> None:
 def test_network_policies_let_in_only_who_calls_whom() -> None:
     policies = of_kind("NetworkPolicy")
     deny = policies["default-deny-ingress"]["spec"]
-    assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
+    assert (
+        deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
+    )
     callers = {"router": {"gateway", "worker"}, "quota": {"gateway"}, "demo-engine": {"worker"}}
     service_ports = {"router": 50052, "quota": 50053, "demo-engine": 9000}
     for name, allowed in callers.items():
