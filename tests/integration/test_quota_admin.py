@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.asyncio import Redis
 
 from tests.support import Stack, free_port, internal_channel, tls_dir_of_tests
@@ -215,3 +216,28 @@ async def test_every_change_is_in_the_audit_log_with_who_and_from_where(quota: Q
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await quota.stub.ListAudit(quota_pb2.AuditQuery(), timeout=5, metadata=quota.member)
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_the_plaintext_health_port_serves_health_and_nothing_else(stack: Stack) -> None:
+    """For kubelet's gRPC probes, which speak no TLS."""
+    settings = QuotaSettings(
+        port=free_port(),
+        health_port=free_port(),
+        redis_url=stack.redis_url,
+        internal_tls_dir=tls_dir_of_tests(),
+    )
+    redis = Redis.from_url(stack.redis_url)
+    server = create_server(settings, redis)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.health_port}") as ch:
+            health = await health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await quota_pb2_grpc.QuotaStub(ch).CreateKey(create("minted"), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        await server.stop(0)
+        await redis.aclose()
