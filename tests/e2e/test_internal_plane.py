@@ -30,19 +30,19 @@ def tls_channel(stack: Stack, credentials: grpc.ChannelCredentials) -> grpc.Chan
 def refused(channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] = ()) -> grpc.RpcError:
     with channel, pytest.raises(grpc.RpcError) as caught:
         quota_pb2_grpc.QuotaStub(channel).CreateKey(MINT, timeout=5, metadata=metadata)
-    print(f"\n  -> {caught.value.code().name}: {caught.value.details()}")  # type: ignore[attr-defined]
+    print(f"\n  -> {caught.value.code().name}: {caught.value.details()}")
     return caught.value
 
 
 def test_plaintext_without_credentials_is_refused(stack: Stack) -> None:
     error = refused(grpc.insecure_channel(f"127.0.0.1:{stack.quota_port}"))
-    assert error.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def test_tls_without_a_certificate_is_refused(stack: Stack) -> None:
     trusting = grpc.ssl_channel_credentials(root_certificates=internal_tls("gateway").ca)
     error = refused(tls_channel(stack, trusting))
-    assert error.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def test_a_certificate_of_another_authority_is_refused(stack: Stack, tmp_path: Path) -> None:
@@ -51,20 +51,20 @@ def test_a_certificate_of_another_authority_is_refused(stack: Stack, tmp_path: P
     own_ca = internal_tls("gateway").ca  # it trusts quota, quota does not trust it
     credentials = grpc.ssl_channel_credentials(own_ca, stranger.key, stranger.cert)
     error = refused(tls_channel(stack, credentials))
-    assert error.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def test_another_services_certificate_is_refused(stack: Stack) -> None:
     worker = internal_tls("worker").channel_credentials()
     admin = (("x-tiller-actor-key", stack.admin_key),)
     error = refused(tls_channel(stack, worker), admin)
-    assert error.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_the_gateways_certificate_without_an_admin_caller_is_refused(stack: Stack) -> None:
     gateway = internal_tls("gateway").channel_credentials()
     error = refused(tls_channel(stack, gateway))
-    assert error.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_the_gateway_for_an_admin_may(stack: Stack) -> None:
