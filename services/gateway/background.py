@@ -98,7 +98,7 @@ class Record:
         raw = {text(k): v for k, v in fields.items()}
         result = opened(raw["result"]) if raw.get("result") else None
         error = opened(raw["error"]) if raw.get("error") else None
-        data = {k: text(v) for k, v in raw.items()}
+        data = {k: text(v) for k, v in raw.items() if k not in ("result", "error")}
         kind: Kind = "workflow" if data["kind"] == "workflow" else "activity"
         return cls(
             request_id=request_id,
