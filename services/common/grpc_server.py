@@ -122,8 +122,9 @@ TILLER_METHODS = "/tiller."  # the full names of Tiller's own gRPC methods start
 
 class MethodWrapper(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """An interceptor that wraps the behaviour of the methods it `wants`: `unary` for a unary
-    method, `stream` for one that streams its responses (Tiller has no client-streaming
-    methods). Subclasses say which methods and how."""
+    method, `stream` for one that streams its responses, `bidi` for one that streams both ways
+    (reflection; Tiller has no client-streaming methods). Subclasses say which methods and how;
+    one that needs the method's name overrides the `*_for` forms."""
 
     def wants(self, method: str) -> bool:
         return method.startswith(TILLER_METHODS)  # not health's or reflection's
@@ -138,26 +139,36 @@ class MethodWrapper(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         """How the method's request is read (its own, unless a subclass says otherwise)."""
         return read
 
+    def unary_for(self, method: str, behavior: Behavior) -> Behavior:
+        return self.unary(behavior)
+
+    def stream_for(self, method: str, behavior: Behavior) -> Behavior:
+        return self.stream(behavior)
+
+    def bidi_for(self, method: str, behavior: Behavior) -> Behavior:
+        return behavior  # left as it is, unless a subclass says otherwise
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or not self.wants(details.method):
+        method = details.method
+        if handler is None or not self.wants(method):
             return handler
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self.unary(handler.unary_unary),
-                request_deserializer=self.deserializer(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self.stream(handler.unary_stream),
-                request_deserializer=self.deserializer(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
+        kinds = (
+            (handler.unary_unary, grpc.unary_unary_rpc_method_handler, self.unary_for),
+            (handler.unary_stream, grpc.unary_stream_rpc_method_handler, self.stream_for),
+            (handler.stream_stream, grpc.stream_stream_rpc_method_handler, self.bidi_for),
+        )
+        for behavior, rebuild, wrap in kinds:
+            if behavior is not None:
+                return rebuild(
+                    wrap(method, behavior),
+                    request_deserializer=self.deserializer(handler.request_deserializer),
+                    response_serializer=handler.response_serializer,
+                )
         return handler
 
 
@@ -236,7 +247,7 @@ class Callers:
         return self.anyone or identity in self.methods.get(method, self.services)
 
 
-class Authorize(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class Authorize(MethodWrapper):
     """Every method but health needs a caller with a certificate of the deployment's
     authority (a plaintext connection, such as the health port's, has none:
     UNAUTHENTICATED), whom `callers` allows for it (else PERMISSION_DENIED). One place for
@@ -245,65 +256,42 @@ class Authorize(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, callers: Callers) -> None:
         self.callers = callers
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        method = details.method
-        if handler is None or method.startswith(HEALTH_METHODS):
-            return handler
-        check = self._check(method)
-        if handler.unary_unary is not None:
-            behavior = handler.unary_unary
+    def wants(self, method: str) -> bool:
+        return not method.startswith(HEALTH_METHODS)
 
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await check(context)
-                return await behavior(request, context)
+    def unary_for(self, method: str, behavior: Behavior) -> Behavior:
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await self._check(method, context)
+            return await behavior(request, context)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary, handler.request_deserializer, handler.response_serializer
+        return unary
+
+    def stream_for(self, method: str, behavior: Behavior) -> Behavior:
+        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await self._check(method, context)
+            async for item in behavior(request, context):
+                yield item
+
+        return streaming
+
+    def bidi_for(self, method: str, behavior: Behavior) -> Behavior:  # reflection
+        async def both(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+            await self._check(method, context)
+            async for item in behavior(requests, context):
+                yield item
+
+        return both
+
+    async def _check(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        identity = peer_identity(context)
+        if identity is None:
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "This port serves Tiller's services only to callers with a certificate of "
+                "this deployment's internal authority.",
             )
-        if handler.unary_stream is not None:
-            streaming = handler.unary_stream
-
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await check(context)
-                async for item in streaming(request, context):
-                    yield item
-
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream, handler.request_deserializer, handler.response_serializer
+        elif not self.callers.allow(method, identity):
+            log.warning("internal call refused", extra={"caller": identity, "method": method})
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, f"{identity} may not call {method}."
             )
-        if handler.stream_stream is not None:  # reflection
-            both = handler.stream_stream
-
-            async def stream_stream(
-                requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-            ) -> Any:
-                await check(context)
-                async for item in both(requests, context):
-                    yield item
-
-            return grpc.stream_stream_rpc_method_handler(
-                stream_stream, handler.request_deserializer, handler.response_serializer
-            )
-        return None  # a client-streaming method: Tiller has none, so none is served
-
-    def _check(self, method: str) -> Callable[[grpc.aio.ServicerContext], Awaitable[None]]:
-        async def check(context: grpc.aio.ServicerContext) -> None:
-            identity = peer_identity(context)
-            if identity is None:
-                await context.abort(
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    "This port serves Tiller's services only to callers with a certificate of "
-                    "this deployment's internal authority.",
-                )
-            elif not self.callers.allow(method, identity):
-                log.warning("internal call refused", extra={"caller": identity, "method": method})
-                await context.abort(
-                    grpc.StatusCode.PERMISSION_DENIED, f"{identity} may not call {method}."
-                )
-
-        return check

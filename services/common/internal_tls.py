@@ -25,10 +25,23 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from tiller.common.lifecycle import StartupError
+from tiller.common.settings import shared
 
 GATEWAY, ROUTER, QUOTA, WORKER = "gateway", "router", "quota", "worker"
 SERVICES = (GATEWAY, ROUTER, QUOTA, WORKER)
 CA_FILE = "ca.crt"
+
+
+@dataclass(frozen=True)
+class InternalPlaneSettings:
+    """The settings every service of the internal plane has (a base of its settings object):
+    this deployment's certificates, or the operator's explicit choice of plaintext."""
+
+    internal_tls_dir: str | None = shared("TILLER_INTERNAL_TLS_DIR", None)
+    internal_insecure: bool = shared("TILLER_INTERNAL_INSECURE", False)
+
+    def internal_tls(self, identity: str) -> InternalTls | None:
+        return internal_plane(self.internal_tls_dir, self.internal_insecure, identity)
 
 
 @dataclass(frozen=True)

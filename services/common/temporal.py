@@ -9,7 +9,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import temporalio.converter
 from temporalio.client import Client
@@ -26,6 +26,7 @@ from temporalio.service import RPCError, TLSConfig
 from tiller.common import tracing
 from tiller.common.lifecycle import StartupError
 from tiller.common.payload_codec import AesGcmCodec, OffloadStore, PayloadKeyError, PayloadKeys
+from tiller.common.settings import shared
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +60,17 @@ def payload_keys(inline: str | None, path: str | None) -> PayloadKeys:
     return keys
 
 
-class _TemporalSettings(Protocol):
-    @property
-    def temporal_tls(self) -> bool: ...
-    @property
-    def temporal_tls_ca_file(self) -> str | None: ...
-    @property
-    def temporal_tls_cert_file(self) -> str | None: ...
-    @property
-    def temporal_tls_key_file(self) -> str | None: ...
-    @property
-    def temporal_tls_server_name(self) -> str | None: ...
-    @property
-    def temporal_api_key(self) -> str | None: ...
-    @property
-    def temporal_api_key_file(self) -> str | None: ...
+@dataclass(frozen=True)
+class TemporalAccessSettings:
+    """The settings of a service that talks to Temporal (a base of its settings object)."""
+
+    temporal_tls: bool = shared("TILLER_TEMPORAL_TLS", False)
+    temporal_tls_ca_file: str | None = shared("TILLER_TEMPORAL_TLS_CA_FILE", None)
+    temporal_tls_cert_file: str | None = shared("TILLER_TEMPORAL_TLS_CERT_FILE", None)
+    temporal_tls_key_file: str | None = shared("TILLER_TEMPORAL_TLS_KEY_FILE", None)
+    temporal_tls_server_name: str | None = shared("TILLER_TEMPORAL_TLS_SERVER_NAME", None)
+    temporal_api_key: str | None = shared("TILLER_TEMPORAL_API_KEY", None)
+    temporal_api_key_file: str | None = shared("TILLER_TEMPORAL_API_KEY_FILE", None)
 
 
 @dataclass(frozen=True)
@@ -86,7 +83,7 @@ class TemporalAccess:
     api_key: str | None = None
 
     @classmethod
-    def of(cls, settings: _TemporalSettings) -> TemporalAccess:
+    def of(cls, settings: TemporalAccessSettings) -> TemporalAccess:
         """From a service's settings (TILLER_TEMPORAL_TLS*, TILLER_TEMPORAL_API_KEY*);
         StartupError naming the setting that cannot be used."""
         s = settings

@@ -2,13 +2,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tiller.common.internal_tls import InternalPlaneSettings
 from tiller.common.settings import load, shared
+from tiller.common.temporal import TemporalAccessSettings
 
 PREFIX = "TILLER_GATEWAY_"
 
 
 @dataclass(frozen=True)
-class GatewaySettings:
+class GatewaySettings(InternalPlaneSettings, TemporalAccessSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     grpc_port: int = 50051
@@ -16,22 +18,9 @@ class GatewaySettings:
     quota_address: str = shared("TILLER_QUOTA_ADDRESS", "127.0.0.1:50053")
     temporal_address: str = shared("TILLER_TEMPORAL_ADDRESS", "127.0.0.1:7233")
     temporal_namespace: str = shared("TILLER_TEMPORAL_NAMESPACE", "default")
-    # Temporal beyond the dev server (common/temporal.py TemporalAccess): TLS with the
-    # cluster's CA and a client certificate, a server name to check, a Temporal Cloud API key.
-    temporal_tls: bool = shared("TILLER_TEMPORAL_TLS", False)
-    temporal_tls_ca_file: str | None = shared("TILLER_TEMPORAL_TLS_CA_FILE", None)
-    temporal_tls_cert_file: str | None = shared("TILLER_TEMPORAL_TLS_CERT_FILE", None)
-    temporal_tls_key_file: str | None = shared("TILLER_TEMPORAL_TLS_KEY_FILE", None)
-    temporal_tls_server_name: str | None = shared("TILLER_TEMPORAL_TLS_SERVER_NAME", None)
-    temporal_api_key: str | None = shared("TILLER_TEMPORAL_API_KEY", None)
-    temporal_api_key_file: str | None = shared("TILLER_TEMPORAL_API_KEY_FILE", None)
     # Keys that seal every Temporal payload (common/payload_codec.py): one of the two is needed.
     payload_keys: str | None = shared("TILLER_PAYLOAD_KEYS", None)
     payload_keys_file: str | None = shared("TILLER_PAYLOAD_KEYS_FILE", None)
-    # The internal plane (common/internal_tls.py): this deployment's certificates, or the
-    # operator's explicit choice of plaintext. One of the two is required.
-    internal_tls_dir: str | None = shared("TILLER_INTERNAL_TLS_DIR", None)
-    internal_insecure: bool = shared("TILLER_INTERNAL_INSECURE", False)
     redis_url: str = shared("TILLER_REDIS_URL", "redis://127.0.0.1:6379/0")
     key_prefix: str = shared("TILLER_KEY_PREFIX", "tiller:")
     max_body_bytes: int = 4 * 1024 * 1024

@@ -15,8 +15,8 @@ from temporalio.client import Client
 from tiller.common import redis_client, temporal
 from tiller.common.errors import TillerError
 from tiller.common.grpc_client import channel
+from tiller.common.internal_tls import GATEWAY, QUOTA, ROUTER
 from tiller.common.offload import RedisOffload
-from tiller.common.internal_tls import GATEWAY, QUOTA, ROUTER, internal_plane
 from tiller.common.sealing import Sealer
 from tiller.gateway.settings import GatewaySettings
 from tiller.protos.quota.v1 import quota_pb2_grpc
@@ -38,7 +38,7 @@ class Upstreams:
 
     @classmethod
     async def connect(cls, settings: GatewaySettings) -> Upstreams:
-        tls = internal_plane(settings.internal_tls_dir, settings.internal_insecure, GATEWAY)
+        tls = settings.internal_tls(GATEWAY)
         router_channel = channel(settings.router_address, tls, ROUTER)
         quota_channel = channel(settings.quota_address, tls, QUOTA)
         keys = temporal.payload_keys(settings.payload_keys, settings.payload_keys_file)

@@ -11,7 +11,6 @@ who it was (ACTOR, read by the service).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -19,6 +18,7 @@ import grpc
 from redis.exceptions import RedisError
 
 from tiller.common.errors import AuthenticationFailed, PermissionDenied, ServiceUnavailable
+from tiller.common.grpc_server import Behavior, MethodWrapper
 from tiller.quota.admission import Admission
 from tiller.quota.audit import Actor
 
@@ -47,30 +47,21 @@ ANY_ROLE = frozenset({_SERVICE + "GetUsage"})
 ACTOR: ContextVar[Actor] = ContextVar("tiller_quota_actor")
 
 
-class AdminGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class AdminGate(MethodWrapper):
     def __init__(self, admission: Admission) -> None:
         self.admission = admission
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        method = details.method
-        if handler is None or handler.unary_unary is None:
-            return handler
-        if method not in ADMIN_ONLY and method not in ANY_ROLE:
-            return handler
-        behavior, admin_only = handler.unary_unary, method in ADMIN_ONLY
+    def wants(self, method: str) -> bool:
+        return method in ADMIN_ONLY or method in ANY_ROLE
+
+    def unary_for(self, method: str, behavior: Behavior) -> Behavior:
+        admin_only = method in ADMIN_ONLY
 
         async def gated(request: Any, context: grpc.aio.ServicerContext) -> Any:
             ACTOR.set(await self._actor(context, admin_only))
             return await behavior(request, context)
 
-        return grpc.unary_unary_rpc_method_handler(
-            gated, handler.request_deserializer, handler.response_serializer
-        )
+        return gated
 
     async def _actor(self, context: grpc.aio.ServicerContext, admin_only: bool) -> Actor:
         metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}

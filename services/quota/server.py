@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 
 from tiller.common import redis_client
 from tiller.common.grpc_server import Callers, GrpcServer
-from tiller.common.internal_tls import GATEWAY, QUOTA, internal_plane
+from tiller.common.internal_tls import GATEWAY, QUOTA
 from tiller.common.lifecycle import StartupError, run_service, stop_event
 from tiller.common.metrics import serve_metrics
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
@@ -51,7 +51,7 @@ def create_server(settings: QuotaSettings, redis: Redis) -> GrpcServer:
         lambda s: quota_pb2_grpc.add_QuotaServicer_to_server(service, s),
         [quota_pb2.DESCRIPTOR.services_by_name["Quota"].full_name],
         interceptors=[AdminGate(admission)],
-        tls=internal_plane(settings.internal_tls_dir, settings.internal_insecure, QUOTA),
+        tls=settings.internal_tls(QUOTA),
         callers=CALLERS,
         health_address=settings.health_address,
     )

@@ -2,19 +2,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tiller.common.internal_tls import InternalPlaneSettings
 from tiller.common.settings import load, shared
 
 PREFIX = "TILLER_QUOTA_"
 
 
 @dataclass(frozen=True)
-class QuotaSettings:
+class QuotaSettings(InternalPlaneSettings):
     host: str = "127.0.0.1"
     port: int = 50053
-    # The internal plane (common/internal_tls.py): this deployment's certificates, or the
-    # operator's explicit choice of plaintext. One of the two is required.
-    internal_tls_dir: str | None = shared("TILLER_INTERNAL_TLS_DIR", None)
-    internal_insecure: bool = shared("TILLER_INTERNAL_INSECURE", False)
     # A plaintext port serving only the gRPC health service (Kubernetes' gRPC probes speak no
     # TLS); 0: none.
     health_port: int = 0

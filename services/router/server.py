@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from tiller.common.grpc_server import Callers, GrpcServer
-from tiller.common.internal_tls import GATEWAY, ROUTER, WORKER, internal_plane
+from tiller.common.internal_tls import GATEWAY, ROUTER, WORKER
 from tiller.common.lifecycle import StartupError, run_service, stop_event
 from tiller.common.metrics import serve_metrics
 from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
@@ -36,7 +36,7 @@ def create_server(settings: RouterSettings) -> tuple[GrpcServer, RouterService]:
         settings.address,
         lambda s: router_pb2_grpc.add_RouterServicer_to_server(service, s),
         [router_pb2.DESCRIPTOR.services_by_name["Router"].full_name],
-        tls=internal_plane(settings.internal_tls_dir, settings.internal_insecure, ROUTER),
+        tls=settings.internal_tls(ROUTER),
         callers=CALLERS,
         health_address=settings.health_address,
     )

@@ -18,7 +18,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from tiller import pipelines
 from tiller.common import redis_client, temporal
 from tiller.common.grpc_client import channel
-from tiller.common.internal_tls import ROUTER, WORKER, internal_plane
+from tiller.common.internal_tls import ROUTER, WORKER
 from tiller.common.lifecycle import StartupError, run_service, stop_event
 from tiller.common.metrics import serve_metrics
 from tiller.common.offload import RedisOffload
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 def router_channel(settings: WorkerSettings) -> grpc.aio.Channel:
     """The worker's one channel to the router: the route listings, the pipelines' steps."""
-    tls = internal_plane(settings.internal_tls_dir, settings.internal_insecure, WORKER)
+    tls = settings.internal_tls(WORKER)
     return channel(settings.router_address, tls, ROUTER)
 
 

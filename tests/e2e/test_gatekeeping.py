@@ -185,24 +185,28 @@ async def test_teams_and_usage(admin: httpx.AsyncClient) -> None:
     assert error_of(bad, 404)["message"].startswith("team: no team")
 
 
-async def test_the_cli_creates_lists_and_revokes_keys(stack: Stack) -> None:
+def run_tiller(stack: Stack, *args: str) -> str:
+    """The `tiller` command's output, run as an admin with the stack's gateway."""
     env = {
         **os.environ,
         "TILLER_URL": f"http://127.0.0.1:{stack.gateway_port}",
         "TILLER_ADMIN_KEY": stack.admin_key,
     }
+    done = subprocess.run(
+        [sys.executable, "-m", "tiller", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
 
+
+async def test_the_cli_creates_lists_and_revokes_keys(stack: Stack) -> None:
     def tiller(*args: str) -> dict[str, Any]:
-        done = subprocess.run(
-            [sys.executable, "-m", "tiller", *args],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-        reply: dict[str, Any] = json.loads(done.stdout)
+        reply: dict[str, Any] = json.loads(run_tiller(stack, *args))
         if "key" in reply:
             SECRETS.append(reply["key"])
         return reply
@@ -243,23 +247,8 @@ async def test_a_key_is_edited_in_place_and_the_change_applies_at_once(
 
 
 def test_the_cli_edits_keys_and_reads_the_audit_log(stack: Stack) -> None:
-    env = {
-        **os.environ,
-        "TILLER_URL": f"http://127.0.0.1:{stack.gateway_port}",
-        "TILLER_ADMIN_KEY": stack.admin_key,
-    }
-
     def tiller(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "tiller", *args],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout
+        return run_tiller(stack, *args)
 
     created = json.loads(tiller("keys", "create", "audited", "--rpm", "5"))
     SECRETS.append(created["key"])
