@@ -219,7 +219,13 @@ class BackgroundRequests:
         cancelled, rather than at their next check of Temporal."""
         call = self.inference.attach(record)
         await call.stop()
-        writer = EventWriter(self.redis, record.events_key, CANCELLED_STREAM_TTL, CANCEL_FENCE)
+        writer = EventWriter(
+            self.redis,
+            record.events_key,
+            CANCELLED_STREAM_TTL,
+            CANCEL_FENCE,
+            sealer=self.inference.up.sealer,
+        )
         delivered = Delivered.of(await writer.claim())  # the worker can no longer append
         if delivered.done is None and delivered.error is None:
             await writer.error(Cancelled("The request was cancelled."))
