@@ -26,7 +26,6 @@ import time
 import uuid
 from pathlib import Path
 
-import grpc
 import loadgen
 import side_by_side
 from redis.asyncio import Redis
@@ -34,6 +33,8 @@ from redis.asyncio import Redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tiller.common.grpc_client import channel  # noqa: E402
+from tiller.common.internal_tls import InternalTls  # noqa: E402
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc  # noqa: E402
 from tiller.quota.keys import KeySpec, KeyStore, Limits  # noqa: E402
 
@@ -50,11 +51,14 @@ async def make_key(redis_url: str) -> str:
         await redis.aclose()
 
 
-async def admit_loop(address: str, api_key: str, concurrency: int, seconds: float) -> list[float]:
-    """Latencies (s) of Admit calls by `concurrency` users back to back for `seconds`."""
+async def admit_loop(
+    address: str, tls: InternalTls, api_key: str, concurrency: int, seconds: float
+) -> list[float]:
+    """Latencies (s) of Admit calls by `concurrency` users back to back for `seconds`, over
+    the internal plane's mutual TLS, as the gateway calls quota."""
     latencies: list[float] = []
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = quota_pb2_grpc.QuotaStub(channel)
+    async with channel(address, tls, "quota") as internal:
+        stub = quota_pb2_grpc.QuotaStub(internal)
         stop_at = time.perf_counter() + seconds
 
         async def user() -> None:
@@ -100,6 +104,8 @@ async def run(args: argparse.Namespace, data: Path) -> None:
     procs, ports = side_by_side.start_stack(data)
     redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
     quota = f"127.0.0.1:{ports['quota']}"
+    # The certificates tiller up made beside its data directory (TILLER_UP_SECRETS_DIR).
+    tls = InternalTls.load(str(data / "tiller-secrets" / "internal-tls"), "gateway")
     gateway = f"http://127.0.0.1:{ports['gateway']}/v1"
     admit_key = await make_key(redis_url)
     path_key = await side_by_side.make_key(redis_url)
@@ -109,8 +115,8 @@ async def run(args: argparse.Namespace, data: Path) -> None:
             print(f"\nconcurrency {c}")
             rate, p50 = redis_benchmark(ports["redis"], c)
             print(line("redis", rate, p50, None))
-            await admit_loop(quota, admit_key, c, 1.0)  # warm-up
-            latencies = await admit_loop(quota, admit_key, c, args.seconds)
+            await admit_loop(quota, tls, admit_key, c, 1.0)  # warm-up
+            latencies = await admit_loop(quota, tls, admit_key, c, args.seconds)
             admit_p50 = loadgen.percentile(latencies, 50) * 1000
             print(
                 line(

@@ -40,7 +40,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support import TEST_PAYLOAD_KEYS, chunks_of, free_port, spawn
+from tests.support import TEST_PAYLOAD_KEYS, chunks_of, free_port, spawn, tls_dir_of_tests
 from tiller.cli.processes import find_binary
 from tiller.cli.up import redis_command, temporal_command
 
@@ -93,6 +93,7 @@ class Cluster:
             "TILLER_QUOTA_ADDRESS": quotas,
             "TILLER_ROUTER_MODELS_FILE": str(data / "models.yaml"),
             "TILLER_PAYLOAD_KEYS": TEST_PAYLOAD_KEYS,
+            "TILLER_INTERNAL_TLS_DIR": tls_dir_of_tests(),
             "TILLER_DEMO_PORT": str(p["demo"]),
             "TILLER_DEMO_TOKEN_DELAY_MS": "5",
             "TILLER_GATEWAY_DRAIN_SECONDS": "2",

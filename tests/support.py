@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import functools
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import orjson
 from temporalio.client import Client
 
+from tiller.cli import certs
+from tiller.common.grpc_client import channel
+from tiller.common.internal_tls import InternalTls
 from tiller.common.payload_codec import PayloadKeys, new_key_line
+from tiller.common.sealing import Sealer
 from tiller.common.temporal import sealed_converter
 from tiller.gateway.settings import GatewaySettings
 
@@ -90,6 +99,29 @@ class Stack:
 
 
 TEST_PAYLOAD_KEYS = new_key_line("test-1")
+# Opens and seals what the stack's services keep in Redis (they have TEST_PAYLOAD_KEYS).
+TEST_SEALER = Sealer(PayloadKeys.parse(TEST_PAYLOAD_KEYS))
+
+
+@functools.cache
+def tls_dir_of_tests() -> str:
+    """The internal plane's certificates every service of the test session presents (as
+    TEST_PAYLOAD_KEYS are its payload keys): made once, removed at exit."""
+    directory = tempfile.mkdtemp(prefix="tiller-test-tls-")
+    atexit.register(shutil.rmtree, directory, True)
+    certs.make(Path(directory), None)
+    return directory
+
+
+def internal_tls(identity: str) -> InternalTls:
+    """`identity`'s certificate and key, for a test that calls a service as that one would."""
+    return InternalTls.load(tls_dir_of_tests(), identity)
+
+
+def internal_channel(address: str, server: str, caller: str) -> grpc.aio.Channel:
+    """A channel to the internal service `server` at `address`, as service `caller`."""
+    return channel(address, internal_tls(caller), server)
+
 
 TEST_MODELS = """\
 models:
@@ -217,6 +249,30 @@ models:
     timeout_seconds: 5
     queue_timeout_seconds: 5
     deployments: *down
+  quoting:  # no masking, and its engine's errors quote the prompt: nothing may keep them
+    pii: off
+    retry: {{max_attempts: 2, initial_interval_seconds: 0.1, maximum_interval_seconds: 0.2}}
+    deployments:
+      - name: quoting-local
+        adapter: openai
+        endpoint: http://127.0.0.1:{demo_port}/v1
+        engine_model: quoting
+        task_queue: test.demo
+        max_concurrency: 64
+  quoting-twice:  # the same through the failover workflow (its history holds the failures)
+    pii: off
+    retry: {{max_attempts: 1}}
+    deployments:
+      - name: quoting-first
+        adapter: openai
+        endpoint: http://127.0.0.1:{demo_port}/v1
+        engine_model: quoting
+        task_queue: test.demo
+      - name: quoting-second
+        adapter: openai
+        endpoint: http://127.0.0.1:{demo_port}/v1
+        engine_model: quoting
+        task_queue: test.demo
   reviewer:  # a second demo model for pipelines: the demo engine under another system prompt
     system_prompt: You review answers.
     deployments:
@@ -327,10 +383,13 @@ def stack_env(data_dir: Path, **overrides: str) -> tuple[dict[str, str], dict[st
             "TILLER_DEMO_FLAKY_MODELS": "flaky",
             "TILLER_DEMO_FAILING_MODELS": "failing",
             "TILLER_DEMO_BREAKING_MODELS": "breaking",
+            "TILLER_DEMO_QUOTING_MODELS": "quoting",
             "TILLER_DEMO_RECORD_REQUESTS": "256",  # GET /received: what the engine was sent
             "TILLER_ADMIN_KEY": "tk-test-" + secrets.token_urlsafe(16),
             # Every service and every extra one a test starts seals payloads with this key.
             "TILLER_PAYLOAD_KEYS": TEST_PAYLOAD_KEYS,
+            # And with these certificates they trust each other.
+            "TILLER_INTERNAL_TLS_DIR": tls_dir_of_tests(),
         }
     )
     env.update(overrides)
@@ -391,6 +450,7 @@ def gateway_settings(stack: Stack, **overrides: Any) -> GatewaySettings:
         quota_address=f"127.0.0.1:{stack.quota_port}",
         idle_check_seconds=0.5,
         payload_keys=TEST_PAYLOAD_KEYS,
+        internal_tls_dir=tls_dir_of_tests(),
     )
     return dataclasses.replace(settings, **overrides)
 
@@ -419,6 +479,7 @@ def wiring(
         "TILLER_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
         "TILLER_ROUTER_ADDRESS": f"127.0.0.1:{router_port}",
         "TILLER_QUOTA_ADDRESS": f"127.0.0.1:{quota_port}",
+        "TILLER_INTERNAL_TLS_DIR": tls_dir_of_tests(),
         "PYTHONUNBUFFERED": "1",
     }
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from tiller.cli import admin, healthcheck, status
+from tiller.cli import admin, certs, healthcheck, status
 
 
 def _service(module: str) -> Callable[[], None]:
@@ -45,11 +45,14 @@ def main(argv: list[str] | None = None) -> None:
     admin.add_commands(commands)
     status.add_command(commands)
     healthcheck.add_command(commands)
+    certs.add_command(commands)
     args = parser.parse_args(argv)
-    if args.command in ("keys", "teams", "usage"):
+    if args.command in ("keys", "teams", "usage", "audit"):
         sys.exit(admin.run(args))
     if args.command == "healthcheck":
         sys.exit(healthcheck.run(args))
+    if args.command == "certs":
+        sys.exit(certs.run(args))
     if args.command == "status":
         sys.exit(status.run(args, admin.default_url()))
     if args.command == "up":

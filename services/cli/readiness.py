@@ -17,6 +17,7 @@ from temporalio.client import Client
 
 from tiller.cli.processes import Child, UpError
 from tiller.common.grpc_client import channel
+from tiller.common.internal_tls import QUOTA, ROUTER, InternalTls
 from tiller.contract.names import FAILOVER_TASK_QUEUE
 from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
 from tiller.worker.settings import WorkerSettings
@@ -42,8 +43,10 @@ async def _redis(host: str, port: int) -> bool:
         writer.close()
 
 
-async def _grpc_health(address: str, service: str = "") -> bool:
-    async with channel(address) as ch:
+async def _grpc_health(
+    address: str, service: str = "", tls: InternalTls | None = None, server: str | None = None
+) -> bool:
+    async with channel(address, tls, server) as ch:
         try:
             reply = await health_pb2_grpc.HealthStub(ch).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=1.0
@@ -61,11 +64,12 @@ async def _http_ok(url: str) -> bool:
             return False
 
 
-async def _workers_polling(stack: Stack) -> bool:
+async def _workers_polling(stack: Stack, tls: InternalTls | None) -> bool:
     """Every task queue of our worker (all in models.yaml unless TILLER_WORKER_TASK_QUEUES
-    narrows them) has a worker polling it, and so has the failover queue."""
+    narrows them) has a worker polling it, and so has the failover queue. The router is asked
+    as the worker asks it (with the worker's certificate)."""
     try:
-        async with channel(f"127.0.0.1:{stack.router.port}") as ch:
+        async with channel(f"127.0.0.1:{stack.router.port}", tls, ROUTER) as ch:
             listing = await router_pb2_grpc.RouterStub(ch).ListModels(
                 router_pb2.ListModelsRequest(), timeout=2.0
             )
@@ -91,7 +95,7 @@ async def _workers_polling(stack: Stack) -> bool:
     return True
 
 
-def _checks(stack: Stack) -> list[tuple[str, Check]]:
+def _checks(stack: Stack, tls: InternalTls | None) -> list[tuple[str, Check]]:
     host = "127.0.0.1"
     checks: list[tuple[str, Check]] = [
         ("redis", lambda: _redis(host, stack.up.redis_port)),
@@ -101,19 +105,20 @@ def _checks(stack: Stack) -> list[tuple[str, Check]]:
                 stack.temporal_address, "temporal.api.workflowservice.v1.WorkflowService"
             ),
         ),
-        ("router", lambda: _grpc_health(f"{host}:{stack.router.port}")),
-        ("quota", lambda: _grpc_health(f"{host}:{stack.quota.port}")),
+        ("router", lambda: _grpc_health(f"{host}:{stack.router.port}", "", tls, ROUTER)),
+        ("quota", lambda: _grpc_health(f"{host}:{stack.quota.port}", "", tls, QUOTA)),
     ]
     if stack.up.demo_engine:
         checks.append(("demo-engine", lambda: _http_ok(f"http://{host}:{stack.demo.port}/health")))
-    checks.append(("worker", lambda: _workers_polling(stack)))
+    checks.append(("worker", lambda: _workers_polling(stack, tls)))
     checks.append(("gateway", lambda: _http_ok(f"http://{host}:{stack.gateway.port}/readyz")))
     return checks
 
 
-async def wait_ready(stack: Stack, children: list[Child]) -> None:
+async def wait_ready(stack: Stack, children: list[Child], tls: InternalTls | None) -> None:
+    """`tls`: the internal plane's certificates, as the worker holds them (None: plaintext)."""
     deadline = time.monotonic() + stack.up.start_timeout_seconds
-    for name, check in _checks(stack):
+    for name, check in _checks(stack, tls):
         while not await check():
             for child in children:
                 code = child.exit_code()

@@ -15,8 +15,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tiller.cli import certs
 from tiller.cli.processes import Child, UpError, check_ports_free, find_binary, stop_all
 from tiller.cli.readiness import wait_ready
+from tiller.common.internal_tls import WORKER, InternalTls
+from tiller.common.lifecycle import StartupError
 from tiller.common.payload_codec import new_key_line
 from tiller.common.settings import SettingsError, load
 from tiller.demo_engine.settings import DemoSettings
@@ -59,6 +62,10 @@ models:
 @dataclass(frozen=True)
 class UpSettings:
     data_dir: str = ".tiller"
+    # The payload keys and the internal plane's certificates: out of the data directory, so
+    # a copy of Temporal's and Redis's files (a backup, a bug report) opens nothing.
+    # Default: the data directory's name with -secrets (.tiller-secrets).
+    secrets_dir: str = ""
     redis_port: int = 6379
     temporal_port: int = 7233
     temporal_ui_port: int = 8233
@@ -105,6 +112,10 @@ class Stack:
         return Path(self.up.data_dir).resolve()
 
     @property
+    def secrets(self) -> Path:
+        return Path(self.up.secrets_dir or f"{self.data}-secrets").resolve()
+
+    @property
     def redis_url(self) -> str:
         return f"redis://{HOST}:{self.up.redis_port}/0"
 
@@ -141,17 +152,36 @@ class Stack:
         return {k: int(os.environ.get(k) or v) for k, v in mine.items()}
 
 
-def _payload_keys_file(data: Path) -> Path:
-    """The key that seals Temporal payloads, made once and kept beside Temporal's database (its
-    history is unreadable without it)."""
-    path = data / "payload-keys"
+def _payload_keys_file(stack: Stack) -> Path:
+    """The key that seals Temporal payloads (and what Tiller keeps in Redis), made once. It is
+    kept out of the data directory: Temporal's history is unreadable without it, so the two
+    must not travel together. A key an earlier version kept beside the database moves here."""
+    path = stack.secrets / "payload-keys"
+    earlier = stack.data / "payload-keys"
+    if not path.exists() and earlier.exists():
+        os.replace(earlier, path)
     if not path.exists():
         path.touch(mode=0o600)
         path.write_text(new_key_line("local-1") + "\n")
     return path
 
 
-def _service_env(stack: Stack, models_file: Path) -> dict[str, str]:
+def _secrets(stack: Stack) -> dict[str, str]:
+    """The payload keys and the internal plane's certificates, made once into the secrets
+    directory (0700), unless the environment names its own (or chose a plaintext plane)."""
+    stack.secrets.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(stack.secrets, 0o700)
+    env = {}
+    if not (os.environ.get("TILLER_PAYLOAD_KEYS") or os.environ.get("TILLER_PAYLOAD_KEYS_FILE")):
+        env["TILLER_PAYLOAD_KEYS_FILE"] = str(_payload_keys_file(stack))
+    if not (os.environ.get("TILLER_INTERNAL_TLS_DIR") or stack.gateway.internal_insecure):
+        tls_dir = stack.secrets / "internal-tls"
+        certs.make(tls_dir, stack.secrets / "internal-ca.key")  # what is missing or due
+        env["TILLER_INTERNAL_TLS_DIR"] = str(tls_dir)
+    return env
+
+
+def _service_env(stack: Stack, models_file: Path, secrets: dict[str, str]) -> dict[str, str]:
     """The environment every service child gets: the caller's, plus how to find each other.
     Only quota gets the admin key."""
     env = {
@@ -159,8 +189,7 @@ def _service_env(stack: Stack, models_file: Path) -> dict[str, str]:
         for k, v in os.environ.items()
         if k not in ("TILLER_ADMIN_KEY", "TILLER_QUOTA_ADMIN_KEY")
     }
-    if not (env.get("TILLER_PAYLOAD_KEYS") or env.get("TILLER_PAYLOAD_KEYS_FILE")):
-        env["TILLER_PAYLOAD_KEYS_FILE"] = str(_payload_keys_file(stack.data))
+    env.update(secrets)
     env.update(
         {
             "TILLER_REDIS_URL": stack.redis_url,
@@ -210,10 +239,10 @@ def redis_command(binary: str, port: int, directory: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def _children(stack: Stack, models_file: Path) -> list[list[Child]]:
+def _children(stack: Stack, models_file: Path, secrets: dict[str, str]) -> list[list[Child]]:
     """Children in stop order: front door first, state last."""
     logs = stack.data / "logs"
-    env = _service_env(stack, models_file)
+    env = _service_env(stack, models_file, secrets)
     python = [sys.executable, "-m"]
     redis_bin = find_binary(
         stack.up.redis_bin,
@@ -285,6 +314,7 @@ def _banner(stack: Stack, children: list[Child]) -> str:
         f"{key_note if stack.admin_key_generated else ''}\n"
         f"  Metrics:                     {base}/metrics; {metrics} (or: tiller status)\n"
         f"  Logs:                        {stack.data / 'logs'}\n"
+        f"  Secrets (keys, certificates): {stack.secrets}\n"
         f"  Processes:                   {pids}\n\n"
         f"Try it:\n  {curl}\n\n"
         "Press Ctrl-C to stop everything."
@@ -303,7 +333,10 @@ def run_up(models: str | None) -> int:
         stop_timeout = stack.up.stop_timeout_seconds
         check_ports_free(stack.ports())
         stack.data.mkdir(parents=True, exist_ok=True)
-        groups = _children(stack, _models_file(stack, models))
+        secrets = _secrets(stack)
+        groups = _children(stack, _models_file(stack, models), secrets)
+        tls_dir = secrets.get("TILLER_INTERNAL_TLS_DIR") or stack.gateway.internal_tls_dir
+        tls = InternalTls.load(tls_dir, WORKER) if tls_dir else None
         # Installed explicitly: a shell may start us with SIGINT ignored (e.g. `tiller up &`).
         signal.signal(signal.SIGTERM, _interrupt)
         signal.signal(signal.SIGINT, _interrupt)
@@ -311,7 +344,7 @@ def run_up(models: str | None) -> int:
         print(f"Starting Tiller (logs in {stack.data / 'logs'})...", flush=True)
         for child in everyone:
             child.start()
-        asyncio.run(wait_ready(stack, everyone))
+        asyncio.run(wait_ready(stack, everyone, tls))
         print(_banner(stack, everyone), flush=True)
         while True:
             for child in everyone:
@@ -324,7 +357,7 @@ def run_up(models: str | None) -> int:
     except KeyboardInterrupt:
         print("\nStopping Tiller...", flush=True)
         return 0
-    except (UpError, SettingsError, OSError) as error:  # OSError: e.g. an unwritable data dir
+    except (UpError, SettingsError, StartupError, OSError) as error:  # OSError: unwritable dir
         print(f"tiller up: {error}", file=sys.stderr, flush=True)
         return 1
     finally:

@@ -149,7 +149,7 @@ class TillerError(Exception):
     ) -> ApplicationError:
         details = self.to_dict()
         details["failover"] = self.failover if failover is None else failover
-        return ApplicationError(
+        return WithheldApplicationError(
             self.message,
             details,
             type=self.reason,
@@ -179,6 +179,16 @@ class TillerError(Exception):
                 return _REGISTRY[error.type](error.message)
             error = error.__cause__
         return InternalError()
+
+
+class WithheldApplicationError(ApplicationError):
+    """An ApplicationError whose text is its type alone: an engine's error may quote the
+    prompt, and the Temporal SDK logs a failing activity's error (its traceback, and in one
+    path an f-string of it). Temporal still gets the message (`.message`, sealed by the payload
+    codec with the failure's other attributes: common/temporal.py), and so does the client."""
+
+    def __str__(self) -> str:
+        return f"{self.type} (message withheld)"
 
 
 def _timeout_error(kind: TimeoutType | None) -> TillerError:

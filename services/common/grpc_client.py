@@ -15,6 +15,7 @@ import json
 import grpc
 
 from tiller.common import tracing
+from tiller.common.internal_tls import InternalTls
 
 # Round-robin over the replicas whose health service says SERVING.
 SERVICE_CONFIG = json.dumps(
@@ -52,7 +53,20 @@ def target(address: str) -> str:
     return f"dns:///{address}"
 
 
-def channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        target(address), options=CHANNEL_OPTIONS, interceptors=tracing.client_interceptors()
+def channel(
+    address: str, tls: InternalTls | None = None, server: str | None = None
+) -> grpc.aio.Channel:
+    """A channel to the service at `address`; with the internal plane's `tls`, mutual TLS to
+    the service named `server` (its certificate must name it, whatever the address)."""
+    if tls is None:
+        return grpc.aio.insecure_channel(
+            target(address), options=CHANNEL_OPTIONS, interceptors=tracing.client_interceptors()
+        )
+    if server is None:
+        raise ValueError("a TLS channel needs the name of the service it reaches")
+    return grpc.aio.secure_channel(
+        target(address),
+        tls.channel_credentials(),
+        options=[*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", server)],
+        interceptors=tracing.client_interceptors(),
     )

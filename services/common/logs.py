@@ -1,10 +1,16 @@
 """JSON logs on stderr: one object per line with the service name, and the request id and trace
-id of the request being served, when there is one. Never log payloads or keys."""
+id of the request being served, when there is one. Never log payloads or keys.
+
+An exception is logged as its traceback with each exception's type and none of its messages:
+an engine's error may quote the prompt it was sent, a validation error the value it refused,
+and whichever library logs them (the Temporal SDK logs a failing activity's error), their
+words stay out of the log."""
 
 from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from contextvars import ContextVar
 from typing import Any
 
@@ -37,8 +43,27 @@ class JsonFormatter(logging.Formatter):
             entry["trace_id"], entry["span_id"] = ids
         entry.update((k, v) for k, v in vars(record).items() if k not in _STANDARD)
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = withheld(record.exc_info[1])
         return orjson.dumps(entry, default=str).decode()
+
+
+def withheld(error: BaseException | None) -> str:
+    """The traceback of `error` and its causes, each exception named by its type only."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        kind = type(error)
+        name = (
+            kind.__qualname__
+            if kind.__module__ == "builtins"
+            else f"{kind.__module__}.{kind.__qualname__}"
+        )
+        parts.append(
+            "".join(traceback.format_tb(error.__traceback__)) + f"{name} (message withheld)"
+        )
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    return "\nwhile handling or caused by:\n".join(parts)
 
 
 def configure(service: str, level: str = "info") -> None:

@@ -5,7 +5,10 @@ The worker appends deltas while the engine streams, then exactly one terminal ev
 that arrive while the previous append is still in flight are merged into one entry, so a fast
 engine costs one append per burst, not one per token, and a slow one still gets each token out
 at once. The gateway reads them in order; each entry's stream id doubles as the SSE event id.
-The stream expires shortly after it ends, so nothing of the answer stays in Redis.
+The stream expires shortly after it ends, so nothing of the answer stays in Redis, and every
+entry is sealed with the payload keys (common/sealing.py) for the stream it is in: Redis, its
+append-only file and its snapshots hold ciphertext, and an entry written without a key does
+not open (the reader fails that stream's request).
 
 When an attempt fails and another takes over (a retry, the next deployment), the new attempt
 first appends a claim with its higher fence, which makes the stream refuse every earlier
@@ -24,6 +27,7 @@ from redis.asyncio import Redis
 
 from tiller.common.errors import TillerError
 from tiller.common.redis_text import text
+from tiller.common.sealing import Sealer
 from tiller.contract.events import Choices, Claim, Delta, Done, Event, Failed, decode, encode
 from tiller.contract.results import InferenceResult, Usage
 
@@ -91,10 +95,13 @@ class EventWriter:
         ttl_seconds: int,
         fence: int = 1,
         live_ttl_seconds: int | None = None,
+        *,
+        sealer: Sealer,
     ) -> None:
         """`ttl_seconds`: how long the stream stays once it ended; `live_ttl_seconds`: until
         then (long enough for a later attempt to find it, however long the request may run)."""
         self.redis, self.key, self.ttl, self.fence = redis, key, ttl_seconds, fence
+        self.sealer = sealer
         self.live_ttl = max(live_ttl_seconds or 0, ttl_seconds)
         self._script = redis.register_script(_APPEND)
         self._pending: list[tuple[str, Choices | None]] = []
@@ -104,7 +111,7 @@ class EventWriter:
         """Take the stream over from earlier attempts; returns what they published."""
         claimed = await self._append([Claim()])
         reply: Any = await self.redis.xrange(self.key, "-", claimed)
-        return [decode(i, f[_FIELD]) for i, f in reply if text(i) != claimed]
+        return [decode_entry(i, f, self.key, self.sealer) for i, f in reply if text(i) != claimed]
 
     async def ended(self) -> None:
         """The answer had ended before: give the stream back its short expiry."""
@@ -154,32 +161,38 @@ class EventWriter:
     async def _append(self, entries: list[Event], final: bool = False) -> str:
         """Append under this attempt's fence; the id of the last entry added."""
         ttl = self.ttl if final else self.live_ttl
-        added = await self._script(
-            keys=[self.key], args=[self.fence, ttl, *(encode(e) for e in entries)]
-        )
+        where = self.key.encode()
+        sealed = (self.sealer.seal(encode(e), where) for e in entries)
+        added = await self._script(keys=[self.key], args=[self.fence, ttl, *sealed])
         if not added:
             raise Superseded(self.key)
         return text(added)
 
 
-def decode_entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
-    """One stream entry (its id and fields) as its event."""
-    return decode(entry_id, fields[_FIELD])
+def decode_entry(
+    entry_id: bytes | str, fields: dict[bytes, bytes], key: str, sealer: Sealer
+) -> Event:
+    """One entry (its id and fields) of stream `key` as its event; PayloadKeyError (a
+    ValueError) if it does not open."""
+    return decode(entry_id, sealer.open(fields[_FIELD], key.encode()))
 
 
-async def read(redis: Redis, key: str, after: str, block_ms: int) -> list[Event]:
+async def read(redis: Redis, key: str, after: str, block_ms: int, *, sealer: Sealer) -> list[Event]:
     """Events after stream id `after` ("0" for all); waits up to block_ms for the first one."""
     # redis-py types stream replies loosely; the shape is [[key, [(id, {field: value})]]].
     reply: Any = await redis.xread({key: after}, block=block_ms)
     if not reply:
         return []
-    return [decode_entry(entry_id, fields) for entry_id, fields in reply[0][1]]
+    return [decode_entry(entry_id, fields, key, sealer) for entry_id, fields in reply[0][1]]
 
 
-async def newest(redis: Redis, key: str) -> Event | None:
+async def newest(redis: Redis, key: str, *, sealer: Sealer) -> Event | None:
     """The stream's last entry, or None if it has none (or is gone)."""
     reply: Any = await redis.xrevrange(key, count=1)
-    return decode_entry(*reply[0]) if reply else None
+    if not reply:
+        return None
+    entry_id, fields = reply[0]
+    return decode_entry(entry_id, fields, key, sealer)
 
 
 def newer(event_id: str, after: str) -> bool:

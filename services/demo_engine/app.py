@@ -123,6 +123,9 @@ def create_app(settings: DemoSettings) -> Starlette:
         record(request.url.path, body)
         if body.get("model") in settings.failing_models:
             return _error("The engine failed (a failing model of the demo engine).", 500)
+        if body.get("model") in settings.quoting_models:
+            quoted = str(messages[-1].get("content") if messages else "")[:200]
+            return _error(f"The engine could not read this input: {quoted!r}", 500)
         if body.get("model") in settings.flaky_models:
             flaky[body["model"]] += 1
             if flaky[body["model"]] % 2:

@@ -21,6 +21,9 @@ class DemoSettings:
     # Served models that fail every other request with HTTP 500 (the first, the third, …), as
     # an engine with a passing fault: one retry answers. None by default.
     flaky_models: tuple[str, ...] = ()
+    # Models that answer every request with HTTP 500 quoting its last message, as engines'
+    # errors quote their input: for checking that no store or log keeps what the error says.
+    quoting_models: tuple[str, ...] = ()
     token_delay_ms: float = 15.0  # between streamed tokens, like a real engine's decode step
     first_token_delay_ms: float = 0.0
     max_context_tokens: int = 4096  # longer prompts get vLLM's 400 context-length error

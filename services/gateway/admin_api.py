@@ -7,14 +7,20 @@ validate the body and forward to quota's gRPC administration calls.
     GET    /admin/keys/{id}             show
     POST   /admin/keys/{id}/rotate      a new key with the same metadata; the old one revoked
     POST   /admin/keys/{id}/revoke      (or DELETE /admin/keys/{id}) refused everywhere at once
+    PATCH  /admin/keys/{id}             change some settings (limits, models, expiry, ...)
     GET    /admin/teams                 list teams and their limits
     PUT    /admin/teams/{name}          create or change a team's limits
     GET    /admin/usage?from=&to=&key_id=   the ledger by day, key, team and model, with totals
+    GET    /admin/audit?key_id=&team=&since=&until=&limit=   who changed what, when, from where
     GET    /v1/usage?from=&to=          the caller's own
+
+Quota checks the caller itself: each call carries the caller's key (and where it came from,
+for the audit log) in the metadata quota's admin gate reads (quota/admin_gate.py).
 """
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -50,9 +56,29 @@ async def caller_with_role(request: Request, role: str | None = None) -> quota_p
 
 
 async def _quota_call(request: Request, method: str, message: Any) -> Any:
+    """Quota's administration `method`, for this request's caller."""
     inference = inference_of(request)
     call = getattr(inference.up.quota, method)
-    return await rpc(call(message, timeout=inference.settings.rpc_timeout_seconds))
+    timeout = inference.settings.rpc_timeout_seconds
+    return await rpc(call(message, timeout=timeout, metadata=actor_metadata(request)))
+
+
+def actor_metadata(request: Request) -> tuple[tuple[str, str], ...]:
+    """Who the call is for (the caller's key, which quota authenticates itself) and where it
+    came from: the client's address as this gateway saw it, what X-Forwarded-For says (a
+    proxy's word, or a client's), its user agent; printable ASCII only (gRPC metadata)."""
+    headers = request.headers
+    found = {
+        "x-tiller-actor-key": bearer_key(headers.get("authorization")),
+        "x-tiller-client-address": request.client.host if request.client else "",
+        "x-tiller-forwarded-for": headers.get("x-forwarded-for", ""),
+        "x-tiller-user-agent": headers.get("user-agent", ""),
+    }
+    return tuple((k, _printable(v)) for k, v in found.items() if v)
+
+
+def _printable(value: str) -> str:
+    return "".join(c if " " <= c <= "~" else "?" for c in value[:256])
 
 
 def _key(info: quota_pb2.KeyInfo) -> dict[str, Any]:
@@ -160,15 +186,20 @@ def _pii(data: Any) -> tuple[str, list[str]]:
 async def create_key(request: Request) -> Response:
     await caller_with_role(request, "admin")
     spec = _spec(await read_json(request, ADMIN_BODY_BYTES))
-    if spec.pii_types:  # the types models.yaml knows, not just well-formed names
-        known = (await inference_of(request).list_models()).pii_types
-        if unknown := [t for t in spec.pii_types if t not in known]:
-            raise InvalidRequest(
-                f"'pii' names unknown types: {', '.join(unknown)} (known: {', '.join(known)}).",
-                param="pii",
-            )
+    if spec.pii_types:
+        await _known_pii_types(request, list(spec.pii_types))
     created = await _quota_call(request, "CreateKey", quota_pb2.CreateKeyRequest(spec=spec))
     return JSONResponse({"key": created.api_key, **_key(created.key)}, status_code=201)
+
+
+async def _known_pii_types(request: Request, types: list[str]) -> None:
+    """The types models.yaml knows, not just well-formed names."""
+    known = (await inference_of(request).list_models()).pii_types
+    if unknown := [t for t in types if t not in known]:
+        raise InvalidRequest(
+            f"'pii' names unknown types: {', '.join(unknown)} (known: {', '.join(known)}).",
+            param="pii",
+        )
 
 
 async def list_keys(request: Request) -> Response:
@@ -253,15 +284,103 @@ async def _usage(request: Request, key_id: str) -> dict[str, Any]:
     return {"object": "usage", "data": rows, "totals": totals}
 
 
+async def update_key(request: Request) -> Response:
+    """PATCH: the settings the body names change; the others, the key itself and its id stay.
+    `"pii": null` drops the key's own policy, `"expires_at": null` (or 0) its expiry."""
+    await caller_with_role(request, "admin")
+    body = await read_json(request, ADMIN_BODY_BYTES)
+    if not isinstance(body, dict) or not body:
+        raise InvalidRequest("The body is a JSON object of the settings to change.")
+    spec, fields = _update(body)
+    if spec.pii_types:
+        await _known_pii_types(request, list(spec.pii_types))
+    update = quota_pb2.UpdateKeyRequest(id=request.path_params["key_id"], spec=spec, fields=fields)
+    return JSONResponse(_key(await _quota_call(request, "UpdateKey", update)))
+
+
+def _update(body: dict[str, Any]) -> tuple[quota_pb2.KeySpec, list[str]]:
+    """The new values and the names of the settings they change (limits one by one)."""
+    for name in body:
+        if name not in SPEC_FIELDS:
+            raise InvalidRequest(f"Unrecognized request argument supplied: {name}", param=name)
+    filled = dict(body)
+    if "name" not in filled:
+        filled["name"] = "unchanged"  # _spec checks a create's body, which needs one
+    if filled.get("pii", ...) is None or filled.get("expires_at", ...) is None:
+        filled = {k: v for k, v in filled.items() if v is not None}
+    spec = _spec(filled)
+    fields = [name for name in body if name != "limits"]
+    limits = body.get("limits") or {}
+    fields += [f"limits.{name}" for name in limits]
+    return spec, fields
+
+
+async def audit_log(request: Request) -> Response:
+    await caller_with_role(request, "admin")
+    query = request.query_params
+    limit = query.get("limit", "100")
+    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+        raise InvalidRequest("'limit' is a whole number from 1 to 1000.", param="limit")
+    asked = quota_pb2.AuditQuery(
+        key_id=query.get("key_id", ""),
+        team=query.get("team", ""),
+        since_ms=_instant(query.get("since"), "since"),
+        until_ms=_instant(query.get("until"), "until"),
+        limit=int(limit),
+    )
+    reply = await _quota_call(request, "ListAudit", asked)
+    return JSONResponse({"object": "list", "data": [shapes_audit(e) for e in reply.entries]})
+
+
+def _instant(value: str | None, param: str) -> int:
+    """Unix seconds, or an ISO 8601 date or time (UTC unless it says), as unix milliseconds."""
+    if not value:
+        return 0
+    try:
+        if value.replace(".", "", 1).isdigit():
+            return int(float(value) * 1000)
+        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(
+            f"'{param}' is unix seconds or an ISO 8601 date or time, such as 2026-12-01.",
+            param=param,
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def shapes_audit(entry: quota_pb2.AuditEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "object": "audit_entry",
+        "at": entry.at_ms / 1000,
+        "action": entry.action,
+        "key_id": entry.key_id or None,
+        "team": entry.team or None,
+        "new_key_id": entry.new_key_id or None,
+        "actor": {"key_id": entry.actor_key_id or None, "name": entry.actor_name},
+        "from": {
+            "client_address": entry.client_address or None,
+            "forwarded_for": entry.forwarded_for or None,
+            "user_agent": entry.user_agent or None,
+            "gateway": entry.gateway or None,
+        },
+        "changes": dict(entry.changes),
+    }
+
+
 ROUTES = [
     Route("/admin/keys", create_key, methods=["POST"]),
     Route("/admin/keys", list_keys, methods=["GET"]),
     Route("/admin/keys/{key_id}", show_key, methods=["GET"]),
     Route("/admin/keys/{key_id}", revoke_key, methods=["DELETE"]),
+    Route("/admin/keys/{key_id}", update_key, methods=["PATCH"]),
     Route("/admin/keys/{key_id}/revoke", revoke_key, methods=["POST"]),
     Route("/admin/keys/{key_id}/rotate", rotate_key, methods=["POST"]),
     Route("/admin/teams", list_teams, methods=["GET"]),
     Route("/admin/teams/{name}", put_team, methods=["PUT"]),
     Route("/admin/usage", admin_usage, methods=["GET"]),
+    Route("/admin/audit", audit_log, methods=["GET"]),
     Route("/v1/usage", own_usage, methods=["GET"]),
 ]

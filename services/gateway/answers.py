@@ -28,6 +28,7 @@ from tiller.common import redis_client
 from tiller.common.errors import AnswerUnreadable
 from tiller.common.lifecycle import service_task
 from tiller.common.redis_text import text
+from tiller.common.sealing import Sealer
 from tiller.contract.answer_stream import decode_entry, newer, order
 from tiller.contract.events import Event
 
@@ -81,8 +82,11 @@ class Subscription:
 
 
 class AnswerHub:
-    def __init__(self, redis_url: str, redis: Redis, prefix: str, block_ms: int) -> None:
+    def __init__(
+        self, redis_url: str, redis: Redis, prefix: str, block_ms: int, *, sealer: Sealer
+    ) -> None:
         self.redis = redis  # the shared pool: wake-ups
+        self.sealer = sealer  # opens the streams' entries (contract/answer_stream.py)
         # The reader's own connection, blocked in XREAD most of the time.
         self.reader = redis_client.single(redis_url, socket_timeout=block_ms / 1000 + 5.0)
         self.block_ms = block_ms
@@ -177,7 +181,10 @@ class AnswerHub:
                 waiting = self._subs.get(key)
                 if waiting:
                     try:
-                        decoded = [decode_entry(i, fields) for i, fields in entries]
+                        name = text(key)
+                        decoded = [
+                            decode_entry(i, fields, name, self.sealer) for i, fields in entries
+                        ]
                     except Exception:  # a malformed entry fails that stream's readers only
                         log.exception("unreadable answer stream entry")
                         for sub in self._subs.pop(key, []):

@@ -2,9 +2,10 @@
 
 `background: true` on a chat completion starts the request as usual and records it in Redis
 (`{prefix}background:{id}`: owner key, model, how it runs in Temporal, then its status and
-result). Its run lives in Temporal and its answer in the Redis stream, so no gateway needs to
-stay: a client that disconnects does not cancel it, and any gateway can answer
-`GET /v1/chat/completions/{id}` or resume its stream.
+result, the result or error sealed with the payload keys: common/sealing.py). Its run lives in
+Temporal and its answer in the Redis stream, so no gateway needs to stay: a client that
+disconnects does not cancel it, and any gateway can answer `GET /v1/chat/completions/{id}` or
+resume its stream.
 
 One gateway watches each unfinished request, to settle it with quota (usage, concurrency lease)
 and store its result the moment it ends. The watcher holds a lease key refreshed while it runs;
@@ -22,7 +23,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,9 @@ from tiller.contract.answer_stream import PUBLISH_FENCE, Delivered, EventWriter
 from tiller.contract.results import InferenceResult
 from tiller.gateway.calls import Stage
 from tiller.gateway.executions import Kind
+
+# Opens a sealed field of a record (its result or error) into its JSON bytes.
+Opener = Callable[[bytes | str], bytes]
 
 if TYPE_CHECKING:
     from tiller.gateway.calls import Call
@@ -87,10 +91,14 @@ class Record:
     error: TillerError | None = None
 
     @classmethod
-    def decode(cls, request_id: str, fields: Mapping[bytes | str, bytes | str]) -> Record:
-        data = {text(k): text(v) for k, v in fields.items()}
-        result = data.get("result")
-        error = data.get("error")
+    def decode(
+        cls, request_id: str, fields: Mapping[bytes | str, bytes | str], opened: Opener
+    ) -> Record:
+        """`opened` opens the sealed result or error (PayloadKeyError if it does not)."""
+        raw = {text(k): v for k, v in fields.items()}
+        result = opened(raw["result"]) if raw.get("result") else None
+        error = opened(raw["error"]) if raw.get("error") else None
+        data = {k: text(v) for k, v in raw.items() if k not in ("result", "error")}
         kind: Kind = "workflow" if data["kind"] == "workflow" else "activity"
         return cls(
             request_id=request_id,
@@ -130,6 +138,13 @@ class BackgroundRequests:
 
     def record_key(self, request_id: str) -> str:
         return f"{self.prefix}background:{request_id}"
+
+    def _opener(self, key: str) -> Opener:
+        sealer = self.inference.up.sealer
+        where = key.encode()
+        return lambda value: sealer.open(
+            value if isinstance(value, bytes) else value.encode(), where
+        )
 
     def _lease_key(self, request_id: str) -> str:
         return f"{self.prefix}background-watch:{request_id}"
@@ -190,10 +205,11 @@ class BackgroundRequests:
         return record
 
     async def get(self, request_id: str) -> Record | None:
-        fields: Any = await self.redis.hgetall(self.record_key(request_id))
+        key = self.record_key(request_id)
+        fields: Any = await self.redis.hgetall(key)
         try:
-            return Record.decode(request_id, fields) if fields else None
-        except (KeyError, ValueError):
+            return Record.decode(request_id, fields, self._opener(key)) if fields else None
+        except (KeyError, ValueError):  # PayloadKeyError (does not open) is a ValueError
             log.warning("unreadable background record", extra={"request_id": request_id})
             return None
 
@@ -203,7 +219,13 @@ class BackgroundRequests:
         cancelled, rather than at their next check of Temporal."""
         call = self.inference.attach(record)
         await call.stop()
-        writer = EventWriter(self.redis, record.events_key, CANCELLED_STREAM_TTL, CANCEL_FENCE)
+        writer = EventWriter(
+            self.redis,
+            record.events_key,
+            CANCELLED_STREAM_TTL,
+            CANCEL_FENCE,
+            sealer=self.inference.up.sealer,
+        )
         delivered = Delivered.of(await writer.claim())  # the worker can no longer append
         if delivered.done is None and delivered.error is None:
             await writer.error(Cancelled("The request was cancelled."))
@@ -278,7 +300,10 @@ class BackgroundRequests:
             status = CANCELLED if isinstance(outcome, Cancelled) else FAILED
             field, value = "error", orjson.dumps(outcome.to_dict())
         keys = [self.record_key(request_id), self.pending_key]
-        if await self._finish(keys=keys, args=[request_id, QUEUED, status, field, value, self.ttl]):
+        sealed = self.inference.up.sealer.seal(value, keys[0].encode())
+        if await self._finish(
+            keys=keys, args=[request_id, QUEUED, status, field, sealed, self.ttl]
+        ):
             log.info(
                 "background request finished", extra={"request_id": request_id, "status": status}
             )

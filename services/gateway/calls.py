@@ -287,7 +287,9 @@ class Call:
         # The run ended (or Temporal no longer knows it): read once more, as its last event may
         # have just landed; then ask Temporal how it ended.
         key = self.accepted.events_key
-        late = await answer_stream.read(self.inference.up.redis, key, after, 1)
+        late = await answer_stream.read(
+            self.inference.up.redis, key, after, 1, sealer=self.inference.up.sealer
+        )
         if late:
             return late
         if unknown is not None:

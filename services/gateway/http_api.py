@@ -244,7 +244,9 @@ async def stream_completion(request: Request) -> Response:
         )
     if after != "0":
         try:
-            last = await answer_stream.newest(inference.up.redis, record.events_key)
+            last = await answer_stream.newest(
+                inference.up.redis, record.events_key, sealer=inference.up.sealer
+            )
         except RedisError:
             raise AnswerUnreadable() from None
         if last is not None and last.terminal and not answer_stream.newer(last.id, after):

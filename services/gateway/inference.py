@@ -83,6 +83,7 @@ class Inference:
             upstreams.redis,
             settings.key_prefix,
             block_ms=int(settings.idle_check_seconds * 1000),
+            sealer=upstreams.sealer,
         )
         self.leases = LeaseKeeper(upstreams.quota, settings.rpc_timeout_seconds)
         self.masking = Masking()

@@ -29,7 +29,7 @@ from tiller.protos.router.v1 import router_pb2
 log = logging.getLogger(__name__)
 # A router from before PII policies sends none: fail closed, as the default policy does.
 WITHOUT_SETTINGS = (Policy(MASK),)
-# Masking costs about 0.3 ms per KB of digit-dense text (bench/pii_masking.py): prompts this
+# Masking costs about 0.2 ms per KB of digit-dense text (bench/pii_masking.py): prompts this
 # long are masked in a thread, so the gateway's other streams go on meanwhile.
 IN_THREAD_CHARACTERS = 16 * 1024
 

@@ -2,13 +2,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tiller.common.internal_tls import InternalPlaneSettings
 from tiller.common.settings import load, shared
+from tiller.common.temporal import TemporalAccessSettings
 
 PREFIX = "TILLER_GATEWAY_"
 
 
 @dataclass(frozen=True)
-class GatewaySettings:
+class GatewaySettings(InternalPlaneSettings, TemporalAccessSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     grpc_port: int = 50051

@@ -15,6 +15,7 @@ from temporalio.client import Client
 from tiller.common import redis_client, temporal
 from tiller.common.errors import TillerError
 from tiller.common.grpc_client import channel
+from tiller.common.internal_tls import GATEWAY, QUOTA, ROUTER
 from tiller.common.offload import RedisOffload
 from tiller.common.sealing import Sealer
 from tiller.gateway.settings import GatewaySettings
@@ -30,13 +31,16 @@ class Upstreams:
     quota: quota_pb2_grpc.QuotaStub
     temporal: Client
     redis: Redis
-    sealer: Sealer  # what the gateway keeps in Redis is sealed with the payload keys
+    # Seals what the gateway keeps in Redis and opens the answers workers write there, with
+    # the payload keys (common/sealing.py).
+    sealer: Sealer
     _channels: tuple[grpc.aio.Channel, ...]
 
     @classmethod
     async def connect(cls, settings: GatewaySettings) -> Upstreams:
-        router_channel = channel(settings.router_address)
-        quota_channel = channel(settings.quota_address)
+        tls = settings.internal_tls(GATEWAY)
+        router_channel = channel(settings.router_address, tls, ROUTER)
+        quota_channel = channel(settings.quota_address, tls, QUOTA)
         keys = temporal.payload_keys(settings.payload_keys, settings.payload_keys_file)
         redis = redis_client.connect(
             settings.redis_url,
@@ -50,6 +54,7 @@ class Upstreams:
             keys,
             # A request too large for Temporal's history travels through Redis (offload.py).
             offload=RedisOffload(redis, settings.key_prefix),
+            access=temporal.TemporalAccess.of(settings),
         )
         return cls(
             router_pb2_grpc.RouterStub(router_channel),

@@ -11,7 +11,8 @@ optional PII policy of its own (on top of each model's). A team's record holds t
 limits, shared by its keys.
 
 Every quota entry lives under one Redis hash tag (`{quota}`), so one Lua script can check and
-count a key, its team and its model atomically, in Redis Cluster too (one slot).
+count a key, its team and its model atomically, in Redis Cluster too (one slot). Each change an
+`actor` asks for is written to the audit log (audit.py) in the transaction that makes it.
 """
 
 from __future__ import annotations
@@ -21,29 +22,22 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from redis.asyncio import Redis
 
-from tiller.common.pii.policy import MODES as PII_MODES
-from tiller.common.pii.recognizers import TYPE_NAME
-from tiller.common.priorities import DEFAULT_PRIORITY, HIGHEST_PRIORITY, LOWEST_PRIORITY
+from tiller.common.priorities import DEFAULT_PRIORITY
 from tiller.common.redis_text import text
 from tiller.contract.keys import digest
+from tiller.quota.audit import QUOTA_ITSELF, Actor, AuditLog
+from tiller.quota.specs import NAME, spec_settings
+from tiller.quota.specs import KeySpec as KeySpec  # where callers have always found them
+from tiller.quota.specs import Limits as Limits
+from tiller.quota.specs import split_types as split_types
 
 KEY_PREFIX = "tk-"
-ROLES = ("admin", "member", "viewer")
-LIMITS = ("rpm", "tpm", "concurrency", "tokens_per_day", "tokens_per_month")
 _KEY_ID = re.compile(r"^[0-9a-f]{16}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
-_MODEL_GLOB = re.compile(r"^[A-Za-z0-9._:/*?-]{1,128}$")
-MAX_WILDCARDS = 4
-
-
-def split_types(joined: str) -> tuple[str, ...]:
-    """A key record's PII types (comma-joined)."""
-    return tuple(t for t in joined.split(",") if t)
 
 
 def new_key() -> str:
@@ -67,76 +61,6 @@ def lua_pattern(glob: str) -> str:
         else:
             out.append(char)
     return "^" + "".join(out) + "$"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per minute, at once, per day and per month; 0 = no limit."""
-
-    rpm: int = 0
-    tpm: int = 0
-    concurrency: int = 0
-    tokens_per_day: int = 0
-    tokens_per_month: int = 0
-
-    @classmethod
-    def of(cls, data: Mapping[str, Any]) -> Limits:
-        values = {}
-        for name in LIMITS:
-            value = data.get(name) or 0
-            if isinstance(value, bytes | str):
-                value = int(text(value) or 0)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be a whole number, 0 or more")
-            values[name] = value
-        return cls(**values)
-
-
-@dataclass(frozen=True)
-class KeySpec:
-    """What an admin says about a key: everything but its secret and its bookkeeping."""
-
-    name: str
-    role: str = "member"
-    owner: str = ""
-    team: str = ""
-    models: tuple[str, ...] = ()  # glob patterns of model names or aliases; () = every model
-    limits: Limits = field(default_factory=Limits)
-    priority: int = DEFAULT_PRIORITY
-    expires_at: int = 0  # unix seconds; 0 = never
-    # The key's own PII policy, on top of each model's (the stricter applies per type):
-    # "" (none of its own), off, mask, mask+restore or block; for pii_types (() = every type).
-    pii_policy: str = ""
-    pii_types: tuple[str, ...] = ()
-
-    def check(self) -> None:
-        if not _NAME.match(self.name):
-            raise ValueError(
-                "name: 1-128 letters, digits and ._:@/- (starting with one of the first two)"
-            )
-        if self.role not in ROLES:
-            raise ValueError(f"role: one of {', '.join(ROLES)}")
-        if self.team and not _NAME.match(self.team):
-            raise ValueError("team: 1-128 letters, digits and ._:@/-")
-        if len(self.owner) > 256:
-            raise ValueError("owner: at most 256 characters")
-        for pattern in self.models:
-            if not _MODEL_GLOB.match(pattern):
-                raise ValueError(f"models: {pattern!r} is not a model name or glob pattern")
-            # Lua's matcher backtracks: a few wildcards keep every admission cheap.
-            if pattern.count("*") + pattern.count("?") > MAX_WILDCARDS:
-                raise ValueError(f"models: {pattern!r} has more than {MAX_WILDCARDS} wildcards")
-        if not HIGHEST_PRIORITY <= self.priority <= LOWEST_PRIORITY:
-            raise ValueError(f"priority: {HIGHEST_PRIORITY} (first) to {LOWEST_PRIORITY}")
-        if self.expires_at < 0:
-            raise ValueError("expires_at: unix seconds, or 0 for never")
-        if self.pii_policy not in ("", *PII_MODES):
-            raise ValueError(f"pii: one of {', '.join(PII_MODES)}")
-        if self.pii_types and not self.pii_policy:
-            raise ValueError("pii: types need a mode")
-        for type_ in self.pii_types:
-            if not re.match(TYPE_NAME, type_):
-                raise ValueError(f"pii: {type_!r} is not a PII type name (e.g. EMAIL, KR_RRN)")
 
 
 @dataclass(frozen=True)
@@ -195,10 +119,17 @@ class QuotaLayout:
 
 
 class KeyStore:
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(self, redis: Redis, prefix: str, audit: AuditLog | None = None) -> None:
         self.redis, self.layout = redis, QuotaLayout(prefix)
+        self.audit = audit or AuditLog(redis, prefix)
 
-    async def create(self, spec: KeySpec, api_key: str | None = None) -> NewKey:
+    async def create(
+        self,
+        spec: KeySpec,
+        api_key: str | None = None,
+        actor: Actor | None = None,
+        action: str = "key.create",
+    ) -> NewKey:
         spec.check()
         if spec.team and not await self.redis.exists(self.layout.team(spec.team)):
             raise LookupError(f"team: no team {spec.team!r} (create it first)")
@@ -209,8 +140,40 @@ class KeyStore:
             pipe.hset(self.layout.record(full), mapping=_record_fields(key_id, spec))  # type: ignore[arg-type]
             pipe.set(self.layout.by_id(key_id), full)
             pipe.sadd(self.layout.keys, key_id)
+            if actor is not None:
+                changes = spec_settings(spec)
+                self.audit.add(pipe, action, actor, key_id=key_id, team=spec.team, changes=changes)
             await pipe.execute()
         return NewKey(api_key, key_id)
+
+    async def update(self, key_id: str, changes: Mapping[str, Any], actor: Actor) -> KeyRecord:
+        """Change some of a key's settings (`changes`: KeySpec field names, and limits by
+        name); its id, secret and creation stay. A revoked key stays revoked, unchanged."""
+        old = await self.get(key_id)
+        if old.revoked:
+            raise ValueError(f"id: key {key_id} is revoked; create a new one instead")
+        limits = {**asdict(old.spec.limits), **changes.get("limits", {})}
+        spec = replace(
+            old.spec,
+            **{k: v for k, v in changes.items() if k != "limits"},
+            limits=Limits.of(limits),
+        )
+        spec.check()
+        moved = spec.team and spec.team != old.spec.team
+        if moved and not await self.redis.exists(self.layout.team(spec.team)):
+            raise LookupError(f"team: no team {spec.team!r} (create it first)")
+        full = await self._digest(key_id)
+        fields = _record_fields(key_id, spec)
+        settled = {k: v for k, v in fields.items() if k not in ("created", "revoked", "id")}
+        before, after = spec_settings(old.spec), spec_settings(spec)
+        changed = {k: v for k, v in after.items() if before.get(k) != v}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.layout.record(full), mapping=settled)  # type: ignore[arg-type]
+            self.audit.add(
+                pipe, "key.update", actor, key_id=key_id, team=spec.team, changes=changed
+            )
+            await pipe.execute()
+        return await self.get(key_id)
 
     async def issue(
         self, name: str, *, role: str = "member", priority: int = DEFAULT_PRIORITY, **limits: int
@@ -235,13 +198,18 @@ class KeyStore:
                 continue  # removed meanwhile
         return records
 
-    async def revoke(self, key_id: str) -> KeyRecord:
+    async def revoke(self, key_id: str, actor: Actor | None = None) -> KeyRecord:
         """Refused by every replica from the next request on: the record itself says so."""
         full = await self._digest(key_id)
-        await self.redis.hset(self.layout.record(full), "revoked", 1)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.layout.record(full), "revoked", 1)
+            if actor is not None:
+                team = text(await self.redis.hget(self.layout.record(full), "team"))
+                self.audit.add(pipe, "key.revoke", actor, key_id=key_id, team=team)
+            await pipe.execute()
         return await self.get(key_id)
 
-    async def rotate(self, key_id: str) -> tuple[NewKey, KeyRecord]:
+    async def rotate(self, key_id: str, actor: Actor | None = None) -> tuple[NewKey, KeyRecord]:
         """A new key with the same metadata; the old one is revoked in the same step."""
         old = await self.get(key_id)
         if old.revoked:
@@ -254,16 +222,28 @@ class KeyStore:
             pipe.set(self.layout.by_id(new_id), full)
             pipe.sadd(self.layout.keys, new_id)
             pipe.hset(self.layout.record(old_full), "revoked", 1)
+            if actor is not None:
+                self.audit.add(
+                    pipe,
+                    "key.rotate",
+                    actor,
+                    key_id=key_id,
+                    team=old.spec.team,
+                    new_key_id=new_id,
+                )
             await pipe.execute()
         return NewKey(api_key, new_id), await self.get(new_id)
 
-    async def put_team(self, name: str, limits: Limits) -> None:
-        if not _NAME.match(name):
+    async def put_team(self, name: str, limits: Limits, actor: Actor | None = None) -> None:
+        if not NAME.match(name):
             raise ValueError("team: 1-128 letters, digits and ._:@/-")
         async with self.redis.pipeline(transaction=True) as pipe:
             fields_: dict[str, str | int] = {"name": name, **asdict(limits)}
             pipe.hset(self.layout.team(name), mapping=fields_)  # type: ignore[arg-type]
             pipe.sadd(self.layout.teams, name)
+            if actor is not None:
+                changes = {f"limits.{k}": v for k, v in asdict(limits).items()}
+                self.audit.add(pipe, "team.put", actor, team=name, changes=changes)
             await pipe.execute()
 
     async def teams(self) -> dict[str, Limits]:
@@ -280,7 +260,7 @@ class KeyStore:
         marker = f"{self.layout.base}bootstrap-admin"
         previous = await self.redis.get(marker)
         spec = KeySpec("bootstrap-admin", role="admin", limits=Limits(rpm=rpm))
-        created = await self.create(spec, api_key=api_key)
+        created = await self.create(spec, api_key, QUOTA_ITSELF, action="key.bootstrap")
         full, old = digest(api_key), text(previous)
         if old and old != full:
             async with self.redis.pipeline(transaction=True) as pipe:

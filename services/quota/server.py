@@ -9,11 +9,15 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from tiller.common import redis_client
-from tiller.common.grpc_server import GrpcServer
+from tiller.common.grpc_server import Callers, GrpcServer
+from tiller.common.internal_tls import GATEWAY, QUOTA
 from tiller.common.lifecycle import StartupError, run_service, stop_event
 from tiller.common.metrics import serve_metrics
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
+from tiller.quota import compaction
+from tiller.quota.admin_gate import AdminGate
 from tiller.quota.admission import Admission
+from tiller.quota.audit import AuditLog
 from tiller.quota.keys import KeyStore
 from tiller.quota.service import QuotaService
 from tiller.quota.settings import QuotaSettings
@@ -21,6 +25,9 @@ from tiller.quota.usage import Ledger
 
 log = logging.getLogger(__name__)
 REDIS_WAIT_SECONDS = 60
+# Only gateways call quota: to admit and settle requests, and for an admin caller's key
+# administration (which admin_gate.py checks further).
+CALLERS = Callers(frozenset({GATEWAY}))
 
 
 def connect_redis(settings: QuotaSettings) -> Redis:
@@ -34,26 +41,36 @@ def connect_redis(settings: QuotaSettings) -> Redis:
 
 
 def create_server(settings: QuotaSettings, redis: Redis) -> GrpcServer:
+    admission = Admission(redis, settings.key_prefix, settings.lease_ttl_seconds)
+    audit = AuditLog(redis, settings.key_prefix, settings.audit_days)
     service = QuotaService(
-        Admission(redis, settings.key_prefix, settings.lease_ttl_seconds),
-        Ledger(redis, settings.key_prefix),
-        KeyStore(redis, settings.key_prefix),
+        admission, Ledger(redis, settings.key_prefix), KeyStore(redis, settings.key_prefix, audit)
     )
     return GrpcServer(
         settings.address,
         lambda s: quota_pb2_grpc.add_QuotaServicer_to_server(service, s),
         [quota_pb2.DESCRIPTOR.services_by_name["Quota"].full_name],
+        interceptors=[AdminGate(admission)],
+        tls=settings.internal_tls(QUOTA),
+        callers=CALLERS,
+        health_address=settings.health_address,
     )
 
 
 async def serve(settings: QuotaSettings) -> None:
     redis = connect_redis(settings)
     serve_metrics(settings.host, settings.metrics_port)
+    compacting = asyncio.create_task(
+        compaction.rewrite_forever(redis, settings.key_prefix, settings.redis_rewrite_seconds)
+    )
     try:
+        server = create_server(settings, redis)  # its certificates first: a clear line at once
         if settings.admin_key:
-            await _install_admin(KeyStore(redis, settings.key_prefix), settings)
-        await create_server(settings, redis).serve_until(stop_event())
+            audit = AuditLog(redis, settings.key_prefix, settings.audit_days)
+            await _install_admin(KeyStore(redis, settings.key_prefix, audit), settings)
+        await server.serve_until(stop_event())
     finally:
+        compacting.cancel()
         await redis.aclose()
 
 

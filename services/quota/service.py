@@ -5,15 +5,23 @@ from __future__ import annotations
 import datetime
 from collections.abc import Awaitable
 from dataclasses import asdict
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from redis.exceptions import RedisError
 
-from tiller.common.errors import InvalidRequest, NotFound, ServiceUnavailable, TillerError
+from tiller.common.errors import (
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    ServiceUnavailable,
+    TillerError,
+)
 from tiller.common.priorities import DEFAULT_PRIORITY
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
+from tiller.quota.admin_gate import ACTOR
 from tiller.quota.admission import Admission, Admitted, Ask, Principal, Window
+from tiller.quota.audit import Entry
 from tiller.quota.keys import KeyRecord, KeySpec, KeyStore, Limits, NewKey
 from tiller.quota.usage import Ledger
 
@@ -78,8 +86,14 @@ class QuotaService(quota_pb2_grpc.QuotaServicer):
         self, request: quota_pb2.CreateKeyRequest, context: grpc.aio.ServicerContext
     ) -> quota_pb2.CreatedKey:
         spec = _spec(request.spec)
-        created = await _admin(self.keys.create(spec))
+        created = await _admin(self.keys.create(spec, actor=ACTOR.get()))
         return await self._created(created)
+
+    async def UpdateKey(
+        self, request: quota_pb2.UpdateKeyRequest, context: grpc.aio.ServicerContext
+    ) -> quota_pb2.KeyInfo:
+        changes = _changes(request)
+        return _key_info(await _admin(self.keys.update(request.id, changes, ACTOR.get())))
 
     async def ListKeys(
         self, request: quota_pb2.ListKeysRequest, context: grpc.aio.ServicerContext
@@ -95,18 +109,18 @@ class QuotaService(quota_pb2_grpc.QuotaServicer):
     async def RevokeKey(
         self, request: quota_pb2.KeyRef, context: grpc.aio.ServicerContext
     ) -> quota_pb2.KeyInfo:
-        return _key_info(await _admin(self.keys.revoke(request.id)))
+        return _key_info(await _admin(self.keys.revoke(request.id, ACTOR.get())))
 
     async def RotateKey(
         self, request: quota_pb2.KeyRef, context: grpc.aio.ServicerContext
     ) -> quota_pb2.CreatedKey:
-        created, _ = await _admin(self.keys.rotate(request.id))
+        created, _ = await _admin(self.keys.rotate(request.id, ACTOR.get()))
         return await self._created(created)
 
     async def PutTeam(
         self, request: quota_pb2.Team, context: grpc.aio.ServicerContext
     ) -> quota_pb2.Team:
-        await _admin(self.keys.put_team(request.name, _limits(request.limits)))
+        await _admin(self.keys.put_team(request.name, _limits(request.limits), ACTOR.get()))
         return request
 
     async def ListTeams(
@@ -120,6 +134,9 @@ class QuotaService(quota_pb2_grpc.QuotaServicer):
     async def GetUsage(
         self, request: quota_pb2.UsageRequest, context: grpc.aio.ServicerContext
     ) -> quota_pb2.UsageResponse:
+        actor = ACTOR.get()
+        if actor.role != "admin" and request.key_id != actor.key_id:
+            raise PermissionDenied("A key reads its own usage only; everyone's needs an admin key.")
         days = _days(request.from_day, request.to_day)
         rows = await _store(self.ledger.usage(days, request.key_id or None))
         return quota_pb2.UsageResponse(
@@ -130,6 +147,22 @@ class QuotaService(quota_pb2_grpc.QuotaServicer):
                 for r in rows
             ]
         )
+
+    async def ListAudit(
+        self, request: quota_pb2.AuditQuery, context: grpc.aio.ServicerContext
+    ) -> quota_pb2.AuditLog:
+        if request.limit < 0 or request.since_ms < 0 or request.until_ms < 0:
+            raise InvalidRequest("limit, since and until are 0 or more", param="limit")
+        entries = await _store(
+            self.keys.audit.query(
+                key_id=request.key_id,
+                team=request.team,
+                since_ms=request.since_ms,
+                until_ms=request.until_ms,
+                limit=request.limit,
+            )
+        )
+        return quota_pb2.AuditLog(entries=[_audit_entry(e) for e in entries])
 
     async def _created(self, created: NewKey) -> quota_pb2.CreatedKey:
         record = await _store(self.keys.get(created.key_id))
@@ -184,6 +217,60 @@ def _spec(spec: quota_pb2.KeySpec) -> KeySpec:
         expires_at=spec.expires_at,
         pii_policy=spec.pii_policy,
         pii_types=tuple(spec.pii_types),
+    )
+
+
+# What UpdateKey may change, by the name `fields` gives it.
+_SETTINGS = ("name", "role", "owner", "team", "models", "priority", "expires_at", "pii")
+
+
+def _changes(request: quota_pb2.UpdateKeyRequest) -> dict[str, Any]:
+    """The settings `fields` names, with their new values from `spec`."""
+    spec = request.spec
+    changes: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+    for name in request.fields:
+        if name.startswith("limits.") and name[7:] in Limits.__dataclass_fields__:
+            limits[name[7:]] = getattr(spec.limits, name[7:])
+        elif name == "pii":
+            changes["pii_policy"], changes["pii_types"] = spec.pii_policy, tuple(spec.pii_types)
+        elif name == "models":
+            changes["models"] = tuple(spec.models)
+        elif name == "priority":
+            changes["priority"] = spec.priority or DEFAULT_PRIORITY
+        elif name in _SETTINGS:
+            changes[name] = getattr(spec, name)
+        else:
+            raise InvalidRequest(
+                f"{name!r} is not a setting a key's update can change", param="fields"
+            )
+    if not changes and not limits:
+        raise InvalidRequest("an update names at least one setting", param="fields")
+    if limits:
+        try:
+            Limits.of(limits)
+        except ValueError as error:
+            raise InvalidRequest(str(error), param="limits") from None
+        changes["limits"] = limits
+    return changes
+
+
+def _audit_entry(entry: Entry) -> quota_pb2.AuditEntry:
+    actor = entry.actor
+    return quota_pb2.AuditEntry(
+        id=entry.id,
+        at_ms=entry.at_ms,
+        action=entry.action,
+        key_id=entry.key_id,
+        team=entry.team,
+        actor_key_id=actor.key_id,
+        actor_name=actor.name,
+        client_address=actor.client_address,
+        forwarded_for=actor.forwarded_for,
+        user_agent=actor.user_agent,
+        gateway=actor.gateway,
+        changes=dict(entry.changes),
+        new_key_id=entry.new_key_id,
     )
 
 

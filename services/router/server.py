@@ -7,7 +7,8 @@ import asyncio
 import logging
 from pathlib import Path
 
-from tiller.common.grpc_server import GrpcServer
+from tiller.common.grpc_server import Callers, GrpcServer
+from tiller.common.internal_tls import GATEWAY, ROUTER, WORKER
 from tiller.common.lifecycle import StartupError, run_service, stop_event
 from tiller.common.metrics import serve_metrics
 from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
@@ -19,6 +20,8 @@ from tiller.router.settings import RouterSettings
 from tiller.router.table import compile_file
 
 log = logging.getLogger(__name__)
+# Gateways resolve models; workers list them (their task queues) and pipelines resolve steps.
+CALLERS = Callers(frozenset({GATEWAY, WORKER}))
 
 
 def create_server(settings: RouterSettings) -> tuple[GrpcServer, RouterService]:
@@ -33,6 +36,9 @@ def create_server(settings: RouterSettings) -> tuple[GrpcServer, RouterService]:
         settings.address,
         lambda s: router_pb2_grpc.add_RouterServicer_to_server(service, s),
         [router_pb2.DESCRIPTOR.services_by_name["Router"].full_name],
+        tls=settings.internal_tls(ROUTER),
+        callers=CALLERS,
+        health_address=settings.health_address,
     )
     return server, service
 

@@ -35,6 +35,7 @@ from tiller.common.errors import (
     ServiceUnavailable,
     TillerError,
 )
+from tiller.common.sealing import Sealer
 from tiller.contract.answer_stream import FENCE_STRIDE, Delivered, EventWriter, Superseded
 from tiller.contract.engines import KINDS
 from tiller.contract.names import GENERATE_ACTIVITY
@@ -58,8 +59,11 @@ class InferenceActivities:
         event_ttl_seconds: int,
         heartbeat_interval_seconds: float,
         cancels: CancelSignals | None = None,
+        *,
+        sealer: Sealer,
     ) -> None:
         self.redis = redis
+        self.sealer = sealer
         self.adapters = adapters
         self.event_ttl = event_ttl_seconds
         self.heartbeat_interval = heartbeat_interval_seconds
@@ -81,7 +85,12 @@ class InferenceActivities:
         fence = request.target_index * FENCE_STRIDE + number
         live_ttl = int(request_bound_seconds(request)) + self.event_ttl
         writer = EventWriter(
-            self.redis, request.events_key, self.event_ttl, fence, live_ttl_seconds=live_ttl
+            self.redis,
+            request.events_key,
+            self.event_ttl,
+            fence,
+            live_ttl_seconds=live_ttl,
+            sealer=self.sealer,
         )
         try:
             result = await self._attempt(request, writer)

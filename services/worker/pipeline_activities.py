@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from temporalio import activity
 
 from tiller.common.errors import InvalidRequest, TillerError
+from tiller.common.sealing import Sealer
 from tiller.contract.answer_stream import PUBLISH_FENCE, Delivered, EventWriter
 from tiller.contract.events import Done, Failed, Publication
 from tiller.contract.names import PUBLISH_ACTIVITY, ROUTE_ACTIVITY
@@ -26,8 +27,11 @@ class PipelineActivities:
         redis: Redis,
         event_ttl_seconds: int,
         rpc_timeout_seconds: float = 5.0,
+        *,
+        sealer: Sealer,
     ) -> None:
         self.router = router
+        self.sealer = sealer
         self.redis = redis
         self.event_ttl = event_ttl_seconds
         self.rpc_timeout = rpc_timeout_seconds
@@ -55,7 +59,9 @@ class PipelineActivities:
         stream, unless the stream has ended already (an earlier attempt of this one wrote it)."""
         publication = Publication.from_dict(payload)
         fence = PUBLISH_FENCE + activity.info().attempt
-        writer = EventWriter(self.redis, publication.events_key, self.event_ttl, fence)
+        writer = EventWriter(
+            self.redis, publication.events_key, self.event_ttl, fence, sealer=self.sealer
+        )
         delivered = Delivered.of(await writer.claim())
         if delivered.done is not None or delivered.error is not None:
             await writer.ended()

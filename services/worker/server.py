@@ -18,9 +18,11 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from tiller import pipelines
 from tiller.common import redis_client, temporal
 from tiller.common.grpc_client import channel
+from tiller.common.internal_tls import ROUTER, WORKER
 from tiller.common.lifecycle import StartupError, run_service, stop_event
 from tiller.common.metrics import serve_metrics
 from tiller.common.offload import RedisOffload
+from tiller.common.sealing import Sealer
 from tiller.contract.names import FAILOVER_TASK_QUEUE, PIPELINE_TASK_QUEUE
 from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
 from tiller.worker.activities import InferenceActivities
@@ -35,13 +37,19 @@ from tiller.worker.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 
-async def list_routes(settings: WorkerSettings, wait: float) -> router_pb2.ListModelsResponse:
+def router_channel(settings: WorkerSettings) -> grpc.aio.Channel:
+    """The worker's one channel to the router: the route listings, the pipelines' steps."""
+    tls = settings.internal_tls(WORKER)
+    return channel(settings.router_address, tls, ROUTER)
+
+
+async def list_routes(
+    router: router_pb2_grpc.RouterStub, wait: float
+) -> router_pb2.ListModelsResponse:
     """Every model's deployments, from the router (which owns models.yaml)."""
-    async with channel(settings.router_address) as ch:
-        stub = router_pb2_grpc.RouterStub(ch)
-        listing: router_pb2.ListModelsResponse = await stub.ListModels(
-            router_pb2.ListModelsRequest(), timeout=wait, wait_for_ready=True
-        )
+    listing: router_pb2.ListModelsResponse = await router.ListModels(
+        router_pb2.ListModelsRequest(), timeout=wait, wait_for_ready=True
+    )
     return listing
 
 
@@ -53,10 +61,12 @@ def queue_limits(listing: router_pb2.ListModelsResponse, wanted: tuple[str, ...]
     return limits
 
 
-async def task_queue_limits(settings: WorkerSettings) -> tuple[dict[str, int], int]:
+async def task_queue_limits(
+    settings: WorkerSettings, router: router_pb2_grpc.RouterStub
+) -> tuple[dict[str, int], int]:
     """The queues to poll at start-up, and the routing table's version."""
     try:
-        listing = await list_routes(settings, settings.dependency_wait_seconds)
+        listing = await list_routes(router, settings.dependency_wait_seconds)
     except grpc.aio.AioRpcError as error:
         raise StartupError(
             f"cannot reach the router at {settings.router_address}: {error.details()}"
@@ -68,12 +78,14 @@ async def task_queue_limits(settings: WorkerSettings) -> tuple[dict[str, int], i
     return limits, listing.config_version
 
 
-async def follow_router(settings: WorkerSettings, pool: WorkerPool, version: int) -> None:
+async def follow_router(
+    settings: WorkerSettings, router: router_pb2_grpc.RouterStub, pool: WorkerPool, version: int
+) -> None:
     """Keep the pool's queues in line with the router's table as models.yaml changes."""
     while True:
         await asyncio.sleep(settings.reload_seconds)
         try:
-            listing = await list_routes(settings, settings.reload_seconds * 2)
+            listing = await list_routes(router, settings.reload_seconds * 2)
         except grpc.aio.AioRpcError:
             continue  # the router is away: keep polling what we poll
         if listing.config_version == version:
@@ -145,17 +157,29 @@ def build_workers(
 
 
 async def serve(settings: WorkerSettings) -> None:
-    limits, version = await task_queue_limits(settings)
+    router = router_channel(settings)
+    try:
+        await _serve(settings, router)
+    finally:
+        await router.close()
+
+
+async def _serve(settings: WorkerSettings, router: grpc.aio.Channel) -> None:
+    routes = router_pb2_grpc.RouterStub(router)
+    limits, version = await task_queue_limits(settings, routes)
     serve_metrics(settings.metrics_host, settings.metrics_port)
     redis = redis_client.connect(settings.redis_url, wait_seconds=10.0)
+    keys = temporal.payload_keys(settings.payload_keys, settings.payload_keys_file)
     client = await temporal.connect(
         settings.temporal_address,
         settings.temporal_namespace,
         settings.dependency_wait_seconds,
-        temporal.payload_keys(settings.payload_keys, settings.payload_keys_file),
+        keys,
         temporal.metrics_runtime(settings.metrics_host, settings.sdk_metrics_port),
         offload=RedisOffload(redis, settings.key_prefix),
+        access=temporal.TemporalAccess.of(settings),
     )
+    sealer = Sealer(keys)  # what the activities write to Redis, with the same keys
     # Pooled keep-alive connections to every engine, no cap (each deployment's
     # max_concurrency bounds them); aiohttp costs a quarter of httpx's CPU per request.
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=False)
@@ -168,16 +192,14 @@ async def serve(settings: WorkerSettings) -> None:
         settings.event_ttl_seconds,
         settings.heartbeat_interval_seconds,
         cancels,
+        sealer=sealer,
     )
-    router = channel(settings.router_address)
-    steps = PipelineActivities(
-        router_pb2_grpc.RouterStub(router), redis, settings.event_ttl_seconds
-    )
+    steps = PipelineActivities(routes, redis, settings.event_ttl_seconds, sealer=sealer)
     grace = settings.shutdown_grace_seconds
     pool = WorkerPool(lambda queue, limit: activity_worker(client, activities, queue, limit, grace))
     stop = stop_event()
     listening = asyncio.create_task(cancels.listen())
-    following = asyncio.create_task(follow_router(settings, pool, version))
+    following = asyncio.create_task(follow_router(settings, routes, pool, version))
     try:
         pool.add(failover_worker(client, grace))
         pool.add(pipeline_worker(client, steps, grace))
@@ -195,7 +217,6 @@ async def serve(settings: WorkerSettings) -> None:
         following.cancel()
         listening.cancel()
         await adapters.aclose()
-        await router.close()
         await http.close()
         await redis.aclose()
 

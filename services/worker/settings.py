@@ -2,13 +2,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tiller.common.internal_tls import InternalPlaneSettings
 from tiller.common.settings import load, shared
+from tiller.common.temporal import TemporalAccessSettings
 
 PREFIX = "TILLER_WORKER_"
 
 
 @dataclass(frozen=True)
-class WorkerSettings:
+class WorkerSettings(InternalPlaneSettings, TemporalAccessSettings):
     temporal_address: str = shared("TILLER_TEMPORAL_ADDRESS", "127.0.0.1:7233")
     temporal_namespace: str = shared("TILLER_TEMPORAL_NAMESPACE", "default")
     # Keys that seal every Temporal payload (common/payload_codec.py): one of the two is needed.

@@ -25,6 +25,8 @@ GRPC_TLS = "localhost:50443"
 # Inside the network: what Prometheus would scrape (compose.yaml's metrics ports).
 GATEWAY_METRICS, WORKER_METRICS = 8080, 9103
 SERVICES = ("redis", "temporal", "demo-engine", "router", "quota", "worker", "gateway", "nginx")
+# Services that run once and exit (the internal plane's certificates) before the others start.
+ONE_SHOT = ("certs",)
 START_TIMEOUT = 240.0
 
 

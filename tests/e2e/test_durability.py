@@ -19,7 +19,15 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from tests.support import Stack, chunks_of, start_service, stop_service, temporal_client, text_of
+from tests.support import (
+    TEST_SEALER,
+    Stack,
+    chunks_of,
+    start_service,
+    stop_service,
+    temporal_client,
+    text_of,
+)
 from tiller.contract.answer_stream import read
 from tiller.contract.events import Claim, Delta, stream_key
 
@@ -105,7 +113,7 @@ async def test_a_worker_stopped_mid_answer_loses_nothing(
     assert description.attempt == 2
     # The second attempt claimed the stream and continued it (not "found it finished").
     redis = Redis.from_url(stack.redis_url)
-    published = await read(redis, stream_key("tiller:", request_id), "0", 1)
+    published = await read(redis, stream_key("tiller:", request_id), "0", 1, sealer=TEST_SEALER)
     await redis.aclose()
     kinds = [type(e) for e in published]
     claim = kinds.index(Claim)

@@ -185,24 +185,28 @@ async def test_teams_and_usage(admin: httpx.AsyncClient) -> None:
     assert error_of(bad, 404)["message"].startswith("team: no team")
 
 
-async def test_the_cli_creates_lists_and_revokes_keys(stack: Stack) -> None:
+def run_tiller(stack: Stack, *args: str) -> str:
+    """The `tiller` command's output, run as an admin with the stack's gateway."""
     env = {
         **os.environ,
         "TILLER_URL": f"http://127.0.0.1:{stack.gateway_port}",
         "TILLER_ADMIN_KEY": stack.admin_key,
     }
+    done = subprocess.run(
+        [sys.executable, "-m", "tiller", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
 
+
+async def test_the_cli_creates_lists_and_revokes_keys(stack: Stack) -> None:
     def tiller(*args: str) -> dict[str, Any]:
-        done = subprocess.run(
-            [sys.executable, "-m", "tiller", *args],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-        reply: dict[str, Any] = json.loads(done.stdout)
+        reply: dict[str, Any] = json.loads(run_tiller(stack, *args))
         if "key" in reply:
             SECRETS.append(reply["key"])
         return reply
@@ -214,6 +218,53 @@ async def test_the_cli_creates_lists_and_revokes_keys(stack: Stack) -> None:
     assert rotated["key"] != created["key"] and rotated["limits"]["rpm"] == 5
     assert tiller("keys", "show", created["id"])["revoked"] is True
     assert tiller("keys", "revoke", rotated["id"])["revoked"] is True
+
+
+async def test_a_key_is_edited_in_place_and_the_change_applies_at_once(
+    admin: httpx.AsyncClient,
+) -> None:
+    key = await new_key(admin, models=["demo"], limits={"rpm": 50})
+    refused = await admin.patch(f"/admin/keys/{key['id']}", json={"revoked": False})
+    assert error_of(refused, 400)["param"] == "revoked"
+    assert error_of(await admin.patch(f"/admin/keys/{key['id']}", json={}), 400)
+    as_member = await admin.patch(
+        f"/admin/keys/{key['id']}", json={"limits": {"rpm": 1000}}, headers=as_key(key)
+    )
+    assert error_of(as_member, 403)["code"] == "permission_denied"
+    edited = await admin.patch(
+        f"/admin/keys/{key['id']}", json={"limits": {"rpm": 1}, "owner": "dev@example.com"}
+    )
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["limits"]["rpm"] == 1 and edited.json()["models"] == ["demo"]
+    body = {"model": "demo", "messages": HELLO, "max_tokens": 2}
+    first = await admin.post("/v1/chat/completions", json=body, headers=as_key(key))
+    assert first.status_code == 200, first.text
+    second = await admin.post("/v1/chat/completions", json=body, headers=as_key(key))
+    assert error_of(second, 429)["code"] == "rate_limit_exceeded"  # the new limit, at once
+    await admin.post(f"/admin/keys/{key['id']}/revoke")
+    gone = await admin.patch(f"/admin/keys/{key['id']}", json={"limits": {"rpm": 9}})
+    assert "revoked" in error_of(gone, 400)["message"]
+
+
+def test_the_cli_edits_keys_and_reads_the_audit_log(stack: Stack) -> None:
+    def tiller(*args: str) -> str:
+        return run_tiller(stack, *args)
+
+    created = json.loads(tiller("keys", "create", "audited", "--rpm", "5"))
+    SECRETS.append(created["key"])
+    key_id = created["id"]
+    edited = json.loads(tiller("keys", "update", key_id, "--rpm", "60", "--model", "demo"))
+    assert edited["limits"]["rpm"] == 60 and edited["models"] == ["demo"]
+    tiller("keys", "revoke", key_id)
+    lines = tiller("audit", "--key", key_id).splitlines()
+    print("\n" + "\n".join(lines))
+    entries = [line for line in lines if not line.startswith(" ")]  # changes are indented
+    assert [line.split()[2] for line in entries] == ["key.revoke", "key.update", "key.create"]
+    assert all("by bootstrap-admin" in line and "from 127.0.0.1" in line for line in entries)
+    data = json.loads(tiller("audit", "--key", key_id, "--json"))["data"]
+    assert data[1]["changes"] == {"limits.rpm": "60", "models": '["demo"]'}
+    assert data[0]["from"]["client_address"] == "127.0.0.1"
+    assert created["key"] not in json.dumps(data)
 
 
 def test_no_key_appears_in_any_log(stack: Stack) -> None:

@@ -61,7 +61,8 @@ def stream(client: openai.OpenAI, model: str, question: str) -> tuple[str, str, 
 async def step_history(stack: Stack, request_id: str) -> list[tuple[str, int, str]]:
     """The workflow's activities as its history has them: (activity id, attempt that
     finished, the last failure's message before it)."""
-    handle = (await temporal_client(stack)).get_workflow_handle(request_id)
+    client = await temporal_client(stack)
+    handle = client.get_workflow_handle(request_id)
     # The client has the answer a moment before the workflow closes (the final step publishes
     # it, then reports), and an activity's started event is written when it closes.
     await handle.result()
@@ -73,13 +74,11 @@ async def step_history(stack: Stack, request_id: str) -> list[tuple[str, int, st
             scheduled[event.event_id] = event.activity_task_scheduled_event_attributes.activity_id
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             started = event.activity_task_started_event_attributes
-            steps.append(
-                (
-                    scheduled[started.scheduled_event_id],
-                    started.attempt,
-                    started.last_failure.message,
-                )
-            )
+            failure = started.last_failure
+            message = failure.message  # "Encoded failure": sealed, opened with the keys
+            if failure.HasField("encoded_attributes"):
+                message = str(await client.data_converter.decode_failure(failure))
+            steps.append((scheduled[started.scheduled_event_id], started.attempt, message))
     return steps
 
 

@@ -44,12 +44,21 @@ def alive(pid: int) -> bool:
 
 
 def test_every_part_is_its_own_process_and_ctrl_c_leaves_none(tmp_path: Path) -> None:
-    env, ports = stack_env(tmp_path)
+    data = tmp_path / "data"
+    env, ports = stack_env(data)
+    for own in ("TILLER_PAYLOAD_KEYS", "TILLER_INTERNAL_TLS_DIR"):  # tiller up makes its own
+        del env[own]
     process = start_up(env)
     output: list[str] = []
     wait_until_up(process, output)
     banner = "\n".join(output)
     assert f"http://127.0.0.1:{ports['gateway']}/v1" in banner
+    # The keys and certificates are out of the data directory, in one only its user reads.
+    secrets = tmp_path / "data-secrets"
+    assert (secrets.stat().st_mode & 0o777) == 0o700 and str(secrets) in banner
+    assert (secrets / "payload-keys").is_file() and (secrets / "internal-ca.key").is_file()
+    assert {p.name for p in (secrets / "internal-tls").iterdir()} >= {"ca.crt", "quota.key"}
+    assert not list(data.rglob("*key*")) and (data / "temporal.db").is_file()
     assert env["TILLER_ADMIN_KEY"] in banner and "curl " in banner
     assert f"http://127.0.0.1:{ports['temporal_ui']}" in banner
 

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from tests.support import Stack
+from tests.support import TEST_SEALER, Stack
+from tiller.common.errors import AnswerUnreadable
 from tiller.contract.answer_stream import EventWriter, coalesce, read
 from tiller.contract.events import Delta, Done, Event
 from tiller.contract.results import InferenceResult, Usage
@@ -20,7 +21,7 @@ from tiller.gateway.answers import AnswerHub, Subscription
 async def hub(stack: Stack) -> AsyncIterator[tuple[AnswerHub, Redis]]:
     redis = Redis.from_url(stack.redis_url)
     # A read blocks for a minute: anything faster than that was woken, not timed out.
-    answers = AnswerHub(stack.redis_url, redis, "test:", block_ms=60_000)
+    answers = AnswerHub(stack.redis_url, redis, "test:", block_ms=60_000, sealer=TEST_SEALER)
     yield answers, redis
     await answers.close()
     await redis.aclose()
@@ -45,7 +46,7 @@ async def test_a_request_that_joins_a_blocked_read_is_served_at_once(
     assert await first.next(0.2) == []  # the reader is now blocked on `first` alone
     late_key = key()
     late = answers.subscribe(late_key)
-    await EventWriter(redis, late_key, 60).delta("hello")
+    await EventWriter(redis, late_key, 60, sealer=TEST_SEALER).delta("hello")
     batch = await late.next(5.0)
     assert batch == [Delta("hello", 1, (), batch[0].id)]
 
@@ -55,7 +56,7 @@ async def test_entries_that_pile_up_arrive_together_and_in_order(
 ) -> None:
     answers, redis = hub
     stream = key()
-    writer = EventWriter(redis, stream, 60)
+    writer = EventWriter(redis, stream, 60, sealer=TEST_SEALER)
     for word in ("a", "b", "c"):
         await writer.delta(word)
     await writer.done(RESULT)
@@ -73,12 +74,32 @@ async def test_many_requests_share_one_reader(hub: tuple[AnswerHub, Redis]) -> N
     subs = [answers.subscribe(k) for k in keys]
     async with redis.pipeline(transaction=False) as pipe:
         for k in keys:
-            pipe.xadd(k, {b"e": b'{"kind": "delta", "text": "%s"}' % k.encode()})
+            entry = b'{"kind": "delta", "text": "%s"}' % k.encode()
+            pipe.xadd(k, {b"e": TEST_SEALER.seal(entry, k.encode())})
         await pipe.execute()
     batches = await asyncio.gather(*(s.next(5.0) for s in subs))
     assert [text_of(b[0]) for b in batches] == keys
     clients = await redis.client_list()
     assert len(clients) < 20  # one reader and a small pool, not a connection per request
+
+
+async def test_an_entry_that_does_not_open_fails_its_stream_only(
+    hub: tuple[AnswerHub, Redis],
+) -> None:
+    """Entries are sealed for their stream: one written in clear (or sealed for another
+    stream, or without the key) is not delivered; its readers get an error, others go on."""
+    answers, redis = hub
+    forged, moved, good = key(), key(), key()
+    subs = [answers.subscribe(k) for k in (forged, moved, good)]
+    await redis.xadd(forged, {b"e": b'{"kind": "delta", "text": "injected"}'})
+    await redis.xadd(
+        moved, {b"e": TEST_SEALER.seal(b'{"kind": "delta", "text": "x"}', good.encode())}
+    )
+    await EventWriter(redis, good, 60, sealer=TEST_SEALER).delta("fine")
+    for sub in subs[:2]:
+        with pytest.raises(AnswerUnreadable):
+            await sub.next(5.0)
+    assert [text_of(e) for e in await subs[2].next(5.0)] == ["fine"]
 
 
 async def test_closing_ends_a_read_that_absorbed_its_cancellation(
@@ -109,10 +130,10 @@ async def test_two_readers_of_one_stream_each_get_every_entry_from_their_own_pla
 ) -> None:
     answers, redis = hub
     stream = key()
-    writer = EventWriter(redis, stream, 60)
+    writer = EventWriter(redis, stream, 60, sealer=TEST_SEALER)
     await writer.delta("a")
     await writer.delta("b")
-    first = (await read(redis, stream, "0", 1))[0]
+    first = (await read(redis, stream, "0", 1, sealer=TEST_SEALER))[0]
     whole = answers.subscribe(stream)  # e.g. a background request's watcher
     resumed = answers.subscribe(stream, after=first.id)  # a client resuming after "a"
     await writer.delta("c")
@@ -135,7 +156,7 @@ async def test_a_reader_that_joins_further_back_during_a_read_misses_nothing(
 ) -> None:
     answers, redis = hub
     stream = key()
-    writer = EventWriter(redis, stream, 60)
+    writer = EventWriter(redis, stream, 60, sealer=TEST_SEALER)
     await writer.delta("a")
     ahead = answers.subscribe(stream)
     assert [text_of(e) for e in await ahead.next(5.0)] == ["a"]

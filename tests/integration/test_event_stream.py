@@ -1,16 +1,19 @@
-"""The answer's Redis stream on a real Redis: deltas coalesce only while an append is in flight."""
+"""The answer's Redis stream on a real Redis: deltas coalesce only while an append is in flight,
+and every entry is sealed."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from tests.support import Stack
+from tests.support import TEST_SEALER, Stack
+from tiller.common.errors import EngineUnavailable
 from tiller.contract.answer_stream import EventWriter, read
 from tiller.contract.events import Delta, Done
 from tiller.contract.results import InferenceResult, Usage
@@ -24,7 +27,7 @@ async def redis(stack: Stack) -> AsyncIterator[Redis]:
 
 
 def writer(redis: Redis) -> EventWriter:
-    return EventWriter(redis, f"test:events:{uuid.uuid4().hex}", ttl_seconds=60)
+    return EventWriter(redis, f"test:events:{uuid.uuid4().hex}", ttl_seconds=60, sealer=TEST_SEALER)
 
 
 async def test_a_burst_of_deltas_becomes_few_entries_in_order(redis: Redis) -> None:
@@ -34,7 +37,7 @@ async def test_a_burst_of_deltas_becomes_few_entries_in_order(redis: Redis) -> N
         out.add_delta(word)
     await out.drain()
     await out.done(InferenceResult("".join(words), "stop", Usage()))
-    published = await read(redis, out.key, "0", 1)
+    published = await read(redis, out.key, "0", 1, sealer=TEST_SEALER)
     deltas = [e.text for e in published if isinstance(e, Delta)]
     assert "".join(deltas) == "".join(words)
     assert len(deltas) <= 2  # the first append, then everything queued behind it
@@ -47,7 +50,7 @@ async def test_deltas_that_arrive_apart_are_appended_one_by_one(redis: Redis) ->
         out.add_delta(word)
         await asyncio.sleep(0.05)  # a slow engine: each append finishes before the next token
     await out.drain()
-    published = await read(redis, out.key, "0", 1)
+    published = await read(redis, out.key, "0", 1, sealer=TEST_SEALER)
     assert [e.text for e in published if isinstance(e, Delta)] == ["a", "b", "c"]
     assert len(published) == 3
 
@@ -60,3 +63,17 @@ async def test_an_append_that_failed_is_raised_to_the_attempt(redis: Redis) -> N
         await out.drain()
     out.abort()
     await broken.aclose()
+
+
+async def test_redis_holds_the_answer_sealed(redis: Redis) -> None:
+    """What Redis keeps of an answer (and so its append-only file and snapshots) is ciphertext;
+    the error event too, which may quote the engine."""
+    out = writer(redis)
+    await out.delta("kim@example.com 010-1234-5678")
+    await out.error(EngineUnavailable("The engine could not read 'kim@example.com'"))
+    raw: Any = await redis.xrange(out.key)
+    stored = b"".join(value for _, fields in raw for value in fields.values())
+    assert len(raw) == 2 and b"kim@example.com" not in stored and b"010-1234" not in stored
+    assert b"delta" not in stored and b"error" not in stored  # not even the kinds
+    opened = await read(redis, out.key, "0", 1, sealer=TEST_SEALER)
+    assert isinstance(opened[0], Delta) and opened[0].text.startswith("kim@")

@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 from temporalio.client import ActivityFailureError, Client
 
-from tests.support import Stack, closed_port, temporal_client
+from tests.support import TEST_SEALER, Stack, closed_port, temporal_client
 from tiller.common.errors import (
     ContextLengthExceeded,
     EngineFailedMidStream,
@@ -80,7 +80,7 @@ class Env:
 
     async def published(self, request: InferenceInput, claims: bool = False) -> list[Event]:
         """The request's stream; without the claims later attempts made unless asked."""
-        published = await read(self.redis, request.events_key, "0", 1)
+        published = await read(self.redis, request.events_key, "0", 1, sealer=TEST_SEALER)
         return [e for e in published if claims or not isinstance(e, Claim)]
 
 
@@ -91,7 +91,7 @@ async def env(stack: Stack) -> AsyncIterator[Env]:
     http = aiohttp.ClientSession()
     adapters = Adapters(AdapterResources(http))
     activities = InferenceActivities(
-        redis, adapters, event_ttl_seconds=60, heartbeat_interval_seconds=1
+        redis, adapters, event_ttl_seconds=60, heartbeat_interval_seconds=1, sealer=TEST_SEALER
     )
     queue = f"test-{uuid.uuid4().hex[:8]}"
     (worker,) = build_workers(client, activities, {queue: 4}, grace=1)  # activities only
@@ -156,7 +156,7 @@ async def test_a_request_that_cannot_succeed_is_not_retried(env: Env) -> None:
 
 async def earlier_attempt(env: Env, request: InferenceInput, *pieces: str) -> EventWriter:
     """What a first attempt streamed before its worker died."""
-    first = EventWriter(env.redis, request.events_key, 60, fence=1)
+    first = EventWriter(env.redis, request.events_key, 60, fence=1, sealer=TEST_SEALER)
     for piece in pieces:
         await first.delta(piece)
     return first

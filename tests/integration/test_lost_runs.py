@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from tests.support import Stack, gateway_settings
+from tests.support import TEST_SEALER, Stack, gateway_settings
 from tiller.common.errors import InternalError
 from tiller.contract.answer_stream import EventWriter
 from tiller.contract.events import Delta, Done, stream_key
@@ -60,7 +60,7 @@ async def test_an_answer_already_in_the_stream_wins_over_a_lost_run(
 ) -> None:
     record = unknown_run("activity")
     redis = Redis.from_url(stack.redis_url)
-    writer = EventWriter(redis, record.events_key, 60)
+    writer = EventWriter(redis, record.events_key, 60, sealer=TEST_SEALER)
     await writer.delta("You said: hi")
     await writer.done(InferenceResult("You said: hi", "stop", Usage(1, 3)))
     await redis.aclose()

@@ -15,7 +15,7 @@ import grpc
 import pytest
 from redis.asyncio import Redis
 
-from tests.support import Stack, free_port
+from tests.support import Stack, free_port, internal_channel, tls_dir_of_tests
 from tiller.common.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -23,7 +23,6 @@ from tiller.common.errors import (
     RateLimited,
     TillerError,
 )
-from tiller.common.grpc_client import channel
 from tiller.protos.quota.v1 import quota_pb2, quota_pb2_grpc
 from tiller.quota.keys import KeySpec, KeyStore, Limits
 from tiller.quota.server import create_server
@@ -34,6 +33,7 @@ from tiller.quota.settings import QuotaSettings
 class Quota:
     stubs: list[quota_pb2_grpc.QuotaStub]  # two replicas on one Redis
     store: KeyStore
+    admin: tuple[tuple[str, str], ...] = ()  # the metadata of a call for an admin caller
 
     async def admit(self, api_key: str, replica: int = 0, **fields: Any) -> quota_pb2.Admission:
         fields.setdefault("model", "demo")
@@ -64,14 +64,21 @@ async def quota(stack: Stack) -> AsyncIterator[Quota]:
     redis = Redis.from_url(stack.redis_url)
     servers, stubs, channels = [], [], []
     for _ in range(2):
-        settings = QuotaSettings(port=free_port(), redis_url=stack.redis_url, key_prefix=prefix)
+        settings = QuotaSettings(
+            port=free_port(),
+            redis_url=stack.redis_url,
+            key_prefix=prefix,
+            internal_tls_dir=tls_dir_of_tests(),
+        )
         server = create_server(settings, redis)
         await server.start()
         servers.append(server)
-        ch = channel(settings.address)
+        ch = internal_channel(settings.address, "quota", "gateway")
         channels.append(await ch.__aenter__())
         stubs.append(quota_pb2_grpc.QuotaStub(channels[-1]))
-    yield Quota(stubs, KeyStore(redis, prefix))
+    store = KeyStore(redis, prefix)
+    admin = await store.create(KeySpec("test-admin", role="admin"))
+    yield Quota(stubs, store, (("x-tiller-actor-key", admin.api_key),))
     for ch in channels:
         await ch.close()
     for server in servers:
@@ -181,7 +188,10 @@ async def test_usage_is_recorded_by_key_team_and_model(quota: Quota) -> None:
     key = await quota.store.create(KeySpec("ledger", team="ops"))
     await quota.admit(key.api_key, request_id="u1", reserve_tokens=10)
     await quota.settle(key.key_id, "u1", tokens=9)
-    reply = await quota.stubs[1].GetUsage(quota_pb2.UsageRequest(key_id=key.key_id), timeout=5)
+    own = (("x-tiller-actor-key", key.api_key),)  # a key reads its own usage
+    reply = await quota.stubs[1].GetUsage(
+        quota_pb2.UsageRequest(key_id=key.key_id), timeout=5, metadata=own
+    )
     (row,) = reply.rows
     assert (row.key_id, row.team, row.model, row.requests) == (key.key_id, "ops", "demo", 1)
     assert row.prompt_tokens + row.completion_tokens == 9
@@ -189,16 +199,23 @@ async def test_usage_is_recorded_by_key_team_and_model(quota: Quota) -> None:
 
 async def test_the_admin_calls_never_return_a_key_or_its_hash(quota: Quota) -> None:
     spec = quota_pb2.KeySpec(name="via-grpc", role="member", models=["demo"])
-    created = await quota.stubs[0].CreateKey(quota_pb2.CreateKeyRequest(spec=spec), timeout=5)
+    admin = quota.admin
+    created = await quota.stubs[0].CreateKey(
+        quota_pb2.CreateKeyRequest(spec=spec), timeout=5, metadata=admin
+    )
     assert created.api_key.startswith("tk-")
-    listed = await quota.stubs[1].ListKeys(quota_pb2.ListKeysRequest(), timeout=5)
+    listed = await quota.stubs[1].ListKeys(quota_pb2.ListKeysRequest(), timeout=5, metadata=admin)
     assert created.key.id in {k.id for k in listed.keys}
     assert created.api_key not in str(listed) and created.api_key[3:] not in str(listed)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await quota.stubs[0].GetKey(quota_pb2.KeyRef(id="0123456789abcdef"), timeout=5)
+        await quota.stubs[0].GetKey(
+            quota_pb2.KeyRef(id="0123456789abcdef"), timeout=5, metadata=admin
+        )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     bad = quota_pb2.KeySpec(name="x", role="root")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await quota.stubs[0].CreateKey(quota_pb2.CreateKeyRequest(spec=bad), timeout=5)
+        await quota.stubs[0].CreateKey(
+            quota_pb2.CreateKeyRequest(spec=bad), timeout=5, metadata=admin
+        )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "role" in (caught.value.details() or "")

@@ -13,9 +13,8 @@ import grpc
 import pytest
 from redis.asyncio import Redis
 
-from tests.support import Stack, closed_port, free_port
+from tests.support import Stack, closed_port, free_port, internal_channel, tls_dir_of_tests
 from tiller.common.errors import AuthenticationFailed, RateLimited, ServiceUnavailable, TillerError
-from tiller.common.grpc_client import channel
 from tiller.contract.keys import digest
 from tiller.gateway.admissions import Admitter
 from tiller.gateway.leases import LeaseKeeper
@@ -56,11 +55,16 @@ def ask(api_key: str, request_id: str, model: str = "demo", **extra: Any) -> quo
 @pytest.fixture
 async def quota(stack: Stack) -> AsyncIterator[Quota]:
     prefix = f"test-{uuid.uuid4().hex[:8]}:"
-    settings = QuotaSettings(port=free_port(), redis_url=stack.redis_url, key_prefix=prefix)
+    settings = QuotaSettings(
+        port=free_port(),
+        redis_url=stack.redis_url,
+        key_prefix=prefix,
+        internal_tls_dir=tls_dir_of_tests(),
+    )
     redis = Redis.from_url(stack.redis_url)
     server = create_server(settings, redis)
     await server.start()
-    async with channel(settings.address) as ch:
+    async with internal_channel(settings.address, "quota", "gateway") as ch:
         yield Quota(quota_pb2_grpc.QuotaStub(ch), KeyStore(redis, prefix), redis, prefix)
     await server.stop(0)
     await redis.aclose()
@@ -158,12 +162,13 @@ async def test_redis_down_fails_closed() -> None:
         port=free_port(),
         redis_url=f"redis://127.0.0.1:{closed_port()}/0",
         redis_timeout_seconds=0.5,
+        internal_tls_dir=tls_dir_of_tests(),
     )
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=0.5)
     server = create_server(settings, redis)
     await server.start()
     try:
-        async with channel(settings.address) as ch:
+        async with internal_channel(settings.address, "quota", "gateway") as ch:
             stub = quota_pb2_grpc.QuotaStub(ch)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.Admit(quota_pb2.AdmitRequest(api_key="k", request_id="r"), timeout=5)
@@ -285,13 +290,17 @@ async def test_a_settlement_that_failed_is_sent_again(quota: Quota) -> None:
 async def test_a_renewed_lease_stays_and_an_abandoned_one_lapses(stack: Stack) -> None:
     prefix = f"test-{uuid.uuid4().hex[:8]}:"
     settings = QuotaSettings(
-        port=free_port(), redis_url=stack.redis_url, key_prefix=prefix, lease_ttl_seconds=1.0
+        port=free_port(),
+        redis_url=stack.redis_url,
+        key_prefix=prefix,
+        lease_ttl_seconds=1.0,
+        internal_tls_dir=tls_dir_of_tests(),
     )
     redis = Redis.from_url(stack.redis_url)
     server = create_server(settings, redis)
     await server.start()
     try:
-        async with channel(settings.address) as ch:
+        async with internal_channel(settings.address, "quota", "gateway") as ch:
             quota = Quota(quota_pb2_grpc.QuotaStub(ch), KeyStore(redis, prefix), redis, prefix)
             new = await quota.store.issue("long-answer", concurrency=1)
             await quota.admit(new.api_key, "long")

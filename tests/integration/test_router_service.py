@@ -10,9 +10,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, internal_channel, tls_dir_of_tests
 from tiller.common.errors import ModelNotFound, TillerError
-from tiller.common.grpc_client import channel
 from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
 from tiller.router.server import create_server
 from tiller.router.settings import RouterSettings
@@ -35,9 +34,12 @@ models:
 async def router(tmp_path: Path) -> AsyncIterator[router_pb2_grpc.RouterStub]:
     models = tmp_path / "models.yaml"
     models.write_text(MODELS)
-    server, _ = create_server(RouterSettings(port=free_port(), models_file=str(models)))
+    settings = RouterSettings(
+        port=free_port(), models_file=str(models), internal_tls_dir=tls_dir_of_tests()
+    )
+    server, _ = create_server(settings)
     await server.start()
-    async with channel(server.address) as ch:
+    async with internal_channel(server.address, "router", "gateway") as ch:
         yield router_pb2_grpc.RouterStub(ch)
     await server.stop(0)
 

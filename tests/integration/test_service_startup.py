@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.support import ROOT
+from tests.support import ROOT, tls_dir_of_tests
 
 
 def run_service(name: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -33,7 +33,12 @@ def test_a_taken_port_is_one_line(name: str, variable: str) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = run_service(
-            name, {variable: str(port), "TILLER_ROUTER_MODELS_FILE": "models.yaml"}
+            name,
+            {
+                variable: str(port),
+                "TILLER_ROUTER_MODELS_FILE": "models.yaml",
+                "TILLER_INTERNAL_TLS_DIR": tls_dir_of_tests(),
+            },
         )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
@@ -47,4 +52,16 @@ def test_a_bad_setting_is_one_line() -> None:
     assert result.returncode == 1
     assert (
         result.stderr == "tiller gateway: TILLER_GATEWAY_PORT: expected an integer, got 'eighty'\n"
+    )
+
+
+@pytest.mark.parametrize("name", ["router", "quota"])
+def test_without_certificates_or_an_explicit_plaintext_plane_a_service_does_not_start(
+    name: str,
+) -> None:
+    """Fail closed: the internal plane is mutual TLS unless the operator says otherwise."""
+    result = run_service(name, {"TILLER_ROUTER_MODELS_FILE": "models.yaml"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(
+        f"tiller {name}: set TILLER_INTERNAL_TLS_DIR to this deployment's internal certificates"
     )

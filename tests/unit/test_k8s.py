@@ -1,8 +1,9 @@
 """deploy/k8s, checked statically (no cluster here): kustomize's resources exist and parse,
 every container runs a tiller command with settings the code reads, probes use the endpoints
 the services serve, Services select their pods (router and quota headless, for client-side
-balancing), and each worker pool's KEDA trigger watches a task queue models.yaml names, the
-one that pool polls."""
+balancing), each worker pool's KEDA trigger watches a task queue models.yaml names, the
+one that pool polls, every service of the internal plane has its own certificate, and
+NetworkPolicies let in only who calls whom."""
 
 from __future__ import annotations
 
@@ -57,9 +58,12 @@ def test_probes_use_what_each_service_serves() -> None:
     gateway = deployments["gateway"]["spec"]["template"]["spec"]["containers"][0]
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz?deps=0"
     assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    for name, port in (("router", 50052), ("quota", 50053)):
+    for name, port in (("router", 50062), ("quota", 50063)):
         container = deployments[name]["spec"]["template"]["spec"]["containers"][0]
-        assert container["readinessProbe"]["grpc"]["port"] == port  # grpc.health.v1
+        # grpc.health.v1 on the plaintext health port: kubelet's gRPC probes speak no TLS
+        assert container["readinessProbe"]["grpc"]["port"] == port
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env[f"TILLER_{name.upper()}_HEALTH_PORT"] == str(port)
 
 
 def test_services_select_pods_and_router_and_quota_are_headless() -> None:
@@ -107,3 +111,39 @@ def test_gateways_scale_with_an_hpa() -> None:
     (hpa,) = of_kind("HorizontalPodAutoscaler").values()
     assert hpa["spec"]["scaleTargetRef"]["name"] == "gateway"
     assert hpa["spec"]["minReplicas"] >= 2
+
+
+def test_every_service_of_the_internal_plane_has_its_own_certificate() -> None:
+    deployments = of_kind("Deployment")
+    for name, deployment in deployments.items():
+        if name == "demo-engine":
+            continue
+        service = name.split("-")[0]  # worker-demo: a worker
+        spec = deployment["spec"]["template"]["spec"]
+        (container,) = spec["containers"]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        from_settings = bool(container.get("envFrom"))
+        directory = env.get("TILLER_INTERNAL_TLS_DIR") or (
+            settings()["TILLER_INTERNAL_TLS_DIR"] if from_settings else None
+        )
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert mounts["internal-tls"] == directory, name
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert volumes["internal-tls"]["secret"]["secretName"] == f"tiller-internal-{service}"
+        assert "TILLER_INTERNAL_INSECURE" not in env, name
+
+
+def test_network_policies_let_in_only_who_calls_whom() -> None:
+    policies = of_kind("NetworkPolicy")
+    deny = policies["default-deny-ingress"]["spec"]
+    assert (
+        deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
+    )
+    callers = {"router": {"gateway", "worker"}, "quota": {"gateway"}, "demo-engine": {"worker"}}
+    service_ports = {"router": 50052, "quota": 50053, "demo-engine": 9000}
+    for name, allowed in callers.items():
+        rules = policies[name]["spec"]["ingress"]
+        (guarded,) = [r for r in rules if {"port": service_ports[name]} in r["ports"]]
+        who = {p["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for p in guarded["from"]}
+        assert who == allowed, name
+        assert all("from" in r for r in rules if {"port": service_ports[name]} in r["ports"])

@@ -185,3 +185,102 @@ def test_text_built_to_be_slow_stays_cheap() -> None:
     """A budget bounds the phone search; this checks it stops, not how fast (no timing)."""
     text = "00 " * 40_000
     assert SCANNER.find(text) == []
+
+
+# --- the classes of false positives and misses an outside audit found (issue 20) -------------
+BARE = _with_check_digit("900101123456", foreigner=False)[:-1] + "0"  # no valid check digit
+assert not checks.registration_checksum(BARE)
+
+
+@pytest.mark.parametrize(
+    "word", ["parcel", "March", "search", "archive", "Marcus", "주민센터", "입주민", "주민들"]
+)
+def test_a_context_word_inside_another_word_is_no_context(word: str) -> None:
+    assert found(f"{word} {BARE}") == []
+
+
+@pytest.mark.parametrize("context", ["ARC", "arc:", "(ARC)", "RRN=", "주민번호", "주민 번호:"])
+def test_a_context_word_of_its_own_still_counts(context: str) -> None:
+    assert [t for t, _ in found(f"{context} {BARE}")] == ["KR_RRN"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Version: 10.1.1.1",
+        "version=1.2.3.4",
+        "버전: 1.2.3.4",
+        '"version": "2.0.0.1"',
+        "<version>1.0.0.3</version>",
+        'AssemblyVersion("1.0.0.0")',
+        "firmwareVersion=2.1.0.15",
+        "버전 정보: 3.1.4.1",
+        "numpy==1.2.3.4",
+        "Firefox/115.0.2.1",
+        "section 4.2.1.3",
+        "setup-1.2.3.4.exe",
+    ],
+)
+def test_a_version_word_and_its_separator_make_a_version(text: str) -> None:
+    assert found(text) == []
+
+
+@pytest.mark.parametrize("text", ["server: 10.1.1.1", "host=10.1.1.1", "ssh root@10.1.1.1"])
+def test_other_words_and_separators_still_name_an_address(text: str) -> None:
+    assert found(text) == [("IP", "10.1.1.1")]
+
+
+@pytest.mark.parametrize("text", ["A::f()", "dead::beef()", "xs = a[::2]", "items[1::2]"])
+def test_code_with_double_colons_is_not_an_address(text: str) -> None:
+    assert found(text) == []
+
+
+def test_loopback_and_link_local_are_addresses() -> None:
+    assert found("bind ::1 and fe80::1") == [("IP", "::1"), ("IP", "fe80::1")]
+
+
+@pytest.mark.parametrize("text", ["icon@2x.png", "hero@1.5x.jpg", "url(btn@2x.svg)"])
+def test_a_file_name_with_an_at_sign_is_not_an_email(text: str) -> None:
+    assert found(text) == []
+
+
+def test_a_tld_that_is_also_an_extension_elsewhere_is_still_an_email() -> None:
+    assert found("founder@startup.ai") == [("EMAIL", "founder@startup.ai")]
+
+
+def test_a_checked_value_names_the_placeholder_where_findings_overlap() -> None:
+    iban = RecognizerSpec(
+        type="IBAN",
+        pattern=r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){3,7}(?: ?[A-Z0-9]{1,3})?",
+        validator="iban",
+    )
+    scanner = Scanner([iban])
+    text = "IBAN DE89 3704 0044 0532 0130 00, tel 010-2345-6789"
+    assert found(text, scanner) == [
+        ("IBAN", "DE89 3704 0044 0532 0130 00"),
+        ("PHONE", "010-2345-6789"),
+    ]
+
+
+def test_groups_of_four_inside_a_longer_number_are_not_a_phone() -> None:
+    assert found("account 3704 0044 0532 0130 01") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("연락처((061)648-9515)가", "(061)648-9515"),
+        ("[(010)2233-4455]", "(010)2233-4455"),
+        ("TEL010-1234-5678", "010-1234-5678"),
+        ("HP01012345678", "01012345678"),
+        ("Mobile010.3344.5566", "010.3344.5566"),
+        ("Call+82-10-2345-6789", "+82-10-2345-6789"),
+    ],
+)
+def test_phones_in_brackets_within_brackets_and_glued_to_labels(text: str, number: str) -> None:
+    assert found(text) == [("PHONE", number)]
+
+
+@pytest.mark.parametrize("text", ["SKU01012345678", "ID0311234567", "x0212345678"])
+def test_digits_glued_to_an_identifier_are_not_a_phone(text: str) -> None:
+    assert found(text) == []

@@ -209,6 +209,16 @@ class KeyRef(_message.Message):
     id: str
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
+class UpdateKeyRequest(_message.Message):
+    __slots__ = ("id", "spec", "fields")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    spec: KeySpec
+    fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[KeySpec, _Mapping]] = ..., fields: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class ListKeysRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -270,3 +280,60 @@ class UsageResponse(_message.Message):
     ROWS_FIELD_NUMBER: _ClassVar[int]
     rows: _containers.RepeatedCompositeFieldContainer[UsageRow]
     def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ...) -> None: ...
+
+class AuditQuery(_message.Message):
+    __slots__ = ("key_id", "team", "since_ms", "until_ms", "limit")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
+    SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    team: str
+    since_ms: int
+    until_ms: int
+    limit: int
+    def __init__(self, key_id: _Optional[str] = ..., team: _Optional[str] = ..., since_ms: _Optional[int] = ..., until_ms: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class AuditEntry(_message.Message):
+    __slots__ = ("id", "at_ms", "action", "key_id", "team", "actor_key_id", "actor_name", "client_address", "forwarded_for", "user_agent", "gateway", "changes", "new_key_id")
+    class ChangesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_NAME_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    FORWARDED_FOR_FIELD_NUMBER: _ClassVar[int]
+    USER_AGENT_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    NEW_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    at_ms: int
+    action: str
+    key_id: str
+    team: str
+    actor_key_id: str
+    actor_name: str
+    client_address: str
+    forwarded_for: str
+    user_agent: str
+    gateway: str
+    changes: _containers.ScalarMap[str, str]
+    new_key_id: str
+    def __init__(self, id: _Optional[str] = ..., at_ms: _Optional[int] = ..., action: _Optional[str] = ..., key_id: _Optional[str] = ..., team: _Optional[str] = ..., actor_key_id: _Optional[str] = ..., actor_name: _Optional[str] = ..., client_address: _Optional[str] = ..., forwarded_for: _Optional[str] = ..., user_agent: _Optional[str] = ..., gateway: _Optional[str] = ..., changes: _Optional[_Mapping[str, str]] = ..., new_key_id: _Optional[str] = ...) -> None: ...
+
+class AuditLog(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ...) -> None: ...

@@ -84,6 +84,11 @@ class QuotaStub:
                 request_serializer=quota_dot_v1_dot_quota__pb2.KeyRef.SerializeToString,
                 response_deserializer=quota_dot_v1_dot_quota__pb2.CreatedKey.FromString,
                 _registered_method=True)
+        self.UpdateKey = channel.unary_unary(
+                '/tiller.quota.v1.Quota/UpdateKey',
+                request_serializer=quota_dot_v1_dot_quota__pb2.UpdateKeyRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.KeyInfo.FromString,
+                _registered_method=True)
         self.PutTeam = channel.unary_unary(
                 '/tiller.quota.v1.Quota/PutTeam',
                 request_serializer=quota_dot_v1_dot_quota__pb2.Team.SerializeToString,
@@ -98,6 +103,11 @@ class QuotaStub:
                 '/tiller.quota.v1.Quota/GetUsage',
                 request_serializer=quota_dot_v1_dot_quota__pb2.UsageRequest.SerializeToString,
                 response_deserializer=quota_dot_v1_dot_quota__pb2.UsageResponse.FromString,
+                _registered_method=True)
+        self.ListAudit = channel.unary_unary(
+                '/tiller.quota.v1.Quota/ListAudit',
+                request_serializer=quota_dot_v1_dot_quota__pb2.AuditQuery.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_quota__pb2.AuditLog.FromString,
                 _registered_method=True)
 
 
@@ -148,8 +158,12 @@ class QuotaServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateKey(self, request, context):
-        """Key administration (the gateway's /admin API calls these for an admin key). A new or
-        rotated key's secret is in the reply once and stored nowhere.
+        """Key administration: only the gateway calls these (the internal plane's mutual TLS says
+        who is calling), and only for an admin caller, whose key it passes in the metadata
+        `x-tiller-actor-key` for quota to check itself (with `x-tiller-client-address`,
+        `x-tiller-forwarded-for` and `x-tiller-user-agent`, where the call came from). Every change
+        is written to the audit log in the same Redis transaction as the change. A new or rotated
+        key's secret is in the reply once and stored nowhere.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -181,6 +195,14 @@ class QuotaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateKey(self, request, context):
+        """Change the settings `fields` names (its id, secret and creation stay); NOT_FOUND for an
+        unknown id, INVALID_ARGUMENT for a revoked key or a value its create would refuse.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PutTeam(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -194,7 +216,16 @@ class QuotaServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetUsage(self, request, context):
-        """The usage ledger over UTC days: of one key (key_id set), or of all.
+        """The usage ledger over UTC days: of one key (key_id set), or of all. Any role may read its
+        own key's; only an admin another's, or everyone's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAudit(self, request, context):
+        """The administration audit log: who created, changed, rotated or revoked which key or team,
+        when, and from where; newest first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -253,6 +284,11 @@ def add_QuotaServicer_to_server(servicer, server):
                     request_deserializer=quota_dot_v1_dot_quota__pb2.KeyRef.FromString,
                     response_serializer=quota_dot_v1_dot_quota__pb2.CreatedKey.SerializeToString,
             ),
+            'UpdateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateKey,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.UpdateKeyRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.KeyInfo.SerializeToString,
+            ),
             'PutTeam': grpc.unary_unary_rpc_method_handler(
                     servicer.PutTeam,
                     request_deserializer=quota_dot_v1_dot_quota__pb2.Team.FromString,
@@ -267,6 +303,11 @@ def add_QuotaServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=quota_dot_v1_dot_quota__pb2.UsageRequest.FromString,
                     response_serializer=quota_dot_v1_dot_quota__pb2.UsageResponse.SerializeToString,
+            ),
+            'ListAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAudit,
+                    request_deserializer=quota_dot_v1_dot_quota__pb2.AuditQuery.FromString,
+                    response_serializer=quota_dot_v1_dot_quota__pb2.AuditLog.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -550,6 +591,33 @@ class Quota:
             _registered_method=True)
 
     @staticmethod
+    def UpdateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiller.quota.v1.Quota/UpdateKey',
+            quota_dot_v1_dot_quota__pb2.UpdateKeyRequest.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.KeyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def PutTeam(request,
             target,
             options=(),
@@ -620,6 +688,33 @@ class Quota:
             '/tiller.quota.v1.Quota/GetUsage',
             quota_dot_v1_dot_quota__pb2.UsageRequest.SerializeToString,
             quota_dot_v1_dot_quota__pb2.UsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiller.quota.v1.Quota/ListAudit',
+            quota_dot_v1_dot_quota__pb2.AuditQuery.SerializeToString,
+            quota_dot_v1_dot_quota__pb2.AuditLog.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import operator
 import re
 from collections.abc import Callable
 
@@ -15,7 +16,7 @@ _NOT_DIGITS = re.compile(r"\D+")
 
 
 def digits(value: str) -> str:
-    return _NOT_DIGITS.sub("", value)
+    return value if value.isdigit() and value.isascii() else _NOT_DIGITS.sub("", value)
 
 
 def luhn(value: str) -> bool:
@@ -23,13 +24,12 @@ def luhn(value: str) -> bool:
     number = digits(value)
     if len(number) < 2:
         return False
-    total = 0
-    for position, char in enumerate(reversed(number)):
-        n = int(char)
-        if position % 2:
-            n = n * 2 - 9 if n > 4 else n * 2
-        total += n
+    total = sum(map(int, number[-1::-2])) + sum(_DOUBLED[c] for c in number[-2::-2])
     return total % 10 == 0
+
+
+# A digit's share of the Luhn sum when it is doubled.
+_DOUBLED = {str(n): n * 2 - 9 if n > 4 else n * 2 for n in range(10)}
 
 
 # Issuer prefixes (IIN ranges) of the card networks in use, with their lengths: a Luhn-valid
@@ -64,7 +64,8 @@ def card_issuer(value: str) -> bool:
 
 
 def card(value: str) -> bool:
-    return card_issuer(value) and luhn(value)
+    number = digits(value)
+    return card_issuer(number) and luhn(number)
 
 
 # Korean registration numbers: YYMMDD-GNNNNNN. G gives the century and whether the holder
@@ -95,7 +96,7 @@ def registration_checksum(value: str) -> bool:
     number = digits(value)
     if len(number) != 13:
         return False
-    total = sum(int(d) * w for d, w in zip(number, _WEIGHTS, strict=False))
+    total: int = sum(map(operator.mul, map(int, number[:12]), _WEIGHTS))
     base = 11 if number[6] in "1234" else 13
     return (base - total % 11) % 10 == int(number[12])
 
@@ -128,6 +129,9 @@ def iban(value: str) -> bool:
     moved = compact[4:] + compact[:4]
     return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
 
+
+# The validators that check a check digit: a value they pass is as sure as a value can be.
+CHECK_DIGITS = frozenset({"luhn", "card", "registration_checksum", "iban"})
 
 # What a custom recognizer's `validator:` may name.
 VALIDATORS: dict[str, Callable[[str], bool]] = {

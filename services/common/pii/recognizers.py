@@ -10,8 +10,9 @@ r"""Custom recognizers, declared in models.yaml: a new kind of personal data is 
           pattern: '[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){3,7}(?: ?[A-Z0-9]{1,3})?'
           validator: iban             # a check from checks.VALIDATORS
 
-A match scores `score`, plus CONTEXT_BOOST when a context word is near; a validator that says
-no drops it.
+A match scores `score`, plus CONTEXT_BOOST when a context word is near (as a word of its own);
+a validator that says no drops it. A match a check-digit validator passed (luhn, card, iban,
+registration_checksum) wins where it overlaps another finding (findings.resolve).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tiller.common.pii.checks import VALIDATORS
+from tiller.common.pii.checks import CHECK_DIGITS, VALIDATORS
 from tiller.common.pii.findings import BUILT_IN_TYPES, Finding, has_context
 
 CONTEXT_BOOST = 0.4
@@ -68,6 +69,7 @@ class Recognizer:
         self.type = spec.type
         self.pattern = re.compile(spec.pattern)
         self.validate = VALIDATORS[spec.validator] if spec.validator else None
+        self.checks_digits = spec.validator in CHECK_DIGITS
         self.context = tuple(word.lower() for word in spec.context)
 
     def find(self, text: str) -> Iterator[Finding]:
@@ -80,4 +82,4 @@ class Recognizer:
             score = spec.score
             if has_context(text, match.start(), match.end(), self.context, spec.context_window):
                 score = min(1.0, score + CONTEXT_BOOST)
-            yield Finding(self.type, match.start(), match.end(), score)
+            yield Finding(self.type, match.start(), match.end(), score, checked=self.checks_digits)
