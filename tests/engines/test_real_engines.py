@@ -383,25 +383,6 @@ def test_a_client_that_leaves_aborts_the_request_in_vllm(
     assert generated < 4000
 
 
-def test_a_killed_vllm_is_retried_then_the_fallback_answers(
-    client: openai.OpenAI, engines: Engines
-) -> None:
-    """Last in this module: it stops the vLLM server the others use."""
-    os.killpg(engines.vllm.proc.pid, signal.SIGKILL)  # gone at once, not draining
-    engines.vllm.stop()  # reaped
-    with pytest.raises(openai.APIStatusError) as caught:
-        client.chat.completions.create(
-            model="vllm-tiny-alone", messages=[{"role": "user", "content": "hi"}], max_tokens=4
-        )
-    print(f"\nwithout a fallback: {caught.value.status_code} {caught.value.body}")
-    assert caught.value.status_code == 503
-    answer = client.chat.completions.create(
-        model="vllm-tiny", messages=[{"role": "user", "content": "Hello Tiller"}], max_tokens=8
-    )
-    print(f"with a fallback: {answer.choices[0].message.content!r}")
-    assert answer.choices[0].message.content == "You said: Hello Tiller"  # the demo engine's
-
-
 # --- what clients send, as they send it (issue 18) ---------------------------------------------
 
 WEATHER_TOOL: Any = {
@@ -427,7 +408,7 @@ def test_the_sdk_tool_loop_with_its_own_reply_objects_on_real_vllm(
     chat: Any = client.chat.completions
     messages: list[Any] = [{"role": "user", "content": "Weather in Paris?"}]
     asked: dict[str, Any] = {
-        "model": "vllm-tiny",
+        "model": "vllm-tiny-alone",
         "tools": [WEATHER_TOOL],
         "tool_choice": "required",  # a random model calls a tool only when made to
         "parallel_tool_calls": False,
@@ -449,9 +430,11 @@ def test_the_sdk_tool_loop_with_its_own_reply_objects_on_real_vllm(
     assert final.choices[0].finish_reason in ("stop", "length", "tool_calls")
     # The issue's snippet, as written: tools without tool_choice, the reply appended, again.
     plain = [{"role": "user", "content": "hi"}]
-    first = chat.create(model="vllm-tiny", messages=plain, tools=[WEATHER_TOOL], max_tokens=8)
+    first = chat.create(model="vllm-tiny-alone", messages=plain, tools=[WEATHER_TOOL], max_tokens=8)
     plain.append(first.choices[0].message)
-    second = chat.create(model="vllm-tiny", messages=plain, tools=[WEATHER_TOOL], max_tokens=8)
+    second = chat.create(
+        model="vllm-tiny-alone", messages=plain, tools=[WEATHER_TOOL], max_tokens=8
+    )
     assert second.choices[0].message is not None
 
 
@@ -459,7 +442,7 @@ def test_engine_parameters_reach_real_vllm(client: openai.OpenAI) -> None:
     """Parameters Tiller does not read go to vLLM as given, and vLLM's answer shows it."""
     chat: Any = client.chat.completions
     ask: dict[str, Any] = {
-        "model": "vllm-tiny",
+        "model": "vllm-tiny-alone",
         "messages": [{"role": "user", "content": sdk_script.PROMPT}],
         "max_tokens": 12,
         "temperature": 1.0,
@@ -504,12 +487,15 @@ def test_media_parts_go_to_engines_that_take_them_and_are_refused_by_name_by_oth
 
 def test_the_responses_api_on_real_vllm(client: openai.OpenAI) -> None:
     first = client.responses.create(
-        model="vllm-tiny", input=sdk_script.PROMPT, instructions="Answer.", max_output_tokens=8
+        model="vllm-tiny-alone",
+        input=sdk_script.PROMPT,
+        instructions="Answer.",
+        max_output_tokens=8,
     )
     assert first.status in ("completed", "incomplete") and first.id.startswith("resp_")
     events = list(
         client.responses.create(
-            model="vllm-tiny",
+            model="vllm-tiny-alone",
             input="and then?",
             previous_response_id=first.id,
             max_output_tokens=8,
@@ -524,7 +510,7 @@ def test_the_responses_api_on_real_vllm(client: openai.OpenAI) -> None:
     )
     tool: Any = {"type": "function", **WEATHER_TOOL["function"]}
     called = client.responses.create(
-        model="vllm-tiny",
+        model="vllm-tiny-alone",
         input="Weather?",
         tools=[tool],
         tool_choice={"type": "function", "name": "weather"},
@@ -533,9 +519,31 @@ def test_the_responses_api_on_real_vllm(client: openai.OpenAI) -> None:
     (call,) = [item for item in called.output if item.type == "function_call"]
     assert call.name == "weather" and json.loads(call.arguments)["city"] in ("Paris", "Seoul")
     answered = client.responses.create(
-        model="vllm-tiny",
+        model="vllm-tiny-alone",
         previous_response_id=called.id,
         input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
         max_output_tokens=8,
     )
     assert answered.status in ("completed", "incomplete")
+
+
+# --- last in this module: it kills the vLLM server the tests above use ---------------------
+
+
+def test_a_killed_vllm_is_retried_then_the_fallback_answers(
+    client: openai.OpenAI, engines: Engines
+) -> None:
+    """Last in this module: it stops the vLLM server the others use."""
+    os.killpg(engines.vllm.proc.pid, signal.SIGKILL)  # gone at once, not draining
+    engines.vllm.stop()  # reaped
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(
+            model="vllm-tiny-alone", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+        )
+    print(f"\nwithout a fallback: {caught.value.status_code} {caught.value.body}")
+    assert caught.value.status_code == 503
+    answer = client.chat.completions.create(
+        model="vllm-tiny", messages=[{"role": "user", "content": "Hello Tiller"}], max_tokens=8
+    )
+    print(f"with a fallback: {answer.choices[0].message.content!r}")
+    assert answer.choices[0].message.content == "You said: Hello Tiller"  # the demo engine's
