@@ -56,6 +56,7 @@ class Tally:
 
     sent: Counter[tuple[str, int | str]] = field(default_factory=Counter)
     anomalies: list[str] = field(default_factory=list)
+    logs: str = ""  # what the every-line-is-JSON check read, once it has run
 
     def check(self, endpoint: str, response: httpx.Response) -> None:
         self.sent[(endpoint, response.status_code)] += 1
@@ -80,7 +81,7 @@ class Tally:
             lines.append(f"{endpoint:48} {status!s:>16}  {count:>8}")
         total = sum(self.sent.values())
         lines.append(f"total {total} requests, {len(self.anomalies)} anomalies")
-        return "\n".join(lines + self.anomalies[:20])
+        return "\n".join(lines + self.anomalies[:20] + ([self.logs] if self.logs else []))
 
 
 TALLY = Tally()
@@ -101,7 +102,6 @@ def target(stack: Stack) -> Iterator[Target]:
     assert created.status_code == 201, created.text
     key = created.json()["key"]
     yield Target(stack.base_url[:-3], key, key_id_of(key))
-    print("\n" + TALLY.summary())
 
 
 def _send(target: Target, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -390,12 +390,17 @@ def test_afterwards_the_stack_is_ready_and_no_slot_leaked(stack: Stack, target: 
 
 def test_every_line_of_every_service_log_is_json(stack: Stack) -> None:
     logs = stack.data_dir / "logs"
-    odd = []
+    odd, read = [], 0
     for name in OUR_LOGS:
         for number, line in enumerate((logs / f"{name}.log").read_text().splitlines(), 1):
+            read += 1
             if line.strip() and not line.startswith("{"):
                 odd.append(f"{name}.log:{number}: {line[:160]}")
-    print(f"\nlines of {', '.join(OUR_LOGS)} logs that are not JSON: {len(odd)}")
+    TALLY.logs = (
+        f"log lines read in {', '.join(f'{name}.log' for name in OUR_LOGS)}: {read}; "
+        f"not JSON (grep -v '^{{'): {len(odd)}"
+    )
+    print("\n" + TALLY.logs)
     assert not odd, "\n".join(odd[:20])
 
 
