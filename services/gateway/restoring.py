@@ -33,7 +33,7 @@ class AnswerRestorer:
                 delta = self._delta(event)
                 if delta.text or delta.chunks:  # not all of it held back
                     if self.unsent:
-                        delta = dataclasses.replace(delta, tokens=delta.tokens + self.unsent)
+                        delta = Delta(delta.text, delta.tokens + self.unsent, delta.chunks, delta.id)
                         self.unsent = 0
                     yield delta
                 else:
@@ -53,11 +53,11 @@ class AnswerRestorer:
     def _delta(self, event: Delta) -> Delta:
         # Events may be shared by several readers: copy, never mutate.
         text = self.text.feed(event.text)
-        if not event.chunks:
-            return dataclasses.replace(event, text=text)
+        if not event.chunks:  # built directly: dataclasses.replace costs as much as the restoring
+            return Delta(text, event.tokens, (), event.id)
         self.engines_own = True
         chunks = tuple([self._choice(c) for c in copy.deepcopy(chunk)] for chunk in event.chunks)
-        return dataclasses.replace(event, text=text, chunks=chunks)
+        return Delta(text, event.tokens, chunks, event.id)
 
     def _restorer(self, index: int, part: str, call: int = 0) -> Restorer:
         key = (index, part, call)
