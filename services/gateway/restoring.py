@@ -33,7 +33,8 @@ class AnswerRestorer:
                 delta = self._delta(event)
                 if delta.text or delta.chunks:  # not all of it held back
                     if self.unsent:
-                        delta = Delta(delta.text, delta.tokens + self.unsent, delta.chunks, delta.id)
+                        tokens = delta.tokens + self.unsent
+                        delta = Delta(delta.text, tokens, delta.chunks, delta.id)
                         self.unsent = 0
                     yield delta
                 else:
