@@ -75,7 +75,9 @@ class Inference:
         self.up = upstreams
         self.settings = settings
         self._cleanups: set[asyncio.Task[None]] = set()
-        self.routes = RouteCache(self.resolve, settings.route_cache_seconds)
+        self.routes = RouteCache(
+            self.resolve, settings.route_cache_seconds, settings.route_stale_seconds
+        )
         self.settler = Settler(upstreams.quota, settings.rpc_timeout_seconds)
         self.admitter = Admitter(upstreams.quota, self.settler, settings.rpc_timeout_seconds)
         self.hub = AnswerHub(

@@ -36,6 +36,9 @@ class GatewaySettings(InternalPlaneSettings, TemporalAccessSettings):
     default_reserve_tokens: int = 1024
     # How long a route from the router is reused; 0 asks the router on every request.
     route_cache_seconds: float = 2.0
+    # While the router cannot be reached, a route resolved this recently is used as it was
+    # (logged); 0: never, the request gets the 503.
+    route_stale_seconds: float = 600.0
     # How often each deployment's task-queue backlog is asked of Temporal for /metrics (0: off).
     backlog_poll_seconds: float = 5.0
     # How long a background request's record (status, result) stays readable after it ends.
