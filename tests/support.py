@@ -559,6 +559,7 @@ class Replica:
     url: str  # the gateway's base URL (no /v1)
     quota: subprocess.Popen[bytes]
     gateway: subprocess.Popen[bytes]
+    quota_address: str = ""
 
     def stop(self) -> None:
         stop_service(self.gateway)
@@ -584,7 +585,9 @@ def start_replica(stack: Stack, name: str, **quota_settings: str) -> Replica:
         TILLER_GATEWAY_PORT=str(gateway_port),
         TILLER_GATEWAY_GRPC_PORT=str(grpc_port),
     )
-    replica = Replica(f"http://127.0.0.1:{gateway_port}", quota, gateway)
+    replica = Replica(
+        f"http://127.0.0.1:{gateway_port}", quota, gateway, f"127.0.0.1:{quota_port}"
+    )
 
     def ready() -> bool:
         try:

@@ -13,6 +13,15 @@ every gateway looks for unfinished requests whose lease lapsed (their gateway st
 and adopts them. The watcher settles with quota first and records the outcome after, so a
 gateway dying in between leaves the request pending for the next one, whose settlement quota
 ignores as a repeat; the outcome is recorded once (a script that checks the status).
+
+Requests tied to a connection (not background) are recorded the same way while they run, so
+that they outlive a gateway that dies: each gateway keeps the ones it answers in its own set
+(`{prefix}live:{gateway}`) and says it is alive in `{prefix}gateways` every few seconds. When a
+gateway stops saying so, another moves its set into the pending ones and adopts them like
+background requests: it holds their concurrency leases and settles them. A stream's client may
+resume it on any gateway by id meanwhile; one that nobody resumed within the resume grace is
+cancelled (an unstreamed one at once: its caller never learned its id) and charged what its
+engine wrote. The gateway that answers a request to its end deletes its record.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import grpc
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
 
 from tiller.common import backoff
 from tiller.common.errors import AnswerUnreadable, Cancelled, InternalError, TillerError
@@ -45,7 +55,7 @@ from tiller.gateway.executions import Kind
 Opener = Callable[[bytes | str], bytes]
 
 if TYPE_CHECKING:
-    from tiller.gateway.calls import Call
+    from tiller.gateway.calls import Accepted, Call
     from tiller.gateway.inference import Inference
 
 log = logging.getLogger(__name__)
@@ -69,6 +79,25 @@ redis.call('HSET', KEYS[1], 'status', ARGV[3], ARGV[4], ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 return 1
 """
+# Move the requests of gateways silent since ARGV[1] into the pending set (to be adopted).
+_REAP = """
+local moved = 0
+for _, gateway in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])) do
+  local live = ARGV[2] .. gateway
+  for _, id in ipairs(redis.call('ZRANGE', live, 0, -1)) do
+    redis.call('ZADD', KEYS[2], ARGV[3], id)
+    moved = moved + 1
+  end
+  redis.call('DEL', live)
+  redis.call('ZREM', KEYS[1], gateway)
+end
+return moved
+"""
+# Note that a client resumed a request's stream (unless the request's record is gone).
+_RESUMED = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'resumed', '1') end
+return 0
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -89,6 +118,12 @@ class Record:
     status: str
     result: InferenceResult | None = None
     error: TillerError | None = None
+    # Tied to a connection (not background): adopted only if its gateway dies, and cancelled if
+    # nobody resumes it; `resumable`: its caller streams it over REST and may resume it by id.
+    live: bool = False
+    resumable: bool = False
+    legacy: bool = False  # a legacy completion (text_completion chunks), not a chat
+    prompt_estimate: int = 0  # what an unfinished answer is charged for its prompt
 
     @classmethod
     def decode(
@@ -111,7 +146,47 @@ class Record:
             status=data.get("status", QUEUED),
             result=InferenceResult.from_dict(orjson.loads(result)) if result else None,
             error=TillerError.from_dict(orjson.loads(error)) if error else None,
+            live=data.get("live") == "1",
+            resumable=data.get("resumable") == "1",
+            legacy=data.get("legacy") == "1",
+            prompt_estimate=int(data.get("prompt_estimate") or 0),
         )
+
+    def fields(self) -> dict[FieldT, EncodableT]:
+        """What is written when it is recorded (its outcome comes later)."""
+        return {
+            "key_id": self.key_id,
+            "model": self.model,
+            "created": self.created,
+            "kind": self.kind,
+            "events_key": self.events_key,
+            "include_usage": "1" if self.include_usage else "0",
+            "status": QUEUED,
+            "live": "1" if self.live else "0",
+            "resumable": "1" if self.resumable else "0",
+            "legacy": "1" if self.legacy else "0",
+            "prompt_estimate": self.prompt_estimate,
+        }
+
+
+def new_record(
+    accepted: Accepted, kind: Kind, live: bool = False, resumable: bool = False
+) -> Record:
+    """The record of a request just started (`live`: tied to its connection)."""
+    return Record(
+        request_id=accepted.request_id,
+        key_id=accepted.key_id,
+        model=accepted.model,
+        created=accepted.created,
+        kind=kind,
+        events_key=accepted.events_key,
+        include_usage=accepted.include_usage,
+        status=QUEUED,
+        live=live,
+        resumable=resumable,
+        legacy=accepted.legacy,
+        prompt_estimate=accepted.prompt_estimate,
+    )
 
 
 class BackgroundRequests:
@@ -122,17 +197,26 @@ class BackgroundRequests:
         prefix: str,
         ttl_seconds: int,
         lease_seconds: float,
+        resume_grace_seconds: float = 30.0,
     ) -> None:
         self.inference = inference
         self.redis = redis
         self.prefix = prefix
         self.ttl = ttl_seconds
         self.lease_ms = int(lease_seconds * 1000)
+        self.resume_grace = resume_grace_seconds
         self.pending_key = f"{prefix}background-pending"
         self.me = uuid.uuid4().hex  # this gateway, as a lease holder
+        self.gateways_key = f"{prefix}gateways"  # gateway -> when it last said it is alive
+        self.live_key = f"{prefix}live:{self.me}"  # the requests this gateway answers
         self._refresh = redis.register_script(_REFRESH)
         self._release = redis.register_script(_RELEASE)
         self._finish = redis.register_script(_FINISH)
+        self._reap = redis.register_script(_REAP)
+        self._resumed = redis.register_script(_RESUMED)
+        # Since when every round reached Redis: only a gateway that has been saying it is alive
+        # for a whole lease judges others silent (after an outage, everyone is silent at first).
+        self._heard_since: float | None = None
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._adopter: asyncio.Task[None] | None = None
 
@@ -164,39 +248,57 @@ class BackgroundRequests:
 
     async def record_for_adoption(self, call: Call) -> None:
         """Record a request this gateway stops answering for (it is stopping): unwatched, so
-        another gateway adopts it at its next round."""
-        await self._write(call, watched=False)
+        another gateway adopts it at its next round, as a background request (its caller was
+        told how to go on)."""
+        if not call.tracked:
+            await self._write(call, watched=False)
+            return
+        key = self.record_key(call.request_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, "live", "0")
+            pipe.zrem(self.live_key, call.request_id)
+            pipe.zadd(self.pending_key, {call.request_id: time.time()})
+            await pipe.execute()
+
+    async def track(self, record: Record) -> bool:
+        """Record a request tied to its connection while this gateway answers it, so that
+        another gateway takes it up if this one dies. False if Redis cannot be written (the
+        request goes on, untracked)."""
+        key = self.record_key(record.request_id)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(key, mapping=record.fields())
+                pipe.expire(key, self.ttl)
+                pipe.zadd(self.live_key, {record.request_id: time.time()})
+                await pipe.execute()
+        except RedisError:
+            log.warning("request not recorded: it ends with this gateway")
+            return False
+        return True
+
+    async def untrack(self, request_id: str) -> None:
+        """This gateway answered the request to its end: nobody needs to take it up."""
+        with contextlib.suppress(RedisError):  # else: adopted later, settled again (a no-op)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(self.record_key(request_id))
+                pipe.zrem(self.live_key, request_id)
+                await pipe.execute()
+
+    async def resumed(self, record: Record) -> None:
+        """A client resumes the request's stream: an adopted one is not an orphan."""
+        if record.live and record.status == QUEUED:
+            with contextlib.suppress(RedisError):
+                await self._resumed(keys=[self.record_key(record.request_id)])
 
     def stop_adopting(self) -> None:
         if self._adopter is not None:
             self._adopter.cancel()
 
     async def _write(self, call: Call, watched: bool) -> Record:
-        accepted = call.accepted
-        record = Record(
-            request_id=accepted.request_id,
-            key_id=accepted.key_id,
-            model=accepted.model,
-            created=accepted.created,
-            kind=call.execution.kind,
-            events_key=accepted.events_key,
-            include_usage=accepted.include_usage,
-            status=QUEUED,
-        )
+        record = new_record(call.accepted, call.execution.kind)
         key = self.record_key(call.request_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                key,
-                mapping={
-                    "key_id": record.key_id,
-                    "model": record.model,
-                    "created": record.created,
-                    "kind": record.kind,
-                    "events_key": record.events_key,
-                    "include_usage": "1" if record.include_usage else "0",
-                    "status": QUEUED,
-                },
-            )
+            pipe.hset(key, mapping=record.fields())
             pipe.expire(key, self.ttl)
             pipe.zadd(self.pending_key, {call.request_id: time.time()})
             if watched:
@@ -244,6 +346,11 @@ class BackgroundRequests:
         follower = asyncio.current_task()
         assert follower is not None
         keeper = asyncio.get_running_loop().create_task(self._keep(lease, follower))
+        orphan = (
+            asyncio.get_running_loop().create_task(self._end_if_orphaned(record))
+            if record.live
+            else None
+        )
         try:
             outcome = await self._outcome(call)
             await self._settle(call, outcome)
@@ -255,8 +362,24 @@ class BackgroundRequests:
             if call.stage is Stage.WATCHED:  # not settled: another gateway adopts it
                 call.hand_to(Stage.HANDED_OVER)
             keeper.cancel()
+            if orphan is not None:
+                orphan.cancel()
             with contextlib.suppress(RedisError):
                 await self._release(keys=[lease], args=[self.me])
+
+    async def _end_if_orphaned(self, record: Record) -> None:
+        """An adopted request whose gateway died: cancel it unless a client resumed its stream
+        within the grace (an unstreamed one at once: its caller never learned its id)."""
+        await asyncio.sleep(self.resume_grace if record.resumable else 0)
+        for wait in backoff.delays():
+            try:
+                if await self.redis.hget(self.record_key(record.request_id), "resumed"):
+                    return
+                log.info("nobody resumed the request: cancelled", extra={"id": record.request_id})
+                await self.cancel(record)
+                return
+            except RedisError:
+                await asyncio.sleep(wait)
 
     async def _outcome(self, call: Call) -> InferenceResult | TillerError:
         """The request's result or final error; waits out a Redis or Temporal that is away."""
@@ -318,9 +441,29 @@ class BackgroundRequests:
 
     async def _adopt_forever(self) -> None:
         while True:
-            with contextlib.suppress(RedisError):  # else: again at the next round
+            try:
+                await self._say_alive()
                 await self._adopt()
-            await asyncio.sleep(self.lease_ms / 3000)
+            except RedisError:  # again at the next round
+                self._heard_since = None
+            await asyncio.sleep(self.lease_ms / 6000)
+
+    async def _say_alive(self) -> None:
+        """Say this gateway is alive, and move the requests of gateways silent for a whole
+        lease into the pending set, to be adopted."""
+        now = time.time()
+        await self.redis.zadd(self.gateways_key, {self.me: now})
+        if self._heard_since is None:
+            self._heard_since = time.monotonic()
+        if time.monotonic() - self._heard_since < self.lease_ms / 1000:
+            return  # not yet sure the others had the chance to say so
+        cutoff = now - self.lease_ms / 1000
+        moved = await self._reap(
+            keys=[self.gateways_key, self.pending_key],
+            args=[cutoff, f"{self.prefix}live:", now],
+        )
+        if moved:
+            log.warning("a gateway went silent: its requests are taken up", extra={"n": moved})
 
     async def _adopt(self) -> None:
         members: Any = await self.redis.zrange(self.pending_key, 0, -1)

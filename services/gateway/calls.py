@@ -82,6 +82,7 @@ class Accepted:
     # Its whole answer is only in the stream's done event (vectors, the engine's own choices):
     # Temporal's copy of the result is text only.
     only_in_stream: bool = False
+    legacy: bool = False  # a legacy completion: its chunks are text_completion ones
 
 
 class Call:
@@ -105,6 +106,9 @@ class Call:
         self.restorer = AnswerRestorer(restore) if restore else None
         self.observer = observer
         self.stage = Stage.SETTLED  # until _become: nothing held yet
+        # Recorded in Redis while this gateway answers it, for another to take up if this one
+        # dies (background.py); its record is deleted when it is answered here to its end.
+        self.tracked = False
         self.sent_tokens = 0
         # What a pipeline's steps spent before its answer failed (its error event says).
         self.spent = Usage()
@@ -172,6 +176,8 @@ class Call:
         if it is not this gateway's to settle."""
         if self.stage not in HOLDING:
             return None
+        if self.tracked and self.stage is not Stage.WATCHED:
+            self.inference.spawn(self.inference.background.untrack(self.request_id))
         self._become(Stage.SETTLED)
         if usage is None:
             return quota_pb2.Settlement(key_id=self.accepted.key_id, request_id=self.request_id)

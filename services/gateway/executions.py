@@ -110,6 +110,11 @@ def _namespace_unknown(error: RPCError) -> bool:
     )
 
 
+def kind_of(request: InferenceInput) -> Kind:
+    """How `start` runs the request: a workflow when there is more than one place to try."""
+    return "workflow" if request.pipeline or request.next_targets else "activity"
+
+
 async def start(
     client: Client, request: InferenceInput, priority: int, rpc_timeout: float
 ) -> Execution:

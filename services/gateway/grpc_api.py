@@ -36,7 +36,9 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         metadata = dict(context.invocation_metadata() or ())
         api_key = bearer_key(metadata.get("authorization"))
         priority = requested_priority(metadata.get(PRIORITY_HEADER))
-        return await self.inference.begin(api_key, asked, priority, metrics.CURRENT.get())
+        return await self.inference.begin(
+            api_key, asked, priority, metrics.CURRENT.get(), resumable=False
+        )
 
     async def Generate(
         self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext

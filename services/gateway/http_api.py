@@ -63,7 +63,7 @@ async def embeddings(request: Request) -> Response:
     inference = _inference(request)
     api_key, priority = caller(request)
     asked, encoding = parse_embeddings(await read_json(request, inference.settings.max_body_bytes))
-    call = await inference.begin(api_key, asked, priority, metrics.CURRENT.get())
+    call = await inference.begin(api_key, asked, priority, metrics.CURRENT.get(), resumable=False)
     with call.owned():
         result = await call.result()
         call.complete(result.usage)
@@ -78,7 +78,9 @@ async def _generate(request: Request, parse: Callable[[Any], ApiRequest], legacy
     record = metrics.CURRENT.get()
     if record is not None:
         record.stream = asked.stream
-    call = await inference.begin(api_key, asked, priority, record)
+    # Recorded while it runs, so that it outlives this gateway; a stream's client may resume it.
+    resumable = None if asked.background else asked.stream
+    call = await inference.begin(api_key, asked, priority, record, resumable=resumable)
     if asked.background:
         return await _in_background(inference, call, asked)
     with call.owned():
@@ -195,7 +197,8 @@ async def _with_first(first: Event, rest: AsyncGenerator[Event, None]) -> AsyncI
 
 
 async def _owned_record(request: Request) -> Record:
-    """The background request in the path, if the caller's key made it (or is an admin's)."""
+    """The request in the path, if the caller's key made it (or is an admin's): a background
+    one, or one that runs tied to its connection (kept only while it runs)."""
     inference = _inference(request)
     principal = await inference.authenticate(bearer_key(request.headers.get("authorization")))
     request_id = request.path_params["request_id"]
@@ -205,8 +208,9 @@ async def _owned_record(request: Request) -> Record:
         raise ServiceUnavailable("Background requests cannot be read right now.") from None
     if record is None or (record.key_id != principal.key_id and principal.role != "admin"):
         raise NotFound(
-            f"No background request `{request_id}`: it does not exist, has expired, or was "
-            'made with another key. Only requests sent with "background": true are kept.',
+            f"No request `{request_id}` to read: it does not exist, has expired, or was made "
+            'with another key. Requests sent with "background": true are kept after they end; '
+            "others only while they run.",
             param="id",
         )
     return record
@@ -226,8 +230,9 @@ async def cancel_completion(request: Request) -> Response:
 
 
 async def stream_completion(request: Request) -> Response:
-    """`GET /v1/chat/completions/{id}/stream`: a background request's answer as SSE, from the
-    start or, with `Last-Event-ID`, from just after the event a client saw last."""
+    """`GET /v1/chat/completions/{id}/stream`: a request's answer as SSE, from the start or,
+    with `Last-Event-ID`, from just after the event a client saw last: a background request's,
+    or a stream's whose gateway died."""
     inference = _inference(request)
     record = await _owned_record(request)
     after = request.headers.get("last-event-id") or "0"
@@ -253,10 +258,12 @@ async def stream_completion(request: Request) -> Response:
             # The client saw the end already: nothing more (a browser's EventSource reconnects
             # after the last event on its own).
             return event_source(_just_done(), {"x-request-id": record.request_id})
+    await inference.background.resumed(record)
     call = inference.attach(record)
     answer = call.answer(after)
     return event_source(
-        _sse(call, answer, from_start=after == "0"), {"x-request-id": record.request_id}
+        _sse(call, answer, from_start=after == "0", legacy=record.legacy),
+        {"x-request-id": record.request_id},
     )
 
 

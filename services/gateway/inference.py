@@ -8,6 +8,7 @@ whichever of its owners ends it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -51,7 +52,7 @@ from tiller.contract.routes import (
 from tiller.gateway import executions
 from tiller.gateway.admissions import Admitter
 from tiller.gateway.answers import AnswerHub, Subscription
-from tiller.gateway.background import BackgroundRequests, Record
+from tiller.gateway.background import BackgroundRequests, Record, new_record
 from tiller.gateway.backlog import BacklogWatch
 from tiller.gateway.calls import Accepted, Call, Observer, Stage
 from tiller.gateway.executions import Execution
@@ -107,6 +108,7 @@ class Inference:
             settings.key_prefix,
             ttl_seconds=settings.background_ttl_seconds,
             lease_seconds=settings.background_lease_seconds,
+            resume_grace_seconds=settings.resume_grace_seconds,
         )
 
     async def authenticate(self, api_key: str) -> quota_pb2.Principal:
@@ -138,9 +140,13 @@ class Inference:
         priority: int | None = None,
         observer: Observer | None = None,
         id_prefix: str | None = None,
+        resumable: bool | None = None,
     ) -> Call:
         """Route, admit, mask and start the request's run; raises TillerError if any step
         refuses. The Call returned is ANSWERING: the caller owns it (`Call.owned`).
+
+        `resumable` (not None): record the request while it runs, so that another gateway takes
+        it up if this one dies (background.py); True: its caller may resume its stream by id.
 
         The request queues in its priority class: the key's, or a later one if the caller asks
         (`priority`, 1 first .. 5 last); a caller cannot move ahead of its key's class.
@@ -186,7 +192,9 @@ class Inference:
             prompt_estimate=prompt,
             # Embeddings and the engine's own choices come back in the Redis done event only.
             only_in_stream=isinstance(request.ask, Embedding) or bool(request.ask.extra),
+            legacy=isinstance(request.ask, TextCompletion),
         )
+        tracking: asyncio.Task[bool] | None = None
         try:
             # Before anything is stored or sent: the engine, Temporal and Redis see placeholders.
             request, vault = await self.masking.mask_soon(request, route, principal)
@@ -199,13 +207,29 @@ class Inference:
                 )
             run = _activity_input(accepted, request, sampling, route)
             queue_class = max(principal.priority or DEFAULT_PRIORITY, priority or 0)
+            if resumable is not None and not vault and not request.background:
+                # Written while Temporal starts the run (mask+restore's values live only here:
+                # such a request ends with this gateway).
+                record = new_record(accepted, executions.kind_of(run), True, resumable)
+                tracking = asyncio.get_running_loop().create_task(self.background.track(record))
             execution = await self._start(run, queue_class)
+            tracked = await tracking if tracking is not None else False
         except BaseException:  # admitted but never started: its admission is released
             self.settler.settle(
                 quota_pb2.Settlement(key_id=principal.key_id, request_id=request_id)
             )
+            if tracking is not None:
+                self.spawn(self._forget(request_id, tracking))
             raise
-        return Call(self, accepted, execution, Stage.ANSWERING, admission, vault, observer)
+        call = Call(self, accepted, execution, Stage.ANSWERING, admission, vault, observer)
+        call.tracked = tracked
+        return call
+
+    async def _forget(self, request_id: str, tracking: asyncio.Task[bool]) -> None:
+        """A request recorded for adoption that never started: its record goes."""
+        with contextlib.suppress(BaseException):
+            if await tracking:
+                await self.background.untrack(request_id)
 
     async def _admit(
         self, api_key: str, request_id: str, asked: str, route: router_pb2.Route, reserve: int
@@ -260,6 +284,8 @@ class Inference:
             record.events_key,
             record.created,
             include_usage=record.include_usage,
+            prompt_estimate=record.prompt_estimate,
+            legacy=record.legacy,
         )
         execution = executions.attach(self.up.temporal, record.request_id, record.kind)
         return Call(self, accepted, execution, Stage.WATCHED if watch else Stage.READING)

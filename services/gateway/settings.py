@@ -46,6 +46,9 @@ class GatewaySettings(InternalPlaneSettings, TemporalAccessSettings):
     # A gateway watching a background request renews its claim this often (x 1/3); if it
     # stops, another gateway takes the request over within this long.
     background_lease_seconds: float = 30.0
+    # A stream whose gateway died may be resumed on any gateway; one nobody resumed within this
+    # long after another gateway took it up is cancelled (and charged what its engine wrote).
+    resume_grace_seconds: float = 30.0
     # How long a stored response (/v1/responses: its object, and the conversation that
     # previous_response_id continues) is kept, sealed, after it was created.
     responses_ttl_seconds: int = 30 * 86400

@@ -25,7 +25,7 @@ from tiller.protos.inference.v1 import inference_pb2, inference_pb2_grpc
 class Refusing:
     """Stands in for the gateway's Inference: every request is refused by quota."""
 
-    async def begin(self, *args: Any) -> None:
+    async def begin(self, *args: Any, **kwargs: Any) -> None:
         raise RateLimited("Rate limit reached for requests per minute of this key.", retry_after=2)
 
 
