@@ -585,9 +585,7 @@ def start_replica(stack: Stack, name: str, **quota_settings: str) -> Replica:
         TILLER_GATEWAY_PORT=str(gateway_port),
         TILLER_GATEWAY_GRPC_PORT=str(grpc_port),
     )
-    replica = Replica(
-        f"http://127.0.0.1:{gateway_port}", quota, gateway, f"127.0.0.1:{quota_port}"
-    )
+    replica = Replica(f"http://127.0.0.1:{gateway_port}", quota, gateway, f"127.0.0.1:{quota_port}")
 
     def ready() -> bool:
         try:

@@ -192,7 +192,9 @@ async def test_a_stream_nobody_resumes_is_cancelled_and_charged_what_its_engine_
         again = await http.post(f"{survivor.base_url}/chat/completions", json=body("again"))
         assert again.status_code == 200, again.text
         # Its stream ends with the cancellation; what the engine wrote is what is charged.
-        streamed = await http.get(f"{survivor.base_url}/chat/completions/{reader.request_id}/stream")
+        streamed = await http.get(
+            f"{survivor.base_url}/chat/completions/{reader.request_id}/stream"
+        )
     lines = streamed.text.splitlines()
     chunks = [c for line in lines if (c := chunks_of(line))]
     assert "error" in chunks[-1] and chunks[-1]["error"]["code"] == "cancelled", chunks[-1]
