@@ -14,17 +14,29 @@ When an attempt fails and another takes over (a retry, the next deployment), the
 first appends a claim with its higher fence, which makes the stream refuse every earlier
 attempt's appends, and reads what was delivered before it: it can continue that text (or
 return a finished result) without the client ever seeing a word twice.
+
+Redis away (restarting, failing over) does not end an attempt: the writer keeps what it has
+not appended and tries again with backoff for up to `outage_seconds`, then appends it all in
+order. Each append carries its attempt's sequence number, and the script skips one the stream
+already holds, so an append whose reply was lost (Redis died after writing it) is not added
+twice when it is sent again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from tiller.common import backoff
 from tiller.common.errors import TillerError
 from tiller.common.redis_text import text
 from tiller.common.sealing import Sealer
@@ -40,22 +52,31 @@ PUBLISH_FENCE = 1_000_000
 # Append entries unless a later attempt has written to the stream (its newest entry carries a
 # higher fence): a worker presumed dead that is in fact still running cannot add to an answer
 # another attempt continues. Returns the last new entry's id, or 0 when refused.
+# The same append sent again (its reply was lost) is skipped: the newest entry already carries
+# this attempt's fence and a sequence number at least as high; its id is returned.
 _APPEND = """
 local fence = tonumber(ARGV[1])
+local seq = tonumber(ARGV[3])
 local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
 if newest then
   local fields = newest[2]
+  local a, s
   for i = 1, #fields - 1, 2 do
-    if fields[i] == 'a' and tonumber(fields[i + 1]) > fence then return 0 end
+    if fields[i] == 'a' then a = tonumber(fields[i + 1]) end
+    if fields[i] == 's' then s = tonumber(fields[i + 1]) end
   end
+  if a and a > fence then return 0 end
+  if a == fence and s and s >= seq then return newest[1] end
 end
 local id
-for i = 3, #ARGV do
-  id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i], 'a', ARGV[1])
+for i = 4, #ARGV do
+  id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i], 'a', ARGV[1], 's', ARGV[3])
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return id
 """
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Superseded(Exception):
@@ -97,11 +118,17 @@ class EventWriter:
         live_ttl_seconds: int | None = None,
         *,
         sealer: Sealer,
+        outage_seconds: float = 0.0,
+        waiting: Callable[[], None] | None = None,
     ) -> None:
         """`ttl_seconds`: how long the stream stays once it ended; `live_ttl_seconds`: until
-        then (long enough for a later attempt to find it, however long the request may run)."""
+        then (long enough for a later attempt to find it, however long the request may run).
+        `outage_seconds`: how long a Redis that cannot be reached is waited for before an
+        append fails; `waiting` is called at each try meanwhile (the worker heartbeats)."""
         self.redis, self.key, self.ttl, self.fence = redis, key, ttl_seconds, fence
         self.sealer = sealer
+        self.outage_seconds, self.waiting = outage_seconds, waiting
+        self._seq = 0
         self.live_ttl = max(live_ttl_seconds or 0, ttl_seconds)
         self._script = redis.register_script(_APPEND)
         self._pending: list[tuple[str, Choices | None]] = []
@@ -110,7 +137,7 @@ class EventWriter:
     async def claim(self) -> list[Event]:
         """Take the stream over from earlier attempts; returns what they published."""
         claimed = await self._append([Claim()])
-        reply: Any = await self.redis.xrange(self.key, "-", claimed)
+        reply: Any = await self._riding_out(lambda: self.redis.xrange(self.key, "-", claimed))
         return [decode_entry(i, f, self.key, self.sealer) for i, f in reply if text(i) != claimed]
 
     async def ended(self) -> None:
@@ -162,11 +189,29 @@ class EventWriter:
         """Append under this attempt's fence; the id of the last entry added."""
         ttl = self.ttl if final else self.live_ttl
         where = self.key.encode()
-        sealed = (self.sealer.seal(encode(e), where) for e in entries)
-        added = await self._script(keys=[self.key], args=[self.fence, ttl, *sealed])
+        sealed = [self.sealer.seal(encode(e), where) for e in entries]
+        self._seq += 1
+        args: list[bytes | int] = [self.fence, ttl, self._seq, *sealed]
+        added = await self._riding_out(lambda: self._script(keys=[self.key], args=args))
         if not added:
             raise Superseded(self.key)
         return text(added)
+
+    async def _riding_out(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call`, tried again while Redis cannot be reached, for up to outage_seconds."""
+        deadline = time.monotonic() + self.outage_seconds
+        waits = backoff.delays(first=0.1, most=2.0)
+        while True:
+            try:
+                return await call()
+            except (RedisConnectionError, RedisTimeoutError):
+                if time.monotonic() >= deadline:
+                    raise
+                if self.waiting is not None:
+                    self.waiting()
+                if deadline - time.monotonic() >= self.outage_seconds - 0.05:  # the first try
+                    log.warning("answer stream unreachable: holding the answer")
+                await asyncio.sleep(min(next(waits), max(0.0, deadline - time.monotonic())))
 
 
 def decode_entry(

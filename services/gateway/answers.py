@@ -11,6 +11,10 @@ merges their deltas: a client slower than the engine gets fewer, larger chunks. 
 the reader and Redis in proportion to the streams it covers, so with many streams open the
 reader pauses briefly between reads (at most PACE_MAX_SECONDS) and takes more entries per read:
 with one stream there is no pause, with 250 or more it is 5 ms.
+
+Redis away does not end anyone's wait: the reader tries again with backoff, and each request
+reads on from its place once Redis is back (the workers hold what they could not append). A
+request whose run ends meanwhile is answered from Temporal's copy of its result (calls.py).
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from tiller.common import redis_client
+from tiller.common import backoff, redis_client
 from tiller.common.errors import AnswerUnreadable
 from tiller.common.lifecycle import service_task
 from tiller.common.redis_text import text
@@ -35,6 +40,7 @@ from tiller.contract.events import Event
 log = logging.getLogger(__name__)
 WAKE_TTL_SECONDS = 3600
 RETRY_SECONDS = 0.2
+RETRY_MOST_SECONDS = 2.0
 CLOSE_WAIT_SECONDS = 2.0
 PACE_PER_STREAM_SECONDS = 0.00002
 PACE_MAX_SECONDS = 0.005
@@ -150,6 +156,7 @@ class AnswerHub:
             pass  # the reader fails too and tells every waiting request
 
     async def _run(self) -> None:
+        away: Iterator[float] | None = None  # Redis unreachable: the waits between tries
         while not self._closing:
             if not self._subs:
                 self._has_work.clear()
@@ -162,7 +169,15 @@ class AnswerHub:
             self._blocked, self._woken = True, False
             try:
                 reply: Any = await self.reader.xread(streams, block=self.block_ms)
-            except Exception as error:  # Redis away, or a reply we cannot use: tell everyone
+                away = None
+            except RedisError as error:  # Redis away: everyone waits on, from their place
+                if away is None:
+                    log.warning("answer streams unreachable", extra={"error": type(error).__name__})
+                    away = backoff.delays(first=RETRY_SECONDS, most=RETRY_MOST_SECONDS)
+                if not self._closing:
+                    await asyncio.sleep(next(away))
+                continue
+            except Exception as error:  # a reply we cannot use: tell everyone
                 log.warning("answer streams unreadable", extra={"error": type(error).__name__})
                 failure = AnswerUnreadable()
                 for readers in self._subs.values():

@@ -150,6 +150,7 @@ async def _sse(
         return orjson.dumps(body).decode()
 
     streamed = not from_start  # whether the client has any of the text yet
+    sent = ""  # the text sent in this response
     engines_own = False  # the engine's chunks went out as it wrote them, finish reason too
     try:
         with call.owned():  # the client leaving (GeneratorExit) gives it up
@@ -165,6 +166,7 @@ async def _sse(
                     yield sse_event(own_chunk(last), id=event.id)
                 elif isinstance(event, Delta):
                     streamed = True
+                    sent += event.text
                     yield sse_event(piece(event.text), id=event.id)
                 elif isinstance(event, Done):
                     result = event.result
@@ -172,6 +174,13 @@ async def _sse(
                         # An answer that was not streamed (a background request asked without
                         # `stream` on an engine that cannot resume): its text in one chunk.
                         yield sse_event(piece(result.text))
+                    elif (
+                        from_start
+                        and len(result.text) > len(sent) > 0
+                        and (result.text.startswith(sent))
+                    ):
+                        # Read from Temporal (Redis was away as it ended): the rest of it.
+                        yield sse_event(piece(result.text[len(sent) :]))
                     call.complete(result.usage)  # before the last yields: the client may leave
                     if not engines_own:
                         yield sse_event(piece("", result.finish_reason), id=event.id)

@@ -193,6 +193,7 @@ async def _serve(settings: WorkerSettings, router: grpc.aio.Channel) -> None:
         settings.heartbeat_interval_seconds,
         cancels,
         sealer=sealer,
+        redis_outage_seconds=settings.redis_outage_seconds,
     )
     steps = PipelineActivities(routes, redis, settings.event_ttl_seconds, sealer=sealer)
     grace = settings.shutdown_grace_seconds

@@ -25,6 +25,9 @@ class WorkerSettings(InternalPlaneSettings, TemporalAccessSettings):
     # Seconds an answer's event stream stays in Redis after its last event.
     event_ttl_seconds: int = 300
     heartbeat_interval_seconds: float = 2.0
+    # Redis away: how long an attempt holds its answer's events and tries again before it fails
+    # (it heartbeats meanwhile); an answer that ended is then read from Temporal's result.
+    redis_outage_seconds: float = 120.0
     # How often the router is asked whether models.yaml changed (new or removed task queues).
     reload_seconds: float = 2.0
     # How long start-up waits for Temporal and the router (compose starts all at once).
