@@ -46,7 +46,6 @@ from tiller.contract.routes import (
     queue_timeout_of,
     retry_of,
     targets_of,
-    with_system_prompt,
 )
 from tiller.gateway import executions
 from tiller.gateway.admissions import Admitter
@@ -58,7 +57,7 @@ from tiller.gateway.executions import Execution
 from tiller.gateway.leases import LeaseKeeper
 from tiller.gateway.masking import Masking
 from tiller.gateway.protocol import ApiRequest
-from tiller.gateway.reservations import prompt_tokens, reservation
+from tiller.gateway.reservations import as_sent, prompt_of, reservation
 from tiller.gateway.responses_store import ResponseStore
 from tiller.gateway.routes import RouteCache
 from tiller.gateway.settings import GatewaySettings
@@ -163,8 +162,8 @@ class Inference:
                 param=name,
             )
         sampling = filled(request.sampling, defaults_of(route.defaults))
-        prompt = prompt_tokens(request)
-        reserve = reservation(request, sampling, prompt, self.settings.default_reserve_tokens)
+        prompt = prompt_of(as_sent(request.ask, route), route, self.settings.template_tokens)
+        reserve = reservation(request, sampling, prompt.bound, self.settings.default_reserve_tokens)
         admission = await self._admit(api_key, request_id, request.model, route, reserve)
         principal = admission.principal
         span.set_attribute("tiller.key_id", principal.key_id)
@@ -181,7 +180,7 @@ class Inference:
             int(time.time()),
             include_usage=request.include_usage,
             queue_timeout=queue_timeout_of(route),
-            prompt_estimate=prompt,
+            prompt_estimate=prompt.estimate,
             # Embeddings and the engine's own choices come back in the Redis done event only.
             only_in_stream=isinstance(request.ask, Embedding) or bool(request.ask.extra),
         )
@@ -332,13 +331,10 @@ def _activity_input(
         # way (continue_final_message) to ask an engine for exactly the rest of its answer,
         # and only of one plain text (not of tool calls, several choices or logprobs).
         targets = [dataclasses.replace(t, resume=False) for t in targets]
-    if isinstance(ask, Chat):
-        messages = with_system_prompt(ask.messages, route.system_prompt)
-        ask = dataclasses.replace(ask, messages=messages)
     return InferenceInput(
         request_id=accepted.request_id,
         model=route.model,
-        ask=ask,
+        ask=as_sent(ask, route),
         sampling=sampling,
         # A background answer is streamed to Redis, so clients can follow it live, where the
         # engine can continue a partial answer; elsewhere a failed attempt starts afresh.

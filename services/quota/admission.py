@@ -245,8 +245,9 @@ def _over_limit(reply: AdmitReply, ask: Ask) -> TillerError:
     whose = f"{_SCOPES.get(scope, scope)} {owner!r}" if scope != "k" else "this key"
     if reply.outcome == "too_large":  # could never fit, however long the caller waits
         return InvalidRequest(
-            f"This request may use up to {ask.reserve_tokens} tokens (prompt and max_tokens), "
-            f"more than the {limit} tokens per minute of {whose}; lower max_tokens.",
+            f"This request may use up to {ask.reserve_tokens} tokens (its prompt, bounded, and "
+            f"max_tokens), more than the {limit} tokens per minute of {whose}; lower max_tokens "
+            "or shorten the prompt.",
             param="max_tokens",
         )
     if reply.outcome == "over":
