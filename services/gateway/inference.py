@@ -197,9 +197,9 @@ class Inference:
             run = _activity_input(accepted, request, sampling, route)
             queue_class = max(principal.priority or DEFAULT_PRIORITY, priority or 0)
             execution = await self._start(run, queue_class)
-        except BaseException:  # admitted but never started: its admission is released
+        except BaseException:  # admitted but refused before it ran: nothing of it counts
             self.settler.settle(
-                quota_pb2.Settlement(key_id=principal.key_id, request_id=request_id)
+                quota_pb2.Settlement(key_id=principal.key_id, request_id=request_id, refused=True)
             )
             raise
         return Call(self, accepted, execution, Stage.ANSWERING, admission, vault, observer)

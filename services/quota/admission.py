@@ -215,6 +215,8 @@ def _admitted(raw: list[Any], ask: Ask) -> Admitted:
         return Admitted(principal, requests, tokens)
     if reply.scope:  # refused for a limit
         raise _over_limit(reply, ask)
+    if reply.outcome == "settled":  # its gateway gave up on it: nobody waits for this answer
+        raise ServiceUnavailable("Admission failed; request refused.")
     if reply.outcome in ("role", "model"):
         metrics.ADMISSIONS.labels("forbidden", "key", "").inc()
     else:
