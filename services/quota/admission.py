@@ -8,7 +8,7 @@ tokens per minute (the same log, each entry holding the tokens it reserved), and
 requests (leases that expire on their own unless the gateway serving the request renews them).
 Keys and teams may also set tokens per day and per month (budgets, UTC days and months).
 
-Tokens are reserved at admission (the prompt's estimate plus its max_tokens cap) and reconciled
+Tokens are reserved at admission (a bound on the prompt plus its max_tokens cap) and reconciled
 with the engine's count when the request settles (usage.py), so a burst cannot overshoot: a
 request is admitted only if its whole reservation fits. Nothing is counted unless every check
 passes. Redis's clock is the only clock.
