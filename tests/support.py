@@ -197,6 +197,14 @@ models:
         engine_model: demo
         task_queue: test.demo
         max_concurrency: 64
+  briefed:  # a long system prompt from YAML (tests/e2e/test_reservations.py)
+    system_prompt: "@BRIEFING@"
+    deployments:
+      - name: briefed-local
+        adapter: openai
+        endpoint: http://127.0.0.1:{demo_port}/v1
+        engine_model: demo
+        task_queue: test.demo
   unserved:  # no worker polls its queue: the queue timeout answers
     queue_timeout_seconds: 1
     deployments:
@@ -339,6 +347,9 @@ models:
       workflow: human-approval
       options: {{draft: demo, approval_timeout_seconds: 1}}
 """
+# The system prompt of the `briefed` model: 200 words, which the demo engine counts as 200 tokens.
+BRIEFING = " ".join(f"w{i}" for i in range(200))
+TEST_MODELS = TEST_MODELS.replace("@BRIEFING@", BRIEFING)
 # The stack's own worker: every queue but test.durable, whose workers the tests run themselves.
 STACK_TASK_QUEUES = "test.demo,test.single,test.broken,test.refused,test.failing,test.breaking"
 

@@ -5,6 +5,10 @@ queue up while a call is in flight go together in the next `AdmitBatch` call, an
 settles whatever the settler has pending (releasing leases before counting new requests), so a
 steady stream of requests costs quota one call per burst, not two calls per request. An idle
 gateway sends each admission at once.
+
+A request refused here after quota may have counted it (the call failed or timed out, Redis
+failed on its script, or its caller left as it was admitted) is released: a `refused` settlement
+takes back everything its admission counted, its place in requests per minute included.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 import grpc
 
 from tiller.common import tracing
-from tiller.common.errors import TillerError
+from tiller.common.errors import ServiceUnavailable, TillerError
 from tiller.common.lifecycle import service_task
 from tiller.contract.keys import key_id_of
 from tiller.gateway.settlement import MAX_BATCH, Settler
@@ -78,7 +82,12 @@ class Admitter:
                 self._resolve(request, future, outcome)
 
     def _release(self, key_id: str, request_id: str) -> None:
-        self.settler.settle(quota_pb2.Settlement(key_id=key_id, request_id=request_id))
+        """Give back all a request refused here may have been counted: its lease, its tokens and
+        its place in requests per minute (quota does nothing where it counted nothing, and
+        counts nothing if it runs the admission only later)."""
+        self.settler.settle(
+            quota_pb2.Settlement(key_id=key_id, request_id=request_id, refused=True)
+        )
 
     def _resolve(
         self,
@@ -87,8 +96,12 @@ class Admitter:
         outcome: quota_pb2.AdmitOutcome,
     ) -> None:
         if outcome.HasField("error"):
+            error = TillerError.from_status(outcome.error)
             if not future.done():
-                future.set_exception(TillerError.from_status(outcome.error))
+                future.set_exception(error)
+            # Redis failed on this admission alone: its script may have run, in part or whole.
+            if isinstance(error, ServiceUnavailable) and request.api_key:
+                self._release(key_id_of(request.api_key), request.request_id)
         elif future.done():  # the caller left while we asked: give the lease back
             self._release(outcome.admission.principal.key_id, request.request_id)
         else:

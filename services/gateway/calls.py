@@ -76,8 +76,9 @@ class Accepted:
     include_usage: bool = False  # the caller asked for a usage chunk (a hand-over keeps it)
     # How long it may wait for a worker; unknown (a request taken up again): the usual checks.
     queue_timeout: float = math.inf
-    # What a caller who leaves mid-answer is charged: this estimate of the prompt and the tokens
-    # it was sent, not nothing.
+    # What a caller who leaves mid-answer is charged for its prompt (with what Tiller added to
+    # it), with the tokens it was sent: an estimate (reservations.py), as the engine's count
+    # comes only with the answer's end; not the bound that was reserved, which errs high.
     prompt_estimate: int = 0
     # Its whole answer is only in the stream's done event (vectors, the engine's own choices):
     # Temporal's copy of the result is text only.

@@ -47,7 +47,6 @@ from tiller.contract.routes import (
     queue_timeout_of,
     retry_of,
     targets_of,
-    with_system_prompt,
 )
 from tiller.gateway import executions
 from tiller.gateway.admissions import Admitter
@@ -59,7 +58,7 @@ from tiller.gateway.executions import Execution
 from tiller.gateway.leases import LeaseKeeper
 from tiller.gateway.masking import Masking
 from tiller.gateway.protocol import ApiRequest
-from tiller.gateway.reservations import prompt_tokens, reservation
+from tiller.gateway.reservations import as_sent, prompt_of, reservation
 from tiller.gateway.responses_store import ResponseStore
 from tiller.gateway.routes import RouteCache
 from tiller.gateway.settings import GatewaySettings
@@ -171,8 +170,8 @@ class Inference:
                 param=name,
             )
         sampling = filled(request.sampling, defaults_of(route.defaults))
-        prompt = prompt_tokens(request)
-        reserve = reservation(request, sampling, prompt, self.settings.default_reserve_tokens)
+        prompt = prompt_of(as_sent(request.ask, route), route, self.settings.template_tokens)
+        reserve = reservation(request, sampling, prompt.bound, self.settings.default_reserve_tokens)
         admission = await self._admit(api_key, request_id, request.model, route, reserve)
         principal = admission.principal
         span.set_attribute("tiller.key_id", principal.key_id)
@@ -189,7 +188,7 @@ class Inference:
             int(time.time()),
             include_usage=request.include_usage,
             queue_timeout=queue_timeout_of(route),
-            prompt_estimate=prompt,
+            prompt_estimate=prompt.estimate,
             # Embeddings and the engine's own choices come back in the Redis done event only.
             only_in_stream=isinstance(request.ask, Embedding) or bool(request.ask.extra),
             legacy=isinstance(request.ask, TextCompletion),
@@ -214,9 +213,9 @@ class Inference:
                 tracking = asyncio.get_running_loop().create_task(self.background.track(record))
             execution = await self._start(run, queue_class)
             tracked = await tracking if tracking is not None else False
-        except BaseException:  # admitted but never started: its admission is released
+        except BaseException:  # admitted but refused before it ran: nothing of it counts
             self.settler.settle(
-                quota_pb2.Settlement(key_id=principal.key_id, request_id=request_id)
+                quota_pb2.Settlement(key_id=principal.key_id, request_id=request_id, refused=True)
             )
             if tracking is not None:
                 self.spawn(self._forget(request_id, tracking))
@@ -360,13 +359,10 @@ def _activity_input(
         # way (continue_final_message) to ask an engine for exactly the rest of its answer,
         # and only of one plain text (not of tool calls, several choices or logprobs).
         targets = [dataclasses.replace(t, resume=False) for t in targets]
-    if isinstance(ask, Chat):
-        messages = with_system_prompt(ask.messages, route.system_prompt)
-        ask = dataclasses.replace(ask, messages=messages)
     return InferenceInput(
         request_id=accepted.request_id,
         model=route.model,
-        ask=ask,
+        ask=as_sent(ask, route),
         sampling=sampling,
         # A background answer is streamed to Redis, so clients can follow it live, where the
         # engine can continue a partial answer; elsewhere a failed attempt starts afresh.

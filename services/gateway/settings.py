@@ -34,6 +34,11 @@ class GatewaySettings(InternalPlaneSettings, TemporalAccessSettings):
     # Tokens reserved for the answer of a request that sets no max_tokens (and whose model has
     # no default): what tokens-per-minute limits and budgets count until the engine's real count.
     default_reserve_tokens: int = 1024
+    # Tokens reserved for what an engine adds to every prompt that the request has no bytes of:
+    # a beginning-of-text token, the header where the answer starts, a default system prompt its
+    # chat template writes (Llama 3.1's dates: about 30). Part of the prompt's bound
+    # (reservations.py); raise it for a template that adds more.
+    template_tokens: int = 32
     # How long a route from the router is reused; 0 asks the router on every request.
     route_cache_seconds: float = 2.0
     # While the router cannot be reached, a route resolved this recently is used as it was

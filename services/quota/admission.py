@@ -8,7 +8,7 @@ tokens per minute (the same log, each entry holding the tokens it reserved), and
 requests (leases that expire on their own unless the gateway serving the request renews them).
 Keys and teams may also set tokens per day and per month (budgets, UTC days and months).
 
-Tokens are reserved at admission (the prompt's estimate plus its max_tokens cap) and reconciled
+Tokens are reserved at admission (a bound on the prompt plus its max_tokens cap) and reconciled
 with the engine's count when the request settles (usage.py), so a burst cannot overshoot: a
 request is admitted only if its whole reservation fits. Nothing is counted unless every check
 passes. Redis's clock is the only clock.
@@ -215,6 +215,8 @@ def _admitted(raw: list[Any], ask: Ask) -> Admitted:
         return Admitted(principal, requests, tokens)
     if reply.scope:  # refused for a limit
         raise _over_limit(reply, ask)
+    if reply.outcome == "settled":  # its gateway gave up on it: nobody waits for this answer
+        raise ServiceUnavailable("Admission failed; request refused.")
     if reply.outcome in ("role", "model"):
         metrics.ADMISSIONS.labels("forbidden", "key", "").inc()
     else:
@@ -245,8 +247,9 @@ def _over_limit(reply: AdmitReply, ask: Ask) -> TillerError:
     whose = f"{_SCOPES.get(scope, scope)} {owner!r}" if scope != "k" else "this key"
     if reply.outcome == "too_large":  # could never fit, however long the caller waits
         return InvalidRequest(
-            f"This request may use up to {ask.reserve_tokens} tokens (prompt and max_tokens), "
-            f"more than the {limit} tokens per minute of {whose}; lower max_tokens.",
+            f"This request may use up to {ask.reserve_tokens} tokens (its prompt, bounded, and "
+            f"max_tokens), more than the {limit} tokens per minute of {whose}; lower max_tokens "
+            "or shorten the prompt.",
             param="max_tokens",
         )
     if reply.outcome == "over":

@@ -24,6 +24,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local expires = tonumber(r['expires_at'] or '0') or 0
 if expires > 0 and expires * 1000 <= now then return {'outcome', 'unknown', 'reason', 'expired'} end
 if r['role'] == 'viewer' then return {'outcome', 'role'} end
+local base, id = ARGV[1], ARGV[2]
+-- Released before it ran: the gateway gave up on it while Redis was away (usage.py).
+if redis.call('EXISTS', base .. 'settled:' .. id) == 1 then return {'outcome', 'settled'} end
 local model, asked = ARGV[5], ARGV[6]
 local patterns = r['models_lua'] or ''
 if patterns ~= '' then
@@ -36,7 +39,6 @@ if patterns ~= '' then
   end
   if not allowed then return {'outcome', 'model'} end
 end
-local base, id = ARGV[1], ARGV[2]
 -- Counts are written as the strings they came as (a Lua number may print as 1e+15).
 local window, ttl, reserve = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[7])
 local function n(v) return tonumber(v or '0') or 0 end
@@ -153,7 +155,8 @@ return {'outcome', 'admitted', 'key_id', r['id'], 'name', r['name'] or '',
 class AdmitReply:
     """The admission script's reply, by name. `outcome`: admitted; unknown (the key: `reason`
     unknown, revoked or expired); role or model (not allowed); over, busy, budget or too_large
-    (refused for the `what` limit of `scope`, `limit`, worth waiting `wait_ms`)."""
+    (refused for the `what` limit of `scope`, `limit`, worth waiting `wait_ms`); settled (the
+    request was released before Redis ran its admission: nothing counted)."""
 
     outcome: str
     reason: str = ""

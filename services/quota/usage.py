@@ -3,8 +3,17 @@ with what the engine counted, and a row in the usage ledger.
 
 Settling is idempotent: a settlement applies once per request id (a marker key kept for
 SETTLED_TTL_SECONDS), so a gateway may send it again after a call that failed or timed out
-without counting anything twice. The admission's reservation record (admission.py) says which
-scopes (key, team, model) the request was counted in and how many tokens it reserved.
+without counting anything twice.
+
+A request that ran counts against requests per minute however it ended (its engine worked on it:
+a client that retries failing requests is still limited). A request refused after its admission
+(`refused`: its admission's call failed, a PII policy blocked it, its run could not start) never
+ran: its settlement takes it out of the requests-per-minute logs as well, so a refusal leaves
+nothing counted. Its marker, set even when the admission has not run yet, makes an admission of
+that id that Redis runs later (it was frozen while the gateway gave up) count nothing.
+
+The admission's reservation record (admission.py) says which scopes (key, team, model) the
+request was counted in and how many tokens it reserved.
 
 The ledger is one Redis hash per UTC day, fields `<key id>|<team>|<model>|<measure>`, so the
 usage of a key, a team or a model over a range of days is a read of those days.
@@ -30,7 +39,7 @@ SETTLED_TTL_SECONDS = 3_600  # longer than any gateway keeps retrying a settleme
 MEASURES = ("requests", "prompt_tokens", "completion_tokens")
 
 # ARGV: base, request id, key id, completed (0/1), model, prompt tokens, completion tokens,
-# marker ttl, usage ttl, day.
+# marker ttl, usage ttl, day, refused (0/1).
 _SETTLE = """
 local base, id = ARGV[1], ARGV[2]
 local resv = base .. 'resv:' .. id
@@ -42,7 +51,12 @@ local team = r['team'] or ''
 local model = r['model'] or ARGV[5]
 local scopes = {'k:' .. key, 'm:' .. model}
 if team ~= '' then table.insert(scopes, 't:' .. team) end
-for _, s in ipairs(scopes) do redis.call('ZREM', base .. 'conc:' .. s, id) end
+for _, s in ipairs(scopes) do
+  redis.call('ZREM', base .. 'conc:' .. s, id)
+  if ARGV[11] == '1' then redis.call('ZREM', base .. 'rpm:' .. s, id) end
+end
+-- The marker also tells an admission of this id that Redis runs only now (it was frozen while
+-- the gateway gave up on it) to count nothing (admit_script.py).
 if not redis.call('SET', base .. 'settled:' .. id, '1', 'NX', 'EX', ARGV[8]) then return 0 end
 local used = 0
 if ARGV[4] == '1' then used = tonumber(ARGV[6]) + tonumber(ARGV[7]) end
@@ -128,6 +142,7 @@ class Ledger:
                 str(SETTLED_TTL_SECONDS),
                 str(USAGE_TTL_SECONDS),
                 day,
+                "1" if s.refused else "0",
             )
             for s in settlements
         ]

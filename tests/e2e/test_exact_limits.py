@@ -23,7 +23,11 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.support import Stack, chunks_of, start_replica
+from tiller.gateway.reservations import MESSAGE_TOKENS
+from tiller.gateway.settings import GatewaySettings
 from tiller.quota.keys import KeySpec, KeyStore, Limits
+
+TEMPLATE_TOKENS = GatewaySettings().template_tokens
 
 
 @dataclass
@@ -95,7 +99,9 @@ async def test_streamed_tokens_stay_within_the_tokens_limit(
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    reserved = -(-len(content) // 4) + 4 + max_tokens  # the gateway's estimate (reservations.py)
+    # The prompt's bound (gateway/reservations.py): its bytes, its role and a message's
+    # markers, the template allowance; then max_tokens.
+    reserved = len(content) + len("user") + MESSAGE_TOKENS + TEMPLATE_TOKENS + max_tokens
 
     async def one(client: httpx.AsyncClient) -> int | None:
         """Tokens the request used, or None if it was refused."""

@@ -219,3 +219,40 @@ async def test_the_admin_calls_never_return_a_key_or_its_hash(quota: Quota) -> N
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "role" in (caught.value.details() or "")
+
+
+async def release(quota: Quota, key_id: str, request_id: str, refused: bool) -> None:
+    """A settlement without usage: a request refused after admission, or one that ran and
+    failed."""
+    settlement = quota_pb2.Settlement(key_id=key_id, request_id=request_id, refused=refused)
+    await quota.stubs[0].Settle(quota_pb2.SettleRequest(settlements=[settlement]), timeout=5)
+
+
+async def test_a_refusal_after_admission_gives_back_everything_it_counted(quota: Quota) -> None:
+    await quota.store.put_team("refusals", Limits(rpm=1))
+    key = await quota.store.create(
+        KeySpec("refused", team="refusals", limits=Limits(rpm=1, tpm=100, concurrency=1))
+    )
+    model = quota_pb2.Limits(rpm=1)
+    fields: dict[str, Any] = {"reserve_tokens": 100, "served_model": "one", "model_limits": model}
+    await quota.admit(key.api_key, request_id="a", **fields)
+    with pytest.raises(RateLimited):
+        await quota.admit(key.api_key, **fields)
+    await release(quota, key.key_id, "a", refused=True)
+    # Its key's, team's and model's requests per minute, its tokens and its lease: all back.
+    again = await quota.admit(key.api_key, request_id="b", **fields)
+    assert again.requests.remaining == 0 and again.tokens.remaining == 0
+    # A request that ran and failed still counts against requests per minute.
+    await release(quota, key.key_id, "b", refused=False)
+    with pytest.raises(RateLimited, match="requests per minute"):
+        await quota.admit(key.api_key, **fields)
+
+
+async def test_an_admission_that_runs_after_its_release_counts_nothing(quota: Quota) -> None:
+    """Redis froze while quota ran the admission; the gateway gave up and released the request,
+    and that release reached Redis first: the admission, run later, must not count."""
+    key = await quota.store.issue("late", rpm=1)
+    await release(quota, key.key_id, "late", refused=True)
+    with pytest.raises(TillerError, match="Admission failed"):
+        await quota.admit(key.api_key, request_id="late")
+    await quota.admit(key.api_key)  # the one request of the minute is still there

@@ -106,20 +106,22 @@ class AdmitBatchResponse(_message.Message):
     def __init__(self, outcomes: _Optional[_Iterable[_Union[AdmitOutcome, _Mapping]]] = ...) -> None: ...
 
 class Settlement(_message.Message):
-    __slots__ = ("key_id", "request_id", "model", "completed", "prompt_tokens", "completion_tokens")
+    __slots__ = ("key_id", "request_id", "model", "completed", "prompt_tokens", "completion_tokens", "refused")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     request_id: str
     model: str
     completed: bool
     prompt_tokens: int
     completion_tokens: int
-    def __init__(self, key_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., completed: _Optional[bool] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
+    refused: bool
+    def __init__(self, key_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., completed: _Optional[bool] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., refused: _Optional[bool] = ...) -> None: ...
 
 class SettleRequest(_message.Message):
     __slots__ = ("settlements",)
