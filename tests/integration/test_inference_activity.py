@@ -4,6 +4,8 @@ task queue."""
 
 from __future__ import annotations
 
+import dataclasses
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,7 +19,8 @@ from tests.support import TEST_SEALER, Stack, closed_port, temporal_client
 from tiller.common.errors import (
     ContextLengthExceeded,
     EngineFailedMidStream,
-    EngineUnavailable,
+    EngineStayedDown,
+    EngineUnreachable,
     TillerError,
 )
 from tiller.contract.answer_stream import EventWriter, Superseded, read
@@ -131,15 +134,35 @@ async def test_non_streaming_publishes_only_the_result(env: Env) -> None:
     assert done.result.text == result.text == "You said: whole answer"
 
 
-async def test_an_engine_that_is_down_is_retried_then_reported(env: Env) -> None:
-    request = env.request("anyone?", endpoint=f"http://127.0.0.1:{closed_port()}/v1")
+async def test_an_unreachable_engine_with_somewhere_else_to_go_is_retried_then_left(
+    env: Env,
+) -> None:
+    down = env.request("anyone?", endpoint=f"http://127.0.0.1:{closed_port()}/v1")
+    request = dataclasses.replace(down, next_targets=(env.request("").target,))
     with pytest.raises(ActivityFailureError) as caught:
         await env.run(request)
-    assert type(TillerError.from_failure(caught.value.cause)) is EngineUnavailable
+    error = TillerError.from_failure(caught.value.cause)
+    assert type(error) is EngineUnreachable and error.retryable  # the next deployment's turn
     assert await attempts(env.client, request.request_id) == 3
+    assert await env.published(request) == []  # the client hears from the next deployment
+
+
+async def test_an_unreachable_engine_with_nowhere_else_to_go_is_waited_for_then_reported(
+    env: Env,
+) -> None:
+    down = env.request("anyone?", endpoint=f"http://127.0.0.1:{closed_port()}/v1")
+    request = dataclasses.replace(down, queue_timeout_seconds=1.5)
+    started = time.monotonic()
+    with pytest.raises(ActivityFailureError) as caught:
+        await env.run(request)
+    waited = time.monotonic() - started
+    error = TillerError.from_failure(caught.value.cause)
+    assert type(error) is EngineStayedDown and "queue timeout (1.5 s)" in error.message
+    assert 1.4 < waited < 5  # it waited its queue timeout, then ended: no attempts burnt
+    assert await attempts(env.client, request.request_id) == 1
     (published,) = await env.published(request)
     assert isinstance(published, Failed)
-    assert published.error.reason == "EngineUnavailable"
+    assert published.error.reason == "EngineStayedDown"
 
 
 async def test_a_request_that_cannot_succeed_is_not_retried(env: Env) -> None:
