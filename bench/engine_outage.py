@@ -31,8 +31,8 @@ import openai
 
 sys.path.insert(0, os.getcwd())
 
-from tests.own_stack import OwnStack  # noqa: E402
-from tests.support import wait_for  # noqa: E402
+from tests.own_stack import OwnStack
+from tests.support import wait_for
 
 MODELS = """\
 models:
@@ -53,6 +53,7 @@ class Outcome:
     text: str = ""
     error: str | None = None
     seconds: float = 0.0
+    begun: asyncio.Event = field(default_factory=asyncio.Event)  # text or an error came
 
     @property
     def verdict(self) -> str:
@@ -61,11 +62,6 @@ class Outcome:
         if self.text == self.expected:
             return "whole"
         return "repeated" if len(self.text) > len(self.expected) else "cut"
-
-
-@dataclass
-class Run:
-    outcomes: list[Outcome] = field(default_factory=list)
 
 
 async def stream(client: openai.AsyncOpenAI, prompt: str, outcome: Outcome) -> None:
@@ -77,8 +73,10 @@ async def stream(client: openai.AsyncOpenAI, prompt: str, outcome: Outcome) -> N
         async for chunk in answer:
             if chunk.choices:
                 outcome.text += chunk.choices[0].delta.content or ""
+                outcome.begun.set()
     except openai.APIError as error:
         outcome.error = error.message
+    outcome.begun.set()
     outcome.seconds = time.monotonic() - started
 
 
@@ -92,9 +90,7 @@ async def one_run(stack: OwnStack, streams: int, arriving: int, down: float) -> 
     )
     first = [Outcome(f"You said: {prompt_of(n)}") for n in range(streams)]
     tasks = [asyncio.create_task(stream(client, prompt_of(n), o)) for n, o in enumerate(first)]
-    deadline = time.monotonic() + 60
-    while not all(o.text or o.error for o in first) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await asyncio.wait_for(asyncio.gather(*(o.begun.wait() for o in first)), 60)
     await asyncio.to_thread(stack.kill, "demo-engine")
     killed = time.monotonic()
     mid = sum(1 for o in first if o.text and o.text != o.expected)
