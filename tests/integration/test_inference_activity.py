@@ -4,6 +4,7 @@ task queue."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 import uuid
@@ -17,6 +18,7 @@ from temporalio.client import ActivityFailureError, Client
 
 from tests.support import TEST_SEALER, Stack, closed_port, temporal_client
 from tiller.common.errors import (
+    Cancelled,
     ContextLengthExceeded,
     EngineFailedMidStream,
     EngineStayedDown,
@@ -163,6 +165,29 @@ async def test_an_unreachable_engine_with_nowhere_else_to_go_is_waited_for_then_
     (published,) = await env.published(request)
     assert isinstance(published, Failed)
     assert published.error.reason == "EngineStayedDown"
+
+
+async def test_a_request_waiting_for_its_engine_can_be_cancelled(env: Env) -> None:
+    down = env.request("anyone?", endpoint=f"http://127.0.0.1:{closed_port()}/v1")
+    request = dataclasses.replace(down, queue_timeout_seconds=60)
+    handle = await env.client.start_activity(
+        GENERATE_ACTIVITY,
+        request,
+        id=request.request_id,
+        task_queue=env.queue,
+        result_type=InferenceResult,
+        **activity_options(request).as_kwargs(),
+    )
+    await asyncio.sleep(1.5)  # waiting for the engine, heartbeating
+    started = time.monotonic()
+    await handle.cancel()
+    with pytest.raises(ActivityFailureError) as caught:
+        await handle.result()
+    print(
+        f"\ncancelled while waiting for its engine: ended {time.monotonic() - started:.2f} s later"
+    )
+    assert type(TillerError.from_failure(caught.value.cause)) is Cancelled
+    assert time.monotonic() - started < 5  # the next heartbeat (1 s) carries the cancel
 
 
 async def test_a_request_that_cannot_succeed_is_not_retried(env: Env) -> None:
