@@ -9,6 +9,10 @@ An attempt after a failure first claims the stream (contract/answer_stream.py) a
 delivered: a finished answer is returned as is; a partial one is continued by an engine that can
 (the deployment's `resume`), so the client's text stays whole and unrepeated, and otherwise ends
 with a clear `engine_failed_mid_stream` error.
+
+On the last deployment of a request's plan, an engine that cannot be reached is waited for
+(worker/outages.py) up to the model's queue timeout, instead of failing the attempt: nothing
+reached the engine, so sending the request once it is back repeats nothing.
 """
 
 from __future__ import annotations
