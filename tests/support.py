@@ -144,8 +144,9 @@ models:
         task_queue: test.single
         max_concurrency: 1
         resume: continue
-  broken:
+  broken:  # its engine is never there: requests wait for it 1 s, then get a clear 503
     retry: {{max_attempts: 2, initial_interval_seconds: 0.1, maximum_interval_seconds: 0.2}}
+    queue_timeout_seconds: 1
     deployments:
       - name: nowhere
         adapter: vllm

@@ -288,6 +288,21 @@ class EngineUnavailable(TillerError):
     default_message = "The model engine is unavailable."
 
 
+class EngineUnreachable(EngineUnavailable):
+    """Nothing answered at the engine's address (connection refused, connect timeout, its name
+    gone from DNS): the request never reached it. Where the request has nowhere else to go, the
+    worker waits for the engine instead of spending attempts (worker/outages.py)."""
+
+    default_message = "Cannot reach the model engine."
+
+
+class EngineStayedDown(EngineUnavailable):
+    """The engine stayed unreachable for the model's whole queue timeout while the request, with
+    nowhere else to go, waited for it: another attempt now would only fail the same way."""
+
+    retryable = False
+
+
 class EngineFailedMidStream(TillerError):
     """The engine failed after part of the answer reached the client, and no deployment that can
     continue it was left to try: starting over would repeat what the client already has."""

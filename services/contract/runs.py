@@ -47,9 +47,12 @@ class ActivityOptions:
 def activity_options(request: InferenceInput) -> ActivityOptions:
     """Options of one deployment's activity: its queueing, attempts and their backoff."""
     retry = request.retry
+    # On the last deployment of the plan an attempt may first wait for its unreachable engine,
+    # up to the queue timeout (worker/outages.py), and then has its whole time to answer.
+    waits = 0.0 if request.next_targets else request.queue_timeout_seconds
     return ActivityOptions(
         schedule_to_start_timeout=timedelta(seconds=request.queue_timeout_seconds),
-        start_to_close_timeout=timedelta(seconds=request.timeout_seconds),
+        start_to_close_timeout=timedelta(seconds=request.timeout_seconds + waits),
         heartbeat_timeout=timedelta(seconds=request.heartbeat_timeout_seconds),
         # An upper bound on the deployment's share: queueing plus every attempt and its backoff.
         schedule_to_close_timeout=timedelta(seconds=deployment_bound_seconds(request)),

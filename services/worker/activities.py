@@ -9,6 +9,10 @@ An attempt after a failure first claims the stream (contract/answer_stream.py) a
 delivered: a finished answer is returned as is; a partial one is continued by an engine that can
 (the deployment's `resume`), so the client's text stays whole and unrepeated, and otherwise ends
 with a clear `engine_failed_mid_stream` error.
+
+On the last deployment of a request's plan, an engine that cannot be reached is waited for
+(worker/outages.py) up to the model's queue timeout, instead of failing the attempt: nothing
+reached the engine, so sending the request once it is back repeats nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from tiller.common import logs, tracing
 from tiller.common.errors import (
     Cancelled,
     EngineFailedMidStream,
+    EngineStayedDown,
+    EngineUnreachable,
     InternalError,
     InvalidRequest,
     ServiceUnavailable,
@@ -44,8 +50,9 @@ from tiller.contract.results import InferenceResult, Usage
 from tiller.contract.runs import request_bound_seconds
 from tiller.worker import metrics
 from tiller.worker.adapters import Adapters
-from tiller.worker.adapters.base import Completion, EngineRequest
+from tiller.worker.adapters.base import Completion, EngineAdapter, EngineRequest
 from tiller.worker.cancels import CancelSignals
+from tiller.worker.outages import EngineOutages
 
 log = logging.getLogger(__name__)
 TRACER = tracing.tracer("tiller.worker")
@@ -62,10 +69,12 @@ class InferenceActivities:
         *,
         sealer: Sealer,
         redis_outage_seconds: float = 0.0,
+        outages: EngineOutages | None = None,
     ) -> None:
         self.redis = redis
         self.redis_outage = redis_outage_seconds
         self.sealer = sealer
+        self.outages = outages or EngineOutages()
         self.adapters = adapters
         self.event_ttl = event_ttl_seconds
         self.heartbeat_interval = heartbeat_interval_seconds
@@ -253,6 +262,45 @@ class InferenceActivities:
         engine_request = EngineRequest(
             request.target, ask, sampling, request.timeout_seconds, delivered.text
         )
+        if request.next_targets:  # somewhere else to go: an unreachable engine fails over
+            return await self._call(adapter, request, engine_request, writer, published, delivered)
+        # The last place this request can go: while its engine is unreachable, it waits.
+        deadline = _wait_deadline(request)
+        while True:
+            if self.outages.down(request.target):
+                await self._engine_back(request, adapter, deadline)
+            try:
+                return await self._call(
+                    adapter, request, engine_request, writer, published, delivered
+                )
+            except EngineUnreachable:
+                await self._engine_back(request, adapter, deadline)
+
+    async def _engine_back(
+        self, request: InferenceInput, adapter: EngineAdapter, deadline: float
+    ) -> None:
+        """Wait for the engine until `deadline` (the event loop's clock); a clear error once
+        that has passed."""
+        left = deadline - asyncio.get_running_loop().time()
+        if not await self.outages.wait(request.target, adapter, left):
+            raise EngineStayedDown(
+                f"Cannot reach the model engine for deployment {request.target.deployment!r}; "
+                f"the request waited for it up to the model's queue timeout "
+                f"({request.queue_timeout_seconds:g} s)."
+            )
+
+    async def _call(
+        self,
+        adapter: EngineAdapter,
+        request: InferenceInput,
+        engine_request: EngineRequest,
+        writer: EventWriter,
+        published: _Published,
+        delivered: Delivered,
+    ) -> Completion:
+        """One request to the engine: the embeddings, the whole answer, or the answer streamed
+        to the client as it comes (ending with what was delivered before, when continuing)."""
+        ask = engine_request.ask
         if isinstance(ask, Embedding):
             found = await adapter.embed(engine_request)
             return Completion("", "stop", Usage(found.prompt_tokens, 0), found.vectors)
@@ -282,6 +330,17 @@ class InferenceActivities:
                 delivered.tokens + usage.completion_tokens,
             )
         return Completion(delivered.text + "".join(parts), finish_reason, usage)
+
+
+def _wait_deadline(request: InferenceInput) -> float:
+    """Until when (the event loop's clock) this attempt may wait for an unreachable engine: the
+    model's queue timeout counted from when the attempt was scheduled, less what it spent in the
+    queue (Temporal's two timestamps, so the hosts' clocks need not agree). A request's first
+    attempt shares the bound with its time in the queue; a retry after the engine died under it
+    gets the whole bound again."""
+    info = activity.info()
+    queued = (info.started_time - info.current_attempt_scheduled_time).total_seconds()
+    return asyncio.get_running_loop().time() + request.queue_timeout_seconds - max(0.0, queued)
 
 
 def _mid_stream(request: InferenceInput, later: bool, cause: str = "") -> Exception:

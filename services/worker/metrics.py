@@ -37,6 +37,11 @@ ATTEMPT_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
 IN_FLIGHT = Gauge("tiller_engine_in_flight", "Attempts running on this worker now.", ["deployment"])
+WAITING = Gauge(
+    "tiller_engine_waiting",
+    "Attempts on this worker waiting for their unreachable engine to come back.",
+    ["deployment"],
+)
 
 
 @contextlib.contextmanager

@@ -30,6 +30,7 @@ from tiller.worker.adapters import Adapters
 from tiller.worker.adapters.base import AdapterResources
 from tiller.worker.cancels import CancelSignals
 from tiller.worker.failover import FailoverWorkflow
+from tiller.worker.outages import EngineOutages
 from tiller.worker.pipeline_activities import PipelineActivities
 from tiller.worker.pool import WorkerPool
 from tiller.worker.settings import WorkerSettings
@@ -186,6 +187,7 @@ async def _serve(settings: WorkerSettings, router: grpc.aio.Channel) -> None:
     resources = AdapterResources(http=http)
     adapters = Adapters(resources)
     cancels = CancelSignals(redis, settings.key_prefix)
+    outages = EngineOutages()
     activities = InferenceActivities(
         redis,
         adapters,
@@ -194,6 +196,7 @@ async def _serve(settings: WorkerSettings, router: grpc.aio.Channel) -> None:
         cancels,
         sealer=sealer,
         redis_outage_seconds=settings.redis_outage_seconds,
+        outages=outages,
     )
     steps = PipelineActivities(routes, redis, settings.event_ttl_seconds, sealer=sealer)
     grace = settings.shutdown_grace_seconds
@@ -217,6 +220,7 @@ async def _serve(settings: WorkerSettings, router: grpc.aio.Channel) -> None:
     finally:
         following.cancel()
         listening.cancel()
+        await outages.aclose()
         await adapters.aclose()
         await http.close()
         await redis.aclose()

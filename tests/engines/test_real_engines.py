@@ -52,6 +52,7 @@ ENGINE_MODELS = """\
     fallbacks: [demo]
   vllm-tiny-alone:  # the same engine with no fallback: its failures reach the client
     retry: {{max_attempts: 2, initial_interval_seconds: 0.2, maximum_interval_seconds: 0.5}}
+    queue_timeout_seconds: 3  # how long a request waits for its engine once vLLM is killed
     deployments:
       - name: vllm-cpu-alone
         adapter: vllm
@@ -541,7 +542,8 @@ def test_a_killed_vllm_is_retried_then_the_fallback_answers(
             model="vllm-tiny-alone", messages=[{"role": "user", "content": "hi"}], max_tokens=4
         )
     print(f"\nwithout a fallback: {caught.value.status_code} {caught.value.body}")
-    assert caught.value.status_code == 503
+    # It waited for the engine up to its queue timeout, then said so.
+    assert caught.value.status_code == 503 and "queue timeout" in str(caught.value.body)
     answer = client.chat.completions.create(
         model="vllm-tiny", messages=[{"role": "user", "content": "Hello Tiller"}], max_tokens=8
     )

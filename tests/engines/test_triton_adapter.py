@@ -29,6 +29,7 @@ from tiller.common.errors import (
     ContextLengthExceeded,
     EngineError,
     EngineUnavailable,
+    EngineUnreachable,
     InvalidRequest,
     TillerError,
 )
@@ -341,7 +342,8 @@ def test_http_generate_on_a_decoupled_model(server: TritonServer) -> None:
 @pytest.mark.parametrize(
     ("status", "message", "kind", "retryable"),
     [
-        ("StatusCode.UNAVAILABLE", "failed to connect to all addresses", EngineUnavailable, True),
+        ("StatusCode.UNAVAILABLE", "failed to connect to all addresses", EngineUnreachable, True),
+        ("StatusCode.UNAVAILABLE", "Socket closed", EngineUnavailable, True),
         ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", EngineUnavailable, True),
         ("StatusCode.RESOURCE_EXHAUSTED", "queue full", EngineUnavailable, True),
         ("StatusCode.INTERNAL", "Failed to process the request(s)", EngineUnavailable, True),

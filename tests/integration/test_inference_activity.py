@@ -4,6 +4,9 @@ task queue."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,9 +18,11 @@ from temporalio.client import ActivityFailureError, Client
 
 from tests.support import TEST_SEALER, Stack, closed_port, temporal_client
 from tiller.common.errors import (
+    Cancelled,
     ContextLengthExceeded,
     EngineFailedMidStream,
-    EngineUnavailable,
+    EngineStayedDown,
+    EngineUnreachable,
     TillerError,
 )
 from tiller.contract.answer_stream import EventWriter, Superseded, read
@@ -131,15 +136,58 @@ async def test_non_streaming_publishes_only_the_result(env: Env) -> None:
     assert done.result.text == result.text == "You said: whole answer"
 
 
-async def test_an_engine_that_is_down_is_retried_then_reported(env: Env) -> None:
-    request = env.request("anyone?", endpoint=f"http://127.0.0.1:{closed_port()}/v1")
+async def test_an_unreachable_engine_with_somewhere_else_to_go_is_retried_then_left(
+    env: Env,
+) -> None:
+    down = env.request("anyone?", endpoint=f"http://127.0.0.1:{closed_port()}/v1")
+    request = dataclasses.replace(down, next_targets=(env.request("").target,))
     with pytest.raises(ActivityFailureError) as caught:
         await env.run(request)
-    assert type(TillerError.from_failure(caught.value.cause)) is EngineUnavailable
+    error = TillerError.from_failure(caught.value.cause)
+    assert type(error) is EngineUnreachable and error.retryable  # the next deployment's turn
     assert await attempts(env.client, request.request_id) == 3
+    assert await env.published(request) == []  # the client hears from the next deployment
+
+
+async def test_an_unreachable_engine_with_nowhere_else_to_go_is_waited_for_then_reported(
+    env: Env,
+) -> None:
+    down = env.request("anyone?", endpoint=f"http://127.0.0.1:{closed_port()}/v1")
+    request = dataclasses.replace(down, queue_timeout_seconds=1.5)
+    started = time.monotonic()
+    with pytest.raises(ActivityFailureError) as caught:
+        await env.run(request)
+    waited = time.monotonic() - started
+    error = TillerError.from_failure(caught.value.cause)
+    assert type(error) is EngineStayedDown and "queue timeout (1.5 s)" in error.message
+    assert 1.4 < waited < 5  # it waited its queue timeout, then ended: no attempts burnt
+    assert await attempts(env.client, request.request_id) == 1
     (published,) = await env.published(request)
     assert isinstance(published, Failed)
-    assert published.error.reason == "EngineUnavailable"
+    assert published.error.reason == "EngineStayedDown"
+
+
+async def test_a_request_waiting_for_its_engine_can_be_cancelled(env: Env) -> None:
+    down = env.request("anyone?", endpoint=f"http://127.0.0.1:{closed_port()}/v1")
+    request = dataclasses.replace(down, queue_timeout_seconds=60)
+    handle = await env.client.start_activity(
+        GENERATE_ACTIVITY,
+        request,
+        id=request.request_id,
+        task_queue=env.queue,
+        result_type=InferenceResult,
+        **activity_options(request).as_kwargs(),
+    )
+    await asyncio.sleep(1.5)  # waiting for the engine, heartbeating
+    started = time.monotonic()
+    await handle.cancel()
+    with pytest.raises(ActivityFailureError) as caught:
+        await handle.result()
+    print(
+        f"\ncancelled while waiting for its engine: ended {time.monotonic() - started:.2f} s later"
+    )
+    assert type(TillerError.from_failure(caught.value.cause)) is Cancelled
+    assert time.monotonic() - started < 5  # the next heartbeat (1 s) carries the cancel
 
 
 async def test_a_request_that_cannot_succeed_is_not_retried(env: Env) -> None:

@@ -9,7 +9,12 @@ from typing import Any
 import aiohttp
 import orjson
 
-from tiller.common.errors import ContextLengthExceeded, EngineError, EngineUnavailable
+from tiller.common.errors import (
+    ContextLengthExceeded,
+    EngineError,
+    EngineUnavailable,
+    EngineUnreachable,
+)
 from tiller.contract.requests import Chat, Embedding, Target, TextCompletion
 from tiller.contract.results import Usage
 from tiller.worker.adapters.base import Completion, Delta, EngineAdapter, EngineRequest
@@ -21,8 +26,10 @@ class ToyAdapter(EngineAdapter):
             async with self.resources.http.post(**_call(request, stream=False)) as response:
                 _check(response.status)
                 data = await response.json()
+        except aiohttp.ClientConnectorError as error:  # it never got there: worth waiting for
+            raise EngineUnreachable(f"ToyLM is unreachable: {error!r}") from None
         except (aiohttp.ClientError, TimeoutError) as error:
-            raise EngineUnavailable(f"ToyLM is unreachable: {error!r}") from None
+            raise EngineUnavailable(f"ToyLM failed: {error!r}") from None
         return Completion(data["text"], data["finish"], _usage(data))
 
     async def stream(self, request: EngineRequest) -> AsyncIterator[Delta]:
@@ -35,8 +42,10 @@ class ToyAdapter(EngineAdapter):
                         yield Delta(finish_reason=data["finish"], usage=_usage(data))
                     else:
                         yield Delta(text=data["token"])
+        except aiohttp.ClientConnectorError as error:  # it never got there: worth waiting for
+            raise EngineUnreachable(f"ToyLM is unreachable: {error!r}") from None
         except (aiohttp.ClientError, TimeoutError) as error:
-            raise EngineUnavailable(f"ToyLM is unreachable: {error!r}") from None
+            raise EngineUnavailable(f"ToyLM failed: {error!r}") from None
 
     async def health(self, target: Target) -> bool:
         try:

@@ -11,7 +11,7 @@ from aiohttp import web
 from tests.support import closed_port, free_port
 from tests.toy_adapter.adapter import ToyAdapter
 from tests.toy_adapter.engine import toy_app
-from tiller.common.errors import ContextLengthExceeded, EngineUnavailable
+from tiller.common.errors import ContextLengthExceeded, EngineUnavailable, EngineUnreachable
 from tiller.contract import engines
 from tiller.contract.requests import Chat, Message, Sampling, Target, TextCompletion
 from tiller.contract.results import Usage
@@ -66,7 +66,7 @@ async def test_failures_are_classified_at_the_boundary(adapter: ToyAdapter, toy_
         await adapter.predict(ask(toy_url, "OVERLOADED"))
     with pytest.raises(ContextLengthExceeded) as long:  # a 400: no retry can help
         await adapter.predict(ask(toy_url, "word " * 60))
-    with pytest.raises(EngineUnavailable):  # nobody listening: retryable
+    with pytest.raises(EngineUnreachable):  # nobody listening: retryable, or waited for
         await adapter.predict(ask(f"http://127.0.0.1:{closed_port()}", "hello"))
     assert busy.value.retryable and not long.value.retryable
 

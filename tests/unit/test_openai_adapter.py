@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import aiohttp
 import orjson
 import pytest
 
@@ -9,9 +12,11 @@ from tiller.common.errors import (
     ContextLengthExceeded,
     EngineError,
     EngineUnavailable,
+    EngineUnreachable,
     InvalidRequest,
     TillerError,
 )
+from tiller.contract.requests import Target
 from tiller.contract.results import Usage
 from tiller.worker.adapters import openai_compatible as adapter
 from tiller.worker.adapters.base import Delta
@@ -68,3 +73,36 @@ def test_a_refused_key_is_not_quoted_to_the_client() -> None:
         error = adapter._status_error(status, body)
         assert type(error) is EngineError and "sk-" not in error.message
         assert f"refused Tiller's credentials ({status})" in error.message
+
+
+def _connect_error(kind: type[aiohttp.ClientConnectorError], os_error: OSError) -> Exception:
+    key = SimpleNamespace(host="engine", port=8000, ssl=True, is_ssl=False)
+    return kind(key, os_error)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [  # nothing reached the engine: where there is nowhere else to go, the request waits
+        (
+            _connect_error(aiohttp.ClientConnectorError, ConnectionRefusedError(111, "refused")),
+            EngineUnreachable,
+        ),
+        (
+            _connect_error(aiohttp.ClientConnectorDNSError, OSError(-2, "no such name")),
+            EngineUnreachable,
+        ),
+        (aiohttp.ConnectionTimeoutError("connect timed out"), EngineUnreachable),
+        # the engine may have begun the request: an ordinary retryable attempt
+        (aiohttp.ServerDisconnectedError(), EngineUnavailable),
+        (aiohttp.ClientPayloadError("cut mid-stream"), EngineUnavailable),
+        (aiohttp.SocketTimeoutError("read timed out"), EngineUnavailable),
+        (TimeoutError(), EngineUnavailable),
+    ],
+    ids=["refused", "dns", "connect-timeout", "disconnected", "payload", "read-timeout", "total"],
+)
+def test_transport_failures_say_whether_the_engine_was_reached(
+    error: aiohttp.ClientError | TimeoutError, kind: type[TillerError]
+) -> None:
+    classified = adapter.transport_error(error, Target("d", "openai", "http://e/v1", "m", "q"))
+    assert type(classified) is kind and classified.retryable
+    assert "'d'" in classified.message

@@ -92,6 +92,10 @@ async def test_the_fallback_models_deployments_come_last(client: Client) -> None
     assert run.tried == [("", "a", 1), ("", "a", 2), ("", "b", 1), ("", "b", 2), ("", "c", 1)]
     last = run.engines.calls[-1]
     assert (last.target_index, last.next_deployments) == (2, [])
+    # The last place to go may first wait for its unreachable engine, up to the queue timeout
+    # (60 s), and still has its whole attempt to answer; the others fail over at once.
+    assert last.start_to_close == ATTEMPT + timedelta(seconds=60)
+    assert run.engines.calls[0].start_to_close == ATTEMPT
     assert run.result is not None
     assert (run.result["deployment"], run.result["model"]) == ("c", "fb")
 

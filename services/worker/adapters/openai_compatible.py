@@ -20,6 +20,7 @@ from tiller.common.errors import (
     ContextLengthExceeded,
     EngineError,
     EngineUnavailable,
+    EngineUnreachable,
     InvalidRequest,
     TillerError,
 )
@@ -274,8 +275,23 @@ def _status_error(status: int, content: bytes) -> TillerError:
 
 
 def transport_error(error: aiohttp.ClientError | TimeoutError, target: Target) -> TillerError:
+    if unreachable(error):
+        return EngineUnreachable(
+            f"Cannot reach the model engine for deployment {target.deployment!r}."
+        )
     if isinstance(error, TimeoutError):
         return EngineUnavailable(
             f"The model engine for deployment {target.deployment!r} timed out."
         )
-    return EngineUnavailable(f"Cannot reach the model engine for deployment {target.deployment!r}.")
+    return EngineUnavailable(
+        f"The connection to the model engine for deployment {target.deployment!r} broke."
+    )
+
+
+def unreachable(error: aiohttp.ClientError | TimeoutError) -> bool:
+    """Whether the request never reached the engine: refused, no route, a connect timeout, a
+    name that does not resolve. Not a TLS failure (a misconfiguration, not an outage), and not
+    a connection that broke after it was made (the engine may have begun the request)."""
+    if isinstance(error, aiohttp.ClientSSLError):
+        return False
+    return isinstance(error, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)

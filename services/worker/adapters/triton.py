@@ -39,6 +39,7 @@ from tiller.common.errors import (
     ContextLengthExceeded,
     EngineError,
     EngineUnavailable,
+    EngineUnreachable,
     InvalidRequest,
     TillerError,
 )
@@ -72,6 +73,9 @@ _RETRYABLE = {
     "UNKNOWN",
 }
 _REQUEST_STATUSES = {"INVALID_ARGUMENT", "OUT_OF_RANGE"}
+# How gRPC says a channel never connected (the request did not reach Triton), unlike an
+# UNAVAILABLE that Triton answered or a connection that broke mid-request.
+_UNREACHABLE_HINTS = ("failed to connect", "connection refused", "dns resolution failed")
 # What Triton says inside a decoupled stream, where the gRPC status is lost.
 _NOT_FOUND_HINTS = ("unknown model", "is not found")
 # How LLM backends say a prompt is over-long (vLLM's: "prompt (length N) is longer than the
@@ -608,6 +612,8 @@ def _classify(error: InferenceServerException | grpc.RpcError, target: Target) -
         return EngineError(
             f"Triton cannot serve this call for {where} (is options.decoupled right?): {detail}"
         )
+    if code_name == "UNAVAILABLE" and any(h in lowered for h in _UNREACHABLE_HINTS):
+        return EngineUnreachable(f"Cannot reach the model engine for {where}: {detail}")
     if code_name in _RETRYABLE or not code_name:
         # No status: the model failed inside its stream.
         return EngineUnavailable(f"The model engine for {where} failed: {detail}")
