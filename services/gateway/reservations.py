@@ -42,6 +42,10 @@ MESSAGE_TOKENS = 6
 # Tokens a Triton deployment's prompt may hold besides the bytes of its text: the tokenizer's
 # beginning- and end-of-text tokens.
 TEXT_TOKENS = 2
+# The most tokens one image (or audio clip, or file) becomes: engines resize images to a pixel
+# budget (Qwen2-VL's default is 16,384 patches; LLaVA's 576 to 2,880), so an inline image's
+# bytes, hundreds of thousands, would overstate it a hundredfold.
+MEDIA_TOKENS = 16_384
 # The rule of thumb of `estimate`.
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4
@@ -92,11 +96,12 @@ def reservation(
 def _outside_texts(message: Message) -> int:
     """Bytes of a message the engine reads besides its texts (`texts_of`): its role, its tool
     calls' ids and names (their arguments are texts), the call a tool message answers, and its
-    images, audio and files as sent (a data URL's bytes; a linked file's are not a bound)."""
+    images, audio and files as sent (a data URL's bytes, up to MEDIA_TOKENS each; a linked
+    file's are not a bound)."""
     size = len(message.role.encode()) + len((message.tool_call_id or "").encode())
     for call in message.tool_calls:  # and the template's markers around each call
         size += len(call.id.encode()) + len(call.name.encode()) + MESSAGE_TOKENS
-    return size + sum(_json_bytes(p.body) for p in message.media)
+    return size + sum(min(_json_bytes(p.body), MEDIA_TOKENS) for p in message.media)
 
 
 def _json_bytes(value: Any) -> int:

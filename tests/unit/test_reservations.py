@@ -13,6 +13,7 @@ from tiller.contract.requests import Chat, Embedding, Message, Part, TextComplet
 from tiller.demo_engine.generation import prompt_tokens
 from tiller.gateway.reservations import (
     CHARS_PER_TOKEN,
+    MEDIA_TOKENS,
     MESSAGE_TOKENS,
     TEXT_TOKENS,
     as_sent,
@@ -113,3 +114,11 @@ def test_completions_and_embeddings_are_bounded_by_their_bytes() -> None:
     assert prompt_of(TextCompletion("héllo"), ROUTE, 0).bound == 6 + TEXT_TOKENS
     embedding = Embedding(("a", "bb"))
     assert prompt_of(embedding, ROUTE, 0).bound == 3 + 2 * TEXT_TOKENS
+
+
+def test_an_inline_image_counts_at_most_what_an_engine_makes_of_one_image() -> None:
+    # A 1 MB data URL is a picture an engine resizes to a pixel budget, not a million tokens.
+    image = Part("image_url", {"image_url": {"url": "data:image/png;base64," + "A" * 1_000_000}})
+    ask = Chat((Message("user", (Part("text", {"text": "what is this"}), image)),))
+    bound = prompt_of(ask, ROUTE, 0).bound
+    assert MEDIA_TOKENS <= bound < MEDIA_TOKENS + 100
