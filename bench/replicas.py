@@ -1,6 +1,6 @@
 """Replicas under load, killed one kind at a time: is any accepted request lost?
 
-    .venv/bin/python bench/chaos.py [--clients 8] [--settle 6]
+    .venv/bin/python bench/replicas.py [--clients 8] [--settle 6]
 
 Starts Redis, a Temporal dev server and the demo engine (as `tiller up` would), then 2 gateways,
 2 routers, 2 quotas and 3 workers, each a process of its own on one Temporal and one Redis; the
