@@ -23,7 +23,7 @@ should get (checked once against a real answer at start-up).
                   on its data; every background request polled for its result
     engine        20 streams; the engine SIGKILLed for 20 s, then started again
     router        8 clients looping over both gateways; the only router SIGKILLed for 5 s
-    hangup        a concurrency-1 key whose clients leave 5-150 ms after asking without reading
+    hangup        a concurrency-1 key whose clients leave 5-80 ms after asking without reading
                   a token (before the headers or just after), for 10 s: the engine's peak
     reservations  tpm=30 and 40 one-letter words with max_tokens 1; tpm=100 and "hi" to a
                   model with a 200-word system prompt; a 100-token daily budget: admitted or

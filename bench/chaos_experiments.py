@@ -235,7 +235,7 @@ def router(suite: Suite, row: Row) -> None:
 
 
 def hangup(suite: Suite, row: Row) -> None:
-    """A concurrency-1 key; clients that leave 5-150 ms after asking without reading a token,
+    """A concurrency-1 key; clients that leave 5-80 ms after asking without reading a token,
     again and again."""
     key = suite.key(row, {"concurrency": 1})
     said = c.prompt(key, 200)
@@ -247,7 +247,7 @@ def hangup(suite: Suite, row: Row) -> None:
     def client(turn: int) -> None:
         while time.monotonic() < deadline:
             outcome = c.Outcome(key, c.expected(said))
-            end = c.hang_up_early(urls[turn % 2], outcome, body(said), random.uniform(0.005, 0.15))
+            end = c.hang_up_early(urls[turn % 2], outcome, body(said), random.uniform(0.005, 0.08))
             turn += 1
             with lock:
                 ends[end] += 1
