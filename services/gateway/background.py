@@ -203,7 +203,7 @@ class BackgroundRequests:
         self.redis = redis
         self.prefix = prefix
         self.ttl = ttl_seconds
-        self.lease_ms = int(lease_seconds * 1000)
+        self._lease_ms = int(lease_seconds * 1000)
         self.resume_grace = resume_grace_seconds
         self.pending_key = f"{prefix}background-pending"
         self.me = uuid.uuid4().hex  # this gateway, as a lease holder
@@ -219,6 +219,16 @@ class BackgroundRequests:
         self._heard_since: float | None = None
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._adopter: asyncio.Task[None] | None = None
+
+    @property
+    def lease_ms(self) -> int:
+        """The lease, as configured, or a third of quota's lease TTL where that is shorter: a
+        dead gateway's requests must be taken up before the concurrency slots they hold lapse
+        (a slot's lease was renewed at most a third of its TTL before the gateway died)."""
+        quota_ttl = self.inference.leases.ttl_seconds
+        if quota_ttl:
+            return min(self._lease_ms, int(quota_ttl * 1000 / 3))
+        return self._lease_ms
 
     def record_key(self, request_id: str) -> str:
         return f"{self.prefix}background:{request_id}"

@@ -26,6 +26,7 @@ class LeaseKeeper:
     def __init__(self, quota: quota_pb2_grpc.QuotaStub, timeout_seconds: float) -> None:
         self.quota, self.timeout = quota, timeout_seconds
         self.interval = FIRST_INTERVAL_SECONDS
+        self.ttl_seconds: float | None = None  # quota's lease TTL, once it said
         self._held: dict[str, str] = {}  # request id -> key id
         self._task: asyncio.Task[None] | None = None
         self._soon = asyncio.Event()
@@ -59,6 +60,7 @@ class LeaseKeeper:
                 timeout=self.timeout,
             )
             if reply.ttl_seconds > 0:
+                self.ttl_seconds = reply.ttl_seconds
                 self.interval = min(FIRST_INTERVAL_SECONDS, reply.ttl_seconds / 3)
 
     async def _run(self) -> None:
