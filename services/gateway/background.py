@@ -93,6 +93,20 @@ for _, gateway in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])) 
 end
 return moved
 """
+# Record a request this gateway answers (one call: it is on every request's path).
+_TRACK = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+return 1
+"""
+# Forget the requests this gateway answered to their end: KEYS[1] its set, then their records.
+_UNTRACK = """
+redis.call('ZREM', KEYS[1], unpack(ARGV))
+redis.call('DEL', unpack(KEYS, 2))
+return 1
+"""
+UNTRACK_BATCH = 500
 # Note that a client resumed a request's stream (unless the request's record is gone).
 _RESUMED = """
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'resumed', '1') end
@@ -214,6 +228,10 @@ class BackgroundRequests:
         self._finish = redis.register_script(_FINISH)
         self._reap = redis.register_script(_REAP)
         self._resumed = redis.register_script(_RESUMED)
+        self._track = redis.register_script(_TRACK)
+        self._untrack = redis.register_script(_UNTRACK)
+        self._answered: list[str] = []  # to forget, in the next batch
+        self._forgetting: asyncio.Task[None] | None = None
         # Since when every round reached Redis: only a gateway that has been saying it is alive
         # for a whole lease judges others silent (after an outage, everyone is silent at first).
         self._heard_since: float | None = None
@@ -274,25 +292,30 @@ class BackgroundRequests:
         """Record a request tied to its connection while this gateway answers it, so that
         another gateway takes it up if this one dies. False if Redis cannot be written (the
         request goes on, untracked)."""
-        key = self.record_key(record.request_id)
+        fields = [x for pair in record.fields().items() for x in pair]
+        keys = [self.record_key(record.request_id), self.live_key]
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hset(key, mapping=record.fields())
-                pipe.expire(key, self.ttl)
-                pipe.zadd(self.live_key, {record.request_id: time.time()})
-                await pipe.execute()
+            await self._track(keys=keys, args=[self.ttl, record.request_id, time.time(), *fields])
         except RedisError:
             log.warning("request not recorded: it ends with this gateway")
             return False
         return True
 
-    async def untrack(self, request_id: str) -> None:
-        """This gateway answered the request to its end: nobody needs to take it up."""
-        with contextlib.suppress(RedisError):  # else: adopted later, settled again (a no-op)
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.delete(self.record_key(request_id))
-                pipe.zrem(self.live_key, request_id)
-                await pipe.execute()
+    def untrack(self, request_id: str) -> None:
+        """This gateway answered the request to its end: nobody needs to take it up. Forgotten
+        in batches (at once when none is being sent; else with the requests that ended
+        meanwhile)."""
+        self._answered.append(request_id)
+        if self._forgetting is None or self._forgetting.done():
+            self._forgetting = asyncio.get_running_loop().create_task(self._forget())
+
+    async def _forget(self) -> None:
+        while self._answered:
+            batch = self._answered[:UNTRACK_BATCH]
+            del self._answered[:UNTRACK_BATCH]
+            keys = [self.live_key, *(self.record_key(i) for i in batch)]
+            with contextlib.suppress(RedisError):  # else: adopted later, settled again (no-op)
+                await self._untrack(keys=keys, args=batch)
 
     async def resumed(self, record: Record) -> None:
         """A client resumes the request's stream: an adopted one is not an orphan."""
@@ -497,6 +520,8 @@ class BackgroundRequests:
 
     async def close(self) -> None:
         """Stop watching; peers (or this gateway's successor) adopt what is left at once."""
+        if self._forgetting is not None:
+            await asyncio.wait({self._forgetting}, timeout=2.0)
         tasks = [t for t in (self._adopter, *self._watchers.values()) if t is not None]
         for task in tasks:
             task.cancel()

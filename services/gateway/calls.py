@@ -178,7 +178,7 @@ class Call:
         if self.stage not in HOLDING:
             return None
         if self.tracked and self.stage is not Stage.WATCHED:
-            self.inference.spawn(self.inference.background.untrack(self.request_id))
+            self.inference.background.untrack(self.request_id)
         self._become(Stage.SETTLED)
         if usage is None:
             return quota_pb2.Settlement(key_id=self.accepted.key_id, request_id=self.request_id)

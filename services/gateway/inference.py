@@ -228,7 +228,7 @@ class Inference:
         """A request recorded for adoption that never started: its record goes."""
         with contextlib.suppress(BaseException):
             if await tracking:
-                await self.background.untrack(request_id)
+                self.background.untrack(request_id)
 
     async def _admit(
         self, api_key: str, request_id: str, asked: str, route: router_pb2.Route, reserve: int
