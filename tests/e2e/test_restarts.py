@@ -157,3 +157,34 @@ def test_temporal_restart_mid_stream_completes_the_answer(own_stack: OwnStack) -
     own_stack.start("temporal")  # back, with its database
     again = admitted_again(own_stack, key, timeout=90)
     print(f"requests succeed again {again:.2f} s after Temporal restarted")
+
+
+def test_the_only_router_killed_refuses_nothing_the_gateway_served_a_moment_before(
+    own_stack: OwnStack,
+) -> None:
+    headers = {"authorization": f"Bearer {own_stack.admin_key}"}
+    body = {"model": "demo", "messages": [{"role": "user", "content": "routed"}]}
+
+    def ask() -> int:
+        reply = httpx.post(
+            f"{own_stack.base_url}/chat/completions", json=body, headers=headers, timeout=30
+        )
+        return reply.status_code
+
+    assert ask() == 200  # the gateway has resolved `demo`
+    own_stack.kill("router")
+    # Past the route cache's 2 s: each request asks the router, which is not there.
+    statuses = []
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        statuses.append(ask())
+    unknown = httpx.post(
+        f"{own_stack.base_url}/chat/completions",
+        json=body | {"model": "never-resolved"},
+        headers=headers,
+        timeout=30,
+    )
+    own_stack.start("router")
+    print(f"\nrouter down: {len(statuses)} requests, statuses {sorted(set(statuses))}")
+    assert set(statuses) == {200}
+    assert unknown.status_code == 503  # nothing to fall back on: a model never resolved here
