@@ -26,7 +26,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support import TEST_PAYLOAD_KEYS, free_port, tls_dir_of_tests
+from tests.support import TEST_PAYLOAD_KEYS, free_port, stop_all, tls_dir_of_tests
 from tiller.cli.processes import find_binary
 from tiller.cli.up import redis_command, temporal_command
 
@@ -183,15 +183,7 @@ class Cluster:
             time.sleep(0.5)
 
     def stop(self) -> None:
-        for process in reversed(list(self.processes.values())):
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_all(reversed(list(self.processes.values())), timeout=15)
 
     def admin(self, method: str, path: str, body: Any = None) -> Any:
         """An admin call through whichever gateway answers."""

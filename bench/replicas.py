@@ -40,7 +40,14 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support import TEST_PAYLOAD_KEYS, chunks_of, free_port, spawn, tls_dir_of_tests
+from tests.support import (
+    TEST_PAYLOAD_KEYS,
+    chunks_of,
+    free_port,
+    spawn,
+    stop_all,
+    tls_dir_of_tests,
+)
 from tiller.cli.processes import find_binary
 from tiller.cli.up import redis_command, temporal_command
 
@@ -157,14 +164,7 @@ class Cluster:
             return False
 
     def stop(self) -> None:
-        for process in reversed(list(self.processes.values())):
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(reversed(list(self.processes.values())), timeout=30)
 
 
 def client(cluster: Cluster, outcomes: Outcomes, stop: threading.Event, offset: int) -> None:

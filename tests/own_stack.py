@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import TEST_PAYLOAD_KEYS, free_port, spawn, wiring
+from tests.support import TEST_PAYLOAD_KEYS, free_port, spawn, stop_all, wiring
 from tiller.cli.processes import find_binary
 from tiller.cli.up import redis_command, temporal_command
 
@@ -95,12 +95,4 @@ class OwnStack:
             return False
 
     def stop(self) -> None:
-        for process in reversed(list(self.processes.values())):
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_all(reversed(list(self.processes.values())), timeout=20)

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -517,10 +518,19 @@ def start_service(stack: Stack, module: str, log: Path, **extra: str) -> subproc
 
 
 def stop_service(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
+    stop_all([process])
+
+
+def stop_all(processes: Iterable[subprocess.Popen[bytes]], timeout: float = 20) -> None:
+    """SIGTERM every one still running (all at once: they stop in parallel), then wait for
+    each up to `timeout`, SIGKILL if it is not gone by then."""
+    processes = list(processes)
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
