@@ -199,19 +199,23 @@ class EventWriter:
 
     async def _riding_out(self, call: Callable[[], Awaitable[T]]) -> T:
         """`call`, tried again while Redis cannot be reached, for up to outage_seconds."""
+        try:
+            return await call()  # the usual case: nothing to set up
+        except (RedisConnectionError, RedisTimeoutError):
+            if self.outage_seconds <= 0:
+                raise
+        log.warning("answer stream unreachable: holding the answer")
         deadline = time.monotonic() + self.outage_seconds
-        waits = backoff.delays(first=0.1, most=2.0)
-        while True:
+        for wait in backoff.delays(first=0.1, most=2.0):
+            if self.waiting is not None:
+                self.waiting()
+            await asyncio.sleep(min(wait, max(0.0, deadline - time.monotonic())))
             try:
                 return await call()
             except (RedisConnectionError, RedisTimeoutError):
                 if time.monotonic() >= deadline:
                     raise
-                if self.waiting is not None:
-                    self.waiting()
-                if deadline - time.monotonic() >= self.outage_seconds - 0.05:  # the first try
-                    log.warning("answer stream unreachable: holding the answer")
-                await asyncio.sleep(min(next(waits), max(0.0, deadline - time.monotonic())))
+        raise AssertionError("unreachable: the delays never end")  # pragma: no cover
 
 
 def decode_entry(

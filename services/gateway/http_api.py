@@ -150,7 +150,8 @@ async def _sse(
         return orjson.dumps(body).decode()
 
     streamed = not from_start  # whether the client has any of the text yet
-    sent = ""  # the text sent in this response
+    sent: list[str] = []  # the text sent in this response, in pieces
+    sent_length = 0
     engines_own = False  # the engine's chunks went out as it wrote them, finish reason too
     try:
         with call.owned():  # the client leaving (GeneratorExit) gives it up
@@ -166,7 +167,8 @@ async def _sse(
                     yield sse_event(own_chunk(last), id=event.id)
                 elif isinstance(event, Delta):
                     streamed = True
-                    sent += event.text
+                    sent.append(event.text)
+                    sent_length += len(event.text)
                     yield sse_event(piece(event.text), id=event.id)
                 elif isinstance(event, Done):
                     result = event.result
@@ -176,11 +178,11 @@ async def _sse(
                         yield sse_event(piece(result.text))
                     elif (
                         from_start
-                        and len(result.text) > len(sent) > 0
-                        and (result.text.startswith(sent))
+                        and len(result.text) > sent_length > 0
+                        and result.text.startswith(whole := "".join(sent))
                     ):
                         # Read from Temporal (Redis was away as it ended): the rest of it.
-                        yield sse_event(piece(result.text[len(sent) :]))
+                        yield sse_event(piece(result.text[len(whole) :]))
                     call.complete(result.usage)  # before the last yields: the client may leave
                     if not engines_own:
                         yield sse_event(piece("", result.finish_reason), id=event.id)
