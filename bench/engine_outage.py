@@ -32,7 +32,6 @@ import openai
 sys.path.insert(0, os.getcwd())
 
 from tests.own_stack import OwnStack
-from tests.support import wait_for
 
 MODELS = """\
 models:
@@ -133,9 +132,7 @@ def main() -> None:
         stack.models_file.write_text(MODELS.format(demo=stack.ports["demo"]))
         stack.env["TILLER_DEMO_TOKEN_DELAY_MS"] = "30"
         try:
-            for name in stack.commands:
-                stack.start(name)
-            assert wait_for(stack.ready, timeout=90), "the stack did not become ready"
+            stack.start_all()
             for run in range(1, args.runs + 1):
                 print(f"run {run}:", flush=True)
                 outcomes = asyncio.run(one_run(stack, args.streams, args.arriving, args.down))

@@ -22,7 +22,6 @@ from tests.support import (
     stack_env,
     start_up,
     stop_up,
-    wait_for,
     wait_until_up,
 )
 
@@ -58,9 +57,7 @@ def own_stack(tmp_path: Path) -> Iterator[OwnStack]:
     """A stack of its own for one test, which may kill or reconfigure its parts."""
     stack = OwnStack(tmp_path)
     try:
-        for name in stack.commands:
-            stack.start(name)
-        assert wait_for(stack.ready, timeout=90), "the stack did not become ready"
+        stack.start_all()
         yield stack
     finally:
         stack.stop()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import TEST_PAYLOAD_KEYS, free_port, spawn, stop_all, wiring
+from tests.support import TEST_PAYLOAD_KEYS, free_port, spawn, stop_all, wait_for, wiring
 from tiller.cli.processes import find_binary
 from tiller.cli.up import redis_command, temporal_command
 
@@ -82,6 +82,12 @@ class OwnStack:
     def start(self, name: str) -> None:
         env = self.env | ({"TILLER_ADMIN_KEY": self.admin_key} if name == "quota" else {})
         self.processes[name] = spawn(self.commands[name], env, self.logs / f"{name}.log")
+
+    def start_all(self) -> None:
+        """Every part, then wait until the gateway is ready (AssertionError if it is not)."""
+        for name in self.commands:
+            self.start(name)
+        assert wait_for(self.ready, timeout=90), "the stack did not become ready"
 
     def kill(self, name: str) -> None:
         process = self.processes[name]

@@ -15,7 +15,6 @@ import openai
 import pytest
 
 from tests.own_stack import OwnStack
-from tests.support import wait_for
 
 # `demo` waits for its engine up to 30 s; `impatient`, on the same engine, 2 s. Four slots:
 # with twelve streams at once, four are mid-answer and eight wait in Temporal's queue.
@@ -50,9 +49,7 @@ def outage_stack(tmp_path: Path) -> Iterator[OwnStack]:
     stack.models_file.write_text(MODELS.format(demo=stack.ports["demo"]))
     stack.env["TILLER_DEMO_TOKEN_DELAY_MS"] = "10"  # 100 words: about a second of answer
     try:
-        for name in stack.commands:
-            stack.start(name)
-        assert wait_for(stack.ready, timeout=90), "the stack did not become ready"
+        stack.start_all()
         yield stack
     finally:
         stack.stop()
