@@ -49,13 +49,42 @@ class RetryFile(_Strict):
     maximum_interval_seconds: Annotated[float, Field(gt=0, le=600)] = 5.0
 
 
+class EndpointFile(_Strict):
+    """One replica of a deployment's engine (models.yaml `endpoints:`)."""
+
+    url: str  # a base URL (vllm, openai, tgi) or host:port (triton), as `endpoint`
+    # Attempts one worker sends it at once (unset: the deployment's max_concurrency).
+    max_concurrency: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    # Its share of the requests while every replica has free slots (a canary: 5 beside 95).
+    weight: Annotated[float, Field(gt=0, le=1_000_000)] = 1.0
+    # Takes no new request; the ones it runs finish (then remove it from the file).
+    drain: bool = False
+
+
+class HealthFile(_Strict):
+    """When a deployment's endpoint is ejected (takes no traffic) and when it comes back."""
+
+    # Every serving endpoint's health check, this often (0: only probes of ejected ones).
+    check_interval_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    # Consecutive failed attempts that eject an endpoint.
+    eject_after_failures: Annotated[int, Field(ge=1, le=1000)] = 5
+    # Or this share of its last 20 attempts failed (counted once 10 have ended).
+    eject_error_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
+    # An ejected endpoint's health check runs at 0.25 s, then doubling up to this; the first
+    # that passes lets it back, one request at a time until one succeeds.
+    probe_interval_seconds: Annotated[float, Field(gt=0, le=600)] = 2.0
+
+
 class DeploymentFile(_Strict):
     name: Annotated[str, Field(pattern=NAME)] | None = None
     adapter: str
-    endpoint: str
+    # The engine's address; or `endpoints`, the replicas of one engine (never both).
+    endpoint: str | None = None
+    endpoints: list[EndpointFile] = []
     engine_model: str | None = None
     task_queue: Annotated[str, Field(pattern=QUEUE)] | None = None
     max_concurrency: Annotated[int, Field(ge=1, le=100_000)] = 64
+    health: HealthFile = HealthFile()
     # Whether the engine can continue a partial answer (vLLM's `continue_final_message`):
     # `continue` or `none`; unset means `continue` for vllm and `none` for other adapters.
     resume: Literal["continue", "none"] | None = None
@@ -72,9 +101,24 @@ class DeploymentFile(_Strict):
     # Both need a valid adapter (declared above them): without one there is nothing to check.
     @field_validator("endpoint")
     @classmethod
-    def _endpoint(cls, value: str, info: ValidationInfo) -> str:
+    def _endpoint(cls, value: str | None, info: ValidationInfo) -> str | None:
         adapter = info.data.get("adapter")
-        return check_endpoint(adapter, value) if adapter else value
+        return check_endpoint(adapter, value) if adapter and value is not None else value
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, value: list[EndpointFile], info: ValidationInfo) -> list[EndpointFile]:
+        adapter = info.data.get("adapter")
+        urls = []
+        for index, e in enumerate(value):
+            try:
+                urls.append(check_endpoint(adapter, e.url) if adapter else e.url)
+            except ValueError as error:
+                raise ValueError(f"endpoints[{index}].url: {error}") from None
+        for index, url in enumerate(urls):
+            if url in urls[:index]:
+                raise ValueError(f"endpoints[{index}]: {url!r} is listed twice")
+        return [e.model_copy(update={"url": url}) for e, url in zip(value, urls, strict=True)]
 
     @field_validator("options")
     @classmethod
@@ -83,6 +127,23 @@ class DeploymentFile(_Strict):
         if adapter:
             check_options(adapter, value)
         return value
+
+    @model_validator(mode="after")
+    def _one_address(self) -> DeploymentFile:
+        if self.endpoint is None and not self.endpoints:
+            raise ValueError("a deployment needs 'endpoint' or 'endpoints' (at least one)")
+        if self.endpoint is not None and self.endpoints:
+            raise ValueError("a deployment has 'endpoint' or 'endpoints', not both")
+        return self
+
+    def replicas(self) -> list[EndpointFile]:
+        """Its endpoints, each with its capacity: `endpoint` is one, at max_concurrency."""
+        if self.endpoint is not None:
+            return [EndpointFile(url=self.endpoint, max_concurrency=self.max_concurrency)]
+        return [
+            e.model_copy(update={"max_concurrency": e.max_concurrency or self.max_concurrency})
+            for e in self.endpoints
+        ]
 
 
 class DefaultsFile(_Strict):

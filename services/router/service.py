@@ -74,6 +74,13 @@ def _deployment(d: Deployment) -> router_pb2.Deployment:
         model=d.model,
         resume=d.resume,
         options_json=d.options_json,
+        endpoints=[
+            router_pb2.Endpoint(
+                url=e.url, max_concurrency=e.max_concurrency, weight=e.weight, drain=e.drain
+            )
+            for e in d.endpoints
+        ],
+        health=router_pb2.HealthPolicy(**d.health.model_dump()),
     )
 
 

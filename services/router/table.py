@@ -19,16 +19,26 @@ from tiller.router import config
 
 
 @dataclass(frozen=True, slots=True)
+class Endpoint:
+    url: str
+    max_concurrency: int  # attempts one worker sends it at once
+    weight: float  # its share while every replica has free slots
+    drain: bool  # takes no new request
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     name: str
     adapter: str
-    endpoint: str
+    endpoint: str  # the first endpoint's URL
     engine_model: str
     task_queue: str
-    max_concurrency: int
+    max_concurrency: int  # the sum of its endpoints' capacities
     model: str  # the model it serves
     resume: bool  # the engine can continue a partial answer
     options_json: str  # the adapter's `options:`, as JSON
+    endpoints: tuple[Endpoint, ...] = ()
+    health: config.HealthFile = config.HealthFile()
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,20 +161,7 @@ def _model(
     canonical: Mapping[str, str],  # every name and alias -> the model's name
     pii: config.PiiFile,
 ) -> Model:
-    deployments = tuple(
-        Deployment(
-            name=d.name or f"{name}-{i}",
-            adapter=d.adapter,
-            endpoint=d.endpoint,
-            engine_model=d.engine_model or name,
-            task_queue=d.task_queue or f"tiller.{d.name or f'{name}-{i}'}",
-            max_concurrency=d.max_concurrency,
-            model=name,
-            resume=(d.resume or ("continue" if d.adapter == "vllm" else "none")) == "continue",
-            options_json=json.dumps(d.options, sort_keys=True) if d.options else "",
-        )
-        for i, d in enumerate(spec.deployments)
-    )
+    deployments = tuple(_deployment(name, i, d) for i, d in enumerate(spec.deployments))
     retry = Retry(**spec.retry.model_dump())
     return Model(
         name=name,
@@ -186,6 +183,26 @@ def _model(
     )
 
 
+def _deployment(model: str, index: int, d: config.DeploymentFile) -> Deployment:
+    endpoints = tuple(
+        Endpoint(e.url, e.max_concurrency or d.max_concurrency, e.weight, e.drain)
+        for e in d.replicas()
+    )
+    return Deployment(
+        name=d.name or f"{model}-{index}",
+        adapter=d.adapter,
+        endpoint=endpoints[0].url,
+        engine_model=d.engine_model or model,
+        task_queue=d.task_queue or f"tiller.{d.name or f'{model}-{index}'}",
+        max_concurrency=sum(e.max_concurrency for e in endpoints),
+        model=model,
+        resume=(d.resume or ("continue" if d.adapter == "vllm" else "none")) == "continue",
+        options_json=json.dumps(d.options, sort_keys=True) if d.options else "",
+        endpoints=endpoints,
+        health=d.health,
+    )
+
+
 def _pipeline(spec: config.PipelineFile, canonical: Mapping[str, str]) -> Pipeline:
     named = spec.settings().named_models().values()
     steps = tuple(dict.fromkeys(canonical[m] for m in named))  # each model once, in order
@@ -193,8 +210,10 @@ def _pipeline(spec: config.PipelineFile, canonical: Mapping[str, str]) -> Pipeli
 
 
 def _check_shared_queues(models: dict[str, Model]) -> None:
-    """A task queue is one worker pool; deployments sharing it must agree on its concurrency."""
+    """A task queue is one worker pool; deployments sharing it must agree on its concurrency,
+    and an endpoint two of them list is one engine, with one capacity."""
     limits: dict[str, tuple[int, str]] = {}
+    capacities: dict[tuple[str, str, str], tuple[int, str]] = {}
     for model in models.values():
         for d in model.deployments:
             where = f"models.{model.name} deployment {d.name!r}"
@@ -204,6 +223,14 @@ def _check_shared_queues(models: dict[str, Model]) -> None:
                     f"task queue {d.task_queue!r}: max_concurrency {d.max_concurrency} in {where} "
                     f"differs from {seen[0]} in {seen[1]}"
                 )
+            for e in d.endpoints:
+                key = (d.task_queue, d.adapter, e.url)
+                known = capacities.setdefault(key, (e.max_concurrency, where))
+                if known[0] != e.max_concurrency:
+                    raise config.ConfigError(
+                        f"task queue {d.task_queue!r}: endpoint {e.url!r} has max_concurrency "
+                        f"{e.max_concurrency} in {where} but {known[0]} in {known[1]}"
+                    )
 
 
 def _check_reserved_queues(models: dict[str, Model]) -> None:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16router/v1/router.proto\x12\x10tiller.router.v1\"\x1f\n\x0eResolveRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x84\x01\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12 \n\x18initial_interval_seconds\x18\x02 \x01(\x01\x12\x1b\n\x13\x62\x61\x63koff_coefficient\x18\x03 \x01(\x01\x12 \n\x18maximum_interval_seconds\x18\x04 \x01(\x01\"\xb5\x01\n\nDeployment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\x14\n\x0c\x65ngine_model\x18\x04 \x01(\t\x12\x12\n\ntask_queue\x18\x05 \x01(\t\x12\x17\n\x0fmax_concurrency\x18\x06 \x01(\x05\x12\r\n\x05model\x18\x07 \x01(\t\x12\x0e\n\x06resume\x18\x08 \x01(\x08\x12\x14\n\x0coptions_json\x18\t \x01(\t\"\x9f\x04\n\x05Route\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\trequested\x18\x02 \x01(\t\x12\x31\n\x0b\x64\x65ployments\x18\x03 \x03(\x0b\x32\x1c.tiller.router.v1.Deployment\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x01\x12,\n\x05retry\x18\x05 \x01(\x0b\x32\x1d.tiller.router.v1.RetryPolicy\x12\x16\n\x0e\x63onfig_version\x18\x06 \x01(\x03\x12/\n\tfallbacks\x18\x07 \x03(\x0b\x32\x1c.tiller.router.v1.Deployment\x12!\n\x19heartbeat_timeout_seconds\x18\x08 \x01(\x01\x12\x1d\n\x15queue_timeout_seconds\x18\t \x01(\x01\x12\x34\n\x08\x64\x65\x66\x61ults\x18\n \x01(\x0b\x32\".tiller.router.v1.SamplingDefaults\x12\x15\n\rsystem_prompt\x18\x0b \x01(\t\x12-\n\x06limits\x18\x0c \x01(\x0b\x32\x1d.tiller.router.v1.ModelLimits\x12*\n\x03pii\x18\r \x01(\x0b\x32\x1d.tiller.router.v1.PiiSettings\x12,\n\x08pipeline\x18\x0e \x01(\x0b\x32\x1a.tiller.router.v1.Pipeline\x12\x19\n\x11\x65ngine_parameters\x18\x0f \x01(\t\"2\n\x08Pipeline\x12\x10\n\x08workflow\x18\x01 \x01(\t\x12\x14\n\x0coptions_json\x18\x02 \x01(\t\"i\n\x0bPiiSettings\x12-\n\x08policies\x18\x01 \x03(\x0b\x32\x1b.tiller.router.v1.PiiPolicy\x12\x11\n\tmin_score\x18\x02 \x01(\x01\x12\x18\n\x10recognizers_json\x18\x03 \x01(\t\"(\n\tPiiPolicy\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\r\n\x05types\x18\x02 \x03(\t\"<\n\x0bModelLimits\x12\x0b\n\x03rpm\x18\x01 \x01(\x03\x12\x0b\n\x03tpm\x18\x02 \x01(\x03\x12\x13\n\x0b\x63oncurrency\x18\x03 \x01(\x03\"\x96\x02\n\x10SamplingDefaults\x12\x17\n\nmax_tokens\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x06 \x01(\x01H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x07 \x01(\x01H\x05\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"\x13\n\x11ListModelsRequest\"~\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61liases\x18\x02 \x03(\t\x12\x10\n\x08owned_by\x18\x03 \x01(\t\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x03\x12\x31\n\x0b\x64\x65ployments\x18\x05 \x03(\x0b\x32\x1c.tiller.router.v1.Deployment\"l\n\x12ListModelsResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.tiller.router.v1.ModelInfo\x12\x16\n\x0e\x63onfig_version\x18\x02 \x01(\x03\x12\x11\n\tpii_types\x18\x03 \x03(\t2\xa7\x01\n\x06Router\x12\x44\n\x07Resolve\x12 .tiller.router.v1.ResolveRequest\x1a\x17.tiller.router.v1.Route\x12W\n\nListModels\x12#.tiller.router.v1.ListModelsRequest\x1a$.tiller.router.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16router/v1/router.proto\x12\x10tiller.router.v1\"\x1f\n\x0eResolveRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x84\x01\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12 \n\x18initial_interval_seconds\x18\x02 \x01(\x01\x12\x1b\n\x13\x62\x61\x63koff_coefficient\x18\x03 \x01(\x01\x12 \n\x18maximum_interval_seconds\x18\x04 \x01(\x01\"\x94\x02\n\nDeployment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\x14\n\x0c\x65ngine_model\x18\x04 \x01(\t\x12\x12\n\ntask_queue\x18\x05 \x01(\t\x12\x17\n\x0fmax_concurrency\x18\x06 \x01(\x05\x12\r\n\x05model\x18\x07 \x01(\t\x12\x0e\n\x06resume\x18\x08 \x01(\x08\x12\x14\n\x0coptions_json\x18\t \x01(\t\x12-\n\tendpoints\x18\n \x03(\x0b\x32\x1a.tiller.router.v1.Endpoint\x12.\n\x06health\x18\x0b \x01(\x0b\x32\x1e.tiller.router.v1.HealthPolicy\"O\n\x08\x45ndpoint\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x17\n\x0fmax_concurrency\x18\x02 \x01(\x05\x12\x0e\n\x06weight\x18\x03 \x01(\x01\x12\r\n\x05\x64rain\x18\x04 \x01(\x08\"\x86\x01\n\x0cHealthPolicy\x12\x1e\n\x16\x63heck_interval_seconds\x18\x01 \x01(\x01\x12\x1c\n\x14\x65ject_after_failures\x18\x02 \x01(\x05\x12\x18\n\x10\x65ject_error_rate\x18\x03 \x01(\x01\x12\x1e\n\x16probe_interval_seconds\x18\x04 \x01(\x01\"\x9f\x04\n\x05Route\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\trequested\x18\x02 \x01(\t\x12\x31\n\x0b\x64\x65ployments\x18\x03 \x03(\x0b\x32\x1c.tiller.router.v1.Deployment\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x01\x12,\n\x05retry\x18\x05 \x01(\x0b\x32\x1d.tiller.router.v1.RetryPolicy\x12\x16\n\x0e\x63onfig_version\x18\x06 \x01(\x03\x12/\n\tfallbacks\x18\x07 \x03(\x0b\x32\x1c.tiller.router.v1.Deployment\x12!\n\x19heartbeat_timeout_seconds\x18\x08 \x01(\x01\x12\x1d\n\x15queue_timeout_seconds\x18\t \x01(\x01\x12\x34\n\x08\x64\x65\x66\x61ults\x18\n \x01(\x0b\x32\".tiller.router.v1.SamplingDefaults\x12\x15\n\rsystem_prompt\x18\x0b \x01(\t\x12-\n\x06limits\x18\x0c \x01(\x0b\x32\x1d.tiller.router.v1.ModelLimits\x12*\n\x03pii\x18\r \x01(\x0b\x32\x1d.tiller.router.v1.PiiSettings\x12,\n\x08pipeline\x18\x0e \x01(\x0b\x32\x1a.tiller.router.v1.Pipeline\x12\x19\n\x11\x65ngine_parameters\x18\x0f \x01(\t\"2\n\x08Pipeline\x12\x10\n\x08workflow\x18\x01 \x01(\t\x12\x14\n\x0coptions_json\x18\x02 \x01(\t\"i\n\x0bPiiSettings\x12-\n\x08policies\x18\x01 \x03(\x0b\x32\x1b.tiller.router.v1.PiiPolicy\x12\x11\n\tmin_score\x18\x02 \x01(\x01\x12\x18\n\x10recognizers_json\x18\x03 \x01(\t\"(\n\tPiiPolicy\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\r\n\x05types\x18\x02 \x03(\t\"<\n\x0bModelLimits\x12\x0b\n\x03rpm\x18\x01 \x01(\x03\x12\x0b\n\x03tpm\x18\x02 \x01(\x03\x12\x13\n\x0b\x63oncurrency\x18\x03 \x01(\x03\"\x96\x02\n\x10SamplingDefaults\x12\x17\n\nmax_tokens\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x06 \x01(\x01H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x07 \x01(\x01H\x05\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"\x13\n\x11ListModelsRequest\"~\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61liases\x18\x02 \x03(\t\x12\x10\n\x08owned_by\x18\x03 \x01(\t\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x03\x12\x31\n\x0b\x64\x65ployments\x18\x05 \x03(\x0b\x32\x1c.tiller.router.v1.Deployment\"l\n\x12ListModelsResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.tiller.router.v1.ModelInfo\x12\x16\n\x0e\x63onfig_version\x18\x02 \x01(\x03\x12\x11\n\tpii_types\x18\x03 \x03(\t2\xa7\x01\n\x06Router\x12\x44\n\x07Resolve\x12 .tiller.router.v1.ResolveRequest\x1a\x17.tiller.router.v1.Route\x12W\n\nListModels\x12#.tiller.router.v1.ListModelsRequest\x1a$.tiller.router.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,25 +36,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RETRYPOLICY']._serialized_start=78
   _globals['_RETRYPOLICY']._serialized_end=210
   _globals['_DEPLOYMENT']._serialized_start=213
-  _globals['_DEPLOYMENT']._serialized_end=394
-  _globals['_ROUTE']._serialized_start=397
-  _globals['_ROUTE']._serialized_end=940
-  _globals['_PIPELINE']._serialized_start=942
-  _globals['_PIPELINE']._serialized_end=992
-  _globals['_PIISETTINGS']._serialized_start=994
-  _globals['_PIISETTINGS']._serialized_end=1099
-  _globals['_PIIPOLICY']._serialized_start=1101
-  _globals['_PIIPOLICY']._serialized_end=1141
-  _globals['_MODELLIMITS']._serialized_start=1143
-  _globals['_MODELLIMITS']._serialized_end=1203
-  _globals['_SAMPLINGDEFAULTS']._serialized_start=1206
-  _globals['_SAMPLINGDEFAULTS']._serialized_end=1484
-  _globals['_LISTMODELSREQUEST']._serialized_start=1486
-  _globals['_LISTMODELSREQUEST']._serialized_end=1505
-  _globals['_MODELINFO']._serialized_start=1507
-  _globals['_MODELINFO']._serialized_end=1633
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1635
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1743
-  _globals['_ROUTER']._serialized_start=1746
-  _globals['_ROUTER']._serialized_end=1913
+  _globals['_DEPLOYMENT']._serialized_end=489
+  _globals['_ENDPOINT']._serialized_start=491
+  _globals['_ENDPOINT']._serialized_end=570
+  _globals['_HEALTHPOLICY']._serialized_start=573
+  _globals['_HEALTHPOLICY']._serialized_end=707
+  _globals['_ROUTE']._serialized_start=710
+  _globals['_ROUTE']._serialized_end=1253
+  _globals['_PIPELINE']._serialized_start=1255
+  _globals['_PIPELINE']._serialized_end=1305
+  _globals['_PIISETTINGS']._serialized_start=1307
+  _globals['_PIISETTINGS']._serialized_end=1412
+  _globals['_PIIPOLICY']._serialized_start=1414
+  _globals['_PIIPOLICY']._serialized_end=1454
+  _globals['_MODELLIMITS']._serialized_start=1456
+  _globals['_MODELLIMITS']._serialized_end=1516
+  _globals['_SAMPLINGDEFAULTS']._serialized_start=1519
+  _globals['_SAMPLINGDEFAULTS']._serialized_end=1797
+  _globals['_LISTMODELSREQUEST']._serialized_start=1799
+  _globals['_LISTMODELSREQUEST']._serialized_end=1818
+  _globals['_MODELINFO']._serialized_start=1820
+  _globals['_MODELINFO']._serialized_end=1946
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1948
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2056
+  _globals['_ROUTER']._serialized_start=2059
+  _globals['_ROUTER']._serialized_end=2226
 # @@protoc_insertion_point(module_scope)

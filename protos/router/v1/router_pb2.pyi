@@ -25,7 +25,7 @@ class RetryPolicy(_message.Message):
     def __init__(self, max_attempts: _Optional[int] = ..., initial_interval_seconds: _Optional[float] = ..., backoff_coefficient: _Optional[float] = ..., maximum_interval_seconds: _Optional[float] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "adapter", "endpoint", "engine_model", "task_queue", "max_concurrency", "model", "resume", "options_json")
+    __slots__ = ("name", "adapter", "endpoint", "engine_model", "task_queue", "max_concurrency", "model", "resume", "options_json", "endpoints", "health")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,8 @@ class Deployment(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     RESUME_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_JSON_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
     name: str
     adapter: str
     endpoint: str
@@ -44,7 +46,33 @@ class Deployment(_message.Message):
     model: str
     resume: bool
     options_json: str
-    def __init__(self, name: _Optional[str] = ..., adapter: _Optional[str] = ..., endpoint: _Optional[str] = ..., engine_model: _Optional[str] = ..., task_queue: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., model: _Optional[str] = ..., resume: _Optional[bool] = ..., options_json: _Optional[str] = ...) -> None: ...
+    endpoints: _containers.RepeatedCompositeFieldContainer[Endpoint]
+    health: HealthPolicy
+    def __init__(self, name: _Optional[str] = ..., adapter: _Optional[str] = ..., endpoint: _Optional[str] = ..., engine_model: _Optional[str] = ..., task_queue: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., model: _Optional[str] = ..., resume: _Optional[bool] = ..., options_json: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., health: _Optional[_Union[HealthPolicy, _Mapping]] = ...) -> None: ...
+
+class Endpoint(_message.Message):
+    __slots__ = ("url", "max_concurrency", "weight", "drain")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    max_concurrency: int
+    weight: float
+    drain: bool
+    def __init__(self, url: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., weight: _Optional[float] = ..., drain: _Optional[bool] = ...) -> None: ...
+
+class HealthPolicy(_message.Message):
+    __slots__ = ("check_interval_seconds", "eject_after_failures", "eject_error_rate", "probe_interval_seconds")
+    CHECK_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    EJECT_AFTER_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    EJECT_ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    PROBE_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    check_interval_seconds: float
+    eject_after_failures: int
+    eject_error_rate: float
+    probe_interval_seconds: float
+    def __init__(self, check_interval_seconds: _Optional[float] = ..., eject_after_failures: _Optional[int] = ..., eject_error_rate: _Optional[float] = ..., probe_interval_seconds: _Optional[float] = ...) -> None: ...
 
 class Route(_message.Message):
     __slots__ = ("model", "requested", "deployments", "timeout_seconds", "retry", "config_version", "fallbacks", "heartbeat_timeout_seconds", "queue_timeout_seconds", "defaults", "system_prompt", "limits", "pii", "pipeline", "engine_parameters")
