@@ -17,6 +17,8 @@ from tiller.contract.names import FAILOVER_TASK_QUEUE, PIPELINE_TASK_QUEUE
 from tiller.contract.requests import Retry
 from tiller.router import config
 
+DEFAULT_HEALTH = config.HealthFile()
+
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
@@ -38,7 +40,7 @@ class Deployment:
     resume: bool  # the engine can continue a partial answer
     options_json: str  # the adapter's `options:`, as JSON
     endpoints: tuple[Endpoint, ...] = ()
-    health: config.HealthFile = config.HealthFile()
+    health: config.HealthFile = DEFAULT_HEALTH
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,12 @@ delivered: a finished answer is returned as is; a partial one is continued by an
 (the deployment's `resume`), so the client's text stays whole and unrepeated, and otherwise ends
 with a clear `engine_failed_mid_stream` error.
 
-On the last deployment of a request's plan, an engine that cannot be reached is waited for
-(worker/outages.py) up to the model's queue timeout, instead of failing the attempt: nothing
-reached the engine, so sending the request once it is back repeats nothing.
+Each attempt goes to one endpoint of its deployment (replicas.py: the least busy healthy one
+with a free slot), and its outcome feeds that endpoint's health (health.py). An endpoint that
+cannot be reached is ejected and the attempt goes to another at once: nothing reached the
+engine, so sending it elsewhere repeats nothing. With no endpoint serving, a request with
+somewhere else to go fails over at once; on the last deployment of its plan it waits for an
+endpoint to come back, up to the model's queue timeout.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
@@ -33,11 +37,14 @@ from temporalio.exceptions import ApplicationError
 from tiller.common import logs, tracing
 from tiller.common.errors import (
     Cancelled,
+    EngineError,
     EngineFailedMidStream,
     EngineStayedDown,
+    EngineUnavailable,
     EngineUnreachable,
     InternalError,
     InvalidRequest,
+    RateLimited,
     ServiceUnavailable,
     TillerError,
 )
@@ -45,14 +52,16 @@ from tiller.common.sealing import Sealer
 from tiller.contract.answer_stream import FENCE_STRIDE, Delivered, EventWriter, Superseded
 from tiller.contract.engines import KINDS
 from tiller.contract.names import GENERATE_ACTIVITY
-from tiller.contract.requests import Chat, Embedding, InferenceInput
+from tiller.contract.requests import Chat, Embedding, InferenceInput, Target
 from tiller.contract.results import InferenceResult, Usage
 from tiller.contract.runs import request_bound_seconds
+from tiller.protos.router.v1 import router_pb2
 from tiller.worker import metrics
 from tiller.worker.adapters import Adapters
 from tiller.worker.adapters.base import Completion, EngineAdapter, EngineRequest
 from tiller.worker.cancels import CancelSignals
-from tiller.worker.outages import EngineOutages
+from tiller.worker.health import ReplicaHealth
+from tiller.worker.replicas import Held, NoEndpoint, QueueReplicas
 
 log = logging.getLogger(__name__)
 TRACER = tracing.tracer("tiller.worker")
@@ -69,12 +78,16 @@ class InferenceActivities:
         *,
         sealer: Sealer,
         redis_outage_seconds: float = 0.0,
-        outages: EngineOutages | None = None,
+        health: ReplicaHealth | None = None,
     ) -> None:
         self.redis = redis
         self.redis_outage = redis_outage_seconds
         self.sealer = sealer
-        self.outages = outages or EngineOutages()
+        self.health = health or ReplicaHealth(adapters.__getitem__)
+        # Each polled task queue's endpoints (the worker pool's, kept in line with models.yaml);
+        # a queue or deployment not there (an activity run on its own) gets its target alone.
+        self.queues: dict[str, QueueReplicas] = {}
+        self._alone: dict[tuple[str, str, str, str], QueueReplicas] = {}
         self.adapters = adapters
         self.event_ttl = event_ttl_seconds
         self.heartbeat_interval = heartbeat_interval_seconds
@@ -262,32 +275,61 @@ class InferenceActivities:
         engine_request = EngineRequest(
             request.target, ask, sampling, request.timeout_seconds, delivered.text
         )
-        if request.next_targets:  # somewhere else to go: an unreachable engine fails over
-            return await self._call(adapter, request, engine_request, writer, published, delivered)
-        # The last place this request can go: while its engine is unreachable, it waits.
+        replicas = self._replicas(request)
+        last = not request.next_targets  # nowhere else to go: wait for an endpoint to be back
         deadline = _wait_deadline(request)
         while True:
-            if self.outages.down(request.target):
-                await self._engine_back(request, adapter, deadline)
             try:
-                return await self._call(
-                    adapter, request, engine_request, writer, published, delivered
-                )
+                held = await replicas.acquire(request.target, deadline, wait_for_down=last)
+            except NoEndpoint:
+                raise _no_endpoint(request, replicas, last) from None
+            at = dataclasses.replace(engine_request, target=held.target)
+            try:
+                completion = await self._call(adapter, request, at, writer, published, delivered)
             except EngineUnreachable:
-                await self._engine_back(request, adapter, deadline)
+                # Nothing reached it: eject it, and go to another endpoint (or wait for one).
+                self._ended(replicas, held, failed=True, unreachable=True)
+                continue
+            except TillerError as error:
+                self._ended(replicas, held, failed=_engine_fault(error))
+                raise
+            except BaseException:  # cancelled (the client left), or a fault of ours
+                self._ended(replicas, held, failed=False, neutral=True)
+                raise
+            self._ended(replicas, held, failed=False)
+            return completion
 
-    async def _engine_back(
-        self, request: InferenceInput, adapter: EngineAdapter, deadline: float
+    def _replicas(self, request: InferenceInput) -> QueueReplicas:
+        """The endpoints the attempt may go to: its task queue's, as this worker polls it."""
+        target = request.target
+        queue = self.queues.get(activity.info().task_queue)
+        if queue is not None and any(r.url == target.endpoint for r in queue.of(target)):
+            return queue
+        key = (target.model, target.deployment, target.adapter, target.endpoint)
+        alone = self._alone.get(key)
+        if alone is None:
+            alone = self._alone[key] = QueueReplicas(target.task_queue)
+            alone.update([(target.model, _deployment_of(target))])
+        return alone
+
+    def _ended(
+        self,
+        replicas: QueueReplicas,
+        held: Held,
+        *,
+        failed: bool,
+        unreachable: bool = False,
+        neutral: bool = False,
     ) -> None:
-        """Wait for the engine until `deadline` (the event loop's clock); a clear error once
-        that has passed."""
-        left = deadline - asyncio.get_running_loop().time()
-        if not await self.outages.wait(request.target, adapter, left):
-            raise EngineStayedDown(
-                f"Cannot reach the model engine for deployment {request.target.deployment!r}; "
-                f"the request waited for it up to the model's queue timeout "
-                f"({request.queue_timeout_seconds:g} s)."
-            )
+        seconds = replicas.release(held)
+        replica = held.replica
+        replica.attempts += 1
+        replica.seconds += seconds
+        metrics.ENDPOINT_SECONDS.labels(replicas.queue, replica.shown).observe(seconds)
+        if failed:
+            self.health.failed(replicas, replica, unreachable=unreachable)
+        elif not neutral:
+            self.health.succeeded(replicas, replica)
 
     async def _call(
         self,
@@ -341,6 +383,46 @@ def _wait_deadline(request: InferenceInput) -> float:
     info = activity.info()
     queued = (info.started_time - info.current_attempt_scheduled_time).total_seconds()
     return asyncio.get_running_loop().time() + request.queue_timeout_seconds - max(0.0, queued)
+
+
+def _engine_fault(error: TillerError) -> bool:
+    """Whether a failed attempt counts against its endpoint's health: the engine's failures,
+    not a caller's bad request, a rate limit or a cancellation."""
+    engine = isinstance(error, EngineUnavailable | EngineError | EngineFailedMidStream)
+    return engine and not isinstance(error, RateLimited)
+
+
+def _no_endpoint(request: InferenceInput, replicas: QueueReplicas, last: bool) -> Exception:
+    """No endpoint of the deployment could take the attempt: fail over now, or, on the last
+    deployment after its wait, a clear error."""
+    name = request.target.deployment
+    listed = replicas.of(request.target)
+    if listed and all(r.drain or not r.listed for r in listed):
+        why = f"Every endpoint of deployment {name!r} is drained"
+    elif any(r.state != "ejected" for r in listed):
+        why = f"No endpoint of deployment {name!r} had a free slot"
+    else:
+        why = f"Cannot reach the model engine for deployment {name!r}"
+    if not last:
+        return EngineUnreachable(f"{why}.").to_application_error(non_retryable=True, failover=True)
+    return EngineStayedDown(
+        f"{why}; the request waited for it up to the model's queue timeout "
+        f"({request.queue_timeout_seconds:g} s)."
+    )
+
+
+def _deployment_of(target: Target) -> router_pb2.Deployment:
+    """A target the worker's listing does not know, as a deployment of one endpoint."""
+    return router_pb2.Deployment(
+        name=target.deployment,
+        adapter=target.adapter,
+        endpoint=target.endpoint,
+        engine_model=target.engine_model,
+        task_queue=target.task_queue,
+        max_concurrency=1_000_000,
+        model=target.model,
+        options_json=json.dumps(target.options) if target.options else "",
+    )
 
 
 def _mid_stream(request: InferenceInput, later: bool, cause: str = "") -> Exception:

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Gauge, Histogram
+if TYPE_CHECKING:
+    from tiller.worker.replicas import QueueReplicas
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 from temporalio.exceptions import ApplicationError
 
 ATTEMPTS = Counter(
@@ -37,10 +43,11 @@ ATTEMPT_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
 IN_FLIGHT = Gauge("tiller_engine_in_flight", "Attempts running on this worker now.", ["deployment"])
-WAITING = Gauge(
-    "tiller_engine_waiting",
-    "Attempts on this worker waiting for their unreachable engine to come back.",
-    ["deployment"],
+ENDPOINT_SECONDS = Histogram(
+    "tiller_endpoint_attempt_seconds",
+    "Duration of one attempt on one endpoint (replica) of a task queue's engine.",
+    ["task_queue", "endpoint"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
 
 
@@ -71,3 +78,65 @@ def attempt(model: str, deployment: str, number: int, failover: bool) -> Iterato
 
 
 SUPERSEDED = "Superseded by a later attempt."
+
+
+class EndpointCollector(Collector):
+    """Each polled endpoint's state at scrape time, read from the worker's replicas: nothing is
+    counted per request for these."""
+
+    def __init__(self, queues: Callable[[], Iterable[QueueReplicas]]) -> None:
+        self._queues = queues
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        labels = ["task_queue", "endpoint"]
+        in_flight = GaugeMetricFamily(
+            "tiller_endpoint_in_flight",
+            "Attempts this worker runs on the endpoint now.",
+            labels=labels,
+        )
+        capacity = GaugeMetricFamily(
+            "tiller_endpoint_capacity",
+            "The endpoint's max_concurrency (0 while it drains).",
+            labels=labels,
+        )
+        ejected = GaugeMetricFamily(
+            "tiller_endpoint_ejected",
+            "1 while the endpoint is ejected (takes no attempt), 0.5 half-open, 0 serving.",
+            labels=labels,
+        )
+        weight = GaugeMetricFamily(
+            "tiller_endpoint_weight", "The endpoint's weight in models.yaml.", labels=labels
+        )
+        attempts = CounterMetricFamily(
+            "tiller_endpoint_attempts", "Attempts that ended on the endpoint.", labels=labels
+        )
+        failed = CounterMetricFamily(
+            "tiller_endpoint_failures",
+            "Attempts on the endpoint that failed by the engine's fault.",
+            labels=labels,
+        )
+        ejections = CounterMetricFamily(
+            "tiller_endpoint_ejections", "Times the endpoint was ejected.", labels=labels
+        )
+        waiting = GaugeMetricFamily(
+            "tiller_task_queue_waiting_for_endpoint",
+            "Attempts on this worker waiting for an endpoint of their deployment to serve.",
+            labels=["task_queue"],
+        )
+        for queue in self._queues():
+            waiting.add_metric([queue.queue], queue.waiting)
+            for r in queue.replicas.values():
+                at = [queue.queue, r.shown]
+                in_flight.add_metric(at, r.in_flight)
+                capacity.add_metric(at, 0 if r.drain else r.capacity)
+                state = {"serving": 0.0, "half-open": 0.5, "ejected": 1.0}[r.state]
+                ejected.add_metric(at, state)
+                weight.add_metric(at, r.weight)
+                attempts.add_metric(at, r.attempts)
+                failed.add_metric(at, r.failed)
+                ejections.add_metric(at, r.ejections)
+        yield from (in_flight, capacity, ejected, weight, attempts, failed, ejections, waiting)
+
+
+def watch_endpoints(queues: Callable[[], Iterable[QueueReplicas]]) -> None:
+    REGISTRY.register(EndpointCollector(queues))

@@ -2,9 +2,10 @@
 
 At start-up and then every TILLER_WORKER_RELOAD_SECONDS the process asks the router for the
 deployments; when the routing table's version changed, it starts a Temporal worker for each new
-task queue, and retires (graceful shutdown: running attempts get the grace period, then Temporal
-moves them) the worker of a queue that is gone. A queue whose max_concurrency changed gets a new
-worker with the new bound and its old one is retired, so for a moment both poll it.
+task queue, updates the endpoints of the queues it polls in place (replicas.py: capacities,
+weights, drained and removed endpoints; no worker is restarted for it), and retires (graceful
+shutdown: running attempts get the grace period, then Temporal moves them) the worker of a
+queue that is gone.
 """
 
 from __future__ import annotations
@@ -15,48 +16,73 @@ from collections.abc import Callable
 
 from temporalio.worker import Worker
 
+from tiller.protos.router.v1 import router_pb2
+from tiller.worker.health import ReplicaHealth
+from tiller.worker.replicas import QueueReplicas
+
 log = logging.getLogger(__name__)
+
+# A task queue's deployments as the router lists them: (model, deployment) pairs.
+QueueDeployments = dict[str, list[tuple[str, router_pb2.Deployment]]]
 
 
 class WorkerPool:
-    def __init__(self, make: Callable[[str, int], Worker]) -> None:
+    def __init__(
+        self, make: Callable[[QueueReplicas], Worker], health: ReplicaHealth | None = None
+    ) -> None:
         self._make = make
-        self._running: dict[str, tuple[int, Worker]] = {}
-        self._fixed: list[Worker] = []  # for the pool's whole life (the failover workflow's)
+        self.health = health
+        self.queues: dict[str, QueueReplicas] = {}
+        self._running: dict[str, Worker] = {}
+        self._fixed: list[Worker] = []  # for the pool's whole life (the workflows')
         self._retiring: set[asyncio.Task[None]] = set()
         self.broken = asyncio.Event()  # a worker stopped on its own: the process must stop
         self.failure: BaseException | None = None
 
     @property
     def limits(self) -> dict[str, int]:
-        return {queue: limit for queue, (limit, _) in self._running.items()}
+        return {queue: replicas.limit for queue, replicas in self.queues.items()}
 
     def add(self, worker: Worker) -> None:
         """Run a worker for the life of the pool (the failover workflow's)."""
         self._fixed.append(worker)
         self._watch(worker)
 
-    def apply(self, limits: dict[str, int]) -> None:
-        """Poll exactly these activity task queues, each with this max concurrency."""
-        for queue, limit in sorted(limits.items()):
-            current = self._running.get(queue)
-            if current is not None and current[0] == limit:
+    def apply(self, queues: QueueDeployments) -> None:
+        """Poll exactly these activity task queues, each over its deployments' endpoints."""
+        for queue, deployments in sorted(queues.items()):
+            replicas = self.queues.get(queue)
+            if replicas is not None:
+                replicas.update(deployments)
                 continue
-            worker = self._make(queue, limit)  # first: if this fails, the old one keeps polling
-            if current is not None:
-                self._retire(current[1])
-            self._running[queue] = (limit, worker)
+            replicas = QueueReplicas(queue)
+            replicas.update(deployments)
+            worker = self._make(replicas)  # if this fails, nothing of the queue is kept
+            self.queues[queue] = replicas
+            self._running[queue] = worker
             self._watch(worker)
-            log.info("polling task queue", extra={"task_queue": queue, "max_concurrency": limit})
-        for queue in [q for q in self._running if q not in limits]:
-            self._retire(self._running.pop(queue)[1])
+            if self.health is not None:
+                self.health.watch(replicas)
+            log.info(
+                "polling task queue",
+                extra={
+                    "task_queue": queue,
+                    "max_concurrency": replicas.limit,
+                    "endpoints": [r.shown for r in replicas.replicas.values()],
+                },
+            )
+        for queue in [q for q in self._running if q not in queues]:
+            self._retire(self._running.pop(queue))
+            gone = self.queues.pop(queue)
+            if self.health is not None:
+                self.health.forget(gone)
             log.info("stopped polling task queue", extra={"task_queue": queue})
 
     def _watch(self, worker: Worker) -> None:
         run = asyncio.get_running_loop().create_task(worker.run())
 
         def ended(task: asyncio.Task[None]) -> None:
-            live = [w for _, w in self._running.values()] + self._fixed
+            live = [*self._running.values(), *self._fixed]
             retired = all(w is not worker for w in live)
             if not retired and (task.cancelled() or task.exception() is not None):
                 self.failure = None if task.cancelled() else task.exception()
@@ -70,7 +96,7 @@ class WorkerPool:
         task.add_done_callback(self._retiring.discard)
 
     async def shutdown(self) -> None:
-        workers = [w for _, w in self._running.values()] + self._fixed
+        workers = [*self._running.values(), *self._fixed]
         self._running.clear()
         self._fixed.clear()
         await asyncio.gather(*(w.shutdown() for w in workers), *self._retiring)

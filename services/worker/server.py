@@ -1,8 +1,8 @@
-"""Worker process: one Temporal worker per task queue, each bounded by its deployment's
-max_concurrency from models.yaml, sharing one Redis pool and one HTTP pool; and one on the
-failover queue that runs the workflows of models with more than one deployment to try, and one
-on the pipelines queue (pipeline models' workflows and their own activities). The activity
-queues follow models.yaml as it changes (pool.py)."""
+"""Worker process: one Temporal worker per task queue, taking tasks only while one of the
+queue's engine endpoints has a free slot (replicas.py, slots.py), all sharing one Redis pool and
+one HTTP pool; one on the failover queue that runs the workflows of models with more than one
+deployment to try, and one on the pipelines queue (pipeline models' workflows and their own
+activities). The activity queues follow models.yaml as it changes (pool.py)."""
 
 from __future__ import annotations
 
@@ -25,14 +25,16 @@ from tiller.common.offload import RedisOffload
 from tiller.common.sealing import Sealer
 from tiller.contract.names import FAILOVER_TASK_QUEUE, PIPELINE_TASK_QUEUE
 from tiller.protos.router.v1 import router_pb2, router_pb2_grpc
+from tiller.worker import metrics, slots
 from tiller.worker.activities import InferenceActivities
 from tiller.worker.adapters import Adapters
 from tiller.worker.adapters.base import AdapterResources
 from tiller.worker.cancels import CancelSignals
 from tiller.worker.failover import FailoverWorkflow
-from tiller.worker.outages import EngineOutages
+from tiller.worker.health import ReplicaHealth
 from tiller.worker.pipeline_activities import PipelineActivities
-from tiller.worker.pool import WorkerPool
+from tiller.worker.pool import QueueDeployments, WorkerPool
+from tiller.worker.replicas import QueueReplicas
 from tiller.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -54,17 +56,22 @@ async def list_routes(
     return listing
 
 
-def queue_limits(listing: router_pb2.ListModelsResponse, wanted: tuple[str, ...]) -> dict[str, int]:
-    """Task queue -> max concurrency; only the `wanted` queues if any are named."""
-    limits = {d.task_queue: d.max_concurrency for m in listing.models for d in m.deployments}
+def queue_deployments(
+    listing: router_pb2.ListModelsResponse, wanted: tuple[str, ...]
+) -> QueueDeployments:
+    """Task queue -> its (model, deployment) pairs; only the `wanted` queues if any are named."""
+    queues: QueueDeployments = {}
+    for m in listing.models:
+        for d in m.deployments:
+            queues.setdefault(d.task_queue, []).append((m.id, d))
     if wanted:
-        limits = {q: limits[q] for q in wanted if q in limits}
-    return limits
+        queues = {q: queues[q] for q in wanted if q in queues}
+    return queues
 
 
-async def task_queue_limits(
+async def task_queues(
     settings: WorkerSettings, router: router_pb2_grpc.RouterStub
-) -> tuple[dict[str, int], int]:
+) -> tuple[QueueDeployments, int]:
     """The queues to poll at start-up, and the routing table's version."""
     try:
         listing = await list_routes(router, settings.dependency_wait_seconds)
@@ -72,11 +79,11 @@ async def task_queue_limits(
         raise StartupError(
             f"cannot reach the router at {settings.router_address}: {error.details()}"
         ) from None
-    limits = queue_limits(listing, settings.task_queues)
-    unknown = set(settings.task_queues) - set(limits)
+    queues = queue_deployments(listing, settings.task_queues)
+    unknown = set(settings.task_queues) - set(queues)
     if unknown:
         raise StartupError(f"task queues not in models.yaml: {', '.join(sorted(unknown))}")
-    return limits, listing.config_version
+    return queues, listing.config_version
 
 
 async def follow_router(
@@ -91,12 +98,12 @@ async def follow_router(
             continue  # the router is away: keep polling what we poll
         if listing.config_version == version:
             continue
-        limits = queue_limits(listing, settings.task_queues)
-        missing = set(settings.task_queues) - set(limits)
+        queues = queue_deployments(listing, settings.task_queues)
+        missing = set(settings.task_queues) - set(queues)
         if missing:
             log.warning("task queues left models.yaml", extra={"task_queues": sorted(missing)})
         try:
-            pool.apply(limits)
+            pool.apply(queues)
         except Exception:  # keep what polls now; try again at the next round
             log.exception("cannot apply the new task queues")
             continue
@@ -132,29 +139,21 @@ def pipeline_worker(client: Client, activities: PipelineActivities, grace: float
 
 
 def activity_worker(
-    client: Client, activities: InferenceActivities, queue: str, limit: int, grace: float
+    client: Client, activities: InferenceActivities, replicas: QueueReplicas, grace: float
 ) -> Worker:
     beat = timedelta(seconds=activities.heartbeat_interval)
     return Worker(
         client,
-        task_queue=queue,
+        task_queue=replicas.queue,
         activities=[activities.generate],
-        max_concurrent_activities=limit,
+        # A task is taken only while one of the queue's engine endpoints has a free slot.
+        tuner=slots.tuner(replicas),
         # Send each heartbeat when the activity beats: a cancelled request (client gone) is
         # noticed within one heartbeat interval, not at the SDK's default 8 s throttle.
         max_heartbeat_throttle_interval=beat,
         default_heartbeat_throttle_interval=beat,
         graceful_shutdown_timeout=timedelta(seconds=grace),
     )
-
-
-def build_workers(
-    client: Client, activities: InferenceActivities, limits: dict[str, int], grace: float
-) -> list[Worker]:
-    return [
-        activity_worker(client, activities, queue, limit, grace)
-        for queue, limit in sorted(limits.items())
-    ]
 
 
 async def serve(settings: WorkerSettings) -> None:
@@ -167,7 +166,7 @@ async def serve(settings: WorkerSettings) -> None:
 
 async def _serve(settings: WorkerSettings, router: grpc.aio.Channel) -> None:
     routes = router_pb2_grpc.RouterStub(router)
-    limits, version = await task_queue_limits(settings, routes)
+    queues, version = await task_queues(settings, routes)
     serve_metrics(settings.metrics_host, settings.metrics_port)
     redis = redis_client.connect(settings.redis_url, wait_seconds=10.0)
     keys = temporal.payload_keys(settings.payload_keys, settings.payload_keys_file)
@@ -187,7 +186,7 @@ async def _serve(settings: WorkerSettings, router: grpc.aio.Channel) -> None:
     resources = AdapterResources(http=http)
     adapters = Adapters(resources)
     cancels = CancelSignals(redis, settings.key_prefix)
-    outages = EngineOutages()
+    health = ReplicaHealth(adapters.__getitem__)
     activities = InferenceActivities(
         redis,
         adapters,
@@ -196,18 +195,20 @@ async def _serve(settings: WorkerSettings, router: grpc.aio.Channel) -> None:
         cancels,
         sealer=sealer,
         redis_outage_seconds=settings.redis_outage_seconds,
-        outages=outages,
+        health=health,
     )
     steps = PipelineActivities(routes, redis, settings.event_ttl_seconds, sealer=sealer)
     grace = settings.shutdown_grace_seconds
-    pool = WorkerPool(lambda queue, limit: activity_worker(client, activities, queue, limit, grace))
+    pool = WorkerPool(lambda replicas: activity_worker(client, activities, replicas, grace), health)
+    activities.queues = pool.queues
+    metrics.watch_endpoints(lambda: list(pool.queues.values()))
     stop = stop_event()
     listening = asyncio.create_task(cancels.listen())
     following = asyncio.create_task(follow_router(settings, routes, pool, version))
     try:
         pool.add(failover_worker(client, grace))
         pool.add(pipeline_worker(client, steps, grace))
-        pool.apply(limits)
+        pool.apply(queues)
         stopped = asyncio.create_task(stop.wait())
         broken = asyncio.create_task(pool.broken.wait())
         await asyncio.wait([stopped, broken], return_when=asyncio.FIRST_COMPLETED)
@@ -220,7 +221,7 @@ async def _serve(settings: WorkerSettings, router: grpc.aio.Channel) -> None:
     finally:
         following.cancel()
         listening.cancel()
-        await outages.aclose()
+        await health.aclose()
         await adapters.aclose()
         await http.close()
         await redis.aclose()

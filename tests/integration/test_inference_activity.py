@@ -31,10 +31,12 @@ from tiller.contract.names import GENERATE_ACTIVITY
 from tiller.contract.requests import Chat, InferenceInput, Message, Retry, Sampling, Target
 from tiller.contract.results import InferenceResult, Usage
 from tiller.contract.runs import activity_options
+from tiller.protos.router.v1 import router_pb2
 from tiller.worker.activities import InferenceActivities
 from tiller.worker.adapters import Adapters
 from tiller.worker.adapters.base import AdapterResources
-from tiller.worker.server import build_workers
+from tiller.worker.replicas import QueueReplicas
+from tiller.worker.server import activity_worker
 
 
 @dataclass
@@ -99,9 +101,15 @@ async def env(stack: Stack) -> AsyncIterator[Env]:
         redis, adapters, event_ttl_seconds=60, heartbeat_interval_seconds=1, sealer=TEST_SEALER
     )
     queue = f"test-{uuid.uuid4().hex[:8]}"
-    (worker,) = build_workers(client, activities, {queue: 4}, grace=1)  # activities only
-    async with worker:
-        yield Env(client, redis, queue, f"http://127.0.0.1:{stack.demo_port}/v1")
+    demo = f"http://127.0.0.1:{stack.demo_port}/v1"
+    replicas = QueueReplicas(queue)
+    listed = router_pb2.Deployment(
+        name="d1", adapter="openai", endpoint=demo, task_queue=queue, max_concurrency=4
+    )
+    replicas.update([("demo", listed)])
+    activities.queues[queue] = replicas
+    async with activity_worker(client, activities, replicas, grace=1):  # activities only
+        yield Env(client, redis, queue, demo)
     await http.close()
     await redis.aclose()
 
@@ -136,7 +144,7 @@ async def test_non_streaming_publishes_only_the_result(env: Env) -> None:
     assert done.result.text == result.text == "You said: whole answer"
 
 
-async def test_an_unreachable_engine_with_somewhere_else_to_go_is_retried_then_left(
+async def test_an_unreachable_engine_with_somewhere_else_to_go_is_left_at_once(
     env: Env,
 ) -> None:
     down = env.request("anyone?", endpoint=f"http://127.0.0.1:{closed_port()}/v1")
@@ -144,8 +152,9 @@ async def test_an_unreachable_engine_with_somewhere_else_to_go_is_retried_then_l
     with pytest.raises(ActivityFailureError) as caught:
         await env.run(request)
     error = TillerError.from_failure(caught.value.cause)
-    assert type(error) is EngineUnreachable and error.retryable  # the next deployment's turn
-    assert await attempts(env.client, request.request_id) == 3
+    assert type(error) is EngineUnreachable  # the next deployment's turn
+    assert caught.value.cause.non_retryable  # its one endpoint is ejected: no attempt burnt
+    assert await attempts(env.client, request.request_id) == 1
     assert await env.published(request) == []  # the client hears from the next deployment
 
 
