@@ -291,7 +291,8 @@ class EngineUnavailable(TillerError):
 class EngineUnreachable(EngineUnavailable):
     """Nothing answered at the engine's address (connection refused, connect timeout, its name
     gone from DNS): the request never reached it. Where the request has nowhere else to go, the
-    worker waits for the engine instead of spending attempts (worker/outages.py)."""
+    worker ejects the endpoint and waits for one to serve instead of spending attempts
+    (worker/health.py)."""
 
     default_message = "Cannot reach the model engine."
 

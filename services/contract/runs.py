@@ -48,7 +48,7 @@ def activity_options(request: InferenceInput) -> ActivityOptions:
     """Options of one deployment's activity: its queueing, attempts and their backoff."""
     retry = request.retry
     # On the last deployment of the plan an attempt may first wait for its unreachable engine,
-    # up to the queue timeout (worker/outages.py), and then has its whole time to answer.
+    # up to the queue timeout (worker/activities.py), and then has its whole time to answer.
     waits = 0.0 if request.next_targets else request.queue_timeout_seconds
     return ActivityOptions(
         schedule_to_start_timeout=timedelta(seconds=request.queue_timeout_seconds),
