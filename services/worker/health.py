@@ -10,8 +10,8 @@
   first that passes makes it **half-open**: one attempt at a time, until one succeeds (serving
   again) or fails (ejected again). So a dead replica costs the attempts that were running on it
   and at most one more per probe that passed, not failed attempts on every request.
-- **Active**: every `check_interval_seconds` the health check of each serving endpoint runs;
-  one that fails ejects it.
+- **Active**: every `check_interval_seconds` the health check of each serving endpoint runs,
+  and once at once after any failed attempt; one that fails ejects it.
 
 While every endpoint of a deployment is ejected its task queue's worker takes no task, so
 requests wait in Temporal's queue (bounded by the model's queue timeout) and run as soon as an
@@ -71,6 +71,12 @@ class ReplicaHealth:
             self.eject(queue, replica, f"{replica.failures} failed attempts in a row")
         elif ended >= MIN_OUTCOMES and rate >= policy.eject_error_rate:
             self.eject(queue, replica, f"{rate:.0%} of its last {ended} attempts failed")
+        elif id(replica) not in self._probes:
+            # A failure may be the engine dying under its attempts (a connection cut mid-answer
+            # is no "unreachable"): check it now, not at the next interval or the Nth failure.
+            self._probes[id(replica)] = asyncio.get_running_loop().create_task(
+                self._check_now(queue, replica)
+            )
 
     def eject(self, queue: QueueReplicas, replica: Replica, reason: str) -> None:
         if replica.state == "ejected":
@@ -109,6 +115,15 @@ class ReplicaHealth:
         finally:
             if self._probes.get(id(replica)) is asyncio.current_task():
                 del self._probes[id(replica)]
+
+    async def _check_now(self, queue: QueueReplicas, replica: Replica) -> None:
+        try:
+            passed = await self._passes(replica)
+        finally:
+            if self._probes.get(id(replica)) is asyncio.current_task():
+                del self._probes[id(replica)]
+        if not passed and replica.state == "serving":
+            self.eject(queue, replica, "failed an attempt, then its health check")
 
     async def _passes(self, replica: Replica) -> bool:
         with contextlib.suppress(Exception):  # a check that fails says "not healthy"

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 from temporalio.client import ActivityFailureError, Client
+from temporalio.exceptions import ApplicationError
 
 from tests.support import TEST_SEALER, Stack, closed_port, temporal_client
 from tiller.common.errors import (
@@ -153,7 +154,8 @@ async def test_an_unreachable_engine_with_somewhere_else_to_go_is_left_at_once(
         await env.run(request)
     error = TillerError.from_failure(caught.value.cause)
     assert type(error) is EngineUnreachable  # the next deployment's turn
-    assert caught.value.cause.non_retryable  # its one endpoint is ejected: no attempt burnt
+    cause = caught.value.cause
+    assert isinstance(cause, ApplicationError) and cause.non_retryable  # no attempt burnt
     assert await attempts(env.client, request.request_id) == 1
     assert await env.published(request) == []  # the client hears from the next deployment
 

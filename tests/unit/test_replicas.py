@@ -8,7 +8,7 @@ import asyncio
 import random
 from collections import Counter
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -16,14 +16,14 @@ from tiller.contract.requests import Target
 from tiller.protos.router.v1 import router_pb2
 from tiller.worker.adapters.base import EngineAdapter
 from tiller.worker.health import ReplicaHealth
-from tiller.worker.replicas import NoEndpoint, QueueReplicas
+from tiller.worker.replicas import NoEndpoint, QueueReplicas, Replica
 from tiller.worker.slots import ReplicaSlots
 
 A, B, C = "http://a:8000/v1", "http://b:8000/v1", "http://c:8000/v1"
 TARGET = Target("pool", "vllm", A, "m", "q", "model")
 
 
-def deployment(*endpoints: tuple[str, int, float, bool], **health: float) -> router_pb2.Deployment:
+def deployment(*endpoints: tuple[str, int, float, bool], **health: Any) -> router_pb2.Deployment:
     listed = [
         router_pb2.Endpoint(url=u, max_concurrency=c, weight=w, drain=d) for u, c, w, d in endpoints
     ]
@@ -44,7 +44,12 @@ def adapter(engine: Engine) -> Callable[[str], EngineAdapter]:
     return lambda _: cast(EngineAdapter, engine)
 
 
-def queue(*endpoints: tuple[str, int, float, bool], **health: float) -> QueueReplicas:
+def state(replica: Replica) -> str:
+    """Its state, read afresh (mypy would narrow a second read after the first)."""
+    return replica.state
+
+
+def queue(*endpoints: tuple[str, int, float, bool], **health: Any) -> QueueReplicas:
     replicas = QueueReplicas("q")
     replicas.random = random.Random(7)
     replicas.update([("model", deployment(*endpoints, **health))])
@@ -115,36 +120,51 @@ async def test_an_unreachable_endpoint_is_ejected_at_once_and_probed_back_half_o
     replicas = queue((A, 4, 1, False), (B, 4, 1, False), probe_interval_seconds=0.02)
     a = replicas.replicas[("vllm", A)]
     health.failed(replicas, a, unreachable=True)
-    assert a.state == "ejected" and a.free == 0
+    assert state(a) == "ejected" and a.free == 0
     assert {replicas.pick(TARGET).url for _ in range(50)} == {B}  # type: ignore[union-attr]
     await asyncio.sleep(0.1)
-    assert a.state == "ejected" and engine.checks >= 3  # backing off, still failing
+    assert state(a) == "ejected" and engine.checks >= 3  # backing off, still failing
     engine.healthy = True
     await asyncio.sleep(0.05)
-    assert a.state == "half-open" and a.free == 1  # one attempt at a time
+    assert state(a) == "half-open" and a.free == 1  # one attempt at a time
     held = replicas.hold(a, TARGET)
     assert a.free == 0
     replicas.release(held)
     health.succeeded(replicas, a)
-    assert a.state == "serving" and a.free == 4
+    assert state(a) == "serving" and a.free == 4
     await health.aclose()
 
 
 async def test_consecutive_failures_or_an_error_rate_eject() -> None:
-    health = ReplicaHealth(adapter(Engine()))
+    engine = Engine()
+    engine.healthy = True  # its health check passes: only the attempts' outcomes eject
+    health = ReplicaHealth(adapter(engine))
     replicas = queue((A, 4, 1, False), (B, 4, 1, False), eject_after_failures=3)
     a, b = replicas.replicas[("vllm", A)], replicas.replicas[("vllm", B)]
     for _ in range(2):
         health.failed(replicas, a, unreachable=False)
     health.succeeded(replicas, a)
     health.failed(replicas, a, unreachable=False)
-    assert a.state == "serving"  # never three in a row
+    await asyncio.sleep(0.01)  # the check each failure asks for passes
+    assert state(a) == "serving" and engine.checks >= 1  # never three in a row
     for _ in range(2):
         health.failed(replicas, a, unreachable=False)
-    assert a.state == "ejected"
+    assert state(a) == "ejected"
     for outcome in [True, False] * 5:  # 50 % of 10, never 3 in a row
         health.succeeded(replicas, b) if outcome else health.failed(replicas, b, unreachable=False)
-    assert b.state == "ejected"
+    assert state(b) == "ejected"
+    await health.aclose()
+
+
+async def test_a_failed_attempt_checks_its_endpoint_at_once() -> None:
+    engine = Engine()
+    health = ReplicaHealth(adapter(engine), first_probe=10)
+    replicas = queue((A, 4, 1, False), (B, 4, 1, False))
+    a = replicas.replicas[("vllm", A)]
+    health.failed(replicas, a, unreachable=False)  # a cut mid-answer, say: not "unreachable"
+    assert state(a) == "serving"
+    await asyncio.sleep(0.01)
+    assert state(a) == "ejected" and engine.checks == 1  # its health check failed too
     await health.aclose()
 
 
