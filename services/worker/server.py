@@ -30,6 +30,7 @@ from tiller.worker.activities import InferenceActivities
 from tiller.worker.adapters import Adapters
 from tiller.worker.adapters.base import AdapterResources
 from tiller.worker.cancels import CancelSignals
+from tiller.worker.endpoint_report import EndpointReporter
 from tiller.worker.failover import FailoverWorkflow
 from tiller.worker.health import ReplicaHealth
 from tiller.worker.pipeline_activities import PipelineActivities
@@ -202,9 +203,11 @@ async def _serve(settings: WorkerSettings, router: grpc.aio.Channel) -> None:
     pool = WorkerPool(lambda replicas: activity_worker(client, activities, replicas, grace), health)
     activities.queues = pool.queues
     metrics.watch_endpoints(lambda: list(pool.queues.values()))
+    reporter = EndpointReporter(redis, settings.key_prefix, lambda: list(pool.queues.values()))
     stop = stop_event()
     listening = asyncio.create_task(cancels.listen())
     following = asyncio.create_task(follow_router(settings, routes, pool, version))
+    reporter.start()
     try:
         pool.add(failover_worker(client, grace))
         pool.add(pipeline_worker(client, steps, grace))
@@ -221,6 +224,7 @@ async def _serve(settings: WorkerSettings, router: grpc.aio.Channel) -> None:
     finally:
         following.cancel()
         listening.cancel()
+        await reporter.close()
         await health.aclose()
         await adapters.aclose()
         await http.close()
