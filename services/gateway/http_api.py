@@ -29,7 +29,15 @@ from tiller.common.errors import (
 from tiller.common.model_access import model_allowed
 from tiller.contract import answer_stream
 from tiller.contract.events import Delta, Done, Event, Failed
-from tiller.gateway import admin_api, codec_api, metrics, openapi, responses_api, shapes
+from tiller.gateway import (
+    admin_api,
+    codec_api,
+    endpoint_totals,
+    metrics,
+    openapi,
+    responses_api,
+    shapes,
+)
 from tiller.gateway.background import QUEUED, Record
 from tiller.gateway.callers import JSONResponse, bearer_key, caller, read_json, unless_gone
 from tiller.gateway.calls import Call, Stage
@@ -321,6 +329,13 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+async def metrics_page(request: Request) -> Response:
+    """Prometheus metrics, with the workers' endpoint reports read first (endpoint_totals)."""
+    inference = _inference(request)
+    await endpoint_totals.TOTALS.refresh(inference.up.redis, inference.settings.key_prefix)
+    return await metrics.metrics(request)
+
+
 async def readyz(request: Request) -> Response:
     """Ready for traffic: not draining and (unless `?deps=0`) every dependency answers.
 
@@ -371,7 +386,7 @@ def create_app(inference: Inference) -> Starlette:
             Route("/openapi.json", openapi_json, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics.metrics, methods=["GET"]),
+            Route("/metrics", metrics_page, methods=["GET"]),
             *responses_api.ROUTES,
             *admin_api.ROUTES,
             *codec_api.ROUTES,

@@ -1,9 +1,12 @@
 """What each worker reports of its endpoints (worker/endpoint_report.py, in the format of
-contract/endpoint_reports.py)."""
+contract/endpoint_reports.py) and how the gateway adds the reports up (gateway/endpoint_totals.py)."""
 
 from __future__ import annotations
 
 import json
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tiller.contract.endpoint_reports import (
     EndpointReport,
@@ -12,6 +15,7 @@ from tiller.contract.endpoint_reports import (
     decode,
     encode,
 )
+from tiller.gateway.endpoint_totals import EndpointTotals, summed
 from tiller.protos.router.v1 import router_pb2
 from tiller.worker.endpoint_report import snapshot
 from tiller.worker.replicas import QueueReplicas
@@ -89,3 +93,45 @@ def test_a_report_of_another_format_or_damaged_is_skipped() -> None:
     assert decode(json.dumps(body | {"endpoints": [bad_state]})) is None
     bad_count = body["endpoints"][0] | {"in_flight": "3"}
     assert decode(json.dumps(body | {"endpoints": [bad_count]})) is None
+
+
+def test_the_gateway_sums_an_endpoint_over_its_workers() -> None:
+    totals, waiting = summed(
+        [
+            report("1@a", endpoint(in_flight=4, attempts=10, failures=1, seconds=5.0), waiting=2),
+            report("2@b", endpoint("ejected", attempts=6, failures=6, ejections=1, seconds=3.0)),
+            report("3@c", endpoint("draining", in_flight=1, attempts=2, seconds=1.0)),
+        ]
+    )
+    [total] = totals
+    assert (total.task_queue, total.endpoint) == ("q", A)
+    assert total.workers == {"serving": 1, "half-open": 0, "ejected": 1, "draining": 1}
+    assert total.in_flight == 5
+    assert total.capacity == 8  # a worker where it drains gives it no capacity
+    assert (total.attempts, total.failures, total.ejections) == (18, 7, 1)
+    assert total.seconds == 9.0
+    assert waiting == {"q": 2}
+
+
+def test_the_sums_are_gauges_on_the_gateways_metrics() -> None:
+    totals = EndpointTotals()
+    totals.totals, totals.waiting = summed(
+        [report("1@a", endpoint(in_flight=1, attempts=4, seconds=2.0)), report("2@b", endpoint())]
+    )
+    totals.reports = 2
+    registry = CollectorRegistry()
+    registry.register(totals)
+    series = {
+        (s.name, s.labels.get("state", "")): s.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in family.samples
+        if s.labels.get("endpoint", A) == A
+    }
+    assert series[("tiller_queue_endpoint_workers", "serving")] == 2
+    assert series[("tiller_queue_endpoint_workers", "ejected")] == 0
+    assert series[("tiller_queue_endpoint_capacity", "")] == 8
+    assert series[("tiller_queue_endpoint_in_flight", "")] == 1
+    assert series[("tiller_queue_endpoint_attempts", "")] == 4
+    assert series[("tiller_queue_endpoint_attempt_seconds", "")] == 2.0
+    assert series[("tiller_queue_waiting_for_endpoint", "")] == 0
+    assert series[("tiller_reporting_workers", "")] == 2
