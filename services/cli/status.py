@@ -7,6 +7,12 @@ model and task queue: workers polling, backlog and its oldest wait (Temporal's),
 flight on this gateway, and, from two samples `--interval` apart, requests per second, the
 share that failed (5xx, and 4xx apart) and tokens per second. The rates and in-flight counts are
 this gateway's; backlog and workers are Temporal's, the same from any gateway.
+
+Then per task queue and engine endpoint, summed over the workers that reported it to Redis in
+the last few seconds (gateway/endpoint_totals.py): its state (serving, half-open, ejected,
+draining; "ejected 1/3" when one of three workers has it ejected), attempts in flight over
+capacity, the worker count, and since those workers started: attempts, failures, ejections and
+the attempts' mean duration.
 """
 
 from __future__ import annotations
@@ -119,7 +125,58 @@ def report(url: str, ready: dict[str, object], first: Sample, second: Sample) ->
         )
     if not rows:
         lines.append("(no task queues yet: the gateway polls Temporal every few seconds)")
+    lines += ["", *endpoint_lines(second)]
     return "\n".join(lines)
+
+
+def endpoint_lines(sample: Sample) -> list[str]:
+    """The endpoints table: per task queue and endpoint, its figures over all its workers."""
+    states: dict[tuple[str, str], dict[str, int]] = {}
+    for labels, n in sample.series("tiller_queue_endpoint_workers"):
+        at = (labels["task_queue"], labels["endpoint"])
+        states.setdefault(at, {})[labels["state"]] = int(n)
+    if not states:
+        return ["(no endpoint reports: no worker has written one to Redis in the last 10 s)"]
+    width = max(len("endpoint"), *(len(e) for _, e in states))
+    lines = [
+        f"{'task queue':<18} {'endpoint':<{width}} {'state':<14} {'in flight':>9} "
+        f"{'workers':>7} {'attempts':>8} {'failures':>8} {'ejections':>9} {'mean':>7}"
+    ]
+    for (queue, endpoint), by_state in sorted(states.items()):
+        count = {
+            name: sample.total(f"tiller_queue_endpoint_{name}", task_queue=queue, endpoint=endpoint)
+            for name in ("in_flight", "capacity", "attempts", "failures", "ejections")
+        }
+        seconds = sample.total(
+            "tiller_queue_endpoint_attempt_seconds", task_queue=queue, endpoint=endpoint
+        )
+        attempts = int(count["attempts"])
+        flight = f"{int(count['in_flight'])}/{int(count['capacity'])}"
+        lines.append(
+            f"{queue:<18} {endpoint:<{width}} {state_shown(by_state):<14} {flight:>9} "
+            f"{sum(by_state.values()):>7} {attempts:>8} {int(count['failures']):>8} "
+            f"{int(count['ejections']):>9} "
+            f"{_duration(seconds / attempts) if attempts else '-':>7}"
+        )
+    for labels, n in sample.series("tiller_queue_waiting_for_endpoint"):
+        if n > 0:
+            lines.append(f"{labels['task_queue']}: {int(n)} attempts wait for an endpoint")
+    return lines
+
+
+def state_shown(workers: dict[str, int]) -> str:
+    """The endpoint's state over its workers: the worst any of them has, and how many have it
+    when not all do ("ejected 1/3")."""
+    total = sum(workers.values())
+    for state in ("draining", "ejected", "half-open"):
+        n = workers.get(state, 0)
+        if n:
+            return state if n == total else f"{state} {n}/{total}"
+    return "serving"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.2f}s"
 
 
 def _statuses(sample: Sample, model: str) -> set[int]:
