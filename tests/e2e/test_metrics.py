@@ -1,7 +1,7 @@
 """Every service serves Prometheus metrics, and `tiller status` reads them: requests by model,
 key, team and status; time to first token; tokens; Temporal's backlog and pollers per task
-queue; admissions by outcome; router resolves; engine attempts by deployment; and the Temporal
-SDK's own worker metrics."""
+queue; each engine endpoint summed over its workers; admissions by outcome; router resolves;
+engine attempts by deployment; and the Temporal SDK's own worker metrics."""
 
 from __future__ import annotations
 
@@ -86,6 +86,33 @@ def test_router_quota_and_worker_serve_their_own(stack: Stack) -> None:
     assert "temporal_worker_task_slots_available" in sdk  # the SDK's own (the dashboard reads it)
 
 
+def test_the_gateway_sums_each_endpoint_over_the_workers_that_report_it(stack: Stack) -> None:
+    """Each worker writes its endpoints to Redis every 2 s; the gateway's /metrics adds them
+    up per task queue and endpoint (what `tiller status` prints)."""
+    gateway = f"http://127.0.0.1:{stack.gateway_port}/metrics"
+    at = {"task_queue": "test.demo", "endpoint": f"http://127.0.0.1:{stack.demo_port}/v1"}
+    headers = {"authorization": f"Bearer {stack.admin_key}"}
+    body = {"model": "demo", "messages": [{"role": "user", "content": "count me"}]}
+    before = value(scrape(gateway), "tiller_queue_endpoint_attempts", **at)
+    assert httpx.post(f"{stack.base_url}/chat/completions", json=body, headers=headers).is_success
+    assert wait_for(
+        lambda: value(scrape(gateway), "tiller_queue_endpoint_attempts", **at) > before,
+        timeout=15,
+        interval=0.5,
+    )
+    series = scrape(gateway)
+    workers = value(series, "tiller_queue_endpoint_workers", state="serving", **at)
+    assert workers >= 1 and value(series, "tiller_queue_endpoint_workers", **at) == workers
+    assert value(series, "tiller_reporting_workers") >= workers
+    # The stack's worker serves the demo engine 64 at a time (models.yaml): so does each.
+    port = stack.env["TILLER_UP_WORKER_METRICS_PORT"]
+    own = scrape(f"http://127.0.0.1:{port}/metrics")
+    assert value(own, "tiller_endpoint_capacity", **at) == 64
+    assert value(series, "tiller_queue_endpoint_capacity", **at) == 64 * workers
+    assert value(series, "tiller_queue_endpoint_attempt_seconds", **at) > 0
+    assert value(series, "tiller_queue_endpoint_failures", **at) == 0
+
+
 def test_rate_limit_rejections_are_counted_by_limit(stack: Stack) -> None:
     headers = {"authorization": f"Bearer {stack.admin_key}"}
     created = httpx.post(
@@ -138,3 +165,9 @@ def test_tiller_status(stack: Stack) -> None:
     # A model with two deployments: a row per deployment, its own figures on the first only.
     rows = [line.split() for line in shown.stdout.splitlines() if line.startswith("failover ")]
     assert len(rows) == 2 and [len(r) for r in rows] == [11, 6], rows
+    # Each endpoint, summed over the workers that report it: the demo engine's 64 slots.
+    endpoint = f"http://127.0.0.1:{stack.demo_port}/v1"
+    row = next(line for line in shown.stdout.splitlines() if line.startswith("test.demo "))
+    queue, url, state, flight, workers, *_ = row.split()
+    assert (queue, url, state) == ("test.demo", endpoint, "serving"), row
+    assert flight.endswith(f"/{64 * int(workers)}"), row
