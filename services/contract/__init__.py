@@ -13,6 +13,8 @@ defined here and nowhere else:
 - `runs`: how a run is executed by Temporal (activity options, time bounds, the failover loop
   that workflow code uses);
 - `events` and `answer_stream`: the typed answer events and the Redis stream that carries them;
+- `endpoint_reports`: each worker's report of its engine endpoints in Redis, which the gateway
+  sums for /metrics and `tiller status`;
 - `keys`: an API key's public id;
 - `engines`: the engine kinds a deployment may name and what their `options:` mean.
 
