@@ -242,13 +242,15 @@ class QueueReplicas:
 
 
 def shown(url: str) -> str:
-    """The endpoint as logs and metrics show it: no user or password from the URL."""
-    parts = urlsplit(url if "://" in url else f"//{url}")
+    """The endpoint as logs and metrics show it: no user or password, query or fragment (where
+    a key might hide)."""
+    bare = url.split("?", 1)[0].split("#", 1)[0]
+    parts = urlsplit(bare if "://" in bare else f"//{bare}")
     if parts.username is None and parts.password is None:
-        return url
+        return bare
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
-    return url.replace(parts.netloc, f"{host}{port}", 1)
+    return bare.replace(parts.netloc, f"{host}{port}", 1)
 
 
 def _serving(replica: Replica) -> bool:

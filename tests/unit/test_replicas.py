@@ -16,7 +16,7 @@ from tiller.contract.requests import Target
 from tiller.protos.router.v1 import router_pb2
 from tiller.worker.adapters.base import EngineAdapter
 from tiller.worker.health import ReplicaHealth
-from tiller.worker.replicas import NoEndpoint, QueueReplicas, Replica
+from tiller.worker.replicas import NoEndpoint, QueueReplicas, Replica, shown
 from tiller.worker.slots import ReplicaSlots
 
 A, B, C = "http://a:8000/v1", "http://b:8000/v1", "http://c:8000/v1"
@@ -247,3 +247,9 @@ def test_a_single_endpoint_deployment_from_an_older_router_is_one_replica() -> N
     assert (only.url, only.capacity, only.weight, only.policy.check_interval_seconds) == (
         A, 3, 1.0, 10.0,
     )  # fmt: skip
+
+
+def test_endpoints_are_shown_without_credentials_or_query() -> None:
+    assert shown("http://user:pw@h:8000/v1?key=s3cret#x") == "http://h:8000/v1"
+    assert shown("grpc://h:8001") == "grpc://h:8001"
+    assert shown("h:8001") == "h:8001"
