@@ -303,7 +303,7 @@ class InferenceActivities:
         """The endpoints the attempt may go to: its task queue's, as this worker polls it."""
         target = request.target
         queue = self.queues.get(activity.info().task_queue)
-        if queue is not None and any(r.url == target.endpoint for r in queue.of(target)):
+        if queue is not None and queue.of(target):  # this worker's view of models.yaml wins
             return queue
         key = (target.model, target.deployment, target.adapter, target.endpoint)
         alone = self._alone.get(key)

@@ -104,8 +104,10 @@ async def env(stack: Stack) -> AsyncIterator[Env]:
     queue = f"test-{uuid.uuid4().hex[:8]}"
     demo = f"http://127.0.0.1:{stack.demo_port}/v1"
     replicas = QueueReplicas(queue)
+    # The queue's bound; the requests here name a deployment it does not list (`d1`), so each
+    # goes to its own target's endpoint, as an activity run on its own does.
     listed = router_pb2.Deployment(
-        name="d1", adapter="openai", endpoint=demo, task_queue=queue, max_concurrency=4
+        name="listed", adapter="openai", endpoint=demo, task_queue=queue, max_concurrency=4
     )
     replicas.update([("demo", listed)])
     activities.queues[queue] = replicas
