@@ -3,9 +3,11 @@
 At start-up and then every TILLER_WORKER_RELOAD_SECONDS the process asks the router for the
 deployments; when the routing table's version changed, it starts a Temporal worker for each new
 task queue, updates the endpoints of the queues it polls in place (replicas.py: capacities,
-weights, drained and removed endpoints; no worker is restarted for it), and retires (graceful
-shutdown: running attempts get the grace period, then Temporal moves them) the worker of a
-queue that is gone.
+weights, drained and removed endpoints), and retires (graceful shutdown: running attempts get
+the grace period, then Temporal moves them) the worker of a queue that is gone. A queue of one
+endpoint has a fixed number of slots (slots.py); when it gains endpoints, loses them down to
+one, or its one endpoint's capacity changes, a worker with the right slots takes over and the
+old one finishes what it runs (for a moment both poll).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class WorkerPool:
         self.health = health
         self.queues: dict[str, QueueReplicas] = {}
         self._running: dict[str, Worker] = {}
+        self._slots: dict[str, int | None] = {}  # each queue's fixed slots, or None
         self._fixed: list[Worker] = []  # for the pool's whole life (the workflows')
         self._retiring: set[asyncio.Task[None]] = set()
         self.broken = asyncio.Event()  # a worker stopped on its own: the process must stop
@@ -54,15 +57,22 @@ class WorkerPool:
             replicas = self.queues.get(queue)
             if replicas is not None:
                 replicas.update(deployments)
-                continue
-            replicas = QueueReplicas(queue)
-            replicas.update(deployments)
-            worker = self._make(replicas)  # if this fails, nothing of the queue is kept
-            self.queues[queue] = replicas
+                if replicas.fixed == self._slots[queue]:
+                    continue
+                # From one endpoint to several or back, or a new bound for one: a worker with
+                # the right slots takes over, and the old one finishes what it runs.
+                worker = self._make(replicas)
+                self._retire(self._running[queue])
+            else:
+                replicas = QueueReplicas(queue)
+                replicas.update(deployments)
+                worker = self._make(replicas)  # if this fails, nothing of the queue is kept
+                self.queues[queue] = replicas
+                if self.health is not None:
+                    self.health.watch(replicas)
             self._running[queue] = worker
+            self._slots[queue] = replicas.fixed
             self._watch(worker)
-            if self.health is not None:
-                self.health.watch(replicas)
             log.info(
                 "polling task queue",
                 extra={
@@ -73,6 +83,7 @@ class WorkerPool:
             )
         for queue in [q for q in self._running if q not in queues]:
             self._retire(self._running.pop(queue))
+            self._slots.pop(queue, None)
             gone = self.queues.pop(queue)
             if self.health is not None:
                 self.health.forget(gone)

@@ -180,8 +180,18 @@ class QueueReplicas:
             # else to go fails over at once, and one without waits for an endpoint inside its
             # attempt (the queue's bound still holds; the rest wait in Temporal's queue).
             return True
-        unassigned = self.permits - self.bound
+        unassigned = max(0, self.permits - self.bound)  # < 0 for a moment after a new worker
         return unassigned < sum(r.free for r in self.replicas.values())
+
+    @property
+    def fixed(self) -> int | None:
+        """The queue's bound when a fixed number of slots does what `may_take` would: one
+        endpoint, whose capacity is the bound (taking tasks while it is ejected or drained, as
+        `may_take` does, and up to the bound while it is half-open, to wait there). None: the
+        slots must follow the endpoints."""
+        if len(self.replicas) == 1:
+            return self.limit
+        return None
 
     async def wait_changed(self) -> None:
         await self._changed.wait()

@@ -52,11 +52,16 @@ class ReplicaSlots(CustomSlotSupplier):
 
 
 def tuner(replicas: QueueReplicas) -> WorkerTuner:
-    """An activity worker's tuner: its activity slots from the queue's replicas (it runs no
-    workflows, local activities or Nexus operations; those get a token bound)."""
+    """An activity worker's tuner: its activity slots from the queue's replicas, or a fixed
+    number where that is the same (one endpoint: no call into Python per task); it runs no
+    workflows, local activities or Nexus operations, which get a token bound."""
+    fixed = replicas.fixed
+    activity_slots: FixedSizeSlotSupplier | ReplicaSlots = (
+        ReplicaSlots(replicas) if fixed is None else FixedSizeSlotSupplier(fixed)
+    )
     return WorkerTuner.create_composite(
         workflow_supplier=FixedSizeSlotSupplier(1),
-        activity_supplier=ReplicaSlots(replicas),
+        activity_supplier=activity_slots,
         local_activity_supplier=FixedSizeSlotSupplier(1),
         nexus_supplier=FixedSizeSlotSupplier(1),
     )
