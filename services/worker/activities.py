@@ -97,13 +97,18 @@ class InferenceActivities:
     async def generate(self, payload: dict[str, Any]) -> dict[str, Any]:
         """One attempt. Input and result travel as plain JSON objects (InferenceInput and
         InferenceResult): decoding them by hand costs a fraction of the SDK's typed conversion."""
-        request = InferenceInput.from_dict(payload)
-        number = activity.info().attempt
-        logs.REQUEST_ID.set(request.request_id)
-        with metrics.attempt(
-            request.model, request.target.deployment, number, request.target_index > 0
-        ):
-            return await self._generate(request, number)
+        info = activity.info()
+        try:
+            request = InferenceInput.from_dict(payload)
+            logs.REQUEST_ID.set(request.request_id)
+            with metrics.attempt(
+                request.model, request.target.deployment, info.attempt, request.target_index > 0
+            ):
+                return await self._generate(request, info.attempt)
+        finally:
+            queue = self.queues.get(info.task_queue)
+            if queue is not None:
+                queue.finished()  # its slot may go to the next task before Temporal hears
 
     async def _generate(self, request: InferenceInput, number: int) -> dict[str, Any]:
         fence = request.target_index * FENCE_STRIDE + number

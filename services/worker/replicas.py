@@ -121,6 +121,7 @@ class QueueReplicas:
         self.permits = 0  # tasks taken or being polled for (slots.py)
         self.bound = 0  # attempts holding a replica's slot
         self.waiting = 0  # attempts waiting for one
+        self.ended = 0  # tasks whose attempt ended, their slot not yet given back to Temporal
         self._changed = asyncio.Event()
         self.random = random.Random()  # noqa: S311 (a draw among endpoints, not a secret)
 
@@ -173,14 +174,17 @@ class QueueReplicas:
     # --- slots -------------------------------------------------------------------------------
     def may_take(self) -> bool:
         """Whether the queue's worker may poll for one more task (slots.py)."""
-        if self.permits >= self.limit:
+        if self.permits - self.ended >= self.limit:
             return False
         if not any(_serving(r) for r in self.replicas.values()):
             # Nothing here can run a task: take them anyway, so that a request with somewhere
             # else to go fails over at once, and one without waits for an endpoint inside its
             # attempt (the queue's bound still holds; the rest wait in Temporal's queue).
             return True
-        unassigned = max(0, self.permits - self.bound)  # < 0 for a moment after a new worker
+        # Slots held by tasks still to come, or come and not yet on an endpoint (< 0 for a
+        # moment after a new worker); an ended attempt's slot counts no more, so the next task
+        # is polled for while its completion is still on its way to Temporal.
+        unassigned = max(0, self.permits - self.bound - self.ended)
         return unassigned < sum(r.free for r in self.replicas.values())
 
     @property
@@ -192,6 +196,18 @@ class QueueReplicas:
         if len(self.replicas) == 1:
             return self.limit
         return None
+
+    def finished(self) -> None:
+        """A task's attempt ended (its slot goes back to Temporal next: `slot_released`)."""
+        self.ended += 1
+        self.changed()
+
+    def slot_released(self, used: bool) -> None:
+        """Temporal gave a slot back: one a task used, or one a poll had no task for."""
+        self.permits -= 1
+        if used and self.ended > 0:
+            self.ended -= 1
+        self.changed()
 
     async def wait_changed(self) -> None:
         await self._changed.wait()

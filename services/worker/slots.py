@@ -44,11 +44,8 @@ class ReplicaSlots(CustomSlotSupplier):
 
     def release_slot(self, ctx: SlotReleaseContext) -> None:
         if not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._released)
-
-    def _released(self) -> None:
-        self.replicas.permits -= 1
-        self.replicas.changed()
+            used = ctx.slot_info is not None
+            self._loop.call_soon_threadsafe(self.replicas.slot_released, used)
 
 
 def tuner(replicas: QueueReplicas) -> WorkerTuner:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
+from temporalio.worker import SlotPermit, SlotReleaseContext
 
 from tiller.contract.requests import Target
 from tiller.protos.router.v1 import router_pb2
@@ -109,9 +110,22 @@ async def test_slots_wait_for_a_free_endpoint_and_come_back_when_released() -> N
     waiting = asyncio.ensure_future(slots.reserve_slot(None))  # type: ignore[arg-type]
     await asyncio.sleep(0.05)
     assert not waiting.done()
-    slots.release_slot(None)  # type: ignore[arg-type]  # from Temporal's thread or ours
+    slots.release_slot(SlotReleaseContext(slot_info=None, permit=SlotPermit()))
     await asyncio.wait_for(waiting, 1)
     assert replicas.permits == 1
+
+
+def test_an_ended_attempt_frees_its_slot_before_temporal_hears_of_it() -> None:
+    replicas = queue((A, 1, 1, False))
+    replicas.permits = 1  # a task came for the one slot
+    held = replicas.hold(replicas.replicas[("vllm", A)], TARGET)
+    assert not replicas.may_take()
+    replicas.release(held)
+    assert not replicas.may_take()  # the task still holds its slot: its activity is not done
+    replicas.finished()  # the activity returned; its completion is on its way to Temporal
+    assert replicas.may_take()  # poll for the next task meanwhile
+    replicas.slot_released(used=True)
+    assert (replicas.permits, replicas.ended) == (0, 0) and replicas.may_take()
 
 
 async def test_an_unreachable_endpoint_is_ejected_at_once_and_probed_back_half_open() -> None:
