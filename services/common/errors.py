@@ -279,6 +279,13 @@ class EngineError(TillerError):
     default_message = "The model engine returned an error."
 
 
+class EngineRefusedCredentials(EngineError):
+    """The engine answered, refusing Tiller's key (401, 403): the deployment's configuration,
+    reported on each request; not a sign the engine is unhealthy (worker/health.py)."""
+
+    default_message = "The model engine refused Tiller's credentials."
+
+
 class EngineUnavailable(TillerError):
     """Connection refused, reset, 5xx or overload: another attempt may succeed."""
 

@@ -39,12 +39,12 @@ from tiller.common.errors import (
     Cancelled,
     EngineError,
     EngineFailedMidStream,
+    EngineRefusedCredentials,
     EngineStayedDown,
     EngineUnavailable,
     EngineUnreachable,
     InternalError,
     InvalidRequest,
-    RateLimited,
     ServiceUnavailable,
     TillerError,
 )
@@ -392,9 +392,10 @@ def _wait_deadline(request: InferenceInput) -> float:
 
 def _engine_fault(error: TillerError) -> bool:
     """Whether a failed attempt counts against its endpoint's health: the engine's failures,
-    not a caller's bad request, a rate limit or a cancellation."""
+    not a caller's bad request, a refused key (the deployment's configuration, reported on each
+    request), a rate limit or a cancellation."""
     engine = isinstance(error, EngineUnavailable | EngineError | EngineFailedMidStream)
-    return engine and not isinstance(error, RateLimited)
+    return engine and not isinstance(error, EngineRefusedCredentials)
 
 
 def _no_endpoint(request: InferenceInput, replicas: QueueReplicas, last: bool) -> Exception:

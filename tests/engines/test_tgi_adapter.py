@@ -16,6 +16,7 @@ from tests.support import closed_port
 from tiller.common.errors import (
     ContextLengthExceeded,
     EngineError,
+    EngineRefusedCredentials,
     EngineUnavailable,
     EngineUnreachable,
     InvalidRequest,
@@ -362,7 +363,7 @@ async def test_an_engine_too_slow_times_out_retryably(
             False,
         ),
         (422, "Failed to deserialize the JSON body into the target type: x", InvalidRequest, False),
-        (401, {"error": "Authorization required"}, EngineError, False),
+        (401, {"error": "Authorization required"}, EngineRefusedCredentials, False),
         (404, "Not Found", EngineError, False),
         (503, "<html>Service Unavailable</html>", EngineUnavailable, True),
         (

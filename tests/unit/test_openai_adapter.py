@@ -11,6 +11,7 @@ import pytest
 from tiller.common.errors import (
     ContextLengthExceeded,
     EngineError,
+    EngineRefusedCredentials,
     EngineUnavailable,
     EngineUnreachable,
     InvalidRequest,
@@ -71,7 +72,7 @@ def test_a_refused_key_is_not_quoted_to_the_client() -> None:
     body = error_body("Incorrect API key provided: sk-proj-abcd1234. Find yours at ...")
     for status in (401, 403):
         error = adapter._status_error(status, body)
-        assert type(error) is EngineError and "sk-" not in error.message
+        assert type(error) is EngineRefusedCredentials and "sk-" not in error.message
         assert f"refused Tiller's credentials ({status})" in error.message
 
 

@@ -19,6 +19,7 @@ from tiller.common import tracing
 from tiller.common.errors import (
     ContextLengthExceeded,
     EngineError,
+    EngineRefusedCredentials,
     EngineUnavailable,
     EngineUnreachable,
     InvalidRequest,
@@ -125,12 +126,14 @@ async def post_json(
 
 
 async def answers_get(http: aiohttp.ClientSession, url: str, target: Target) -> bool:
-    """Whether GET `url` (with the deployment's key) answers 200 within 2 s: a health check."""
+    """Whether GET `url` (with the deployment's key) answers 200 within 2 s: a health check.
+    A 401 or 403 counts as an answer: the engine is up and refuses the key, which each request
+    reports by name; ejecting it would turn a wrong key into "cannot reach the engine"."""
     try:
         async with http.get(
             url, headers=headers(target), timeout=aiohttp.ClientTimeout(total=2.0)
         ) as response:
-            return response.status == 200
+            return response.status in (200, 401, 403)
     except (aiohttp.ClientError, TimeoutError, EngineError):
         return False
 
@@ -264,7 +267,9 @@ def _status_error(status: int, content: bytes) -> TillerError:
         message = content[:200].decode(errors="replace") or f"HTTP {status}"
     if status in (401, 403):
         # A hosted API may quote the key it refused: the client learns only that it was refused.
-        return EngineError(f"The model engine refused Tiller's credentials ({status}).")
+        return EngineRefusedCredentials(
+            f"The model engine refused Tiller's credentials ({status})."
+        )
     if status in _RETRYABLE_STATUS:
         return EngineUnavailable(f"The model engine answered {status}: {message}")
     if status in (400, 422):

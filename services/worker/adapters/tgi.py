@@ -49,6 +49,7 @@ import orjson
 from tiller.common.errors import (
     ContextLengthExceeded,
     EngineError,
+    EngineRefusedCredentials,
     EngineUnavailable,
     InvalidRequest,
     TillerError,
@@ -420,7 +421,9 @@ def _status_error(status: int, content: bytes, param: str) -> TillerError:
         pass
     detail = detail or content[:200].decode(errors="replace").strip() or f"HTTP {status}"
     if status in (401, 403):  # a protected endpoint may quote the token it refused
-        return EngineError(f"The model engine refused Tiller's credentials ({status}).")
+        return EngineRefusedCredentials(
+            f"The model engine refused Tiller's credentials ({status})."
+        )
     return _classify(detail, kind, status, param)
 
 
