@@ -51,10 +51,15 @@ def launch(
     return guard, process
 
 
-def stop(guard: subprocess.Popen[bytes], process: subprocess.Popen[bytes] | None = None) -> None:
-    """End the group (SIGTERM, SIGKILL after the grace) and return once every member is gone."""
+def begin_stop(guard: subprocess.Popen[bytes]) -> None:
+    """Have the guard end its group, without waiting (several groups then stop side by side)."""
     with contextlib.suppress(ProcessLookupError):
         guard.send_signal(signal.SIGTERM)
+
+
+def stop(guard: subprocess.Popen[bytes], process: subprocess.Popen[bytes] | None = None) -> None:
+    """End the group (SIGTERM, SIGKILL after the grace) and return once every member is gone."""
+    begin_stop(guard)
     guard.wait()
     with contextlib.suppress(ProcessLookupError):
         os.killpg(guard.pid, signal.SIGKILL)  # only if the guard had died before its time
@@ -103,7 +108,14 @@ def _others_in(group: int) -> bool:
     return False
 
 
+_ending = False
+
+
 def _end_group(grace: float) -> None:
+    global _ending
+    if _ending:  # a second SIGTERM, come before the first's handler ignored the rest
+        return
+    _ending = True
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # our own killpg's, and any more
     group = os.getpgrp()
     os.killpg(group, signal.SIGTERM)

@@ -188,6 +188,8 @@ def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServers]:
         yield servers
     finally:
         for server in every:
+            server.begin_stop()
+        for server in every:
             server.stop()
 
 

@@ -85,6 +85,10 @@ class VllmServer:
         once every process of the group is gone (the memory and the port are free again)."""
         group_guard.stop(self.guard, self.proc)
 
+    def begin_stop(self) -> None:
+        """stop() without waiting: several servers then stop side by side (call stop() next)."""
+        group_guard.begin_stop(self.guard)
+
     def kill(self) -> None:
         """SIGKILL the whole group at once (gone, not draining), and reap it."""
         group_guard.kill(self.guard, self.proc)
