@@ -594,7 +594,8 @@ def test_two_vllm_servers_behind_one_model_both_serve(
     servers = {"vllm": engines.vllm, "vllm-replica": engines.vllm_replica}
     before = {name: vllm_counts(server) for name, server in servers.items()}
 
-    def ask(i: int) -> str:
+    def ask(i: int) -> int:
+        """One request, whole or streamed: the tokens of its answer, by its usage."""
         asked: Any = {
             "model": "vllm-pair",
             "messages": [{"role": "user", "content": f"{sdk_script.PROMPT} ({i})"}],
@@ -602,24 +603,25 @@ def test_two_vllm_servers_behind_one_model_both_serve(
         }
         if i % 2 == 0:
             reply = client.chat.completions.create(**asked)
-            assert reply.usage is not None and reply.usage.completion_tokens > 0
-            return reply.choices[0].message.content or ""
-        text = []
+            assert reply.choices[0].finish_reason in ("stop", "length")
+            return reply.usage.completion_tokens if reply.usage else 0
+        tokens, finish = 0, None
         stream = client.chat.completions.create(
             **asked, stream=True, stream_options={"include_usage": True}
         )
         for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                text.append(chunk.choices[0].delta.content)
-            elif chunk.usage is not None:
-                assert chunk.usage.completion_tokens > 0
-        return "".join(text)
+            if chunk.choices and chunk.choices[0].finish_reason:
+                finish = chunk.choices[0].finish_reason
+            if chunk.usage is not None:
+                tokens = chunk.usage.completion_tokens
+        assert finish in ("stop", "length")
+        return tokens
 
     began = time.monotonic()
     with ThreadPoolExecutor(PAIR_REQUESTS) as pool:
-        answers = list(pool.map(ask, range(PAIR_REQUESTS)))  # raises the first client error
+        tokens = list(pool.map(ask, range(PAIR_REQUESTS)))  # raises the first client error
     took = time.monotonic() - began
-    assert all(answers), answers
+    assert all(n > 0 for n in tokens), tokens
 
     def served() -> dict[str, tuple[int, int]]:
         return {name: served_since(before[name], vllm_counts(s)) for name, s in servers.items()}
