@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import ctypes
 import dataclasses
 import functools
 import os
@@ -15,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -409,6 +410,25 @@ def stack_env(data_dir: Path, **overrides: str) -> tuple[dict[str, str], dict[st
     return env, ports
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def dies_with_this_thread(sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """For Popen's preexec_fn: the kernel sends the child `sig` when the thread starting it
+    ends (PR_SET_PDEATHSIG; pytest's main thread: the run), so a run killed outright leaves no
+    process behind. Linux; elsewhere, nothing."""
+    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # looked up in the parent
+    parent = os.getpid()
+
+    def ask() -> None:  # pragma: no cover - runs in the child between fork and exec
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, sig)
+            if os.getppid() != parent:  # the run died before the kernel was asked
+                os._exit(1)
+
+    return ask
+
+
 def start_up(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "tiller", "up", *args],
@@ -417,6 +437,8 @@ def start_up(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # A killed run's `tiller up` gets SIGTERM and stops its stack, as on Ctrl-C.
+        preexec_fn=dies_with_this_thread(),
     )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.engines import group_guard
 from tests.support import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -42,7 +43,9 @@ def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonSe
     here = tmp_path_factory.mktemp("triton")
     log = here / "server.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(
+        # Its own process group (tritonserver and the model stubs), which ends with this run
+        # however it ends (group_guard.py).
+        guard, process = group_guard.launch(
             [
                 python,
                 str(HERE / "triton_server.py"),
@@ -52,7 +55,6 @@ def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonSe
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: tritonserver and the model stubs
         )
     try:
         deadline = time.monotonic() + START_TIMEOUT
@@ -62,14 +64,12 @@ def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonSe
             time.sleep(0.2)
         yield TritonServer(f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}", log)
     finally:
-        _stop(process)
+        _stop(guard, process)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def _stop(guard: subprocess.Popen[bytes], process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)  # pytriton stops tritonserver and its stubs
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(30)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # whatever of its group is left
-    process.wait()
+    group_guard.kill(guard, process)  # whatever of its group is left

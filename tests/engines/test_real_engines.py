@@ -13,12 +13,12 @@ import json
 import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ from tests.support import (
     stack_env,
     start_up,
     stop_up,
+    wait_for,
     wait_until_up,
 )
 
@@ -76,6 +77,16 @@ ENGINE_MODELS = """\
         endpoint: {vllm_url}
         engine_model: tiny-llama
         task_queue: engines.vllm-strict
+        options: {{api_key_env: VLLM_TIER_API_KEY}}
+  vllm-pair:  # two vLLM servers of the same model, replicas behind one deployment
+    deployments:
+      - name: vllm-pair
+        adapter: vllm
+        endpoints:
+          - {{url: {vllm_url}, max_concurrency: 4}}
+          - {{url: {vllm_replica_url}, max_concurrency: 4}}
+        engine_model: tiny-llama
+        task_queue: engines.vllm-pair
         options: {{api_key_env: VLLM_TIER_API_KEY}}
   vllm-tiny-embed:
     deployments:
@@ -136,43 +147,56 @@ class Engines:
     base_url: str
     key: str
     vllm: vllm_server.VllmServer
+    vllm_replica: vllm_server.VllmServer  # a second generation server: vllm-pair's other half
+
+
+@dataclass
+class VllmServers:
+    generation: vllm_server.VllmServer
+    replica: vllm_server.VllmServer  # the same model and flags as `generation`
+    pooling: vllm_server.VllmServer
 
 
 @pytest.fixture(scope="module")
-def vllm(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[vllm_server.VllmServer, vllm_server.VllmServer]]:
+def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServers]:
     python = os.environ.get("TILLER_VLLM_PYTHON")
     if not python:
         pytest.fail("TILLER_VLLM_PYTHON is not set: run the tier with ./dev test-engines")
     model_dir = vllm_server.ensure_model(python=python)
     logs = tmp_path_factory.mktemp("vllm")
-    generation = vllm_server.launch(
-        model_dir,
-        free_port(),
-        python=python,
-        log_path=logs / "gen.log",
-        extra_args=("--api-key", VLLM_KEY),
+
+    def generation(name: str) -> vllm_server.VllmServer:
+        key = ("--api-key", VLLM_KEY)
+        return vllm_server.launch(
+            model_dir, free_port(), python=python, log_path=logs / name, extra_args=key
+        )
+
+    # All three start at once: on 2 cores, sooner than one after another.
+    servers = VllmServers(
+        generation=generation("gen.log"),
+        replica=generation("replica.log"),
+        pooling=vllm_server.launch(
+            model_dir, free_port(), python=python, embeddings=True, log_path=logs / "embed.log"
+        ),
     )
-    pooling = vllm_server.launch(
-        model_dir, free_port(), python=python, embeddings=True, log_path=logs / "embed.log"
-    )
+    every = (servers.generation, servers.replica, servers.pooling)
     try:
-        generation.wait_ready()
-        pooling.wait_ready()
-        yield generation, pooling
+        began = time.monotonic()
+        for server in every:
+            server.wait_ready()
+        print(f"\nvLLM: 3 servers ready in {time.monotonic() - began:.1f} s")
+        yield servers
     finally:
-        generation.stop()
-        pooling.stop()
+        for server in every:
+            server.begin_stop()
+        for server in every:
+            server.stop()
 
 
 @pytest.fixture(scope="module")
 def engines(
-    vllm: tuple[vllm_server.VllmServer, vllm_server.VllmServer],
-    triton_server: TritonServer,
-    tmp_path_factory: pytest.TempPathFactory,
+    vllm: VllmServers, triton_server: TritonServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Engines]:
-    generation, pooling = vllm
     data_dir = tmp_path_factory.mktemp("engines-stack")
     env, ports = stack_env(data_dir, VLLM_TIER_API_KEY=VLLM_KEY)
     models = data_dir / "models.yaml"
@@ -180,8 +204,9 @@ def engines(
         models.write_text(
             TEST_MODELS.format(demo_port=ports["demo"], closed_port=closed_port())
             + ENGINE_MODELS.format(
-                vllm_url=generation.url,
-                vllm_embed_url=pooling.url,
+                vllm_url=vllm.generation.url,
+                vllm_replica_url=vllm.replica.url,
+                vllm_embed_url=vllm.pooling.url,
                 triton=triton_server.grpc,
                 tgi_url=tgi_url,
             )
@@ -191,7 +216,10 @@ def engines(
         wait_until_up(process, output)
         try:
             yield Engines(
-                f"http://127.0.0.1:{ports['gateway']}/v1", env["TILLER_ADMIN_KEY"], generation
+                f"http://127.0.0.1:{ports['gateway']}/v1",
+                env["TILLER_ADMIN_KEY"],
+                vllm.generation,
+                vllm.replica,
             )
         finally:
             stop_up(process)
@@ -528,6 +556,88 @@ def test_the_responses_api_on_real_vllm(client: openai.OpenAI) -> None:
     assert answered.status in ("completed", "incomplete")
 
 
+# --- several endpoints behind one model (issue 23) -------------------------------------------
+
+
+def vllm_counts(server: vllm_server.VllmServer) -> dict[str, float]:
+    """vLLM's own count of the requests it finished, by finished_reason (stop, length, abort,
+    error, repetition), from its Prometheus /metrics."""
+    url = server.url.removesuffix("/v1") + "/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("vllm:request_success_total{"):
+            reason = re.search(r'finished_reason="([^"]*)"', line)
+            assert reason, line
+            counts[reason[1]] = counts.get(reason[1], 0.0) + float(line.rsplit(" ", 1)[1])
+    assert counts, f"vLLM at {server.url} reports no vllm:request_success_total"
+    return counts
+
+
+def served_since(before: dict[str, float], after: dict[str, float]) -> tuple[int, int]:
+    """Requests answered (stop, length, repetition) and failed (abort, error) in between."""
+    delta = {reason: after[reason] - before.get(reason, 0.0) for reason in after}
+    failed = delta.get("abort", 0.0) + delta.get("error", 0.0)
+    return round(sum(delta.values()) - failed), round(failed)
+
+
+PAIR_REQUESTS = 24  # at 4 + 4 slots: three rounds, so a queue to balance from
+
+
+def test_two_vllm_servers_behind_one_model_both_serve(
+    client: openai.OpenAI, engines: Engines
+) -> None:
+    """vllm-pair's deployment lists two vLLM servers of the same model as its endpoints, 4 slots
+    each. 24 chat completions at once through the gateway, every other one streamed: each
+    server's own /metrics must show it answered some, and the two together every one, once."""
+    servers = {"vllm": engines.vllm, "vllm-replica": engines.vllm_replica}
+    before = {name: vllm_counts(server) for name, server in servers.items()}
+
+    def ask(i: int) -> int:
+        """One request, whole or streamed: the tokens of its answer, by its usage."""
+        asked: Any = {
+            "model": "vllm-pair",
+            "messages": [{"role": "user", "content": f"{sdk_script.PROMPT} ({i})"}],
+            "max_tokens": 8,
+        }
+        if i % 2 == 0:
+            reply = client.chat.completions.create(**asked)
+            assert reply.choices[0].finish_reason in ("stop", "length")
+            return reply.usage.completion_tokens if reply.usage else 0
+        tokens, finish = 0, None
+        stream = client.chat.completions.create(
+            **asked, stream=True, stream_options={"include_usage": True}
+        )
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].finish_reason:
+                finish = chunk.choices[0].finish_reason
+            if chunk.usage is not None:
+                tokens = chunk.usage.completion_tokens
+        assert finish in ("stop", "length")
+        return tokens
+
+    began = time.monotonic()
+    with ThreadPoolExecutor(PAIR_REQUESTS) as pool:
+        tokens = list(pool.map(ask, range(PAIR_REQUESTS)))  # raises the first client error
+    took = time.monotonic() - began
+    assert all(n > 0 for n in tokens), tokens
+
+    def served() -> dict[str, tuple[int, int]]:
+        return {name: served_since(before[name], vllm_counts(s)) for name, s in servers.items()}
+
+    # vLLM counts a request once its output is processed: as the answer goes, or just after.
+    wait_for(lambda: sum(ok for ok, _ in served().values()) >= PAIR_REQUESTS, timeout=10)
+    counts = served()
+    print(
+        f"\n{PAIR_REQUESTS} requests through vllm-pair in {took:.1f} s, answered by each vLLM "
+        + ", ".join(f"{name}: {ok} (failed {failed})" for name, (ok, failed) in counts.items())
+    )
+    assert all(failed == 0 for _, failed in counts.values()), counts
+    assert all(ok >= 1 for ok, _ in counts.values()), f"not both serving: {counts}"
+    assert sum(ok for ok, _ in counts.values()) == PAIR_REQUESTS, counts
+
+
 # --- last in this module: it kills the vLLM server the tests above use ---------------------
 
 
@@ -535,8 +645,7 @@ def test_a_killed_vllm_is_retried_then_the_fallback_answers(
     client: openai.OpenAI, engines: Engines
 ) -> None:
     """Last in this module: it stops the vLLM server the others use."""
-    os.killpg(engines.vllm.proc.pid, signal.SIGKILL)  # gone at once, not draining
-    engines.vllm.stop()  # reaped
+    engines.vllm.kill()  # gone at once, not draining
     with pytest.raises(openai.APIStatusError) as caught:
         client.chat.completions.create(
             model="vllm-tiny-alone", messages=[{"role": "user", "content": "hi"}], max_tokens=4

@@ -8,8 +8,9 @@ Standard library only, so any python can import it. The venv comes from `engine_
     ... server.url ...  # "http://127.0.0.1:PORT/v1"
     server.stop()
 
-One vLLM server runs one runner: generation or pooling (embeddings), never both; for both, start
-two side by side (on 2 cores: ~30 s for one alone, ~40 s for both launched together):
+A server's processes end with the process that started it, even a SIGKILLed one
+(group_guard.py). One vLLM server runs one runner: generation or pooling (embeddings), never
+both; for both, start two side by side (on 2 cores: ~30 s for one alone, ~40 s for both launched together):
 
     gen, emb = vllm_server.launch(d, p1), vllm_server.launch(d, p2, embeddings=True)
     gen.wait_ready(); emb.wait_ready()
@@ -20,7 +21,6 @@ By hand:  python tests/engines/vllm_server.py [--embeddings] [--port N] [--model
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import os
 import signal
@@ -31,6 +31,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+if not __package__:  # run as a script: python tests/engines/vllm_server.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.engines import group_guard
 
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("TILLER_ENGINE_CACHE", Path.home() / ".cache" / "tiller-engines"))
@@ -71,29 +75,23 @@ def ensure_model(model_dir: Path = DEFAULT_MODEL_DIR, python: str | None = None)
 
 @dataclass
 class VllmServer:
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes]  # the API server
     url: str  # the OpenAI base URL, ending in /v1
     log_path: Path
+    guard: subprocess.Popen[bytes]  # its process group's leader: see group_guard.py
 
-    def stop(self, grace: float = 20.0) -> None:
+    def stop(self) -> None:
         """SIGTERM the server's process group (engine core included), then SIGKILL it; return
         once every process of the group is gone (the memory and the port are free again)."""
-        _signal_group(self.proc.pid, signal.SIGTERM)
-        if not self._group_gone(grace):
-            _signal_group(self.proc.pid, signal.SIGKILL)
-            self._group_gone(10.0)
+        group_guard.stop(self.guard, self.proc)
 
-    def _group_gone(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
-            self.proc.poll()  # reap the leader: a zombie still counts as a member
-            try:
-                os.killpg(self.proc.pid, 0)
-            except ProcessLookupError:
-                return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
+    def begin_stop(self) -> None:
+        """stop() without waiting: several servers then stop side by side (call stop() next)."""
+        group_guard.begin_stop(self.guard)
+
+    def kill(self) -> None:
+        """SIGKILL the whole group at once (gone, not draining), and reap it."""
+        group_guard.kill(self.guard, self.proc)
 
     def wait_ready(self, timeout: float = 300.0) -> None:
         """Wait until GET /health answers (it needs no key, unlike /v1 with --api-key); stop
@@ -117,11 +115,6 @@ class VllmServer:
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
 
 
 def launch(
@@ -162,15 +155,12 @@ def launch(
         "DO_NOT_TRACK": "1",
     }
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # its own process group: stop() ends the engine core too
+        # In a process group that ends with this process, however it ends (group_guard.py);
+        # stop() ends the engine core too.
+        guard, proc = group_guard.launch(
+            args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
         )
-    return VllmServer(proc, f"http://{host}:{port}/v1", log_path)
+    return VllmServer(proc, f"http://{host}:{port}/v1", log_path, guard)
 
 
 def start(model_dir: Path | str, port: int, *, timeout: float = 300.0, **kw: Any) -> VllmServer:
