@@ -527,10 +527,17 @@ def service_env(stack: Stack, **extra: str) -> dict[str, str]:
 
 
 def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """A process of a test's own, its output appended to `log`."""
+    """A process of a test's own, its output appended to `log`; SIGKILLed by the kernel if the
+    thread starting it (the run's) dies first, so a killed run leaves no server behind."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            argv,
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=dies_with_this_thread(signal.SIGKILL),
         )
 
 
