@@ -124,12 +124,16 @@ class Pool:
     def figures(self) -> dict[str, dict[str, float]]:
         """metric -> engine name -> value, from the worker's /metrics."""
         port = self.stack.ports["worker_metrics"]
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        answer.raise_for_status()
+        text = answer.text
         names = {e.url: e.name for e in self.engines}
         out: dict[str, dict[str, float]] = {}
         for family in text_string_to_metric_families(text):
             for s in family.samples:
                 name = names.get(s.labels.get("endpoint", ""))
+                if s.name.endswith("_bucket"):
+                    continue
                 if name is not None and s.name.startswith("tiller_endpoint_"):
                     out.setdefault(s.name, {})[name] = s.value
         return out
@@ -234,13 +238,13 @@ async def saturation(data: Path, seconds: float) -> None:
         ideal = 0.0
         for e in engines:
             count = delta(
-                after["tiller_endpoint_attempt_seconds_count"],
-                before["tiller_endpoint_attempt_seconds_count"],
+                after.get("tiller_endpoint_attempt_seconds_count", {}),
+                before.get("tiller_endpoint_attempt_seconds_count", {}),
                 e.name,
             )
             total = delta(
-                after["tiller_endpoint_attempt_seconds_sum"],
-                before["tiller_endpoint_attempt_seconds_sum"],
+                after.get("tiller_endpoint_attempt_seconds_sum", {}),
+                before.get("tiller_endpoint_attempt_seconds_sum", {}),
                 e.name,
             )
             mean = total / count if count else float("nan")
