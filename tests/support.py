@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import ctypes
 import dataclasses
 import functools
@@ -528,17 +529,27 @@ def service_env(stack: Stack, **extra: str) -> dict[str, str]:
 
 def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """A process of a test's own, its output appended to `log`; SIGKILLed by the kernel if the
-    thread starting it (the run's) dies first, so a killed run leaves no server behind."""
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            argv,
-            env=env,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=dies_with_this_thread(signal.SIGKILL),
-        )
+    run dies first, so a killed run leaves no server behind. The kernel's signal follows the
+    thread that started the process, and a test may restart a server from a thread of its own
+    that ends at once: every one is started from one thread that lives as long as the run."""
+
+    def start() -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                argv,
+                env=env,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=dies_with_this_thread(signal.SIGKILL),
+            )
+
+    return _SPAWNER.submit(start).result()
+
+
+# The thread every spawned process is started from (see spawn): idle, it lives to the run's end.
+_SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawner")
 
 
 def start_service(stack: Stack, module: str, log: Path, **extra: str) -> subprocess.Popen[bytes]:
