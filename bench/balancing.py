@@ -263,9 +263,11 @@ async def sample_in_flight(
 
 
 async def direct(engines: list[Engine], seconds: float) -> dict[str, float]:
-    """Answers a second each engine gives `capacity` callers of its own asking it directly
-    (half streaming, as the run's callers), all engines at once: what it can do, Tiller aside."""
-    done: Counter[str] = Counter()
+    """What each engine can do, Tiller aside: `capacity` callers of its own ask it directly
+    (half streaming, as the run's callers), all engines at once; its capacity over the mean
+    time of an answer (answers per second at that concurrency, with no gap between them)."""
+    times: dict[str, list[float]] = {e.name: [] for e in engines}
+    measuring = asyncio.Event()
     stop = asyncio.Event()
 
     async def caller(http: httpx.AsyncClient, engine: Engine, c: int) -> None:
@@ -276,11 +278,12 @@ async def direct(engines: list[Engine], seconds: float) -> dict[str, float]:
                 "messages": [{"role": "user", "content": prompt_of(c, n, WORDS)}],
                 "stream": c % 2 == 0,
             }
+            began = time.monotonic()
             async with http.stream("POST", f"{engine.url}/chat/completions", json=body) as r:
                 async for _ in r.aiter_bytes():
                     pass
-            if not stop.is_set():
-                done[engine.name] += 1
+            if measuring.is_set() and not stop.is_set():
+                times[engine.name].append(time.monotonic() - began)
             n += 1
 
     async with httpx.AsyncClient(timeout=30) as http:
@@ -288,12 +291,11 @@ async def direct(engines: list[Engine], seconds: float) -> dict[str, float]:
             asyncio.create_task(caller(http, e, c)) for e in engines for c in range(e.capacity)
         ]
         await asyncio.sleep(1)  # warm up
-        before = Counter(done)
+        measuring.set()
         await asyncio.sleep(seconds)
-        rates = {e.name: (done[e.name] - before[e.name]) / seconds for e in engines}
         stop.set()
         await asyncio.gather(*callers)
-    return rates
+    return {e.name: e.capacity / statistics.mean(times[e.name]) for e in engines}
 
 
 async def saturation(data: Path, seconds: float) -> None:
@@ -323,7 +325,7 @@ async def saturation(data: Path, seconds: float) -> None:
             "  in flight mean  max  at capacity"
         )
         print(head)
-        ideal = 0.0
+        ideal = busy = 0.0
         for e in engines:
             count = delta(after, before, "tiller_endpoint_attempt_seconds_count", e.name)
             total = delta(after, before, "tiller_endpoint_attempt_seconds_sum", e.name)
@@ -331,6 +333,7 @@ async def saturation(data: Path, seconds: float) -> None:
             can = e.capacity / mean
             ideal += can
             flights = in_flight[e.name]
+            busy += statistics.mean(flights) / mean
             full = sum(f >= e.capacity for f in flights) / len(flights)
             print(
                 f"  {e.name:7}  {e.delay_ms:8g}  {e.capacity:5}  {count:8g}  {mean:14.3f}  "
@@ -344,8 +347,12 @@ async def saturation(data: Path, seconds: float) -> None:
             f"replicas' sum by attempt time ({ideal:.2f}), {throughput / both:.1%} of their sum "
             f"asked directly ({both:.2f})"
         )
-        print(f"  in flight sampled {len(in_flight[engines[0].name])} times, every 100 ms")
-        print(f"  {load.total()}{load.commonest()}")
+        print(
+            f"  in flight sampled {len(in_flight[engines[0].name])} times, every 100 ms; the "
+            f"mean in flight over the mean attempt time, summed (Little's law): {busy:.2f} "
+            "req/s, so what is missing is slots idle between one attempt and the next"
+        )
+        print(f"  {load.total()} (warm-up and wind-down included){load.commonest()}")
         await client.close()
     finally:
         await asyncio.to_thread(pool.stop)
@@ -525,9 +532,11 @@ async def drain(data: Path) -> None:
         await running
         print("drain: 2 replicas a b (10 ms a token, 4 slots each), 8 streaming callers")
         print("  s after the edit  a capacity  a in flight  a attempts  b in flight  b attempts")
-        shown = trace[:: max(1, len(trace) // 8)]
-        if shown[-1] is not trace[-1]:
-            shown.append(trace[-1])
+        # A few samples while the edit is on its way, then every one from when a had no slot.
+        closed = next(
+            i for i, (_, f) in enumerate(trace) if f["tiller_endpoint_capacity"]["a"] == 0
+        )
+        shown = trace[: max(0, closed - 1) : max(1, closed // 5)] + trace[max(0, closed - 1) :]
         rows = [(0.0, at_edit), *shown, (empty + 3, later)]
         for i, (t, f) in enumerate(rows):
             label = "at the edit" if i == 0 else f"{t:.2f}"
