@@ -454,8 +454,9 @@ async def kill(data: Path, seconds: float) -> None:
             "resume: continue"
         )
         print(
-            f"  b SIGKILLed with {before['tiller_endpoint_in_flight'][victim.name]:g} attempts on "
-            f"it; ejected {ejected_after:.2f} s later; started again {down_for:g} s after the kill"
+            f"  b SIGKILLed with {before['tiller_endpoint_in_flight'][victim.name]:g} of its 4 "
+            f"slots busy (read just before); ejected {ejected_after:.2f} s later; started again "
+            f"{down_for:g} s after the kill"
         )
         print("  replica  failed attempts  ejections  attempts")
         for e in engines:
@@ -478,6 +479,10 @@ async def kill(data: Path, seconds: float) -> None:
             f"  failed attempts in all {failed:g}; Temporal retries {retries:g} "
             f"(tiller_engine_retries_total); attempts Temporal saw fail: "
             f"{', '.join(f'{v:g} {k}' for k, v in errors.items() if v) or 'none'}"
+        )
+        print(
+            "  (an attempt that finds its endpoint unreachable goes to another one within the "
+            "same Temporal attempt; one cut mid-answer fails, and Temporal's retry continues it)"
         )
         print(
             f"  after its restart (from when it answered again): half-open after "
