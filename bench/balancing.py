@@ -131,6 +131,15 @@ class Pool:
         self.stack.start_all()
         for engine in self.engines[1:]:
             self.start_engine(engine)
+        # The gateway is ready before the worker may be: wait until it lists every endpoint.
+        assert wait_for(self._listed, timeout=60), "the worker did not list the endpoints"
+
+    def _listed(self) -> bool:
+        try:
+            listed = self.figures().get("tiller_endpoint_capacity", {})
+        except httpx.HTTPError:
+            return False
+        return all(e.name in listed for e in self.engines)
 
     def start_engine(self, engine: Engine) -> None:
         if engine is self.engines[0]:
