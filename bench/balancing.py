@@ -40,6 +40,7 @@ import argparse
 import asyncio
 import math
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -614,8 +615,13 @@ async def main() -> None:
     began = time.monotonic()
     for name in chosen:
         started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix=f"tiller-balancing-{name}-") as data:
-            await runs[name](Path(data))
+        data = Path(tempfile.mkdtemp(prefix=f"tiller-balancing-{name}-"))
+        try:
+            await runs[name](data)
+        except BaseException:
+            print(f"{name} failed; its processes' logs are in {data / 'logs'}", flush=True)
+            raise
+        shutil.rmtree(data, ignore_errors=True)
         print(f"  ({name}: {time.monotonic() - started:.0f} s)\n", flush=True)
     print(f"balancing took {time.monotonic() - began:.0f} s")
 
