@@ -562,6 +562,18 @@ async def drain(data: Path) -> None:
                 f"{f['tiller_endpoint_in_flight']['b']:11g}  "
                 f"{f['tiller_endpoint_attempts_total']['b']:10g}"
             )
+        seen_at, seen = trace[closed]
+        since_seen = delta(settled, seen, "tiller_endpoint_attempts_total", "a")
+        print(
+            f"  the worker had a drained {seen_at:.2f} s after the edit (capacity 0) with "
+            f"{seen['tiller_endpoint_in_flight']['a']:g} in flight; {since_seen:g} attempts ended "
+            f"there after that: "
+            + (
+                "no new one started"
+                if since_seen == seen["tiller_endpoint_in_flight"]["a"]
+                else "SOME STARTED AFTER THE DRAIN"
+            )
+        )
         moved = delta(later, settled, "tiller_endpoint_attempts_total", "a")
         print(
             f"  a empty {empty:.2f} s after the edit; its attempts then "
