@@ -161,10 +161,13 @@ class Pool:
         """metric -> engine name -> value, from the worker's /metrics; the deployment's own
         metrics (tiller_engine_*) under the name "deployment"."""
         port = self.stack.ports["worker_metrics"]
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        answer.raise_for_status()
         out: Figures = {}
-        for family in text_string_to_metric_families(text):
+        for family in text_string_to_metric_families(answer.text):
             for s in family.samples:
+                if s.name.endswith("_bucket"):
+                    continue
                 if s.name.startswith("tiller_endpoint_"):
                     name = self.names.get(s.labels.get("endpoint", ""))
                     if name is not None:
