@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 
 from tiller.worker.adapters.base import EngineAdapter
-from tiller.worker.replicas import MIN_OUTCOMES, QueueReplicas, Replica, shown
+from tiller.worker.replicas import MIN_OUTCOMES, QueueReplicas, Replica
 
 log = logging.getLogger(__name__)
 
@@ -176,4 +176,4 @@ class ReplicaHealth:
 
 
 def _where(queue: QueueReplicas, replica: Replica) -> dict[str, str]:
-    return {"task_queue": queue.queue, "endpoint": shown(replica.url)}
+    return {"task_queue": queue.queue, "endpoint": replica.shown}

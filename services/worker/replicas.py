@@ -27,6 +27,7 @@ twice its max_concurrency (docs/models.md).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import time
@@ -83,10 +84,10 @@ class Replica:
     failed: int = 0
     seconds: float = 0.0  # the attempts' summed duration
     listed: bool = True  # still in models.yaml
+    shown: str = field(init=False)  # the URL as logs and metrics show it (worked out once)
 
-    @property
-    def shown(self) -> str:
-        return shown(self.url)
+    def __post_init__(self) -> None:
+        self.shown = shown(self.url)
 
     @property
     def free(self) -> int:
@@ -136,26 +137,25 @@ class QueueReplicas:
             endpoints = list(d.endpoints) or [
                 router_pb2.Endpoint(url=d.endpoint, max_concurrency=d.max_concurrency, weight=1)
             ]
+            options = json.loads(d.options_json) if d.options_json else {}
+            policy = HealthPolicy.of(d.health)
             keys = []
             for e in endpoints:
                 key = (d.adapter, e.url)
                 keys.append(key)
                 if key in seen:
                     continue
+                # What its health check asks: the first deployment that lists it.
                 probe = Target(
-                    d.name, d.adapter, e.url, d.engine_model, d.task_queue, model or d.model
-                )
+                    d.name, d.adapter, e.url, d.engine_model, d.task_queue, model or d.model,
+                    options=options,
+                )  # fmt: skip
+                capacity, weight = max(1, e.max_concurrency), e.weight or 1.0
                 replica = self.replicas.get(key)
                 if replica is None:
-                    replica = Replica(
-                        e.url, e.max_concurrency, e.weight or 1.0, e.drain, probe, HealthPolicy()
-                    )
-                replica.capacity = max(1, e.max_concurrency)
-                replica.weight = e.weight or 1.0
-                replica.drain = e.drain
-                replica.probe = _with_options(probe, d)
-                replica.policy = HealthPolicy.of(d.health)
-                replica.listed = True
+                    replica = Replica(e.url, capacity, weight, e.drain, probe, policy)
+                replica.capacity, replica.weight, replica.drain = capacity, weight, e.drain
+                replica.probe, replica.policy, replica.listed = probe, policy, True
                 seen[key] = replica
             routes[(d.model or model, d.name)] = tuple(keys)
         for key, gone in self.replicas.items():
@@ -284,29 +284,4 @@ def _serving(replica: Replica) -> bool:
 
 
 def _at(target: Target, url: str) -> Target:
-    if target.endpoint == url:
-        return target
-    return Target(
-        target.deployment,
-        target.adapter,
-        url,
-        target.engine_model,
-        target.task_queue,
-        target.model,
-        target.resume,
-        target.options,
-    )
-
-
-def _with_options(probe: Target, d: router_pb2.Deployment) -> Target:
-    options = json.loads(d.options_json) if d.options_json else {}
-    return Target(
-        probe.deployment,
-        probe.adapter,
-        probe.endpoint,
-        probe.engine_model,
-        probe.task_queue,
-        probe.model,
-        False,
-        options,
-    )
+    return target if target.endpoint == url else dataclasses.replace(target, endpoint=url)
