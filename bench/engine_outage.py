@@ -33,16 +33,6 @@ sys.path.insert(0, os.getcwd())
 
 from tests.own_stack import OwnStack
 
-MODELS = """\
-models:
-  demo:
-    deployments:
-      - name: demo-local
-        adapter: openai
-        endpoint: http://127.0.0.1:{demo}/v1
-        task_queue: outage.demo
-        resume: continue
-"""
 WORDS = 200  # "You said: " and these: about 6 s at 30 ms a token
 
 
@@ -128,8 +118,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tiller-outage-") as data:
-        stack = OwnStack(Path(data))
-        stack.models_file.write_text(MODELS.format(demo=stack.ports["demo"]))
+        stack = OwnStack(Path(data))  # its models.yaml: `demo` on the demo engine, resumable
         stack.env["TILLER_DEMO_TOKEN_DELAY_MS"] = "30"
         try:
             stack.start_all()
