@@ -3,6 +3,7 @@
     .venv/bin/python bench/side_by_side.py [--seconds 5] [--concurrency 1,16,64]
                                            [--burst 1000] [--targets engine,floor,tiller]
                                            [--scenarios "non-stream 16,stream 16,stream 256"]
+                                           [--litellm PATH/TO/litellm]
 
 Starts the engine stand-in (bench/engine.py), then `tiller up` (local Temporal dev server and
 Redis, gateway, quota, router, worker) with models `fast` and `slow` served by that engine, and
@@ -11,6 +12,9 @@ concurrency it runs the three targets back to back:
   engine  the load generator straight to the engine;
   floor   one standalone Temporal activity per request, answer back through Redis, no Tiller;
   tiller  the OpenAI REST path through the gateway, with a real key (RPM and concurrency limits).
+  litellm (with --litellm) LiteLLM's proxy in front of the same engine, for comparison: install it
+          in a throwaway venv (`pip install 'litellm[proxy]'`, not a project dependency); it runs
+          with no database, its master key only, one process, as its docs' quick start.
 Every response is verified (bench/loadgen.py); a run with any error is reported as FAILED and
 the command exits 1. CPU is read from /proc per process before and after each run: Tiller's own
 processes (gateway + quota + router + worker), Temporal, Redis, the engine, the floor's worker
@@ -72,6 +76,17 @@ models:
         task_queue: tiller.bench.slow
         max_concurrency: 2000
 """
+LITELLM_CONFIG = """\
+model_list:
+  - model_name: fast
+    litellm_params: {{model: openai/fast, api_base: "http://127.0.0.1:{engine}/v1", api_key: none}}
+  - model_name: slow
+    litellm_params: {{model: openai/slow, api_base: "http://127.0.0.1:{engine}/v1", api_key: none}}
+general_settings:
+  master_key: {master_key}
+litellm_settings:
+  telemetry: false
+"""
 FLOOR_QUEUE = "bench.floor"
 _children: list[subprocess.Popen[bytes]] = []
 
@@ -95,10 +110,17 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def spawn(
+    cmd: list[str], env: dict[str, str], log: Path, read: bool = True
+) -> subprocess.Popen[bytes]:
+    """`read`: its stdout is ours to read (wait_for_line); otherwise it goes to `log` too."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            cmd, env=env, stdout=subprocess.PIPE, stderr=out, start_new_session=True
+            cmd,
+            env=env,
+            stdout=subprocess.PIPE if read else out,
+            stderr=out,
+            start_new_session=True,
         )
     _children.append(proc)
     return proc
@@ -160,6 +182,8 @@ class Bench:
     gateway_url: str
     api_key: str
     temporal: Client
+    litellm_url: str | None
+    litellm_key: str
     redis: Redis
     runs: list[tuple[loadgen.Scenario, int, Run]] = field(default_factory=list)
 
@@ -182,6 +206,11 @@ class Bench:
                 self.gateway_url, scenario, concurrency, s, api_key=self.api_key, warmup_seconds=0
             ),
         }
+        if self.litellm_url is not None:
+            url = self.litellm_url
+            targets["litellm"] = lambda s: loadgen.run_closed_loop(
+                url, scenario, concurrency, s, api_key=self.litellm_key, warmup_seconds=0
+            )
         for name, go in targets.items():
             if name not in self.args.targets:
                 continue
@@ -195,31 +224,38 @@ class Bench:
         scenario = loadgen.Scenario("slow stream", True, self.args.burst_tokens, model="slow")
         results = []
         label = f"{self.args.burst} x {scenario.name} {scenario.tokens}"
-        for name in ("engine", "floor", "tiller"):
+        names = ("engine", "floor", "tiller") + (("litellm",) if self.litellm_url else ())
+        for name in names:
             go: Callable[[], Awaitable[loadgen.Report]]
             if name == "floor":
                 go = lambda: floor.run_burst(  # noqa: E731
                     self.temporal, self.redis, FLOOR_QUEUE, scenario, self.args.burst
                 )
             else:
-                url, key = (
-                    (self.engine_url, None)
-                    if name == "engine"
-                    else (self.gateway_url, self.api_key)
-                )
+                url, key = {
+                    "engine": (self.engine_url, None),
+                    "tiller": (self.gateway_url, self.api_key),
+                    "litellm": (self.litellm_url or "", self.litellm_key),
+                }[name]
                 go = lambda url=url, key=key: loadgen.run_burst(  # type: ignore[misc]  # noqa: E731
                     url, scenario, self.args.burst, api_key=key
                 )
             memory = GatewayMemory(self.procs.pids["gateway"])
-            sampling = asyncio.create_task(memory.sample())
+            sampling = [asyncio.create_task(memory.sample())]
+            if "litellm" in self.procs.pids:
+                litellm_memory = GatewayMemory(self.procs.pids["litellm"])
+                sampling.append(asyncio.create_task(litellm_memory.sample()))
             try:
                 run = await self.measured(name, go)
             finally:
-                sampling.cancel()
+                for task in sampling:
+                    task.cancel()
             results.append(run)
             print_run(scenario, self.args.burst, run, label=label)
             if name == "tiller":
                 print(f"    {memory.describe()}", flush=True)
+            if name == "litellm":
+                print(f"    {litellm_memory.describe()}", flush=True)
         return results
 
 
@@ -282,11 +318,13 @@ def cpu_line(run: Run, r: loadgen.Report) -> str:
         "engine": run.cpu.get("engine", 0.0),
         "floor-worker": run.cpu.get("floor-worker", 0.0),
         "client": run.cpu.get("bench", 0.0),
+        "litellm": run.cpu.get("litellm", 0.0),
     }
     shown = {
         "engine": ("engine", "client"),
         "floor": ("floor-worker", "client", "temporal", "redis", "engine"),
         "tiller": ("tiller", "temporal", "redis", "engine", "client"),
+        "litellm": ("litellm", "engine", "client"),
     }[run.target]
     line = "cpu ms/req " + " ".join(f"{k} {groups[k] * per:.2f}" for k in shown)
     if run.target == "tiller":
@@ -308,7 +346,7 @@ def summary(bench: Bench) -> bool:
     for scenario, c, run in bench.runs:
         rows.setdefault((scenario.name, c), {})[run.target] = run
     for (name, c), runs in rows.items():
-        if len(runs) < 3:
+        if not {"engine", "floor", "tiller"} <= runs.keys():
             continue  # a subset was asked for
         e, f, t = runs["engine"].report, runs["floor"].report, runs["tiller"].report
         tokens = next(s.tokens for s in SCENARIOS if s.name == name)
@@ -323,7 +361,36 @@ def summary(bench: Bench) -> bool:
             f" {t.tokens_per_s:13.0f} {cpu:11.2f} {cpu / tokens:8.3f}"
             f" {t.requests_per_s / max(f.requests_per_s, 1e-9):19.2f}"
         )
+    if any("litellm" in runs for runs in rows.values()):
+        litellm_summary(rows)
     return ok
+
+
+def litellm_summary(rows: dict[tuple[str, int], dict[str, Run]]) -> None:
+    """Tiller beside LiteLLM: throughput, added latency over the engine, CPU per request."""
+    print("\nTiller beside LiteLLM (added = p50 minus the engine's; CPU of each gateway's own")
+    print("processes per request: Tiller's four services + Temporal + Redis; LiteLLM's one)")
+    print(
+        f"{'scenario':<16}{'c':>4} {'req/s L/T':>13} {'tok/s L/T':>15} {'T/L req/s':>10}"
+        f" {'added ttft L/T':>16} {'added lat L/T':>16} {'cpu ms/req L/T(own+temporal)':>30}"
+    )
+    for (name, c), runs in rows.items():
+        if not {"engine", "tiller", "litellm"} <= runs.keys():
+            continue
+        e, t, lite = runs["engine"].report, runs["tiller"].report, runs["litellm"].report
+        lcpu = runs["litellm"].cpu.get("litellm", 0.0) * 1000 / max(lite.requests - lite.errors, 1)
+        done = max(t.requests - t.errors, 1)
+        own = runs["tiller"].group(TILLER) * 1000 / done
+        stack = runs["tiller"].group((*TILLER, "temporal", "redis")) * 1000 / done
+        ratio = t.requests_per_s / lite.requests_per_s if lite.requests_per_s else float("inf")
+        lat_l, lat_t = lite.latency_p50_ms - e.latency_p50_ms, t.latency_p50_ms - e.latency_p50_ms
+        print(
+            f"{name:<16}{c:>4} {lite.requests_per_s:6.0f}/{t.requests_per_s:<6.0f}"
+            f" {lite.tokens_per_s:7.0f}/{t.tokens_per_s:<7.0f} {ratio:10.2f}"
+            f" {lite.ttft_p50_ms - e.ttft_p50_ms:+7.1f}/{t.ttft_p50_ms - e.ttft_p50_ms:<+8.1f}"
+            f" {lat_l:+7.1f}/{lat_t:<+8.1f}"
+            f" {lcpu:9.2f}/{own:.2f}({stack:.2f})"
+        )
 
 
 def write_models(data: Path, engine_port: int) -> Path:
@@ -402,6 +469,32 @@ def start_floor_worker(data: Path, ports: dict[str, int], procs: Processes) -> N
     procs.pids["floor-worker"] = worker.pid
 
 
+def start_litellm(command: str, data: Path, engine_port: int, key: str, procs: Processes) -> str:
+    """LiteLLM's proxy on the same engine: no database, its master key only, one process."""
+    config = data / "litellm.yaml"
+    config.write_text(LITELLM_CONFIG.format(engine=engine_port, master_key=key))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TILLER_", "DATABASE_"))}
+    env |= {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "NO_DOCS": "True"}
+    proc = spawn(
+        [command, "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        data / "litellm.log",
+        read=False,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"litellm exited: {(data / 'litellm.log').read_text()[-3000:]}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            break
+        time.sleep(0.5)
+    else:
+        raise RuntimeError("litellm did not listen within 120 s")
+    procs.pids["litellm"] = proc.pid
+    return f"http://127.0.0.1:{port}/v1"
+
+
 def describe_machine() -> str:
     cpu = "unknown CPU"
     with contextlib.suppress(OSError):
@@ -419,6 +512,10 @@ def describe_machine() -> str:
 async def bench_all(args: argparse.Namespace, data: Path) -> bool:
     procs, ports = start_stack(data)
     start_floor_worker(data, ports, procs)
+    litellm_key = "sk-bench-" + secrets.token_urlsafe(16)
+    litellm_url = None
+    if args.litellm:
+        litellm_url = start_litellm(args.litellm, data, ports["engine"], litellm_key, procs)
     redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
     bench = Bench(
         args=args,
@@ -427,6 +524,8 @@ async def bench_all(args: argparse.Namespace, data: Path) -> bool:
         gateway_url=f"http://127.0.0.1:{ports['gateway']}/v1",
         api_key=await make_key(redis_url),
         temporal=await Client.connect(f"127.0.0.1:{ports['temporal']}"),
+        litellm_url=litellm_url,
+        litellm_key=litellm_key,
         redis=floor.connect_redis(redis_url),
     )
     print(f"processes: {procs.pids}", flush=True)
@@ -456,12 +555,15 @@ def main() -> None:
     parser.add_argument(
         "--scenarios", default=",".join(s.name for s in SCENARIOS), help="a subset, to profile"
     )
+    parser.add_argument("--litellm", help="the `litellm` command of a venv with litellm[proxy]")
     args = parser.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.targets = args.targets.split(",")
     args.scenarios = args.scenarios.split(",")
     print(f"date {datetime.now().astimezone():%Y-%m-%d %H:%M %z}; {describe_machine()}")
     print(f"{args.seconds:g} s measured per run after a warm-up; targets back to back per row")
+    if args.litellm:
+        args.targets.append("litellm")
     with tempfile.TemporaryDirectory(prefix="tiller-bench-") as tmp:
         try:
             ok = uvloop.run(bench_all(args, Path(tmp)))
