@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -120,11 +121,14 @@ class EventWriter:
         sealer: Sealer,
         outage_seconds: float = 0.0,
         waiting: Callable[[], None] | None = None,
+        interval_seconds: float = 0.0,
     ) -> None:
         """`ttl_seconds`: how long the stream stays once it ended; `live_ttl_seconds`: until
         then (long enough for a later attempt to find it, however long the request may run).
         `outage_seconds`: how long a Redis that cannot be reached is waited for before an
-        append fails; `waiting` is called at each try meanwhile (the worker heartbeats)."""
+        append fails; `waiting` is called at each try meanwhile (the worker heartbeats).
+        `interval_seconds`: queued deltas (add_delta) are appended at most this often, the
+        first at once; what arrives in between goes in the next append, one entry."""
         self.redis, self.key, self.ttl, self.fence = redis, key, ttl_seconds, fence
         self.sealer = sealer
         self.outage_seconds, self.waiting = outage_seconds, waiting
@@ -133,6 +137,9 @@ class EventWriter:
         self._script = redis.register_script(_APPEND)
         self._pending: list[tuple[str, Choices | None]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self.interval = interval_seconds
+        self._last_append = -math.inf  # the event loop's clock when the last flush appended
+        self._timer: asyncio.TimerHandle | None = None  # a flush waiting for the interval
 
     async def claim(self) -> list[Event]:
         """Take the stream over from earlier attempts; returns what they published."""
@@ -150,21 +157,53 @@ class EventWriter:
         await self._append([Delta(text_, tokens, chunks)])
 
     def add_delta(self, text_: str, choices: Choices | None = None) -> None:
-        """Queue a delta for appending; raises what a previous append raised."""
+        """Queue a delta for appending; raises what a previous append raised.
+
+        Deltas queued while an append is in flight, or within `interval` of the last one, go
+        out together as one entry: fewer appends, stream reads and SSE events per token."""
         self._pending.append((text_, choices))
-        if self._flusher is None or self._flusher.done():
-            if self._flusher is not None:
-                self._flusher.result()
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """Start a flush of what is queued: now, or once the interval since the last is up."""
+        if self._timer is not None:
+            return  # one is due
+        if self._flusher is not None:
+            if not self._flusher.done():
+                return  # it takes what is queued when its append returns
+            self._flusher.result()
+        loop = asyncio.get_running_loop()
+        wait = self._last_append + self.interval - loop.time()
+        if wait > 0:
+            self._timer = loop.call_later(wait, self._flush_now)
+        else:
+            self._flush_now()
+
+    def _flush_now(self) -> None:
+        self._timer = None
+        self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
     async def drain(self) -> None:
-        """Wait until every queued delta is appended."""
-        if self._flusher is not None:
-            await self._flusher
+        """Append every queued delta now (not waiting out the interval), and wait for it;
+        raises what an append raised."""
+        while True:
+            if self._flusher is not None and not self._flusher.done():
+                await self._flusher
+                continue
+            if self._flusher is not None:
+                self._flusher.result()
+            if self._timer is not None:
+                self._timer.cancel()
+            elif not self._pending:
+                return
+            self._flush_now()
 
     def abort(self) -> None:
         """Drop queued deltas and stop appending (the attempt was cancelled or failed)."""
         self._pending.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._flusher is not None and not self._flusher.done():
             self._flusher.cancel()
         elif self._flusher is not None:
@@ -177,7 +216,14 @@ class EventWriter:
             joined = "".join(text_ for text_, _ in self._pending)
             chunks = tuple(choices for _, choices in self._pending if choices)
             self._pending.clear()
+            loop = asyncio.get_running_loop()
+            self._last_append = loop.time()
             await self.delta(joined, pieces, chunks)
+            if self.interval > 0 and self._pending:
+                # What came during the append waits out the interval (a timer, not this task).
+                wait = self._last_append + self.interval - loop.time()
+                self._timer = loop.call_later(max(0.0, wait), self._flush_now)
+                return
 
     async def done(self, result: InferenceResult) -> None:
         await self._append([Done(result)], final=True)

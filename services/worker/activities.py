@@ -79,6 +79,7 @@ class InferenceActivities:
         sealer: Sealer,
         redis_outage_seconds: float = 0.0,
         health: ReplicaHealth | None = None,
+        stream_interval_seconds: float = 0.0,
     ) -> None:
         self.redis = redis
         self.redis_outage = redis_outage_seconds
@@ -91,6 +92,7 @@ class InferenceActivities:
         self.adapters = adapters
         self.event_ttl = event_ttl_seconds
         self.heartbeat_interval = heartbeat_interval_seconds
+        self.stream_interval = stream_interval_seconds
         self.cancels = cancels
 
     @activity.defn(name=GENERATE_ACTIVITY)
@@ -123,6 +125,7 @@ class InferenceActivities:
             # Redis away: the answer is held and appended when it is back (heartbeating).
             outage_seconds=self.redis_outage,
             waiting=activity.heartbeat,
+            interval_seconds=self.stream_interval,
         )
         try:
             result = await self._attempt(request, writer)

@@ -197,6 +197,7 @@ async def _serve(settings: WorkerSettings, router: grpc.aio.Channel) -> None:
         sealer=sealer,
         redis_outage_seconds=settings.redis_outage_seconds,
         health=health,
+        stream_interval_seconds=settings.stream_interval_seconds,
     )
     steps = PipelineActivities(routes, redis, settings.event_ttl_seconds, sealer=sealer)
     grace = settings.shutdown_grace_seconds

@@ -1,5 +1,5 @@
-"""The answer's Redis stream on a real Redis: deltas coalesce only while an append is in flight,
-and every entry is sealed."""
+"""The answer's Redis stream on a real Redis: deltas coalesce while an append is in flight or
+within the writer's interval, and every entry is sealed."""
 
 from __future__ import annotations
 
@@ -53,6 +53,34 @@ async def test_deltas_that_arrive_apart_are_appended_one_by_one(redis: Redis) ->
     published = await read(redis, out.key, "0", 1, sealer=TEST_SEALER)
     assert [e.text for e in published if isinstance(e, Delta)] == ["a", "b", "c"]
     assert len(published) == 3
+
+
+async def test_within_the_interval_deltas_wait_and_go_out_as_one_entry(redis: Redis) -> None:
+    """A slow engine's tokens (10 ms apart) with a 60 ms interval: the first at once, the rest
+    in few entries, none lost or reordered; drain sends what waits without waiting out the
+    interval."""
+    out = EventWriter(
+        redis, f"test:events:{uuid.uuid4().hex}", 60, sealer=TEST_SEALER, interval_seconds=0.06
+    )
+    loop = asyncio.get_running_loop()
+    words = [f"w{i} " for i in range(20)]
+    started = loop.time()
+    out.add_delta(words[0])
+    await asyncio.sleep(0.02)
+    first = await read(redis, out.key, "0", 1, sealer=TEST_SEALER)
+    assert [e.text for e in first if isinstance(e, Delta)] == [words[0]]  # not held back
+    for word in words[1:]:
+        out.add_delta(word)
+        await asyncio.sleep(0.01)
+    before_drain = loop.time()
+    await out.drain()
+    assert loop.time() - before_drain < 0.05  # the last ones did not wait for the interval
+    published = await read(redis, out.key, "0", 1, sealer=TEST_SEALER)
+    deltas = [e for e in published if isinstance(e, Delta)]
+    assert "".join(e.text for e in deltas) == "".join(words)
+    assert sum(e.tokens for e in deltas) == len(words)
+    elapsed = loop.time() - started
+    assert len(deltas) <= 2 + elapsed / 0.06  # at most one entry per interval, plus the ends
 
 
 async def test_an_append_that_failed_is_raised_to_the_attempt(redis: Redis) -> None:
