@@ -414,7 +414,9 @@ async def make_key(redis_url: str) -> str:
     return created.api_key
 
 
-def start_stack(data: Path) -> tuple[Processes, dict[str, int]]:
+def start_stack(
+    data: Path, extra_env: dict[str, str] | None = None
+) -> tuple[Processes, dict[str, int]]:
     ports = {
         name: free_port()
         for name in ("engine", "gateway", "grpc", "router", "quota", "redis", "temporal", "ui")
@@ -437,7 +439,7 @@ def start_stack(data: Path) -> tuple[Processes, dict[str, int]]:
         "TILLER_ROUTER_PORT": str(ports["router"]),
         "TILLER_QUOTA_PORT": str(ports["quota"]),
         "TILLER_ADMIN_KEY": "tk-bench-" + secrets.token_urlsafe(16),
-    }
+    } | (extra_env or {})
     models = write_models(data, ports["engine"])
     up = spawn(
         [sys.executable, "-m", "tiller", "up", "--models", str(models)], env, data / "up.log"
@@ -510,7 +512,7 @@ def describe_machine() -> str:
 
 
 async def bench_all(args: argparse.Namespace, data: Path) -> bool:
-    procs, ports = start_stack(data)
+    procs, ports = start_stack(data, dict(kv.split("=", 1) for kv in args.tiller_env))
     start_floor_worker(data, ports, procs)
     litellm_key = "sk-bench-" + secrets.token_urlsafe(16)
     litellm_url = None
@@ -554,6 +556,13 @@ def main() -> None:
     parser.add_argument("--targets", default="engine,floor,tiller", help="a subset, to profile")
     parser.add_argument(
         "--scenarios", default=",".join(s.name for s in SCENARIOS), help="a subset, to profile"
+    )
+    parser.add_argument(
+        "--tiller-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for Tiller's services (repeatable), e.g. to compare a knob's values",
     )
     parser.add_argument("--litellm", help="the `litellm` command of a venv with litellm[proxy]")
     args = parser.parse_args()

@@ -27,7 +27,7 @@ class WorkerSettings(InternalPlaneSettings, TemporalAccessSettings):
     heartbeat_interval_seconds: float = 2.0
     # A streamed answer's deltas are appended to its event stream at most this often (the first
     # at once); what arrives in between goes out as one event. 0: each as soon as it can.
-    stream_interval_seconds: float = 0.02
+    stream_interval_seconds: float = 0.05
     # Redis away: how long an attempt holds its answer's events and tries again before it fails
     # (it heartbeats meanwhile); an answer that ended is then read from Temporal's result.
     redis_outage_seconds: float = 120.0
