@@ -90,7 +90,8 @@ class CorkedTransport:
         if self._pending:
             data = b"".join(self._pending)
             self._pending.clear()
-            self._transport.write(data)
+            if not self._transport.is_closing():  # the client left: nowhere to send it
+                self._transport.write(data)
 
     def close(self) -> None:
         self.flush()
