@@ -62,8 +62,36 @@ def service_env_names() -> set[str]:
     )
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands to outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_EPHEMERAL_LOW = _ephemeral_low()
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port free now, for a server a test starts, chosen below the kernel's ephemeral range:
+    a port chosen in that range (bind to 0) can be taken by any outgoing connection before the
+    server binds it (seen in CI: a worker's metrics port, "Address already in use"). Each port
+    is handed out once per test run."""
+    rng = secrets.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(10_000, max(10_001, _EPHEMERAL_LOW))
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as sock:  # below the range is full: the kernel's choice
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
