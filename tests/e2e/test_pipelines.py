@@ -54,7 +54,8 @@ def stream(client: openai.OpenAI, model: str, question: str) -> tuple[str, str, 
     chunks = list(raw.parse())
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     usage = chunks[-1].usage
-    assert usage is not None and len(chunks) > 3  # streamed, not one block
+    pieces = [c for c in chunks if c.choices and c.choices[0].delta.content]
+    assert usage is not None and len(pieces) >= 2  # streamed, not one block
     return text, raw.headers["x-request-id"], usage.prompt_tokens, usage.completion_tokens
 
 

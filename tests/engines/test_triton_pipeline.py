@@ -128,8 +128,12 @@ async def test_the_triton_classifiers_label_picks_the_model_and_system_prompt(
             model="support", messages=[{"role": "user", "content": question}], stream=True
         )
         chunks = [chunk async for chunk in raw.parse()]
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == f"You said: {question}" and len(chunks) > 3  # streamed by the demo engine
+    pieces = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    # Streamed by the demo engine, not one block: its first token goes out alone, and the rest
+    # in the worker's appends (one every TILLER_WORKER_STREAM_INTERVAL_SECONDS at most).
+    assert "".join(pieces) == f"You said: {question}" and len(pieces) >= 2
     ids = await activity_ids(stack, raw.headers["x-request-id"])
     assert ids == [
         "route@topic",
