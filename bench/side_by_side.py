@@ -240,22 +240,19 @@ class Bench:
                 go = lambda url=url, key=key: loadgen.run_burst(  # type: ignore[misc]  # noqa: E731
                     url, scenario, self.args.burst, api_key=key
                 )
-            memory = GatewayMemory(self.procs.pids["gateway"])
-            sampling = [asyncio.create_task(memory.sample())]
-            if "litellm" in self.procs.pids:
-                litellm_memory = GatewayMemory(self.procs.pids["litellm"])
-                sampling.append(asyncio.create_task(litellm_memory.sample()))
+            # The memory of the gateway under test: Tiller's, or LiteLLM's one process.
+            watched = {"tiller": "gateway", "litellm": "litellm"}.get(name)
+            memory = GatewayMemory(self.procs.pids[watched]) if watched else None
+            sampling = asyncio.create_task(memory.sample()) if memory else None
             try:
                 run = await self.measured(name, go)
             finally:
-                for task in sampling:
-                    task.cancel()
+                if sampling is not None:
+                    sampling.cancel()
             results.append(run)
             print_run(scenario, self.args.burst, run, label=label)
-            if name == "tiller":
+            if memory is not None:
                 print(f"    {memory.describe()}", flush=True)
-            if name == "litellm":
-                print(f"    {litellm_memory.describe()}", flush=True)
         return results
 
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/temporal_options.py [--rounds 3] [--seconds 6] [--concurrency 16]
 
-One dev server with Tiller's settings (tiller.cli.up), one worker process, and this client. Each
+One dev server with Tiller's settings (tiller.cli.up), and a worker and client in this process. Each
 variant starts standalone activities from C concurrent callers for S seconds, round after round
 in a rotating order, and reports the server's CPU per activity (from /proc) and activities/s:
   floor       what bench/floor.py asks: a start-to-close timeout, small arguments, no result
@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from side_by_side import cpu_seconds, free_port
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.common import Priority, RetryPolicy
@@ -74,17 +74,6 @@ def variants() -> dict[str, Callable[[], tuple[list[Any], dict[str, Any]]]]:
             TILLER_OPTIONS | {"priority": Priority(priority_key=3)},
         ),
     }
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def measure(
