@@ -39,7 +39,7 @@ from tiller.common.redis_text import text
 from tiller.contract.keys import digest
 from tiller.quota import metrics
 from tiller.quota.admit_script import ADMIT, AdmitReply
-from tiller.quota.keys import QuotaLayout, split_types
+from tiller.quota.keys import QuotaLayout, split_types, valid_key_id
 from tiller.quota.scripts import BatchScript
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ class Ask:
     model_rpm: int = 0
     model_tpm: int = 0
     model_concurrency: int = 0
+    key_id: str = ""  # instead of api_key: a batch line of this key (admitted by its id)
 
 
 class Admission:
@@ -158,12 +159,12 @@ class Admission:
         results: list[Admitted | TillerError | None] = [None] * len(asks)
         for position, ask in enumerate(asks):
             try:
-                full = _digest_or_fail(ask.api_key)
+                record, by_id = self._record_of(ask)
             except TillerError as error:
                 results[position] = error
                 continue
             calls[position] = (
-                self.layout.record(full),
+                record,
                 self.layout.base,
                 ask.request_id,
                 str(WINDOW_MS),
@@ -179,6 +180,7 @@ class Admission:
                 str(day_left),
                 str(month_left),
                 str(RESERVATION_TTL_SECONDS),
+                "1" if by_id else "0",
             )
         replies = await self._script.run(list(calls.values()), raise_errors=False)
         for position, reply in zip(calls, replies, strict=True):
@@ -191,6 +193,15 @@ class Admission:
             except TillerError as error:
                 results[position] = error
         return [r for r in results if r is not None]
+
+    def _record_of(self, ask: Ask) -> tuple[str, bool]:
+        """Where the admission script finds the key: its record (by the secret's digest), or
+        its id entry (a batch line, by the key's id)."""
+        if ask.api_key or not ask.key_id:
+            return self.layout.record(_digest_or_fail(ask.api_key)), False
+        if not valid_key_id(ask.key_id):
+            raise AuthenticationFailed()
+        return self.layout.by_id(ask.key_id), True
 
 
 def _admitted(raw: list[Any], ask: Ask) -> Admitted:

@@ -9,12 +9,19 @@ from typing import Any
 
 from tiller.common.redis_text import text
 
-# KEYS: the key's record. ARGV: base, request id, window ms, lease ttl ms, model, requested
-# name, tokens to reserve, the model's rpm, tpm, concurrency, day, month, ms until the day ends,
-# ms until the month ends, reservation ttl s. Returns named fields (name, value, name, value…),
+# KEYS: the key's record (or, with ARGV[16] '1', its id entry: a batch line admitted by the
+# key's id). ARGV: base, request id, window ms, lease ttl ms, model, requested name, tokens to
+# reserve, the model's rpm, tpm, concurrency, day, month, ms until the day ends, ms until the
+# month ends, reservation ttl s, by id (0/1). Returns named fields (name, value, name, value…),
 # read into one AdmitReply.
 ADMIT = """
-local raw = redis.call('HGETALL', KEYS[1])
+local record = KEYS[1]
+if ARGV[16] == '1' then  -- KEYS[1] is the key's id entry, which names its record's digest
+  local digest = redis.call('GET', KEYS[1])
+  if not digest then return {'outcome', 'unknown', 'reason', 'unknown'} end
+  record = ARGV[1] .. 'key:' .. digest
+end
+local raw = redis.call('HGETALL', record)
 if #raw == 0 then return {'outcome', 'unknown', 'reason', 'unknown'} end
 local r = {}
 for i = 1, #raw, 2 do r[raw[i]] = raw[i + 1] end

@@ -198,6 +198,7 @@ def _ask(request: quota_pb2.AdmitRequest) -> Ask:
         model_rpm=limits.rpm,
         model_tpm=limits.tpm,
         model_concurrency=limits.concurrency,
+        key_id=request.key_id,
     )
 
 

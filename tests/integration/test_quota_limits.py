@@ -256,3 +256,30 @@ async def test_an_admission_that_runs_after_its_release_counts_nothing(quota: Qu
     with pytest.raises(TillerError, match="Admission failed"):
         await quota.admit(key.api_key, request_id="late")
     await quota.admit(key.api_key)  # the one request of the minute is still there
+
+
+async def test_a_batch_line_is_admitted_by_its_key_id_against_the_same_limits(
+    quota: Quota,
+) -> None:
+    key = await quota.store.issue("batch", rpm=3, concurrency=2)
+    by_id = await quota.admit("", key_id=key.key_id, request_id="line-0")
+    assert by_id.principal.key_id == key.key_id and by_id.requests.remaining == 2
+    await quota.admit(key.api_key, request_id="live")
+    with pytest.raises(RateLimited, match="concurrent requests for this key: limit 2"):
+        await quota.admit("", key_id=key.key_id, replica=1)
+    await quota.settle(key.key_id, "line-0", tokens=4)  # its lease goes with its settlement
+    await quota.admit("", key_id=key.key_id, request_id="line-1", replica=1)
+    await quota.settle(key.key_id, "live", tokens=0)  # a free slot, but three this minute
+    with pytest.raises(RateLimited, match="requests per minute of this key: limit 3"):
+        await quota.admit("", key_id=key.key_id)
+
+
+async def test_a_key_id_is_refused_as_its_secret_would_be(quota: Quota) -> None:
+    viewer = await quota.store.issue("viewer", role="viewer")
+    with pytest.raises(PermissionDenied):
+        await quota.admit("", key_id=viewer.key_id)
+    revoked = await quota.store.issue("revoked")
+    await quota.store.revoke(revoked.key_id)
+    for key_id in (revoked.key_id, "0" * 16, "../not-an-id", ""):
+        with pytest.raises(AuthenticationFailed):
+            await quota.admit("", key_id=key_id)

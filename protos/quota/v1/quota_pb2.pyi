@@ -34,20 +34,22 @@ class Principal(_message.Message):
     def __init__(self, key_id: _Optional[str] = ..., name: _Optional[str] = ..., role: _Optional[str] = ..., priority: _Optional[int] = ..., team: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., pii_policy: _Optional[str] = ..., pii_types: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AdmitRequest(_message.Message):
-    __slots__ = ("api_key", "request_id", "model", "served_model", "reserve_tokens", "model_limits")
+    __slots__ = ("api_key", "request_id", "model", "served_model", "reserve_tokens", "model_limits", "key_id")
     API_KEY_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SERVED_MODEL_FIELD_NUMBER: _ClassVar[int]
     RESERVE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MODEL_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
     api_key: str
     request_id: str
     model: str
     served_model: str
     reserve_tokens: int
     model_limits: Limits
-    def __init__(self, api_key: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., served_model: _Optional[str] = ..., reserve_tokens: _Optional[int] = ..., model_limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
+    key_id: str
+    def __init__(self, api_key: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., served_model: _Optional[str] = ..., reserve_tokens: _Optional[int] = ..., model_limits: _Optional[_Union[Limits, _Mapping]] = ..., key_id: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("rpm", "tpm", "concurrency", "tokens_per_day", "tokens_per_month")
