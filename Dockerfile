@@ -10,6 +10,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY protos ./protos
 COPY services ./services
-RUN pip install . && useradd --system --uid 10001 tiller
+# The gateway's files volume (compose.yaml) starts as this directory: the tiller user's.
+RUN pip install . && useradd --system --uid 10001 tiller \
+    && install -d -o tiller -g tiller -m 0700 /var/lib/tiller/files
 USER tiller
 ENTRYPOINT ["tiller"]

@@ -55,6 +55,7 @@ class OwnStack:
                 "TILLER_GATEWAY_GRPC_PORT": str(p["grpc"]),
                 "TILLER_GATEWAY_START_TIMEOUT_SECONDS": "3",
                 "TILLER_GATEWAY_IDLE_CHECK_SECONDS": "2",
+                "TILLER_GATEWAY_FILES_DIR": str(data / "files"),
                 "TILLER_DEMO_PORT": str(p["demo"]),
                 "TILLER_DEMO_TOKEN_DELAY_MS": "1",
                 "TILLER_PAYLOAD_KEYS": TEST_PAYLOAD_KEYS,

@@ -413,6 +413,8 @@ def stack_env(data_dir: Path, **overrides: str) -> tuple[dict[str, str], dict[st
             "TILLER_UP_TEMPORAL_UI_PORT": str(ports["temporal_ui"]),
             "TILLER_GATEWAY_PORT": str(ports["gateway"]),
             "TILLER_GATEWAY_GRPC_PORT": str(ports["grpc"]),
+            # Every gateway of the run (tiller up's, and those a test starts) shares it.
+            "TILLER_GATEWAY_FILES_DIR": str(data_dir / "files"),
             "TILLER_ROUTER_PORT": str(ports["router"]),
             "TILLER_QUOTA_PORT": str(ports["quota"]),
             "TILLER_DEMO_PORT": str(ports["demo"]),
@@ -515,6 +517,7 @@ def gateway_settings(stack: Stack, **overrides: Any) -> GatewaySettings:
         idle_check_seconds=0.5,
         payload_keys=TEST_PAYLOAD_KEYS,
         internal_tls_dir=tls_dir_of_tests(),
+        files_dir=str(stack.data_dir / "files"),
     )
     return dataclasses.replace(settings, **overrides)
 

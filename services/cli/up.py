@@ -206,6 +206,8 @@ def _service_env(stack: Stack, models_file: Path, secrets: dict[str, str]) -> di
             **{k: str(v) for k, v in stack.metrics_ports().items()},
         }
     )
+    # Uploaded files beside the rest of the stack's state, unless the environment chose.
+    env.setdefault("TILLER_GATEWAY_FILES_DIR", str(stack.data / "files"))
     return env
 
 

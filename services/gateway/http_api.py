@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -33,15 +34,18 @@ from tiller.gateway import (
     admin_api,
     codec_api,
     endpoint_totals,
+    files_api,
     metrics,
     openapi,
     responses_api,
     shapes,
 )
 from tiller.gateway.background import QUEUED, Record
+from tiller.gateway.batches import api as batch_api
 from tiller.gateway.callers import JSONResponse, bearer_key, caller, read_json, unless_gone
 from tiller.gateway.calls import Call, Stage
 from tiller.gateway.edge import RequestIds, unexpected_error
+from tiller.gateway.file_store import FileStore
 from tiller.gateway.inference import Inference
 from tiller.gateway.protocol import ApiRequest, parse_chat, parse_completion, parse_embeddings
 from tiller.gateway.sse import event_source, sse_event
@@ -388,6 +392,8 @@ def create_app(inference: Inference) -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_page, methods=["GET"]),
             *responses_api.ROUTES,
+            *files_api.ROUTES,
+            *batch_api.ROUTES,
             *admin_api.ROUTES,
             *codec_api.ROUTES,
         ],
@@ -400,4 +406,5 @@ def create_app(inference: Inference) -> Starlette:
         middleware=[Middleware(RequestIds), Middleware(metrics.RecordRequests)],
     )
     app.state.inference = inference
+    app.state.files = FileStore(Path(inference.settings.files_dir), inference.up.sealer)
     return app

@@ -140,6 +140,7 @@ class Inference:
         observer: Observer | None = None,
         id_prefix: str | None = None,
         resumable: bool | None = None,
+        key_id: str = "",
     ) -> Call:
         """Route, admit, mask and start the request's run; raises TillerError if any step
         refuses. The Call returned is ANSWERING: the caller owns it (`Call.owned`).
@@ -149,6 +150,9 @@ class Inference:
 
         The request queues in its priority class: the key's, or a later one if the caller asks
         (`priority`, 1 first .. 5 last); a caller cannot move ahead of its key's class.
+
+        `key_id` (with no `api_key`): a batch line of that key, which was authenticated when
+        its batch was created; quota admits it by the key's id (and refuses a key revoked since).
         """
         # OpenAI's id prefix by kind of request; `id_prefix` for another API (resp_).
         request_id = id_prefix or f"{_ID_PREFIX[type(request.ask)]}-"
@@ -157,11 +161,12 @@ class Inference:
         span = trace.get_current_span()
         span.set_attribute("tiller.request_id", request_id)
         span.set_attribute("tiller.model", request.model)
-        route = await self._route(api_key, request.model)
+        route = await self._route(api_key, request.model, key_id)
         if observer is not None:  # the model label waits for the route: callers name anything
             observer.routed(route.model)
         if request.ask.params and route.engine_parameters == "refuse":
-            await self.authenticate(api_key)  # a bad key hears that first
+            if not key_id:
+                await self.authenticate(api_key)  # a bad key hears that first
             name = sorted(request.ask.params)[0]
             raise InvalidRequest(
                 f"'{name}' is not supported by the model `{route.model}`: it takes only the "
@@ -172,7 +177,7 @@ class Inference:
         sampling = filled(request.sampling, defaults_of(route.defaults))
         prompt = prompt_of(as_sent(request.ask, route), route, self.settings.template_tokens)
         reserve = reservation(request, sampling, prompt.bound, self.settings.default_reserve_tokens)
-        admission = await self._admit(api_key, request_id, request.model, route, reserve)
+        admission = await self._admit(api_key, key_id, request_id, request.model, route, reserve)
         principal = admission.principal
         span.set_attribute("tiller.key_id", principal.key_id)
         if observer is not None:
@@ -231,7 +236,13 @@ class Inference:
                 self.background.untrack(request_id)
 
     async def _admit(
-        self, api_key: str, request_id: str, asked: str, route: router_pb2.Route, reserve: int
+        self,
+        api_key: str,
+        key_id: str,
+        request_id: str,
+        asked: str,
+        route: router_pb2.Route,
+        reserve: int,
     ) -> quota_pb2.Admission:
         """Quota's admission of the request against its key's, team's and model's limits,
         `reserve` tokens held against them until it settles."""
@@ -239,6 +250,7 @@ class Inference:
         return await self.admitter.admit(
             quota_pb2.AdmitRequest(
                 api_key=api_key,
+                key_id=key_id,
                 request_id=request_id,
                 model=asked,
                 served_model=route.model,
@@ -249,11 +261,12 @@ class Inference:
             )
         )
 
-    async def _route(self, api_key: str, model: str) -> router_pb2.Route:
+    async def _route(self, api_key: str, model: str, key_id: str) -> router_pb2.Route:
         try:
             return await self.routes.get(model)
         except ModelNotFound:
-            await self.authenticate(api_key)  # a bad key hears that first, not which models exist
+            if not key_id:  # a bad key hears that first, not which models exist
+                await self.authenticate(api_key)
             raise
 
     async def _start(self, request: InferenceInput, priority: int) -> Execution:

@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from tiller.gateway.file_store import MAX_LIST, ORDERS
+from tiller.gateway.files_api import PURPOSES
 from tiller.gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingsRequest
 from tiller.gateway.responses_protocol import ResponsesRequest
 
@@ -111,6 +113,60 @@ def _with_id(name: str, paths: dict[str, Any]) -> dict[str, Any]:
     return paths
 
 
+def _files() -> dict[str, Any]:
+    """/v1/files (files_api.py): an upload is a form, content is bytes."""
+    upload = {
+        "type": "object",
+        "required": ["file", "purpose"],
+        "properties": {
+            "file": {"type": "string", "format": "binary"},
+            "purpose": {"type": "string", "enum": list(PURPOSES)},
+        },
+    }
+    listing = _read("List this key's files", "listFiles")
+    limit = {"type": "integer", "minimum": 1, "maximum": MAX_LIST}
+    listing["get"]["parameters"] = [
+        {"name": "purpose", "in": "query", "schema": {"type": "string"}},
+        {"name": "limit", "in": "query", "schema": limit},
+        {"name": "after", "in": "query", "schema": {"type": "string"}},
+        {"name": "order", "in": "query", "schema": {"type": "string", "enum": list(ORDERS)}},
+    ]
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    content = {
+        "operationId": "downloadFile",
+        "summary": "A file's content",
+        "responses": {
+            "200": {
+                "description": "the file's bytes",
+                "content": {"application/octet-stream": binary, "application/jsonl": binary},
+            },
+            **ERRORS,
+        },
+    }
+    return {
+        "/v1/files": {
+            "post": {
+                "operationId": "createFile",
+                "summary": "Upload a file",
+                "requestBody": {
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": upload}},
+                },
+                "responses": {"200": _json(OBJECT, "the file object"), **ERRORS},
+            },
+            **listing,
+        },
+        "/v1/files/{file_id}": _with_id(
+            "file_id",
+            {
+                **_read("Retrieve a file", "retrieveFile"),
+                **_read("Delete a file", "deleteFile", "delete"),
+            },
+        ),
+        "/v1/files/{file_id}/content": _with_id("file_id", {"get": content}),
+    }
+
+
 @cache
 def document() -> dict[str, Any]:
     models: list[type[BaseModel]] = [
@@ -155,6 +211,7 @@ def document() -> dict[str, Any]:
         "/v1/models": _read("List the models this key may use", "listModels"),
         "/v1/models/{model}": _with_id("model", _read("Retrieve a model", "getModel")),
         "/v1/usage": _read("This key's usage", "getUsage"),
+        **_files(),
     }
     return {
         "openapi": "3.1.0",

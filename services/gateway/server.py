@@ -13,6 +13,7 @@ from sse_starlette.sse import AppStatus
 from tiller.common.grpc_server import GrpcServer
 from tiller.common.lifecycle import run_service, stop_event
 from tiller.common.net import bind
+from tiller.gateway.batches.service import Batches
 from tiller.gateway.edge import JsonErrorsProtocol
 from tiller.gateway.grpc_api import InferenceService
 from tiller.gateway.http_api import create_app
@@ -35,6 +36,7 @@ async def serve(settings: GatewaySettings) -> None:
     inference = Inference(upstreams, settings)
     inference.start()
     service = InferenceService(inference)
+    app = create_app(inference)
     grpc_server = GrpcServer(
         settings.grpc_address,
         lambda s: inference_pb2_grpc.add_InferenceServicer_to_server(service, s),
@@ -45,7 +47,7 @@ async def serve(settings: GatewaySettings) -> None:
     )
     http = _Server(
         uvicorn.Config(
-            create_app(inference),
+            app,
             log_level="warning",
             log_config=None,  # uvicorn's own lines (a traceback too) are JSON lines like ours
             http=JsonErrorsProtocol,  # an unparseable request's 400 is JSON too
@@ -54,16 +56,21 @@ async def serve(settings: GatewaySettings) -> None:
             timeout_graceful_shutdown=int(settings.shutdown_grace_seconds + HAND_OVER_SECONDS) + 2,
         )
     )
+    app.state.batches = batches = Batches(inference, app.state.files)
     stop = stop_event()
+    batch_work = asyncio.create_task(batches.serve(settings.shutdown_grace_seconds))
     try:
         await grpc_server.start()
         serving = asyncio.create_task(http.serve(sockets=[sock]))
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait([serving, stopped], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
+        batch_work.cancel()  # takes no more lines; those running get the grace to finish
         await drain(settings, inference, grpc_server, http, serving)
+        await asyncio.gather(batch_work, return_exceptions=True)
         await inference.drain()
     finally:
+        batch_work.cancel()
         await inference.close()
         await upstreams.close()
 

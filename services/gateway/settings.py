@@ -57,6 +57,16 @@ class GatewaySettings(InternalPlaneSettings, TemporalAccessSettings):
     # How long a stored response (/v1/responses: its object, and the conversation that
     # previous_response_id continues) is kept, sealed, after it was created.
     responses_ttl_seconds: int = 30 * 86400
+    # Where /v1/files keeps uploads and batch outputs, sealed (file_store.py): local disk, one
+    # directory the gateways of one host share. `tiller up` passes its data directory's.
+    files_dir: str = ".tiller/files"
+    # Larger uploads get 413 (OpenAI's limit of a batch's input file).
+    files_max_bytes: int = 200 * 1024 * 1024
+    # Lines of one batch (/v1/batches) that run at once; each is a request in the lowest
+    # priority class, so live traffic goes first (batches/workflow.py).
+    batch_concurrency: int = 8
+    # Lines per run of a batch's workflow before it continues as new (bounds its history).
+    batch_lines_per_run: int = 1000
     # On SIGTERM: report not ready (/readyz 503, gRPC health NOT_SERVING) but keep serving for
     # drain_seconds, so load balancers move away; then stop accepting, and give open requests
     # and streams shutdown_grace_seconds to finish; then hand over what is still open.

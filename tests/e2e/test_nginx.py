@@ -1,7 +1,8 @@
 """The edge: a real nginx with deploy/nginx/proxy.conf, terminating TLS in front of the gateway,
 passes server-sent events through unbuffered: the first token reaches the client long before
 the engine has written the last; with deploy/nginx/grpc.conf it passes the Inference gRPC
-service over TLS, streams included; it keeps the gateway's /metrics inside. Needs Debian's nginx (`apt-get install nginx-light`; CI
+service over TLS, streams included; it keeps the gateway's /metrics inside; uploads to /v1/files
+pass at their own size limit. Needs Debian's nginx (`apt-get install nginx-light`; CI
 installs it); without it the test is skipped, saying so."""
 
 from __future__ import annotations
@@ -161,3 +162,20 @@ def test_metrics_stay_inside(stack: Stack, edge: tuple[str, Path, int]) -> None:
     assert httpx.get(f"{url}/metrics", verify=context).status_code == 404
     direct = httpx.get(f"http://127.0.0.1:{stack.gateway_port}/metrics")
     assert direct.status_code == 200 and "tiller_requests" in direct.text
+
+
+def test_an_upload_past_the_json_limit_passes_the_edge(
+    stack: Stack, edge: tuple[str, Path, int]
+) -> None:
+    """/v1/files takes files up to TILLER_GATEWAY_FILES_MAX_BYTES, not the 4 MiB of a JSON body."""
+    url, crt, _ = edge
+    context = ssl.create_default_context(cafile=str(crt))
+    data = b'{"custom_id": "x"}\n' * 300_000  # 5.7 MB
+    headers = {"authorization": f"Bearer {stack.admin_key}"}
+    with httpx.Client(base_url=f"{url}/v1", headers=headers, verify=context, timeout=60) as http:
+        made = http.post("/files", files={"file": ("big.jsonl", data)}, data={"purpose": "batch"})
+        assert made.status_code == 200, made.text
+        assert http.get(f"/files/{made.json()['id']}/content").content == data
+        assert http.delete(f"/files/{made.json()['id']}").json()["deleted"] is True
+        too_big = http.post("/chat/completions", content=b"x" * (5 * 1024 * 1024))
+    assert too_big.status_code == 413  # everything else keeps the JSON limit

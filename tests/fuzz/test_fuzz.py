@@ -29,6 +29,7 @@ from openapi_spec_validator import validate
 from redis import Redis
 from schemathesis.core import NotSet
 from schemathesis.core.result import Ok
+from schemathesis.transport.serialization import Binary
 
 from tests.support import Stack, wait_for
 from tiller.contract.keys import key_id_of
@@ -135,7 +136,10 @@ def test_the_contracts_requests(target: Target, operation: Any, mode: str) -> No
         if mode == "positive" and isinstance(case.body, dict) and "model" in case.body:
             case.body["model"] = "demo"  # a served model: the request runs, not only parses
         body: bytes | None = None
-        if isinstance(case.body, bytes):  # negative cases: bytes that are not the media type
+        form = None
+        if case.media_type == "multipart/form-data" and isinstance(case.body, dict):
+            form = _form_parts(case.body)  # an upload, as the SDKs send one
+        elif isinstance(case.body, bytes):  # negative cases: bytes that are not the media type
             body = case.body
         elif case.body is not None and not isinstance(case.body, NotSet):
             body = json.dumps(case.body).encode()
@@ -149,6 +153,7 @@ def test_the_contracts_requests(target: Target, operation: Any, mode: str) -> No
                 headers={k: str(v) for k, v in headers.items()},
                 params=case.query,
                 content=body,
+                files=form,
             )
         except (httpx.LocalProtocolError, httpx.InvalidURL):
             return  # what httpx itself refuses to send never reached the gateway
@@ -156,6 +161,18 @@ def test_the_contracts_requests(target: Target, operation: Any, mode: str) -> No
 
     run()
     assert not TALLY.anomalies, "\n".join(TALLY.anomalies[:20])
+
+
+def _form_parts(fields: dict[str, Any]) -> list[tuple[str, tuple[str | None, bytes]]]:
+    """A generated form: its binary values as files, the others as text fields."""
+    parts: list[tuple[str, tuple[str | None, bytes]]] = []
+    for name, value in fields.items():
+        if isinstance(value, Binary):
+            parts.append((name, ("upload.jsonl", value.data)))
+        else:
+            text = value if isinstance(value, str) else json.dumps(value)
+            parts.append((name, (None, text.encode())))
+    return parts
 
 
 # --- hostile mutations ------------------------------------------------------------------------
