@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from tiller.gateway.batches.shared import ENDPOINTS
 from tiller.gateway.file_store import MAX_LIST, ORDERS
 from tiller.gateway.files_api import PURPOSES
 from tiller.gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingsRequest
@@ -167,6 +168,47 @@ def _files() -> dict[str, Any]:
     }
 
 
+def _batches() -> dict[str, Any]:
+    """/v1/batches (batches/api.py)."""
+    create = {
+        "type": "object",
+        "required": ["input_file_id", "endpoint", "completion_window"],
+        "properties": {
+            "input_file_id": {"type": "string"},
+            "endpoint": {"type": "string", "enum": list(ENDPOINTS)},
+            "completion_window": {"type": "string", "enum": ["24h"]},
+            "metadata": {
+                "type": ["object", "null"],
+                "additionalProperties": {"type": "string", "maxLength": 512},
+                "maxProperties": 16,
+            },
+        },
+    }
+    listing = _read("List this key's batches, newest first", "listBatches")
+    listing["get"]["parameters"] = [
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+        {"name": "after", "in": "query", "schema": {"type": "string"}},
+    ]
+    return {
+        "/v1/batches": {
+            "post": {
+                "operationId": "createBatch",
+                "summary": "Create a batch from an uploaded file of requests",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": create}},
+                },
+                "responses": {"200": _json(OBJECT, "the batch object"), **ERRORS},
+            },
+            **listing,
+        },
+        "/v1/batches/{batch_id}": _with_id("batch_id", _read("Retrieve a batch", "getBatch")),
+        "/v1/batches/{batch_id}/cancel": _with_id(
+            "batch_id", _read("Cancel a batch", "cancelBatch", "post")
+        ),
+    }
+
+
 @cache
 def document() -> dict[str, Any]:
     models: list[type[BaseModel]] = [
@@ -212,6 +254,7 @@ def document() -> dict[str, Any]:
         "/v1/models/{model}": _with_id("model", _read("Retrieve a model", "getModel")),
         "/v1/usage": _read("This key's usage", "getUsage"),
         **_files(),
+        **_batches(),
     }
     return {
         "openapi": "3.1.0",

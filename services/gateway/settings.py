@@ -67,6 +67,9 @@ class GatewaySettings(InternalPlaneSettings, TemporalAccessSettings):
     batch_concurrency: int = 8
     # Lines per run of a batch's workflow before it continues as new (bounds its history).
     batch_lines_per_run: int = 1000
+    # While live requests are being answered on any gateway, a batch line waits up to this long
+    # before it starts (batches/live.py); 0: batch lines never wait.
+    batch_yield_seconds: float = 2.0
     # On SIGTERM: report not ready (/readyz 503, gRPC health NOT_SERVING) but keep serving for
     # drain_seconds, so load balancers move away; then stop accepting, and give open requests
     # and streams shutdown_grace_seconds to finish; then hand over what is still open.

@@ -225,3 +225,21 @@ def test_a_spent_budget_fails_lines_with_429_and_other_keys_cannot_see_the_batch
     viewer = client_of(stack, new_key(stack, role="viewer"))
     with viewer, pytest.raises(openai.PermissionDeniedError):
         viewer.batches.create(input_file_id=upload.id, endpoint=CHAT, completion_window="24h")
+
+
+def test_personal_data_in_a_line_is_masked_before_the_engine_and_the_files(stack: Stack) -> None:
+    email, phone = "kim.minsu@example.co.kr", "010-1234-5678"
+    with httpx.Client(base_url=f"http://127.0.0.1:{stack.demo_port}", timeout=10) as engine:
+        engine.delete("/received").raise_for_status()
+        with client_of(stack, new_key(stack)) as client:
+            line = chat_line("pii", f"mail {email}, phone {phone}")
+            upload = client.files.create(file=("in.jsonl", jsonl([line])), purpose="batch")
+            batch = client.batches.create(
+                input_file_id=upload.id, endpoint=CHAT, completion_window="24h"
+            )
+            done = wait_for_end(client, batch.id)
+            (out,) = lines_of(client, done.output_file_id)
+        sent = engine.get("/received").json()["data"]
+    answer = out["response"]["body"]["choices"][0]["message"]["content"]
+    assert answer == "You said: mail <EMAIL_1>, phone <PHONE_1>"  # the demo model masks
+    assert sent and all(email not in str(r) and phone not in str(r) for r in sent)

@@ -38,6 +38,7 @@ from tiller.gateway.batches.lines import (
     parse_line,
     validate,
 )
+from tiller.gateway.batches.live import LiveTraffic
 from tiller.gateway.batches.shared import (
     CHECKPOINT_ACTIVITY,
     COMPLETED,
@@ -66,8 +67,16 @@ INPUTS_CACHED = 4  # input files kept split into lines, in memory, by the gatewa
 
 
 class BatchActivities:
-    def __init__(self, inference: Inference, files: FileStore, store: BatchStore) -> None:
+    def __init__(
+        self,
+        inference: Inference,
+        files: FileStore,
+        store: BatchStore,
+        live: LiveTraffic,
+        yield_seconds: float,
+    ) -> None:
         self.inference, self.files, self.store = inference, files, store
+        self.live, self.yield_seconds = live, yield_seconds
         self._inputs: collections.OrderedDict[str, list[tuple[int, bytes]]] = (
             collections.OrderedDict()
         )
@@ -125,6 +134,7 @@ class BatchActivities:
             line = parse_line(number, raw, job.endpoint)
             beat = asyncio.create_task(_heartbeats())
             try:
+                await self.live.quiet(self.yield_seconds)  # live requests go first
                 ok, record = await self._run(job, line)
             finally:
                 beat.cancel()

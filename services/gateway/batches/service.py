@@ -16,6 +16,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from tiller.common.errors import InvalidRequest, NotFound, ServiceUnavailable
 from tiller.gateway.batches.activities import BatchActivities
+from tiller.gateway.batches.live import LiveTraffic
 from tiller.gateway.batches.shared import (
     BATCH_TASK_QUEUE,
     CANCEL_SIGNAL,
@@ -45,10 +46,21 @@ class Batches:
         self.store = BatchStore(inference.up.redis, inference.up.sealer, settings.key_prefix)
         self.concurrency = settings.batch_concurrency
         self.lines_per_run = settings.batch_lines_per_run
+        self.yield_seconds = settings.batch_yield_seconds
+        self.live = LiveTraffic(
+            inference.up.redis, settings.key_prefix, lambda: len(inference.answering)
+        )
 
     async def serve(self, grace: float) -> None:
         """Poll the batch task queue until cancelled: every gateway runs batches' workflows
         and lines. A worker that cannot start (Temporal away) is started again."""
+        publishing = asyncio.create_task(self.live.publish())
+        try:
+            await self._serve(grace)
+        finally:
+            publishing.cancel()
+
+    async def _serve(self, grace: float) -> None:
         while True:
             worker = self._worker(grace)
             try:
@@ -58,7 +70,9 @@ class Batches:
             await asyncio.sleep(RESTART_SECONDS)
 
     def _worker(self, grace: float) -> Worker:
-        activities = BatchActivities(self.inference, self.files, self.store)
+        activities = BatchActivities(
+            self.inference, self.files, self.store, self.live, self.yield_seconds
+        )
         return Worker(
             self.temporal,
             task_queue=BATCH_TASK_QUEUE,
