@@ -210,6 +210,60 @@ def side_by_side(args: argparse.Namespace, cluster: Cluster, live_key: str, batc
     return done.status == "completed" and usage["requests"] == args.lines and shown == usage
 
 
+def malformed(cluster: Cluster, key: str) -> bool:
+    print("\n5. a malformed input file")
+    good = batch_file(3, 2).splitlines()
+    lines = [
+        good[0],
+        b'{"custom_id": "broken", "method": "POST"',
+        good[1].replace(b'"line-1"', b'"line-0"'),
+        good[2].replace(b"/v1/chat/completions", b"/v1/embeddings"),
+        good[2].replace(b'"line-2"', b'"line-3"').replace(b'"demo"', b'"no-such-model"'),
+        b'{"custom_id": "no-body", "method": "POST", "url": "/v1/chat/completions"}',
+    ]
+    client = openai.OpenAI(base_url=f"{cluster.url('gateway1')}/v1", api_key=key)
+    batch, progress = run_batch(client, b"\n".join(lines) + b"\n")
+    progress.join(60)
+    done = client.batches.retrieve(batch.id)
+    listed = [(e.line, e.code, e.message) for e in (done.errors.data or [])] if done.errors else []
+    print(f"  status {done.status}, output_file_id {done.output_file_id}, errors:")
+    for line, code, message in listed:
+        print(f"    line {line}: {code}: {message}")
+    print(f"  error file {done.error_file_id}:")
+    content = client.files.content(done.error_file_id or "").read().decode()
+    for row in content.splitlines():
+        print(f"    {row}")
+    return done.status == "failed" and [x[0] for x in listed] == [2, 3, 4, 5, 6]
+
+
+def completed_at_least(progress: Progress, lines: int) -> bool:
+    counts = progress.last.request_counts if progress.last else None
+    return counts is not None and counts.completed >= lines
+
+
+def cancel(args: argparse.Namespace, cluster: Cluster, key: str) -> bool:
+    print(f"\n6. cancel a {args.lines}-line batch mid-way")
+    client = openai.OpenAI(base_url=f"{cluster.url('gateway1')}/v1", api_key=key)
+    batch, progress = run_batch(client, batch_file(args.lines, args.words))
+    progress.every = 0.5
+    while not completed_at_least(progress, args.lines // 10):
+        time.sleep(0.05)
+    cancelled = client.batches.cancel(batch.id)
+    print(f"  {progress.elapsed():6.1f} s  >>> cancel: {cancelled.status}")
+    done = finish(client, batch, progress, 120)
+    output = [
+        orjson.loads(x) for x in client.files.content(done.output_file_id).read().splitlines()
+    ]
+    ids = Counter(o["custom_id"] for o in output)
+    print(
+        f"  output file: {len(output)} lines, {len(ids)} custom_ids, "
+        f"{sum(1 for n in ids.values() if n > 1)} twice; cancelling_at {done.cancelling_at}, "
+        f"cancelled_at {done.cancelled_at}"
+    )
+    c = done.request_counts
+    return done.status == "cancelled" and c is not None and len(ids) == len(output) == c.completed
+
+
 def chaos(args: argparse.Namespace, cluster: Cluster, batch_key: str) -> bool:
     print(f"\n4. a {args.lines}-line batch through SIGKILLs and a Temporal restart")
     gateway1 = cluster.url("gateway1")
@@ -251,6 +305,7 @@ def main() -> None:
     parser.add_argument("--live-seconds", type=float, default=20)
     parser.add_argument("--token-delay-ms", type=float, default=2)
     parser.add_argument("--no-chaos", action="store_true")
+    parser.add_argument("--only-files", action="store_true", help="only 5 and 6")
     args = parser.parse_args()
     print(f"date {time.strftime('%Y-%m-%d %H:%M %z')}; {args}")
     with tempfile.TemporaryDirectory(prefix="tiller-batch-") as tmp:
@@ -262,9 +317,11 @@ def main() -> None:
             batch_key = cluster.admin("POST", "/admin/keys", {"name": "batch"})["key"]
             chaos_key = cluster.admin("POST", "/admin/keys", {"name": "batch-chaos"})["key"]
             time.sleep(1.5)  # past Redis's once-a-second fsync: the keys survive a SIGKILL
-            ok = side_by_side(args, cluster, live_key, batch_key)
-            if not args.no_chaos:
+            ok = args.only_files or side_by_side(args, cluster, live_key, batch_key)
+            if not args.no_chaos and not args.only_files:
                 ok = chaos(args, cluster, chaos_key) and ok
+            ok = malformed(cluster, batch_key) and ok
+            ok = cancel(args, cluster, chaos_key) and ok
         finally:
             cluster.stop()
     print("\nall checks passed" if ok else "\nSOME CHECKS FAILED")

@@ -283,3 +283,6 @@ async def test_a_key_id_is_refused_as_its_secret_would_be(quota: Quota) -> None:
     for key_id in (revoked.key_id, "0" * 16, "../not-an-id", ""):
         with pytest.raises(AuthenticationFailed):
             await quota.admit("", key_id=key_id)
+    lapsed = await quota.store.create(KeySpec("lapsed", expires_at=int(time.time()) - 1))
+    with pytest.raises(AuthenticationFailed, match="expired"):
+        await quota.admit("", key_id=lapsed.key_id)

@@ -206,6 +206,27 @@ async def test_a_batch_settles_first_then_admits_each_request_on_its_own(quota: 
     assert errors[1].retry_after is not None
 
 
+async def test_a_batch_admits_lines_by_key_id_against_the_key_own_limits(quota: Quota) -> None:
+    new = await quota.store.issue("lines", rpm=2)
+    reply = await quota.stub.AdmitBatch(
+        quota_pb2.AdmitBatchRequest(
+            requests=[
+                ask("", "line-0", key_id=new.key_id),
+                ask("", "line-1", key_id=new.key_id),
+                ask(new.api_key, "live"),  # the key's third request this minute, by its secret
+                ask("", "stray", key_id="0" * 16),  # well formed, but no key has it
+            ]
+        ),
+        timeout=5,
+    )
+    first, second, live, stray = reply.outcomes
+    assert [o.admission.principal.key_id for o in (first, second)] == [new.key_id] * 2
+    assert (second.admission.requests.limit, second.admission.requests.remaining) == (2, 0)
+    assert live.error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert type(TillerError.from_status(live.error)) is RateLimited
+    assert stray.error.code == grpc.StatusCode.UNAUTHENTICATED.value[0]
+
+
 async def test_an_admission_whose_caller_left_gives_its_lease_back(quota: Quota) -> None:
     new = await quota.store.issue("impatient", concurrency=1)
     settler = Settler(quota.stub, timeout_seconds=5)
