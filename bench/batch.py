@@ -163,11 +163,11 @@ def charged(url: str, key: str, expected: dict[str, int]) -> dict[str, int]:
     return shown
 
 
-def run_batch(client: openai.OpenAI, data: bytes) -> tuple[Any, Progress]:
+def run_batch(client: openai.OpenAI, data: bytes, every: float = 2.0) -> tuple[Any, Progress]:
     upload = client.files.create(file=("batch.jsonl", data), purpose="batch")
     batch = client.batches.create(input_file_id=upload.id, endpoint=CHAT, completion_window="24h")
     print(f"  created {batch.id} ({batch.status}) from {upload.id}, {upload.bytes} bytes")
-    progress = Progress(client, batch.id)
+    progress = Progress(client, batch.id, every)
     progress.start()
     return batch, progress
 
@@ -244,8 +244,7 @@ def completed_at_least(progress: Progress, lines: int) -> bool:
 def cancel(args: argparse.Namespace, cluster: Cluster, key: str) -> bool:
     print(f"\n6. cancel a {args.lines}-line batch mid-way")
     client = openai.OpenAI(base_url=f"{cluster.url('gateway1')}/v1", api_key=key)
-    batch, progress = run_batch(client, batch_file(args.lines, args.words))
-    progress.every = 0.5
+    batch, progress = run_batch(client, batch_file(args.lines, args.words), every=0.5)
     while not completed_at_least(progress, args.lines // 10):
         time.sleep(0.05)
     cancelled = client.batches.cancel(batch.id)

@@ -152,9 +152,10 @@ def test_a_malformed_file_fails_validation_with_an_error_file_naming_the_lines(
         done = wait_for_end(client, batch.id)
         assert done.status == "failed" and done.failed_at and done.output_file_id is None
         assert done.errors is not None and done.errors.data is not None
-        assert sorted(e.line or 0 for e in done.errors.data) == [2, 3, 5]
+        assert [e.line for e in done.errors.data] == [2, 3, 4, 5]
         named = lines_of(client, done.error_file_id)
-        assert [e["error"]["line"] for e in named] == [2, 3, 5]
+        assert [e["error"]["line"] for e in named] == [2, 3, 4, 5]
+        assert named[2]["error"]["code"] == "model_not_found"
         assert named[1]["custom_id"] == "a" and "line 1" in named[1]["error"]["message"]
 
 

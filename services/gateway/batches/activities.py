@@ -96,9 +96,9 @@ class BatchActivities:
             return -1
         data = await self.files.content(batch.input_file_id)
         checked = await asyncio.to_thread(validate, data, batch.endpoint)
-        if not checked.errors:
-            await self._known_models(checked, data, batch.endpoint)
+        await self._known_models(checked)
         if checked.errors:
+            checked.in_order()
             lines = checked.error_lines
             error_file = await self._write(batch.id, batch.owner, "error", lines)
             assert error_file is not None  # there are lines to write
@@ -109,18 +109,14 @@ class BatchActivities:
         await self.store.transition(batch.id, IN_PROGRESS, VALIDATING)
         return checked.total
 
-    async def _known_models(self, checked: Validation, data: bytes, endpoint: str) -> None:
+    async def _known_models(self, checked: Validation) -> None:
         """Lines naming a model that does not exist are refused with the file, not one by one."""
-        models: dict[str, list[Line]] = collections.defaultdict(list)
-        for number, raw in numbered(data):
-            line = parse_line(number, raw, endpoint)
-            models[line.request.model].append(line)
-        for model, lines in models.items():
+        for model, lines in checked.models.items():
             try:
                 await self.inference.routes.get(model)
             except ModelNotFound as error:
-                for line in lines:
-                    checked.refuse(line.number, line.custom_id, "model_not_found", error)
+                for number, custom_id in lines:
+                    checked.refuse(number, custom_id, "model_not_found", error)
 
     # --- one line ----------------------------------------------------------------------------
 

@@ -135,6 +135,8 @@ class Validation:
     total: int = 0
     errors: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     error_lines: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # The models the valid lines name: each with its lines' numbers and custom_ids.
+    models: dict[str, list[tuple[int, str]]] = dataclasses.field(default_factory=dict)
 
     def refuse(self, number: int, custom_id: Any, code: str, error: TillerError) -> None:
         entry = {"code": code, "message": error.message, "param": error.param, "line": number}
@@ -148,6 +150,11 @@ class Validation:
                 "error": entry,
             }
         )
+
+    def in_order(self) -> None:
+        """Errors by line number (refusals found later, such as unknown models, come last)."""
+        self.errors.sort(key=lambda e: int(e["line"]))
+        self.error_lines.sort(key=lambda e: int(e["error"]["line"]))
 
 
 def validate(data: bytes, endpoint: str) -> Validation:
@@ -168,6 +175,7 @@ def validate(data: bytes, endpoint: str) -> Validation:
         except InvalidRequest as error:
             checked.refuse(number, _custom_id(raw), "invalid_request", error)
             continue
+        checked.models.setdefault(line.request.model, []).append((number, line.custom_id))
         first = seen.setdefault(line.custom_id, number)
         if first != number:
             refusal = InvalidRequest(
