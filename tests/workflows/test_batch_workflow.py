@@ -43,6 +43,7 @@ class Stand:
     most: int = 0
     endings: list[str] = field(default_factory=list)
     checkpoints: int = 0
+    status: str = "in_progress"  # what the batch's record says at a checkpoint
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
     def activities(self) -> list[Callable[..., Any]]:
@@ -65,7 +66,7 @@ class Stand:
         @activity.defn(name=CHECKPOINT_ACTIVITY)
         async def checkpoint(batch_id: str) -> str:
             self.checkpoints += 1
-            return "in_progress"
+            return self.status
 
         @activity.defn(name=FINALIZE_ACTIVITY)
         async def finalize(ending: Ending) -> None:
@@ -108,7 +109,7 @@ async def test_every_line_once_within_the_cap_across_continued_runs(client: Clie
     assert result == COMPLETED
     assert sorted(stand.ran) == list(range(25)) and set(stand.ran.values()) == {1}
     assert stand.most <= 3
-    assert stand.checkpoints == 2  # two continued runs (lines 10-19, 20-24)
+    assert stand.checkpoints == 3  # one per run: lines 0-9, then two continued runs
     assert stand.endings == [COMPLETED]
 
 
@@ -151,3 +152,14 @@ async def test_a_refused_file_runs_no_line(client: Client) -> None:
         )
     assert result == "failed"
     assert not stand.ran and not stand.endings
+
+
+async def test_a_cancel_whose_signal_was_lost_is_seen_in_the_batch_status(
+    client: Client,
+) -> None:
+    stand = Stand(total=30, status="cancelling")  # cancelled while it was being validated
+    async with worker(client, stand):
+        result = await client.execute_workflow(
+            BatchWorkflow.run, job(), id=f"b-{uuid.uuid4().hex}", task_queue=BATCH_TASK_QUEUE
+        )
+    assert result == CANCELLED and not stand.ran and stand.endings == [CANCELLED]

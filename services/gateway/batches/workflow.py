@@ -63,8 +63,10 @@ class BatchWorkflow:
             if total < 0:  # refused: the validation wrote its errors and error file
                 return "failed"
             job = dataclasses.replace(job, total=total)
-        elif await self._step(CHECKPOINT_ACTIVITY, job.batch_id, job, str) == CANCELLING:
-            self.cancelling = True  # cancelled while the previous run handed over
+        # Cancelled while it was validated or the previous run handed over (a signal that did
+        # not arrive: the batch's status says so all the same).
+        if await self._step(CHECKPOINT_ACTIVITY, job.batch_id, job, str) == CANCELLING:
+            self.cancelling = True
         ending = await self._lines(job)
         if ending is None:  # more lines than one run takes: the next run goes on
             workflow.continue_as_new(dataclasses.replace(job, next_index=self.next_index))
