@@ -244,3 +244,19 @@ def test_personal_data_in_a_line_is_masked_before_the_engine_and_the_files(stack
     answer = out["response"]["body"]["choices"][0]["message"]["content"]
     assert answer == "You said: mail <EMAIL_1>, phone <PHONE_1>"  # the demo model masks
     assert sent and all(email not in str(r) and phone not in str(r) for r in sent)
+
+
+def test_a_batch_whose_input_file_is_deleted_ends_instead_of_hanging(stack: Stack) -> None:
+    lines = [chat_line(f"r{i}", "x") for i in range(20)]
+    with client_of(stack, new_key(stack)) as client:
+        upload = client.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
+        batch = client.batches.create(
+            input_file_id=upload.id, endpoint=CHAT, completion_window="24h"
+        )
+        client.files.delete(upload.id)
+        done = wait_for_end(client, batch.id, timeout=60)
+        if done.status == "failed":  # the validation found the file gone
+            named = lines_of(client, done.error_file_id)
+            assert named[0]["error"]["code"] == "file_not_found"
+        else:  # the validation read it first: its gateway kept its lines
+            assert done.status == "completed", done

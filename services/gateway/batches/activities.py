@@ -23,7 +23,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from tiller.common.errors import (
+    InvalidRequest,
     ModelNotFound,
+    NotFound,
     RateLimited,
     ServiceUnavailable,
     TillerError,
@@ -94,9 +96,14 @@ class BatchActivities:
         batch = await self.store.get(batch_id)
         if batch is None or batch.status in TERMINAL:
             return -1
-        data = await self.files.content(batch.input_file_id)
-        checked = await asyncio.to_thread(validate, data, batch.endpoint)
-        await self._known_models(checked)
+        try:
+            data = await self.files.content(batch.input_file_id)
+        except NotFound:  # deleted since the batch was created
+            checked = Validation()
+            checked.refuse(0, None, "file_not_found", _input_gone(batch.input_file_id))
+        else:
+            checked = await asyncio.to_thread(validate, data, batch.endpoint)
+            await self._known_models(checked)
         if checked.errors:
             checked.in_order()
             lines = checked.error_lines
@@ -126,14 +133,18 @@ class BatchActivities:
         whether it succeeded."""
         recorded = await self.store.answered(job.batch_id, job.index)
         if recorded is None:
-            number, raw = (await self._input(job.input_file_id))[job.index]
-            line = parse_line(number, raw, job.endpoint)
-            beat = asyncio.create_task(_heartbeats())
             try:
-                await self.live.quiet(self.yield_seconds)  # live requests go first
-                ok, record = await self._run(job, line)
-            finally:
-                beat.cancel()
+                number, raw = (await self._input(job.input_file_id))[job.index]
+            except NotFound:  # the input file was deleted while the batch ran
+                ok, record = False, {"line": _unread(job), "settlement": None}
+            else:
+                line = parse_line(number, raw, job.endpoint)
+                beat = asyncio.create_task(_heartbeats())
+                try:
+                    await self.live.quiet(self.yield_seconds)  # live requests go first
+                    ok, record = await self._run(job, line)
+                finally:
+                    beat.cancel()
             await self.store.answer(job.batch_id, job.index, ok, record)
             recorded = await self.store.answered(job.batch_id, job.index)
             assert recorded is not None
@@ -229,8 +240,12 @@ class BatchActivities:
         total: int,
         answers: dict[bool, dict[int, dict[str, Any]]],
     ) -> None:
-        """Lines the window closed on before they started: each an error line."""
-        lines = await self._input(file_id)
+        """Lines the window closed on before they started: each an error line (none if the
+        input file was deleted meanwhile)."""
+        try:
+            lines = await self._input(file_id)
+        except NotFound:
+            return
         for index in range(total):
             if index not in answers[True] and index not in answers[False]:
                 line = parse_line(*lines[index], endpoint)
@@ -255,6 +270,21 @@ class BatchActivities:
             owner, f"{batch_id}_{kind}.jsonl", purpose, data, file_id=file_id
         )
         return stored.id
+
+
+def _input_gone(file_id: str) -> InvalidRequest:
+    return InvalidRequest(f"The input file {file_id} was deleted.", param="input_file_id")
+
+
+def _unread(job: LineJob) -> dict[str, Any]:
+    """The error line of a line that could not be read any more."""
+    error = _input_gone(job.input_file_id)
+    return {
+        "id": None,
+        "custom_id": None,
+        "response": None,
+        "error": {"code": "file_not_found", "message": error.message, "line": None},
+    }
 
 
 async def _heartbeats() -> None:
