@@ -147,3 +147,13 @@ def test_network_policies_let_in_only_who_calls_whom() -> None:
         who = {p["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for p in guarded["from"]}
         assert who == allowed, name
         assert all("from" in r for r in rules if {"port": service_ports[name]} in r["ports"])
+
+
+def test_every_gateway_pod_shares_one_files_volume() -> None:
+    gateway = of_kind("Deployment")["gateway"]["spec"]["template"]["spec"]
+    (container,) = gateway["containers"]
+    files_dir = {e["name"]: e.get("value") for e in container["env"]}["TILLER_GATEWAY_FILES_DIR"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volume = {v["name"]: v for v in gateway["volumes"]}[mounts[files_dir]]
+    claim = of_kind("PersistentVolumeClaim")[volume["persistentVolumeClaim"]["claimName"]]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # pods on several nodes
