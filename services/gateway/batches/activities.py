@@ -58,6 +58,7 @@ from tiller.gateway.batches.shared import (
 from tiller.gateway.batches.store import BatchStore
 from tiller.gateway.file_store import FileStore
 from tiller.gateway.inference import Inference
+from tiller.gateway.responses_store import RESPONSE_ID_PREFIX
 from tiller.protos.quota.v1 import quota_pb2
 
 log = logging.getLogger(__name__)
@@ -145,17 +146,17 @@ class BatchActivities:
                     ok, record = await self._run(job, line)
                 finally:
                     beat.cancel()
-            await self.store.answer(job.batch_id, job.index, ok, record)
-            recorded = await self.store.answered(job.batch_id, job.index)
-            assert recorded is not None
-            if recorded[1] != record:  # another attempt answered it first: its answer stands
-                await self._release(record)
+            recorded = ok, record
+            if not await self.store.answer(job.batch_id, job.index, ok, record):
+                await self._release(record)  # another attempt answered it first: that stands
+                recorded = await self.store.answered(job.batch_id, job.index)
+                assert recorded is not None
         ok, record = recorded
         await self._settle(record)
         return ok
 
     async def _run(self, job: LineJob, line: Line) -> tuple[bool, dict[str, Any]]:
-        prefix = "resp_" if line.asked is not None else None
+        prefix = RESPONSE_ID_PREFIX if line.asked is not None else None
         try:
             call = await self.inference.begin(
                 "", line.request, LOWEST_PRIORITY, id_prefix=prefix, key_id=job.key_id

@@ -7,27 +7,25 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tiller.common.errors import InvalidRequest, PermissionDenied
+from tiller.common.errors import InvalidRequest
 from tiller.common.parsing import whole_number
+from tiller.gateway.admin_api import caller_with_role
 from tiller.gateway.batches.service import Batches
-from tiller.gateway.callers import JSONResponse, bearer_key, read_json
-from tiller.gateway.inference import Inference
-from tiller.protos.quota.v1 import quota_pb2
+from tiller.gateway.callers import JSONResponse, read_json
+from tiller.protos.quota.v1.quota_pb2 import Principal
 
 MAX_LIST = 100
 
 
-async def _caller(request: Request) -> tuple[Batches, quota_pb2.Principal]:
-    inference: Inference = request.app.state.inference
-    principal = await inference.authenticate(bearer_key(request.headers.get("authorization")))
+async def _caller(request: Request, role: str | None = None) -> tuple[Batches, Principal]:
+    """The batches, and the caller's principal (PermissionDenied unless it has `role`)."""
+    principal = await caller_with_role(request, role)
     batches: Batches = request.app.state.batches
     return batches, principal
 
 
 async def create_batch(request: Request) -> Response:
-    batches, principal = await _caller(request)
-    if principal.role == "viewer":
-        raise PermissionDenied("A viewer key cannot create batches.")
+    batches, principal = await _caller(request, "member")  # a viewer may read, not create
     body = await read_json(request, batches.inference.settings.max_body_bytes)
     batch = await batches.create(principal.key_id, body)
     return JSONResponse(batch.to_openai())
@@ -41,9 +39,7 @@ async def retrieve_batch(request: Request) -> Response:
 
 
 async def cancel_batch(request: Request) -> Response:
-    batches, principal = await _caller(request)
-    if principal.role == "viewer":
-        raise PermissionDenied("A viewer key cannot cancel batches.")
+    batches, principal = await _caller(request, "member")
     batch_id = request.path_params["batch_id"]
     batch = await batches.cancel(batch_id, principal.key_id, principal.role == "admin")
     return JSONResponse(batch.to_openai())

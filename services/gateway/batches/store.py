@@ -35,6 +35,14 @@ for i = 4, #ARGV do
 end
 return now
 """
+# A line's answer, unless it has one in either hash. KEYS: its hash (out or err), the other.
+# ARGV: the line's index, the sealed answer. Returns 1 if recorded.
+_FIRST_ANSWER = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1
+then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
 _TIMES = (
     "created_at",
     "in_progress_at",
@@ -90,6 +98,7 @@ class BatchStore:
     def __init__(self, redis: Redis, sealer: Sealer, prefix: str) -> None:
         self.redis, self.sealer, self.prefix = redis, sealer, prefix
         self._transition = redis.register_script(_TRANSITION)
+        self._first_answer = redis.register_script(_FIRST_ANSWER)
 
     def _key(self, batch_id: str) -> str:
         return f"{self.prefix}batch:{batch_id}"
@@ -211,11 +220,14 @@ class BatchStore:
             return False, self._open(batch_id, err)
         return None
 
-    async def answer(self, batch_id: str, index: int, ok: bool, record: dict[str, Any]) -> None:
-        """Record a line's answer, once: a later attempt of the same line keeps the first."""
-        await self.redis.hsetnx(
-            self._results(batch_id, ok), str(index), self._seal(batch_id, record)
+    async def answer(self, batch_id: str, index: int, ok: bool, record: dict[str, Any]) -> bool:
+        """Record a line's answer, once: whether this one was recorded (False: another attempt
+        of the same line answered it first, in either hash, and its answer stands)."""
+        keys = [self._results(batch_id, ok), self._results(batch_id, not ok)]
+        recorded = await self._first_answer(
+            keys=keys, args=[str(index), self._seal(batch_id, record)]
         )
+        return bool(recorded)
 
     async def answers(self, batch_id: str, ok: bool) -> AsyncIterator[tuple[int, dict[str, Any]]]:
         """Every recorded answer of one kind, in no particular order."""

@@ -1,5 +1,6 @@
-"""Live traffic first (gateway/batches/live.py), on real Redis: a gateway answering live
-requests makes batch lines on every gateway wait, up to their limit; an idle one does not."""
+"""Batches on real Redis: live traffic first (gateway/batches/live.py: a gateway answering live
+requests makes batch lines on every gateway wait, up to their limit; an idle one does not), and
+a line's first answer is the one kept (gateway/batches/store.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import uuid
 
 from redis.asyncio import Redis
 
-from tests.support import Stack
+from tests.support import TEST_SEALER, Stack
 from tiller.gateway.batches.live import HORIZON_SECONDS, LiveTraffic
+from tiller.gateway.batches.store import BatchStore
 
 
 async def test_lines_wait_while_any_gateway_answers_live_requests(stack: Stack) -> None:
@@ -33,4 +35,17 @@ async def test_lines_wait_while_any_gateway_answers_live_requests(stack: Stack) 
     finally:
         for task in publishing:
             task.cancel()
+        await redis.aclose()
+
+
+async def test_a_line_keeps_its_first_answer_whichever_hash_either_went_to(stack: Stack) -> None:
+    redis = Redis.from_url(stack.redis_url)
+    store = BatchStore(redis, TEST_SEALER, f"test-{uuid.uuid4().hex[:8]}:")
+    try:
+        assert await store.answer("batch_x", 3, True, {"line": "first"})
+        assert not await store.answer("batch_x", 3, False, {"line": "late failure"})
+        assert not await store.answer("batch_x", 3, True, {"line": "late success"})
+        assert await store.answered("batch_x", 3) == (True, {"line": "first"})
+        assert [i async for i, _ in store.answers("batch_x", False)] == []
+    finally:
         await redis.aclose()
